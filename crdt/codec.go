@@ -1,0 +1,350 @@
+package crdt
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+)
+
+// Encoding: a version byte, then a table of region names, then the state
+// with every region written as its index in the table. Integers are varints.
+// The same form carries persisted states and shipped deltas.
+const codecVersion = 1
+
+// ErrCorrupt is returned by decoders for input they cannot read.
+var ErrCorrupt = errors.New("crdt: corrupt encoding")
+
+type encoder struct {
+	b       []byte
+	regions map[string]uint64
+	names   []string
+}
+
+func (e *encoder) uv(v uint64)    { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) iv(v int64)     { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) bytes(v []byte) { e.uv(uint64(len(v))); e.b = append(e.b, v...) }
+func (e *encoder) str(v string)   { e.uv(uint64(len(v))); e.b = append(e.b, v...) }
+
+func (e *encoder) region(r string) {
+	i, ok := e.regions[r]
+	if !ok {
+		i = uint64(len(e.names))
+		e.regions[r] = i
+		e.names = append(e.names, r)
+	}
+	e.uv(i)
+}
+
+func (e *encoder) dot(d Dot) { e.region(d.Region); e.uv(d.N) }
+func (e *encoder) hlc(h HLC) { e.iv(h.Phys); e.uv(uint64(h.Log)); e.region(h.Region) }
+
+func (e *encoder) counts(cs []Count) {
+	e.uv(uint64(len(cs)))
+	for _, c := range cs {
+		e.region(c.Region)
+		e.uv(c.N)
+		e.iv(c.I)
+		e.str(c.F)
+	}
+}
+
+func (e *encoder) reg(r *Reg) {
+	e.uv(uint64(len(r.Base)))
+	for _, b := range r.Base {
+		e.dot(b.Dot)
+		e.hlc(b.HLC)
+		e.bytes(b.Val)
+		e.counts(b.Absorb)
+	}
+	e.counts(r.Counts)
+	e.counts(r.Floor)
+}
+
+func (e *encoder) state(s *State) {
+	var flags uint64
+	if s.Scoped {
+		flags |= 1
+	}
+	if s.ExpTouched {
+		flags |= 2
+	}
+	if s.Str != nil {
+		flags |= 4
+	}
+	e.uv(flags)
+	e.uv(uint64(len(s.Ctx.VV)))
+	for _, v := range s.Ctx.VV {
+		e.region(v.Region)
+		e.uv(v.N)
+	}
+	e.uv(uint64(len(s.Ctx.Cloud)))
+	for _, d := range s.Ctx.Cloud {
+		e.dot(d)
+	}
+	e.hlc(s.StrT)
+	e.hlc(s.SetT)
+	e.hlc(s.HashT)
+	if s.Str != nil {
+		e.reg(s.Str)
+	}
+	e.uv(uint64(len(s.Set)))
+	for m, ds := range s.Set {
+		e.str(m)
+		e.uv(uint64(len(ds)))
+		for _, d := range ds {
+			e.dot(d)
+		}
+	}
+	e.uv(uint64(len(s.Hash)))
+	for f, r := range s.Hash {
+		e.str(f)
+		e.reg(r)
+	}
+	e.uv(uint64(len(s.Exp)))
+	for _, x := range s.Exp {
+		e.dot(x.Dot)
+		e.iv(x.At)
+	}
+}
+
+// finish prepends the version and the region table to the body.
+func (e *encoder) finish(dst []byte) []byte {
+	dst = append(dst, codecVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(e.names)))
+	for _, n := range e.names {
+		dst = binary.AppendUvarint(dst, uint64(len(n)))
+		dst = append(dst, n...)
+	}
+	return append(dst, e.b...)
+}
+
+// AppendState appends the encoding of s to dst.
+func AppendState(dst []byte, s *State) []byte {
+	e := encoder{regions: make(map[string]uint64, 4)}
+	e.state(s)
+	return e.finish(dst)
+}
+
+// KeyDelta is one key's delta inside a batch.
+type KeyDelta struct {
+	DB    int
+	Key   string
+	Delta *State
+}
+
+// AppendBatch encodes a batch of key deltas (one outbox entry).
+func AppendBatch(dst []byte, batch []KeyDelta) []byte {
+	e := encoder{regions: make(map[string]uint64, 4)}
+	e.uv(uint64(len(batch)))
+	for _, kd := range batch {
+		e.uv(uint64(kd.DB))
+		e.str(kd.Key)
+		e.state(kd.Delta)
+	}
+	return e.finish(dst)
+}
+
+type decoder struct {
+	b     []byte
+	names []string
+	err   error
+}
+
+func (d *decoder) fail() { d.err = ErrCorrupt; d.b = nil }
+
+func (d *decoder) uv() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) iv() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a length and checks that at least min bytes per item remain.
+func (d *decoder) count(min int) int {
+	n := d.uv()
+	if d.err != nil || n > uint64(len(d.b)/min) {
+		d.fail()
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) raw() []byte {
+	n := d.uv()
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str() string { return string(d.raw()) }
+
+func (d *decoder) region() string {
+	i := d.uv()
+	if d.err != nil || i >= uint64(len(d.names)) {
+		d.fail()
+		return ""
+	}
+	return d.names[i]
+}
+
+func (d *decoder) dot() Dot { r := d.region(); return Dot{Region: r, N: d.uv()} }
+
+func (d *decoder) hlc() HLC {
+	p := d.iv()
+	l := d.uv()
+	if l > math.MaxUint32 {
+		d.fail()
+	}
+	return HLC{Phys: p, Log: uint32(l), Region: d.region()}
+}
+
+func (d *decoder) counts() []Count {
+	n := d.count(4)
+	if n == 0 {
+		return nil
+	}
+	cs := make([]Count, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		c := Count{Region: d.region(), N: d.uv(), I: d.iv(), F: d.str()}
+		if c.F != "" {
+			if _, ok := new(ratParser).parse(c.F); !ok {
+				d.fail()
+			}
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func (d *decoder) reg() *Reg {
+	r := &Reg{}
+	n := d.count(6)
+	for i := 0; i < n && d.err == nil; i++ {
+		r.Base = append(r.Base, Base{Dot: d.dot(), HLC: d.hlc(), Val: append([]byte(nil), d.raw()...), Absorb: d.counts()})
+	}
+	r.Counts = d.counts()
+	r.Floor = d.counts()
+	return r
+}
+
+func (d *decoder) state() *State {
+	s := &State{}
+	flags := d.uv()
+	s.Scoped = flags&1 != 0
+	s.ExpTouched = flags&2 != 0
+	n := d.count(2)
+	for i := 0; i < n && d.err == nil; i++ {
+		r := d.region()
+		v := d.uv()
+		if v == 0 || (len(s.Ctx.VV) > 0 && s.Ctx.VV[len(s.Ctx.VV)-1].Region >= r) {
+			d.fail()
+		}
+		s.Ctx.VV = append(s.Ctx.VV, VVEntry{Region: r, N: v})
+	}
+	n = d.count(2)
+	for i := 0; i < n && d.err == nil; i++ {
+		s.Ctx.Add(d.dot())
+	}
+	s.StrT, s.SetT, s.HashT = d.hlc(), d.hlc(), d.hlc()
+	if flags&4 != 0 {
+		s.Str = d.reg()
+	}
+	n = d.count(2)
+	if n > 0 {
+		s.Set = make(map[string][]Dot, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		m := d.str()
+		k := d.count(2)
+		ds := make([]Dot, 0, k)
+		for j := 0; j < k && d.err == nil; j++ {
+			ds = append(ds, d.dot())
+		}
+		s.Set[m] = ds
+	}
+	n = d.count(4)
+	if n > 0 {
+		s.Hash = make(map[string]*Reg, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		f := d.str()
+		s.Hash[f] = d.reg()
+	}
+	n = d.count(3)
+	for i := 0; i < n && d.err == nil; i++ {
+		s.Exp = append(s.Exp, Exp{Dot: d.dot(), At: d.iv()})
+	}
+	return s
+}
+
+func (d *decoder) header(b []byte) {
+	if len(b) == 0 || b[0] != codecVersion {
+		d.fail()
+		return
+	}
+	d.b = b[1:]
+	n := d.count(1)
+	for i := 0; i < n && d.err == nil; i++ {
+		d.names = append(d.names, d.str())
+	}
+}
+
+// DecodeState decodes a state written by AppendState.
+func DecodeState(b []byte) (*State, error) {
+	var d decoder
+	d.header(b)
+	s := d.state()
+	if d.err == nil && len(d.b) != 0 {
+		d.fail()
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return s, nil
+}
+
+// DecodeBatch decodes a batch written by AppendBatch.
+func DecodeBatch(b []byte) ([]KeyDelta, error) {
+	var d decoder
+	d.header(b)
+	n := d.count(3)
+	out := make([]KeyDelta, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		db := d.uv()
+		if db > math.MaxInt32 {
+			d.fail()
+		}
+		k := d.str()
+		out = append(out, KeyDelta{DB: int(db), Key: k, Delta: d.state()})
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail()
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return out, nil
+}

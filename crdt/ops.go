@@ -1,0 +1,295 @@
+package crdt
+
+import "math/big"
+
+// Op carries what a local operation needs from outside: the timestamp it is
+// issued at (its Region is the issuing region).
+type Op struct {
+	HLC HLC
+}
+
+func (o Op) region() string { return o.HLC.Region }
+
+// dotGen hands out consecutive new dots of one region for one key.
+type dotGen struct{ next Dot }
+
+func newDotGen(s *State, region string) *dotGen { return &dotGen{next: s.Ctx.Next(region)} }
+
+func (g *dotGen) take() Dot {
+	d := g.next
+	g.next.N++
+	return d
+}
+
+// stamp returns the creation stamp a write of type t carries: the existing
+// one when the key already shows t, the op's timestamp when it creates it.
+func stamp(s *State, t Type, op Op) HLC {
+	if s.Type() == t {
+		switch t {
+		case TypeString:
+			return s.StrT
+		case TypeSet:
+			return s.SetT
+		case TypeHash:
+			return s.HashT
+		}
+	}
+	return op.HLC
+}
+
+// removalFloors adds to d the floors that remove every counter s holds.
+func removalFloors(s *State, d *State, keep Type) {
+	if keep != TypeString && s.Str != nil && len(s.Str.Counts) > 0 {
+		if d.Str == nil {
+			d.Str = &Reg{}
+		}
+		d.Str.Floor = joinCounts(d.Str.Floor, s.Str.Counts)
+	}
+	if keep != TypeHash {
+		for f, r := range s.Hash {
+			if len(r.Counts) > 0 {
+				if d.Hash == nil {
+					d.Hash = make(map[string]*Reg)
+				}
+				dr := d.Hash[f]
+				if dr == nil {
+					dr = &Reg{}
+					d.Hash[f] = dr
+				}
+				dr.Floor = joinCounts(dr.Floor, r.Counts)
+			}
+		}
+	}
+}
+
+// widen turns a scoped delta on a key that still holds hidden data of other
+// types (after a type conflict) into an unscoped one that also removes that
+// data, keeping everything of type keep.
+func widen(s *State, d *State, keep Type) {
+	if s.liveTypes() <= 1 && (s.Type() == keep || s.Type() == TypeNone) {
+		return
+	}
+	d.Scoped = false
+	d.Ctx.Join(&s.Ctx)
+	switch keep {
+	case TypeString:
+		if s.Str != nil {
+			if d.Str == nil {
+				d.Str = &Reg{}
+			}
+			for _, b := range s.Str.Base {
+				if !hasBase(d.Str.Base, b.Dot) {
+					d.Str.Base = append(d.Str.Base, cloneBase(b))
+				}
+			}
+			d.Str.Counts = joinCounts(cloneCounts(s.Str.Counts), d.Str.Counts)
+			d.Str.Floor = joinCounts(cloneCounts(s.Str.Floor), d.Str.Floor)
+		}
+	case TypeSet:
+		for m, ds := range s.Set {
+			if _, listed := d.Set[m]; !listed {
+				if d.Set == nil {
+					d.Set = make(map[string][]Dot)
+				}
+				d.Set[m] = append([]Dot(nil), ds...)
+			}
+		}
+	case TypeHash:
+		for f, r := range s.Hash {
+			if _, listed := d.Hash[f]; !listed {
+				if d.Hash == nil {
+					d.Hash = make(map[string]*Reg)
+				}
+				d.Hash[f] = r.clone()
+			}
+		}
+	}
+	if !d.ExpTouched {
+		d.Exp = append([]Exp(nil), s.Exp...)
+	}
+	removalFloors(s, d, keep)
+}
+
+// SetString assigns a string value, replacing whatever the key held (any
+// type), absorbing the increments it observed. keepTTL keeps the expiry.
+func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
+	g := newDotGen(s, op.region())
+	dot := g.take()
+	d := &State{Ctx: s.Ctx.Clone(), StrT: op.HLC}
+	if s.Type() == TypeString {
+		d.StrT = s.StrT
+	}
+	d.Ctx.Add(dot)
+	var absorb []Count
+	if s.Str != nil {
+		absorb = cloneCounts(s.Str.Counts)
+	}
+	d.Str = &Reg{Base: []Base{{Dot: dot, HLC: op.HLC, Val: append([]byte(nil), val...), Absorb: absorb}}}
+	if keepTTL {
+		d.Exp = append([]Exp(nil), s.Exp...)
+	}
+	removalFloors(s, d, TypeString)
+	return d
+}
+
+// IncrBy adds n to the key's counter.
+func IncrBy(s *State, op Op, n int64) *State {
+	c := s.Str.own(op.region())
+	c.N++
+	c.I += n
+	d := &State{Scoped: true, StrT: stamp(s, TypeString, op), Str: &Reg{Counts: []Count{c}}}
+	widen(s, d, TypeString)
+	return d
+}
+
+// IncrByFloat adds the exact amount r to the key's counter.
+func IncrByFloat(s *State, op Op, r *big.Rat) *State {
+	c := s.Str.own(op.region())
+	c.N++
+	c.F = ratString(new(big.Rat).Add(parseRatString(c.F), r))
+	d := &State{Scoped: true, StrT: stamp(s, TypeString, op), Str: &Reg{Counts: []Count{c}}}
+	widen(s, d, TypeString)
+	return d
+}
+
+// Delete removes everything the key held that this region has observed.
+func Delete(s *State) *State {
+	d := &State{Ctx: s.Ctx.Clone()}
+	removalFloors(s, d, TypeNone)
+	return d
+}
+
+// SAdd adds members to the set.
+func SAdd(s *State, op Op, members [][]byte) *State {
+	g := newDotGen(s, op.region())
+	d := &State{Scoped: true, SetT: stamp(s, TypeSet, op), Set: make(map[string][]Dot, len(members))}
+	for _, m := range members {
+		dot := g.take()
+		d.Set[string(m)] = []Dot{dot}
+		d.Ctx.Add(dot)
+		for _, old := range s.Set[string(m)] {
+			d.Ctx.Add(old)
+		}
+	}
+	widen(s, d, TypeSet)
+	return d
+}
+
+// SRem removes members from the set.
+func SRem(s *State, members [][]byte) *State {
+	d := &State{Scoped: true, SetT: s.SetT, Set: make(map[string][]Dot, len(members))}
+	for _, m := range members {
+		d.Set[string(m)] = nil
+		for _, old := range s.Set[string(m)] {
+			d.Ctx.Add(old)
+		}
+	}
+	return d
+}
+
+// ReplaceSet makes the key a set holding exactly members (any type before).
+func ReplaceSet(s *State, op Op, members [][]byte) *State {
+	g := newDotGen(s, op.region())
+	d := &State{Ctx: s.Ctx.Clone(), SetT: op.HLC, Set: make(map[string][]Dot, len(members))}
+	for _, m := range members {
+		dot := g.take()
+		d.Set[string(m)] = []Dot{dot}
+		d.Ctx.Add(dot)
+	}
+	removalFloors(s, d, TypeNone)
+	return d
+}
+
+// HSet assigns hash fields (pairs of field, value).
+func HSet(s *State, op Op, pairs [][]byte) *State {
+	g := newDotGen(s, op.region())
+	d := &State{Scoped: true, HashT: stamp(s, TypeHash, op), Hash: make(map[string]*Reg, len(pairs)/2)}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		f := string(pairs[i])
+		dot := g.take()
+		var absorb []Count
+		if old := s.Hash[f]; old != nil {
+			absorb = cloneCounts(old.Counts)
+			for _, b := range old.Base {
+				d.Ctx.Add(b.Dot)
+			}
+		}
+		if prev := d.Hash[f]; prev != nil { // field repeated in one command
+			for _, b := range prev.Base {
+				d.Ctx.Add(b.Dot)
+			}
+		}
+		d.Ctx.Add(dot)
+		d.Hash[f] = &Reg{Base: []Base{{Dot: dot, HLC: op.HLC, Val: append([]byte(nil), pairs[i+1]...), Absorb: absorb}}}
+	}
+	widen(s, d, TypeHash)
+	return d
+}
+
+// HDel removes hash fields.
+func HDel(s *State, fields [][]byte) *State {
+	d := &State{Scoped: true, HashT: s.HashT, Hash: make(map[string]*Reg, len(fields))}
+	for _, fb := range fields {
+		f := string(fb)
+		r := &Reg{}
+		if old := s.Hash[f]; old != nil {
+			for _, b := range old.Base {
+				d.Ctx.Add(b.Dot)
+			}
+			r.Floor = cloneCounts(old.Counts)
+		}
+		d.Hash[f] = r
+	}
+	return d
+}
+
+// HIncrBy adds n to a hash field's counter.
+func HIncrBy(s *State, op Op, field []byte, n int64) *State {
+	c := s.Hash[string(field)].own(op.region())
+	c.N++
+	c.I += n
+	d := &State{Scoped: true, HashT: stamp(s, TypeHash, op), Hash: map[string]*Reg{string(field): {Counts: []Count{c}}}}
+	widen(s, d, TypeHash)
+	return d
+}
+
+// HIncrByFloat adds the exact amount r to a hash field's counter.
+func HIncrByFloat(s *State, op Op, field []byte, r *big.Rat) *State {
+	c := s.Hash[string(field)].own(op.region())
+	c.N++
+	c.F = ratString(new(big.Rat).Add(parseRatString(c.F), r))
+	d := &State{Scoped: true, HashT: stamp(s, TypeHash, op), Hash: map[string]*Reg{string(field): {Counts: []Count{c}}}}
+	widen(s, d, TypeHash)
+	return d
+}
+
+// ReplaceHash makes the key a hash holding exactly pairs (field, value).
+func ReplaceHash(s *State, op Op, pairs [][]byte) *State {
+	d := &State{Ctx: s.Ctx.Clone(), HashT: op.HLC}
+	removalFloors(s, d, TypeNone)
+	h := HSet(&State{Ctx: s.Ctx}, op, pairs)
+	d.Ctx.Join(&h.Ctx)
+	if d.Hash == nil {
+		d.Hash = h.Hash
+	} else {
+		for f, r := range h.Hash {
+			if fl := d.Hash[f]; fl != nil {
+				r.Floor = fl.Floor
+			}
+			d.Hash[f] = r
+		}
+	}
+	return d
+}
+
+// Expire sets the key's deadline (unix ms); at == 0 is PERSIST.
+func Expire(s *State, op Op, at int64) *State {
+	g := newDotGen(s, op.region())
+	dot := g.take()
+	d := &State{Scoped: true, ExpTouched: true, Exp: []Exp{{Dot: dot, At: at}}}
+	d.Ctx.Add(dot)
+	for _, e := range s.Exp {
+		d.Ctx.Add(e.Dot)
+	}
+	return d
+}

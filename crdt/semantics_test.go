@@ -1,0 +1,180 @@
+package crdt
+
+import (
+	"fmt"
+	"testing"
+)
+
+// Two regions, A and B, start from a shared history, then act concurrently;
+// after exchanging deltas both must read want.
+func TestConcurrentSemantics(t *testing.T) {
+	type step struct {
+		region string // "A", "B" or "sync"
+		op     func(s *State, o Op) *State
+	}
+	set := func(v string) func(*State, Op) *State {
+		return func(s *State, o Op) *State { return SetString(s, o, []byte(v), false) }
+	}
+	incr := func(n int64) func(*State, Op) *State {
+		return func(s *State, o Op) *State { return IncrBy(s, o, n) }
+	}
+	sadd := func(m string) func(*State, Op) *State {
+		return func(s *State, o Op) *State { return SAdd(s, o, [][]byte{[]byte(m)}) }
+	}
+	del := func(s *State, o Op) *State { return Delete(s) }
+	expire := func(at int64) func(*State, Op) *State {
+		return func(s *State, o Op) *State { return Expire(s, o, at) }
+	}
+	cases := []struct {
+		name      string
+		steps     []step
+		want      string
+		conflicts int
+	}{
+		{"incr counts from every region", []step{{"A", incr(2)}, {"B", incr(3)}, {"A", incr(-1)}}, `string "4" exp=0`, 0},
+		{"set absorbs only observed increments", []step{{"A", set("10")}, {"sync", nil}, {"A", incr(2)}, {"B", set("100")}}, `string "102" exp=0`, 0},
+		{"later set wins over observed", []step{{"A", incr(5)}, {"sync", nil}, {"B", set("7")}}, `string "7" exp=0`, 0},
+		{"non-integer base drops unobserved increments", []step{{"A", set("1")}, {"sync", nil}, {"A", incr(2)}, {"B", set("abc")}}, `string "abc" exp=0`, ConflictNonNumeric},
+		{"concurrent SETs: latest HLC wins", []step{{"A", set("a")}, {"B", set("b")}}, `string "b" exp=0`, ConflictLWW},
+		{"DEL keeps unobserved increments", []step{{"A", incr(5)}, {"sync", nil}, {"A", incr(2)}, {"B", del}}, `string "2" exp=0`, 0},
+		{"DEL keeps unobserved SADD", []step{{"A", sadd("x")}, {"sync", nil}, {"A", sadd("y")}, {"B", del}}, `set [y] exp=0`, 0},
+		{"DEL removes observed", []step{{"A", sadd("x")}, {"sync", nil}, {"B", del}}, `none`, 0},
+		{"type conflict: later creation wins", []step{{"A", set("v")}, {"B", sadd("m")}}, `set [m] exp=0`, ConflictType},
+		{"type conflict other way", []step{{"B", sadd("m")}, {"A", set("v")}}, `string "v" exp=0`, ConflictType},
+		{"longest TTL wins", []step{{"A", set("v")}, {"sync", nil}, {"A", expire(5000)}, {"B", expire(9000)}}, `string "v" exp=9000`, 0},
+		{"PERSIST wins over TTL", []step{{"A", set("v")}, {"sync", nil}, {"A", expire(0)}, {"B", expire(9000)}}, `string "v" exp=0`, 0},
+		{"sequential shorter TTL applies", []step{{"A", set("v")}, {"A", expire(9000)}, {"sync", nil}, {"B", expire(100)}}, `string "v" exp=100`, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, order := range []bool{false, true} {
+				regions := map[string]*State{"A": {}, "B": {}}
+				clocks := map[string]*Clock{"A": NewClock("A"), "B": NewClock("B")}
+				pending := map[string][]*State{}
+				now := int64(100)
+				for _, s := range tc.steps {
+					now++
+					if s.region == "sync" {
+						for r, ds := range pending {
+							other := map[string]string{"A": "B", "B": "A"}[r]
+							for _, d := range ds {
+								regions[other].Merge(d)
+							}
+						}
+						pending = map[string][]*State{}
+						continue
+					}
+					d := s.op(regions[s.region], Op{HLC: clocks[s.region].Now(now)})
+					regions[s.region].Merge(d)
+					pending[s.region] = append(pending[s.region], d)
+				}
+				conflicts := 0
+				deliver := []string{"A", "B"}
+				if order {
+					deliver = []string{"B", "A"}
+				}
+				for _, r := range deliver {
+					other := map[string]string{"A": "B", "B": "A"}[r]
+					for _, d := range pending[r] {
+						conflicts |= regions[other].Merge(d)
+					}
+				}
+				for r, st := range regions {
+					if got := view(st); got != tc.want {
+						t.Fatalf("region %s reads %s, want %s", r, got, tc.want)
+					}
+				}
+				if !Equal(regions["A"], regions["B"]) {
+					t.Fatalf("states differ")
+				}
+				if conflicts&tc.conflicts != tc.conflicts {
+					t.Fatalf("conflicts %b, want %b", conflicts, tc.conflicts)
+				}
+			}
+		})
+	}
+}
+
+func TestFormatRatLikeRedis(t *testing.T) {
+	for in, want := range map[string]string{"10.5": "10.5", "3.0e3": "3000", "0.1": "0.1", "-0": "0", "5.0e-3": "0.005", "1/3": "0.33333333333333333"} {
+		r, ok := ParseFloat([]byte(in))
+		if in == "1/3" {
+			r, ok = new(ratParser).parse(in)
+		}
+		if !ok {
+			t.Fatalf("parse %s", in)
+		}
+		if got := FormatRat(r); got != want {
+			t.Errorf("FormatRat(%s) = %s, want %s", in, got, want)
+		}
+	}
+	for _, bad := range []string{"", " 1", "1 ", "abc", "1/2", "0x10", "nan", "inf", "1e99999"} {
+		if _, ok := ParseFloat([]byte(bad)); ok {
+			t.Errorf("ParseFloat(%q) accepted", bad)
+		}
+	}
+	for in, ok := range map[string]bool{"0": true, "-1": true, "01": false, "+1": false, "-0": false, "9223372036854775807": true, "9223372036854775808": false, "": false} {
+		if _, got := ParseInt([]byte(in)); got != ok {
+			t.Errorf("ParseInt(%q) ok=%v", in, got)
+		}
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	s := newSim(t, 42, 3)
+	s.run(300)
+	for _, r := range s.reps {
+		for k, st := range r.keys {
+			b := AppendState(nil, st)
+			got, err := DecodeState(b)
+			if err != nil || !Equal(got, st) {
+				t.Fatalf("%s/%s: round trip failed: %v", r.name, k, err)
+			}
+			batch := AppendBatch(nil, []KeyDelta{{DB: 3, Key: k, Delta: st}, {DB: 0, Key: "x", Delta: &State{}}})
+			kds, err := DecodeBatch(batch)
+			if err != nil || len(kds) != 2 || kds[0].DB != 3 || kds[0].Key != k || !Equal(kds[0].Delta, st) {
+				t.Fatalf("batch round trip failed: %v", err)
+			}
+			for cut := 0; cut < len(b); cut++ {
+				if _, err := DecodeState(b[:cut]); err == nil {
+					t.Fatalf("truncated encoding (%d of %d bytes) decoded", cut, len(b))
+				}
+			}
+		}
+	}
+}
+
+func FuzzDecodeState(f *testing.F) {
+	s := newSim(&testing.T{}, 5, 2)
+	s.run(60)
+	for _, m := range s.log[:min(10, len(s.log))] {
+		f.Add(m.delta)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := DecodeState(b)
+		if err != nil {
+			return
+		}
+		// whatever decodes must encode, decode to the same, and be usable
+		again, err := DecodeState(AppendState(nil, st))
+		if err != nil || !Equal(again, st) {
+			t.Fatalf("re-encoding differs: %v", err)
+		}
+		_ = view(st)
+		st.Clone().Merge(st)
+	})
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add(AppendBatch(nil, []KeyDelta{{DB: 1, Key: "k", Delta: SAdd(&State{}, Op{HLC: HLC{Phys: 1, Region: "A"}}, [][]byte{[]byte("m")})}}))
+	f.Add([]byte{1, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kds, err := DecodeBatch(b)
+		if err != nil {
+			return
+		}
+		for _, kd := range kds {
+			_ = fmt.Sprint(view(kd.Delta))
+		}
+	})
+}

@@ -1,0 +1,415 @@
+package crdt
+
+import (
+	"fmt"
+	"math/big"
+	"math/rand"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// replica is one simulated region holding a few keys.
+type replica struct {
+	name  string
+	clock *Clock
+	keys  map[string]*State
+}
+
+type sent struct {
+	key   string
+	delta []byte // encoded, so every delivery also exercises the codec
+}
+
+type sim struct {
+	t     *testing.T
+	rng   *rand.Rand
+	reps  []*replica
+	log   []sent // every delta ever made, in creation order
+	inbox [][]int
+	now   int64
+}
+
+func newSim(t *testing.T, seed int64, n int) *sim {
+	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), now: 1000}
+	for i := 0; i < n; i++ {
+		name := string(rune('A' + i))
+		s.reps = append(s.reps, &replica{name: name, clock: NewClock(name), keys: map[string]*State{}})
+	}
+	s.inbox = make([][]int, n)
+	return s
+}
+
+func (r *replica) state(k string) *State {
+	st := r.keys[k]
+	if st == nil {
+		st = &State{}
+		r.keys[k] = st
+	}
+	return st
+}
+
+var simKeys = []string{"k1", "k2", "k3"}
+var simVals = []string{"a", "b", "10", "-3", "x y", "1.5"}
+
+// op applies one random local operation at replica i and queues its deltas
+// for every other replica.
+func (s *sim) op(i int) {
+	r := s.reps[i]
+	s.now += int64(s.rng.Intn(3)) // clocks may stall: logical counters matter
+	k := simKeys[s.rng.Intn(len(simKeys))]
+	st := r.state(k)
+	o := Op{HLC: r.clock.Now(s.now)}
+	typ := st.Type()
+	var d *State
+	member := func() []byte { return []byte(fmt.Sprint("m", s.rng.Intn(4))) }
+	switch s.rng.Intn(12) {
+	case 0, 1:
+		d = SetString(st, o, []byte(simVals[s.rng.Intn(len(simVals))]), s.rng.Intn(2) == 0)
+	case 2:
+		if typ == TypeNone || typ == TypeString {
+			if _, ok, _ := st.Str.Get(); !ok || func() bool { _, _, ok, _ := st.Str.IntValue(); return ok }() {
+				d = IncrBy(st, o, int64(s.rng.Intn(7)-3))
+			}
+		}
+	case 3:
+		if typ == TypeNone || typ == TypeString {
+			d = IncrByFloat(st, o, big.NewRat(int64(s.rng.Intn(5)), 4))
+		}
+	case 4, 5:
+		if typ == TypeNone || typ == TypeSet {
+			d = SAdd(st, o, [][]byte{member(), member()})
+		}
+	case 6:
+		if typ == TypeSet {
+			d = SRem(st, [][]byte{member()})
+		}
+	case 7:
+		if typ == TypeNone || typ == TypeHash {
+			d = HSet(st, o, [][]byte{member(), []byte(simVals[s.rng.Intn(len(simVals))])})
+		}
+	case 8:
+		if typ == TypeNone || typ == TypeHash {
+			d = HIncrBy(st, o, member(), int64(s.rng.Intn(5)))
+		}
+	case 9:
+		if typ == TypeHash {
+			d = HDel(st, [][]byte{member()})
+		}
+	case 10:
+		d = Delete(st)
+	case 11:
+		if typ != TypeNone {
+			at := int64(0)
+			if s.rng.Intn(3) > 0 {
+				at = s.now + int64(s.rng.Intn(10000))
+			}
+			d = Expire(st, o, at)
+		}
+	}
+	if d == nil {
+		return
+	}
+	s.apply(r, k, d)
+	s.log = append(s.log, sent{key: k, delta: AppendState(nil, d)})
+	for j := range s.reps {
+		if j != i {
+			s.inbox[j] = append(s.inbox[j], len(s.log)-1)
+		}
+	}
+}
+
+func (s *sim) apply(r *replica, k string, d *State) {
+	st := r.state(k)
+	st.Merge(d)
+}
+
+func (s *sim) deliver(j int, idx int) {
+	m := s.log[idx]
+	d, err := DecodeState(m.delta)
+	if err != nil {
+		s.t.Fatalf("decode: %v", err)
+	}
+	s.apply(s.reps[j], m.key, d)
+}
+
+// deliverSome delivers a random pending delta to replica j, sometimes
+// keeping it queued again (a duplicate) — any order, any repetition.
+func (s *sim) deliverSome(j int) {
+	if len(s.inbox[j]) == 0 {
+		return
+	}
+	p := s.rng.Intn(len(s.inbox[j]))
+	idx := s.inbox[j][p]
+	s.deliver(j, idx)
+	if s.rng.Intn(4) != 0 {
+		s.inbox[j] = append(s.inbox[j][:p], s.inbox[j][p+1:]...)
+	}
+}
+
+func (s *sim) drain() {
+	for j := range s.reps {
+		// deliver everything left, in a shuffled order, some twice
+		q := s.inbox[j]
+		s.rng.Shuffle(len(q), func(a, b int) { q[a], q[b] = q[b], q[a] })
+		for _, idx := range q {
+			s.deliver(j, idx)
+			if s.rng.Intn(5) == 0 {
+				s.deliver(j, idx)
+			}
+		}
+		s.inbox[j] = nil
+	}
+}
+
+func (s *sim) run(steps int) {
+	for n := 0; n < steps; n++ {
+		if s.rng.Intn(3) == 0 {
+			s.deliverSome(s.rng.Intn(len(s.reps)))
+		} else {
+			s.op(s.rng.Intn(len(s.reps)))
+		}
+	}
+}
+
+func (s *sim) checkConverged() {
+	s.t.Helper()
+	for _, k := range simKeys {
+		a := s.reps[0].state(k)
+		for _, r := range s.reps[1:] {
+			b := r.state(k)
+			if !Equal(a, b) {
+				s.t.Fatalf("key %s diverged between %s and %s:\n%s\n%s", k, s.reps[0].name, r.name, dump(a), dump(b))
+			}
+			if va, vb := view(a), view(b); va != vb {
+				s.t.Fatalf("key %s reads differently: %s vs %s", k, va, vb)
+			}
+		}
+	}
+}
+
+// view is what a client would read from a key.
+func view(s *State) string {
+	switch s.Type() {
+	case TypeString:
+		v, _ := s.StrValue()
+		return fmt.Sprintf("string %q exp=%d", v, s.ExpireAt())
+	case TypeSet:
+		m := s.Members()
+		sort.Strings(m)
+		return fmt.Sprintf("set %v exp=%d", m, s.ExpireAt())
+	case TypeHash:
+		var parts []string
+		for _, f := range s.Fields() {
+			v, _ := s.Field(f)
+			parts = append(parts, f+"="+string(v))
+		}
+		sort.Strings(parts)
+		return fmt.Sprintf("hash %v exp=%d", parts, s.ExpireAt())
+	}
+	return "none"
+}
+
+func dump(s *State) string { return fmt.Sprintf("%+v str=%+v", *s, s.Str) }
+
+// Convergence: N replicas, random operations, deltas delivered in random
+// order with duplicates and delays, always end in identical states.
+func TestConvergenceRandomDelivery(t *testing.T) {
+	for seed := int64(1); seed <= 300; seed++ {
+		s := newSim(t, seed, 2+int(seed%3))
+		s.run(200)
+		s.drain()
+		s.checkConverged()
+	}
+}
+
+// Merge laws over real states reached by random histories.
+func TestMergeLaws(t *testing.T) {
+	for seed := int64(1); seed <= 200; seed++ {
+		s := newSim(t, seed, 3)
+		s.run(150)
+		for _, k := range simKeys {
+			a, b, c := s.reps[0].state(k), s.reps[1].state(k), s.reps[2].state(k)
+			join := func(x, y *State) *State { z := x.Clone(); z.Merge(y); return z }
+			if ab, ba := join(a, b), join(b, a); !Equal(ab, ba) {
+				t.Fatalf("seed %d: not commutative:\n%s\n%s", seed, dump(ab), dump(ba))
+			}
+			if l, r := join(join(a, b), c), join(a, join(b, c)); !Equal(l, r) {
+				t.Fatalf("seed %d: not associative:\n%s\n%s", seed, dump(l), dump(r))
+			}
+			if aa := join(a, a); !Equal(aa, a) {
+				t.Fatalf("seed %d: not idempotent", seed)
+			}
+			ab := join(a, b)
+			if again := join(ab, b); !Equal(again, ab) {
+				t.Fatalf("seed %d: re-merging a merged state changed it", seed)
+			}
+		}
+	}
+}
+
+// A scoped delta gives the same result as its unscoped equivalent.
+func TestScopedEqualsUnscoped(t *testing.T) {
+	for seed := int64(1); seed <= 100; seed++ {
+		s := newSim(t, seed, 3)
+		s.run(100)
+		for _, m := range s.log {
+			d, _ := DecodeState(m.delta)
+			if !d.Scoped {
+				continue
+			}
+			for _, r := range s.reps {
+				base := r.state(m.key)
+				x := base.Clone()
+				x.Merge(d)
+				u := d.Clone()
+				u.Scoped = false
+				y := base.Clone()
+				y.Merge(u)
+				if !Equal(x, y) {
+					t.Fatalf("seed %d: scoped and unscoped merge differ:\n%s\n%s", seed, dump(x), dump(y))
+				}
+			}
+		}
+	}
+}
+
+// With no concurrency (one region, every delta applied at once) the CRDT
+// reads exactly like a plain sequential model of Redis.
+func TestSequentialModel(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	type model struct {
+		typ  Type
+		str  string
+		set  map[string]bool
+		hash map[string]string
+	}
+	for round := 0; round < 200; round++ {
+		st := &State{}
+		var m model
+		clock := NewClock("A")
+		now := int64(1)
+		for i := 0; i < 60; i++ {
+			now++
+			o := Op{HLC: clock.Now(now)}
+			mem := fmt.Sprint("m", rng.Intn(5))
+			var d *State
+			switch rng.Intn(9) {
+			case 0:
+				v := simVals[rng.Intn(len(simVals))]
+				d = SetString(st, o, []byte(v), false)
+				m = model{typ: TypeString, str: v}
+			case 1:
+				if m.typ == TypeNone || m.typ == TypeString {
+					cur := int64(0)
+					if m.typ == TypeString {
+						v, ok := ParseInt([]byte(m.str))
+						if !ok {
+							continue
+						}
+						cur = v
+					}
+					n := int64(rng.Intn(100) - 50)
+					d = IncrBy(st, o, n)
+					m = model{typ: TypeString, str: fmt.Sprint(cur + n)}
+				}
+			case 2:
+				if m.typ == TypeNone || m.typ == TypeSet {
+					d = SAdd(st, o, [][]byte{[]byte(mem)})
+					if m.typ == TypeNone {
+						m = model{typ: TypeSet, set: map[string]bool{}}
+					}
+					m.set[mem] = true
+				}
+			case 3:
+				if m.typ == TypeSet {
+					d = SRem(st, [][]byte{[]byte(mem)})
+					delete(m.set, mem)
+					if len(m.set) == 0 {
+						m = model{}
+					}
+				}
+			case 4:
+				if m.typ == TypeNone || m.typ == TypeHash {
+					v := simVals[rng.Intn(len(simVals))]
+					d = HSet(st, o, [][]byte{[]byte(mem), []byte(v)})
+					if m.typ == TypeNone {
+						m = model{typ: TypeHash, hash: map[string]string{}}
+					}
+					m.hash[mem] = v
+				}
+			case 5:
+				if m.typ == TypeHash {
+					d = HDel(st, [][]byte{[]byte(mem)})
+					delete(m.hash, mem)
+					if len(m.hash) == 0 {
+						m = model{}
+					}
+				}
+			case 6:
+				if m.typ == TypeNone || m.typ == TypeHash {
+					cur := int64(0)
+					if m.typ == TypeHash {
+						if v, ok := m.hash[mem]; ok {
+							x, isInt := ParseInt([]byte(v))
+							if !isInt {
+								continue
+							}
+							cur = x
+						}
+					}
+					d = HIncrBy(st, o, []byte(mem), 3)
+					if m.typ == TypeNone {
+						m = model{typ: TypeHash, hash: map[string]string{}}
+					}
+					m.hash[mem] = fmt.Sprint(cur + 3)
+				}
+			case 7:
+				d = Delete(st)
+				m = model{}
+			case 8:
+				if m.typ == TypeString {
+					v, ok := ParseInt([]byte(m.str))
+					if !ok {
+						continue
+					}
+					d = IncrByFloat(st, o, big.NewRat(1, 2))
+					m.str = FormatRat(new(big.Rat).Add(big.NewRat(v, 1), big.NewRat(1, 2)))
+				}
+			}
+			if d == nil {
+				continue
+			}
+			st.Merge(d)
+			if st.Type() != m.typ {
+				t.Fatalf("round %d step %d: type %v, model %v", round, i, st.Type(), m.typ)
+			}
+			switch m.typ {
+			case TypeString:
+				if v, _ := st.StrValue(); string(v) != m.str {
+					t.Fatalf("round %d step %d: %q, model %q", round, i, v, m.str)
+				}
+			case TypeSet:
+				got := st.Members()
+				sort.Strings(got)
+				var want []string
+				for k := range m.set {
+					want = append(want, k)
+				}
+				sort.Strings(want)
+				if strings.Join(got, ",") != strings.Join(want, ",") {
+					t.Fatalf("set %v, model %v", got, want)
+				}
+			case TypeHash:
+				if st.HashLen() != len(m.hash) {
+					t.Fatalf("hash len %d, model %d", st.HashLen(), len(m.hash))
+				}
+				for f, v := range m.hash {
+					if got, _ := st.Field(f); string(got) != v {
+						t.Fatalf("field %s = %q, model %q", f, got, v)
+					}
+				}
+			}
+		}
+	}
+}

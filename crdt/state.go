@@ -1,0 +1,365 @@
+package crdt
+
+// Type is the Redis type a key shows.
+type Type uint8
+
+// The types a key can hold.
+const (
+	TypeNone Type = iota
+	TypeString
+	TypeSet
+	TypeHash
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeString:
+		return "string"
+	case TypeSet:
+		return "set"
+	case TypeHash:
+		return "hash"
+	}
+	return "none"
+}
+
+// Exp is one entry of the expiry register: an absolute deadline in unix
+// milliseconds, or At == 0 for PERSIST.
+type Exp struct {
+	Dot Dot
+	At  int64
+}
+
+// State is the replicated state of one key, and also the shape of a delta.
+//
+// Every dotted element (register Bases, set member dots, expiry entries) is
+// kept or dropped by the causal join against Ctx. A Scoped delta's context
+// applies only to the elements it lists (its Str when non-nil, the members
+// and fields it names, the expiry register when ExpTouched); an unscoped
+// one (a full state, DEL, SET) applies to the whole key.
+//
+// A key may hold data of several types at once only after concurrent
+// type-creating writes; the type with the latest creation stamp (StrT, SetT,
+// HashT) is shown, and the next local write removes the others.
+type State struct {
+	Ctx        Context
+	Scoped     bool
+	ExpTouched bool
+
+	StrT, SetT, HashT HLC
+
+	Str  *Reg
+	Set  map[string][]Dot
+	Hash map[string]*Reg
+	Exp  []Exp
+}
+
+// Conflict flags reported by Merge: a resolution that discarded data.
+const (
+	ConflictLWW        = 1 << iota // concurrent assignments, one hidden by LWW
+	ConflictType                   // concurrent type-creating writes
+	ConflictNonNumeric             // increments absorbed by a non-numeric base
+)
+
+// Type returns the type the key shows (TypeNone when it holds no value).
+func (s *State) Type() Type {
+	t := TypeNone
+	var best HLC
+	if s.Str.Exists() {
+		t, best = TypeString, s.StrT
+	}
+	if len(s.Set) > 0 && (t == TypeNone || best.Less(s.SetT)) {
+		t, best = TypeSet, s.SetT
+	}
+	if s.hashExists() && (t == TypeNone || best.Less(s.HashT)) {
+		t = TypeHash
+	}
+	return t
+}
+
+func (s *State) hashExists() bool {
+	for _, r := range s.Hash {
+		if r.Exists() {
+			return true
+		}
+	}
+	return false
+}
+
+// liveTypes counts the types holding data.
+func (s *State) liveTypes() int {
+	n := 0
+	if s.Str.Exists() {
+		n++
+	}
+	if len(s.Set) > 0 {
+		n++
+	}
+	if s.hashExists() {
+		n++
+	}
+	return n
+}
+
+// ExpireAt returns the key's deadline in unix ms, or 0 for none. A live
+// PERSIST wins over any deadline; among concurrent deadlines the latest wins.
+func (s *State) ExpireAt() int64 {
+	var at int64
+	for _, e := range s.Exp {
+		if e.At == 0 {
+			return 0
+		}
+		if e.At > at {
+			at = e.At
+		}
+	}
+	return at
+}
+
+// IsEmpty reports whether the state holds nothing at all, metadata included.
+func (s *State) IsEmpty() bool {
+	return s.Ctx.IsEmpty() && s.Str.isEmpty() && len(s.Set) == 0 && len(s.Hash) == 0 && len(s.Exp) == 0
+}
+
+// Merge joins d into s. It is commutative, associative and idempotent over
+// states; a Scoped delta gives the same result as its unscoped equivalent.
+// The result reports conflicts the merge resolved by discarding data.
+func (s *State) Merge(d *State) (conflicts int) {
+	before := s.liveTypes()
+	sctx := &s.Ctx
+	dctx := &d.Ctx
+	// Registers and elements first, against the contexts before the join.
+	if !d.Scoped || d.Str != nil {
+		if s.Str != nil || d.Str != nil {
+			a := s.Str
+			if a == nil {
+				a = &Reg{}
+			}
+			b := d.Str
+			if b == nil {
+				b = &Reg{}
+			}
+			mergeReg(a, sctx, b, dctx)
+			if a.isEmpty() {
+				a = nil
+			} else if len(a.Base) > 1 {
+				conflicts |= ConflictLWW
+			}
+			s.Str = a
+		}
+	}
+	if d.Scoped {
+		for m, dd := range d.Set {
+			s.mergeMember(m, s.Set[m], dd, dctx)
+		}
+		for f, dr := range d.Hash {
+			conflicts |= s.mergeField(f, dr, dctx)
+		}
+	} else {
+		for m, sd := range s.Set {
+			if _, ok := d.Set[m]; !ok {
+				s.mergeMember(m, sd, nil, dctx)
+			}
+		}
+		for m, dd := range d.Set {
+			s.mergeMember(m, s.Set[m], dd, dctx)
+		}
+		for f := range s.Hash {
+			if _, ok := d.Hash[f]; !ok {
+				conflicts |= s.mergeField(f, nil, dctx)
+			}
+		}
+		for f, dr := range d.Hash {
+			conflicts |= s.mergeField(f, dr, dctx)
+		}
+	}
+	if !d.Scoped || d.ExpTouched {
+		s.Exp = joinExp(s.Exp, sctx, d.Exp, dctx)
+	}
+	s.StrT = maxHLC(s.StrT, d.StrT)
+	s.SetT = maxHLC(s.SetT, d.SetT)
+	s.HashT = maxHLC(s.HashT, d.HashT)
+	s.Ctx.Join(dctx)
+	if after := s.liveTypes(); after > 1 && after > before {
+		conflicts |= ConflictType
+	}
+	if s.Str != nil && len(s.Str.Counts) > 0 {
+		if _, _, dropped := s.Str.Get(); dropped {
+			conflicts |= ConflictNonNumeric
+		}
+	}
+	return conflicts
+}
+
+func (s *State) mergeMember(m string, a, b []Dot, dctx *Context) {
+	out := make([]Dot, 0, len(a)+len(b))
+	for _, x := range a {
+		if containsDot(b, x) || !dctx.Contains(x) {
+			out = append(out, x)
+		}
+	}
+	for _, x := range b {
+		if !containsDot(a, x) && !s.Ctx.Contains(x) {
+			out = append(out, x)
+		}
+	}
+	if len(out) == 0 {
+		delete(s.Set, m)
+		return
+	}
+	if s.Set == nil {
+		s.Set = make(map[string][]Dot)
+	}
+	s.Set[m] = out
+}
+
+func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
+	a := s.Hash[f]
+	if a == nil {
+		if b == nil {
+			return 0
+		}
+		a = &Reg{}
+	}
+	if b == nil {
+		b = &Reg{}
+	}
+	mergeReg(a, &s.Ctx, b, dctx)
+	if a.isEmpty() {
+		delete(s.Hash, f)
+		return 0
+	}
+	if len(a.Base) > 1 {
+		conflicts |= ConflictLWW
+	}
+	if s.Hash == nil {
+		s.Hash = make(map[string]*Reg)
+	}
+	s.Hash[f] = a
+	return conflicts
+}
+
+func containsDot(ds []Dot, d Dot) bool {
+	for _, x := range ds {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}
+
+func joinExp(a []Exp, actx *Context, b []Exp, bctx *Context) []Exp {
+	out := a[:0]
+	for _, e := range a {
+		if hasExp(b, e.Dot) || !bctx.Contains(e.Dot) {
+			out = append(out, e)
+		}
+	}
+	for _, e := range b {
+		if !hasExp(out, e.Dot) && !actx.Contains(e.Dot) {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func hasExp(es []Exp, d Dot) bool {
+	for _, e := range es {
+		if e.Dot == d {
+			return true
+		}
+	}
+	return false
+}
+
+// Clone returns a deep copy of s.
+func (s *State) Clone() *State {
+	o := &State{Ctx: s.Ctx.Clone(), Scoped: s.Scoped, ExpTouched: s.ExpTouched,
+		StrT: s.StrT, SetT: s.SetT, HashT: s.HashT, Str: s.Str.clone()}
+	if len(s.Set) > 0 {
+		o.Set = make(map[string][]Dot, len(s.Set))
+		for m, ds := range s.Set {
+			o.Set[m] = append([]Dot(nil), ds...)
+		}
+	}
+	if len(s.Hash) > 0 {
+		o.Hash = make(map[string]*Reg, len(s.Hash))
+		for f, r := range s.Hash {
+			o.Hash[f] = r.clone()
+		}
+	}
+	if len(s.Exp) > 0 {
+		o.Exp = append([]Exp(nil), s.Exp...)
+	}
+	return o
+}
+
+// Compact drops metadata of values that no longer exist (hash fields and
+// registers that read as absent, and the whole key when nothing is left).
+// It is only safe once every region has seen every delta that touched the
+// key (causal stability); with no peers that is always true. It reports
+// whether the whole state can be forgotten.
+func (s *State) Compact() (forget bool) {
+	for f, r := range s.Hash {
+		if r.dead() {
+			delete(s.Hash, f)
+		}
+	}
+	if s.Str != nil && s.Str.dead() {
+		s.Str = nil
+	}
+	return s.Type() == TypeNone
+}
+
+// Members returns the set's members (unordered).
+func (s *State) Members() []string {
+	out := make([]string, 0, len(s.Set))
+	for m := range s.Set {
+		out = append(out, m)
+	}
+	return out
+}
+
+// HasMember reports whether m is in the set.
+func (s *State) HasMember(m string) bool { _, ok := s.Set[m]; return ok }
+
+// Field returns a hash field's value.
+func (s *State) Field(f string) ([]byte, bool) {
+	r := s.Hash[f]
+	if r == nil {
+		return nil, false
+	}
+	v, ok, _ := r.Get()
+	return v, ok
+}
+
+// StrValue returns the string value.
+func (s *State) StrValue() ([]byte, bool) {
+	v, ok, _ := s.Str.Get()
+	return v, ok
+}
+
+// Fields returns the live hash fields (unordered).
+func (s *State) Fields() []string {
+	out := make([]string, 0, len(s.Hash))
+	for f, r := range s.Hash {
+		if r.Exists() {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// HashLen returns the number of live hash fields.
+func (s *State) HashLen() int {
+	n := 0
+	for _, r := range s.Hash {
+		if r.Exists() {
+			n++
+		}
+	}
+	return n
+}
