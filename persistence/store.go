@@ -1,0 +1,492 @@
+// Package persistence owns Concord's durable copy: one Badger database per
+// region holding every key's CRDT state, the outbox of local deltas waiting
+// to be shipped, and small metadata. Writes arrive in groups (group commit):
+// all state changes and deltas submitted while the previous group was being
+// written go into one Badger transaction with one outbox entry, so a burst of
+// N writes costs one commit and, under fsync=always, one fsync.
+package persistence
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"concord/crdt"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
+)
+
+// Fsync policies, like Redis's appendfsync.
+const (
+	FsyncAlways   = "always"
+	FsyncEverysec = "everysec"
+	FsyncNo       = "no"
+)
+
+// Options configure a Store.
+type Options struct {
+	Dir    string
+	Fsync  string
+	Region string
+	Log    zerolog.Logger
+	// MaxGroupBytes bounds how much one group commit carries (0: 8 MiB).
+	MaxGroupBytes int
+}
+
+// Write is one key's new encoded state; a nil State deletes the key.
+type Write struct {
+	DB    int
+	Key   string
+	State []byte
+}
+
+// Store is the Badger-backed durable store.
+type Store struct {
+	opts Options
+	db   *badger.DB
+
+	mu      sync.Mutex
+	open    *Group
+	signal  chan struct{}
+	closed  bool
+	done    chan struct{}
+	outSeq  uint64 // last outbox sequence written
+	trimmed uint64 // outbox entries <= trimmed are gone
+
+	stats Stats
+}
+
+// Stats are counters about commits, read with Stats().
+type Stats struct {
+	Groups       uint64
+	Writes       uint64
+	Syncs        uint64
+	LastSyncUnix int64
+	Errors       uint64
+}
+
+// Group is one group commit; Wait blocks until it is durable.
+type Group struct {
+	writes []Write
+	deltas []crdt.KeyDelta
+	bytes  int
+	done   chan struct{}
+	err    error
+}
+
+// Wait blocks until the group is committed and returns its error.
+func (g *Group) Wait() error { <-g.done; return g.err }
+
+var (
+	prefixKey    = byte('k')
+	prefixOutbox = byte('o')
+	metaOutSeq   = []byte("m:outseq")
+	metaTrimmed  = []byte("m:trimmed")
+	metaRegion   = []byte("m:region")
+)
+
+// ErrClosed is returned for writes submitted after Close.
+var ErrClosed = errors.New("persistence: store closed")
+
+// Open opens (or creates) the store in opts.Dir.
+func Open(opts Options) (*Store, error) {
+	if opts.MaxGroupBytes <= 0 {
+		opts.MaxGroupBytes = 8 << 20
+	}
+	bo := badger.DefaultOptions(opts.Dir).
+		WithSyncWrites(opts.Fsync == FsyncAlways).
+		WithLogger(badgerLogger{opts.Log}).
+		WithLoggingLevel(badger.WARNING).
+		WithNumVersionsToKeep(1).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithMemTableSize(32 << 20).
+		WithValueThreshold(1 << 10).
+		WithDetectConflicts(false).
+		WithMetricsEnabled(false)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
+	}
+	s := &Store{opts: opts, db: db, signal: make(chan struct{}, 1), done: make(chan struct{})}
+	s.open = newGroup()
+	if err := s.db.View(func(txn *badger.Txn) error {
+		if item, err := txn.Get(metaRegion); err == nil {
+			v, _ := item.ValueCopy(nil)
+			if opts.Region != "" && string(v) != opts.Region {
+				return fmt.Errorf("data dir %s belongs to region %q, not %q", opts.Dir, v, opts.Region)
+			}
+		}
+		s.outSeq = readUint(txn, metaOutSeq)
+		s.trimmed = readUint(txn, metaTrimmed)
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if opts.Region != "" {
+		if err := db.Update(func(txn *badger.Txn) error { return txn.Set(metaRegion, []byte(opts.Region)) }); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	go s.commitLoop()
+	if opts.Fsync == FsyncEverysec {
+		go s.syncLoop()
+	}
+	go s.gcLoop()
+	return s, nil
+}
+
+func readUint(txn *badger.Txn, k []byte) uint64 {
+	item, err := txn.Get(k)
+	if err != nil {
+		return 0
+	}
+	v, _ := item.ValueCopy(nil)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func newGroup() *Group { return &Group{done: make(chan struct{})} }
+
+// StateKey is the Badger key of a key's state.
+func StateKey(db int, key string) []byte {
+	b := make([]byte, 0, 2+len(key))
+	b = append(b, prefixKey, byte(db))
+	return append(b, key...)
+}
+
+func outboxKey(seq uint64) []byte {
+	b := make([]byte, 9)
+	b[0] = prefixOutbox
+	binary.BigEndian.PutUint64(b[1:], seq)
+	return b
+}
+
+// Submit adds writes and their deltas to the group being formed and returns
+// it. The caller submits while holding the locks of the keys written, so two
+// writes of one key reach the store in the order they were made.
+func (s *Store) Submit(writes []Write, deltas []crdt.KeyDelta) *Group {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		g := newGroup()
+		g.err = ErrClosed
+		close(g.done)
+		return g
+	}
+	g := s.open
+	g.writes = append(g.writes, writes...)
+	g.deltas = append(g.deltas, deltas...)
+	for _, w := range writes {
+		g.bytes += len(w.Key) + len(w.State)
+	}
+	select {
+	case s.signal <- struct{}{}:
+	default:
+	}
+	s.mu.Unlock()
+	return g
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	for {
+		_, more := <-s.signal
+		for {
+			s.mu.Lock()
+			g := s.open
+			if len(g.writes) == 0 && len(g.deltas) == 0 {
+				s.mu.Unlock()
+				break
+			}
+			s.open = newGroup()
+			s.mu.Unlock()
+			g.err = s.commit(g)
+			close(g.done)
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+// commit writes one group: its outbox entry and its states, in one Badger
+// transaction when it fits, else the outbox entry first and the states in
+// chunks (recovery re-merges outbox entries, so a crash in between loses
+// nothing).
+func (s *Store) commit(g *Group) error {
+	// the last write of a key in the group wins
+	writes := g.writes
+	if len(writes) > 1 {
+		seen := make(map[string]int, len(writes))
+		out := writes[:0]
+		for _, w := range writes {
+			k := string(rune(w.DB)) + w.Key
+			if i, ok := seen[k]; ok {
+				out[i] = w
+				continue
+			}
+			seen[k] = len(out)
+			out = append(out, w)
+		}
+		writes = out
+	}
+	var entry []byte
+	seq := s.outSeq
+	if len(g.deltas) > 0 {
+		seq++
+		entry = crdt.AppendBatch(nil, g.deltas)
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if entry != nil {
+			if err := setOutbox(txn, seq, entry); err != nil {
+				return err
+			}
+		}
+		return applyWrites(txn, writes)
+	})
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		err = s.commitSplit(seq, entry, writes)
+	}
+	if err != nil {
+		s.mu.Lock()
+		s.stats.Errors++
+		s.mu.Unlock()
+		s.opts.Log.Error().Err(err).Msg("group commit failed")
+		return err
+	}
+	s.mu.Lock()
+	s.outSeq = seq
+	s.stats.Groups++
+	s.stats.Writes += uint64(len(writes))
+	if s.opts.Fsync == FsyncAlways {
+		s.stats.Syncs++
+		s.stats.LastSyncUnix = time.Now().Unix()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], seq)
+	if err := txn.Set(outboxKey(seq), entry); err != nil {
+		return err
+	}
+	return txn.Set(metaOutSeq, v[:])
+}
+
+func applyWrites(txn *badger.Txn, writes []Write) error {
+	for _, w := range writes {
+		var err error
+		if w.State == nil {
+			err = txn.Delete(StateKey(w.DB, w.Key))
+		} else {
+			err = txn.Set(StateKey(w.DB, w.Key), w.State)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) commitSplit(seq uint64, entry []byte, writes []Write) error {
+	if entry != nil {
+		if err := s.db.Update(func(txn *badger.Txn) error { return setOutbox(txn, seq, entry) }); err != nil {
+			return err
+		}
+	}
+	for len(writes) > 0 {
+		n := len(writes)
+		for {
+			err := s.db.Update(func(txn *badger.Txn) error { return applyWrites(txn, writes[:n]) })
+			if errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
+				n /= 2
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			break
+		}
+		writes = writes[n:]
+	}
+	return nil
+}
+
+func (s *Store) syncLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			if err := s.db.Sync(); err != nil {
+				s.opts.Log.Warn().Err(err).Msg("fsync failed")
+				continue
+			}
+			s.mu.Lock()
+			s.stats.Syncs++
+			s.stats.LastSyncUnix = time.Now().Unix()
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *Store) gcLoop() {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// Load calls fn for every stored key state, then replay for every outbox
+// entry not yet trimmed (merging them again is harmless and repairs a crash
+// between a split commit's parts).
+func (s *Store) Load(fn func(db int, key string, state []byte) error, replay func(seq uint64, batch []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{prefixKey}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			if len(k) < 2 {
+				continue
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if err := fn(int(k[1]), string(k[2:]), v); err != nil {
+				return err
+			}
+		}
+		it.Close()
+		it = txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixOutbox}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			seq := binary.BigEndian.Uint64(item.Key()[1:])
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if err := replay(seq, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// OutboxSeq returns the last outbox sequence written and the trim point.
+func (s *Store) OutboxSeq() (last, trimmed uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outSeq, s.trimmed
+}
+
+// ReadOutbox returns up to max entries after seq, in order.
+func (s *Store) ReadOutbox(after uint64, max int) (seqs []uint64, entries [][]byte, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixOutbox}})
+		defer it.Close()
+		for it.Seek(outboxKey(after + 1)); it.Valid() && len(seqs) < max; it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			seqs = append(seqs, binary.BigEndian.Uint64(it.Item().Key()[1:]))
+			entries = append(entries, v)
+		}
+		return nil
+	})
+	return
+}
+
+// TrimOutbox deletes outbox entries up to and including seq; call it only
+// once they are safely elsewhere (acknowledged by the stream, or with no
+// peers to ship to).
+func (s *Store) TrimOutbox(seq uint64) error {
+	s.mu.Lock()
+	from := s.trimmed
+	if seq > s.outSeq {
+		seq = s.outSeq
+	}
+	s.mu.Unlock()
+	if seq <= from {
+		return nil
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for q := from + 1; q <= seq; q++ {
+		if err := wb.Delete(outboxKey(q)); err != nil {
+			return err
+		}
+	}
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], seq)
+	if err := wb.Set(metaTrimmed, v[:]); err != nil {
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if seq > s.trimmed {
+		s.trimmed = seq
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Stats returns commit counters.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Size returns Badger's on-disk LSM and value log sizes.
+func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
+
+// Close commits what is pending, syncs and closes the database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.signal)
+	s.mu.Unlock()
+	<-s.done
+	if err := s.db.Sync(); err != nil {
+		s.db.Close()
+		return err
+	}
+	return s.db.Close()
+}
+
+type badgerLogger struct{ l zerolog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...interface{})   { b.l.Error().Msgf(f, a...) }
+func (b badgerLogger) Warningf(f string, a ...interface{}) { b.l.Warn().Msgf(f, a...) }
+func (b badgerLogger) Infof(f string, a ...interface{})    { b.l.Debug().Msgf(f, a...) }
+func (b badgerLogger) Debugf(f string, a ...interface{})   { b.l.Trace().Msgf(f, a...) }
