@@ -1,0 +1,87 @@
+// Command concord runs one Concord region: a Redis-protocol server whose
+// values are CRDTs persisted to Badger. Flags are listed by `concord -h` and
+// documented in docs/configuration.md.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"concord/cmd/concord/server"
+)
+
+func main() {
+	cfg, err := parse(os.Args[1:], os.Stderr)
+	if err != nil {
+		if err != flag.ErrHelp {
+			fmt.Fprintln(os.Stderr, "concord:", err)
+		}
+		os.Exit(2)
+	}
+	in, err := server.Start(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "concord:", err)
+		os.Exit(1)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	in.Log.Info().Msg("shutting down")
+	if err := in.Close(); err != nil {
+		in.Log.Error().Err(err).Msg("close failed")
+		os.Exit(1)
+	}
+}
+
+// parse reads flags (and an optional --config file) into a validated Config.
+func parse(args []string, out io.Writer) (server.Config, error) {
+	var cfg server.Config
+	var file string
+	fs := flag.NewFlagSet("concord", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&file, "config", "", "config file of \"name value\" lines (flag names); flags override it")
+	fs.StringVar(&cfg.Addr, "addr", server.DefaultAddr, "host:port clients connect to")
+	fs.StringVar(&cfg.Region, "region", server.DefaultRegion, "this region's name")
+	fs.StringVar(&cfg.Dir, "dir", server.DefaultDir, "data directory (Badger)")
+	fs.StringVar(&cfg.Fsync, "fsync", server.DefaultFsync, "fsync policy: always, everysec or no")
+	fs.StringVar(&cfg.RequirePass, "requirepass", "", "password clients must AUTH with (empty: none)")
+	fs.StringVar(&cfg.LogLevel, "log-level", server.DefaultLogLevel, "log level: trace, debug, info, warn, error")
+	fs.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or console")
+	fs.IntVar(&cfg.MaxClients, "maxclients", 10000, "maximum connected clients")
+	fs.Int64Var(&cfg.MaxBulkLen, "proto-max-bulk-len", 512<<20, "largest bulk string a client may send")
+	fs.IntVar(&cfg.DBs, "databases", 16, "number of databases")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if file != "" {
+		fileArgs, err := server.ReadConfigFile(file)
+		if err != nil {
+			return cfg, err
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		ffs := flag.NewFlagSet("concord", flag.ContinueOnError)
+		ffs.SetOutput(io.Discard)
+		fs.VisitAll(func(f *flag.Flag) {
+			switch {
+			case f.Name == "config":
+			case set[f.Name]: // the command line wins: parse the file's value into a scratch copy
+				var scratch string
+				ffs.StringVar(&scratch, f.Name, "", f.Usage)
+			default:
+				ffs.Var(f.Value, f.Name, f.Usage)
+			}
+		})
+		if err := ffs.Parse(fileArgs); err != nil {
+			return cfg, fmt.Errorf("%s: %v", file, err)
+		}
+	}
+	return cfg, cfg.Validate()
+}

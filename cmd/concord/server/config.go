@@ -1,0 +1,127 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/rs/zerolog"
+)
+
+// Config is everything one Concord region needs to start. Validate fills
+// defaults and refuses bad values with a one-line reason.
+type Config struct {
+	Addr        string // client listen address
+	Region      string
+	Dir         string
+	Fsync       string // always | everysec | no
+	RequirePass string
+	LogLevel    string // trace debug info warn error
+	LogFormat   string // json | console
+	MaxClients  int
+	MaxBulkLen  int64
+	DBs         int
+}
+
+// Defaults of every setting (docs/configuration.md lists the same).
+const (
+	DefaultAddr     = "127.0.0.1:6379"
+	DefaultRegion   = "local"
+	DefaultDir      = "./data"
+	DefaultFsync    = "everysec"
+	DefaultLogLevel = "info"
+)
+
+var regionRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Validate fills defaults and checks every value.
+func (c *Config) Validate() error {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.Region == "" {
+		c.Region = DefaultRegion
+	}
+	if c.Dir == "" {
+		c.Dir = DefaultDir
+	}
+	if c.Fsync == "" {
+		c.Fsync = DefaultFsync
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "json"
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = 10000
+	}
+	if c.MaxBulkLen == 0 {
+		c.MaxBulkLen = 512 << 20
+	}
+	if c.DBs == 0 {
+		c.DBs = 16
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil || port == "" {
+		return fmt.Errorf("--addr %q: want host:port", c.Addr)
+	}
+	if !regionRe.MatchString(c.Region) {
+		return fmt.Errorf("--region %q: want 1-64 letters, digits, '-' or '_'", c.Region)
+	}
+	switch c.Fsync {
+	case "always", "everysec", "no":
+	default:
+		return fmt.Errorf("--fsync %q: want always, everysec or no", c.Fsync)
+	}
+	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		return fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		return fmt.Errorf("--log-format %q: want json or console", c.LogFormat)
+	}
+	if c.MaxClients < 1 {
+		return fmt.Errorf("--maxclients %d: want at least 1", c.MaxClients)
+	}
+	if c.MaxBulkLen < 1<<20 {
+		return fmt.Errorf("--proto-max-bulk-len %d: want at least 1048576", c.MaxBulkLen)
+	}
+	if c.DBs < 1 || c.DBs > 256 {
+		return fmt.Errorf("--databases %d: want 1 to 256", c.DBs)
+	}
+	abs, err := filepath.Abs(c.Dir)
+	if err != nil {
+		return fmt.Errorf("--dir %q: %v", c.Dir, err)
+	}
+	c.Dir = abs
+	return nil
+}
+
+// ReadConfigFile reads "name value" lines (flag names without dashes, '#'
+// comments) and returns them as flag arguments, so a file and the command
+// line share one parser; flags given on the command line win.
+func ReadConfigFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var args []string
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: want \"name value\"", path, n)
+		}
+		args = append(args, "--"+name+"="+strings.Trim(strings.TrimSpace(val), `"`))
+	}
+	return args, sc.Err()
+}

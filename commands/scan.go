@@ -1,0 +1,101 @@
+package commands
+
+import (
+	"sort"
+
+	"concord/crdt"
+)
+
+// scanArgs parses the options of SCAN, SSCAN and HSCAN from argument i on.
+type scanArgs struct {
+	match  string
+	hasM   bool
+	count  int
+	typ    string
+	noVals bool
+}
+
+func (c *Ctx) parseScan(i int, allowType bool) (scanArgs, error) {
+	a := scanArgs{count: 10}
+	for ; i < len(c.Args); i++ {
+		switch {
+		case c.argIs(i, "match") && i+1 < len(c.Args):
+			a.match, a.hasM = c.arg(i+1), true
+			i++
+		case c.argIs(i, "count") && i+1 < len(c.Args):
+			n, ok := crdt.ParseInt(c.Args[i+1])
+			if !ok {
+				return a, ErrNotInt
+			}
+			if n < 1 {
+				return a, ErrSyntax
+			}
+			a.count = int(min(n, 1<<20))
+			i++
+		case allowType && c.argIs(i, "type") && i+1 < len(c.Args):
+			a.typ = c.arg(i + 1)
+			i++
+		case !allowType && c.argIs(i, "novalues"):
+			a.noVals = true
+		default:
+			return a, ErrSyntax
+		}
+	}
+	return a, nil
+}
+
+func parseCursor(b []byte) (uint64, error) {
+	var v uint64
+	if len(b) == 0 || len(b) > 20 {
+		return 0, ErrCursor
+	}
+	for _, ch := range b {
+		if ch < '0' || ch > '9' {
+			return 0, ErrCursor
+		}
+		v = v*10 + uint64(ch-'0')
+	}
+	return v, nil
+}
+
+func strHash(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h & 0xffffffff
+}
+
+// scanItems pages through items ordered by hash: the cursor is the hash to
+// resume from, so items present for the whole iteration are returned at
+// least once even when others come and go.
+func scanItems(items []string, cursor uint64, count int, keep func(string) bool) ([]string, uint64) {
+	type hs struct {
+		h uint64
+		s string
+	}
+	all := make([]hs, 0, len(items))
+	for _, s := range items {
+		if h := strHash(s); h >= cursor {
+			all = append(all, hs{h, s})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].h < all[j].h || (all[i].h == all[j].h && all[i].s < all[j].s) })
+	var out []string
+	for i, x := range all {
+		if i >= count && x.h != all[i-1].h {
+			return out, x.h
+		}
+		if keep(x.s) {
+			out = append(out, x.s)
+		}
+	}
+	return out, 0
+}
+
+func (c *Ctx) scanReply(cursor uint64, items []string) {
+	c.Conn.Array(2)
+	c.Conn.BulkString(formatInt(int64(cursor)))
+	c.bulks(items)
+}

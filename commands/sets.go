@@ -1,0 +1,436 @@
+package commands
+
+import (
+	"math/rand/v2"
+	"sort"
+
+	"concord/crdt"
+	"concord/keyspace"
+)
+
+var setCmds = []*Cmd{
+	{Name: "sadd", Arity: -3, Flags: []string{"write", "denyoom", "fast"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Adds one or more members to a set. Creates the key if it doesn't exist.", Since: "1.0.0", Fn: cmdSAdd},
+	{Name: "srem", Arity: -3, Flags: []string{"write", "fast"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Removes one or more members from a set. Deletes the set if the last member was removed.", Since: "1.0.0", Fn: cmdSRem},
+	{Name: "smembers", Arity: 2, Flags: []string{"readonly"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Returns all members of a set.", Since: "1.0.0", Fn: cmdSMembers},
+	{Name: "sismember", Arity: 3, Flags: []string{"readonly", "fast"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Determines whether a member belongs to a set.", Since: "1.0.0", Fn: cmdSIsMember},
+	{Name: "smismember", Arity: -3, Flags: []string{"readonly", "fast"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Determines whether multiple members belong to a set.", Since: "6.2.0", Fn: cmdSMIsMember},
+	{Name: "scard", Arity: 2, Flags: []string{"readonly", "fast"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Returns the number of members in a set.", Since: "1.0.0", Fn: cmdSCard},
+	{Name: "spop", Arity: -2, Flags: []string{"write", "fast"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Returns one or more random members from a set after removing them. Deletes the set if the last member was popped.", Since: "1.0.0", Fn: cmdSPop},
+	{Name: "srandmember", Arity: -2, Flags: []string{"readonly"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Get one or multiple random members from a set", Since: "1.0.0", Fn: cmdSRandMember},
+	{Name: "smove", Arity: 4, Flags: []string{"write", "fast"}, First: 1, Last: 2, Step: 1, Group: "set", Summary: "Moves a member from one set to another.", Since: "1.0.0", Fn: cmdSMove},
+	{Name: "sinter", Arity: -2, Flags: []string{"readonly"}, First: 1, Last: -1, Step: 1, Group: "set", Summary: "Returns the intersect of multiple sets.", Since: "1.0.0", Fn: func(c *Ctx) { setAlgebra(c, opInter, false) }},
+	{Name: "sinterstore", Arity: -3, Flags: []string{"write", "denyoom"}, First: 1, Last: -1, Step: 1, Group: "set", Summary: "Stores the intersect of multiple sets in a key.", Since: "1.0.0", Fn: func(c *Ctx) { setAlgebra(c, opInter, true) }},
+	{Name: "sunion", Arity: -2, Flags: []string{"readonly"}, First: 1, Last: -1, Step: 1, Group: "set", Summary: "Returns the union of multiple sets.", Since: "1.0.0", Fn: func(c *Ctx) { setAlgebra(c, opUnion, false) }},
+	{Name: "sunionstore", Arity: -3, Flags: []string{"write", "denyoom"}, First: 1, Last: -1, Step: 1, Group: "set", Summary: "Stores the union of multiple sets in a key.", Since: "1.0.0", Fn: func(c *Ctx) { setAlgebra(c, opUnion, true) }},
+	{Name: "sdiff", Arity: -2, Flags: []string{"readonly"}, First: 1, Last: -1, Step: 1, Group: "set", Summary: "Returns the difference of multiple sets.", Since: "1.0.0", Fn: func(c *Ctx) { setAlgebra(c, opDiff, false) }},
+	{Name: "sdiffstore", Arity: -3, Flags: []string{"write", "denyoom"}, First: 1, Last: -1, Step: 1, Group: "set", Summary: "Stores the difference of multiple sets in a key.", Since: "1.0.0", Fn: func(c *Ctx) { setAlgebra(c, opDiff, true) }},
+	{Name: "sintercard", Arity: -3, Flags: []string{"readonly"}, First: 2, Last: -1, Step: 1, Group: "set", Summary: "Returns the number of members of the intersect of multiple sets.", Since: "7.0.0", Fn: cmdSInterCard},
+	{Name: "sscan", Arity: -3, Flags: []string{"readonly"}, First: 1, Last: 1, Step: 1, Group: "set", Summary: "Iterates over members of a set.", Since: "2.8.0", Fn: cmdSScan},
+}
+
+func cmdSAdd(c *Ctx) {
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := writable(tx, k, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		n := 0
+		seen := make(map[string]bool, len(c.Args)-2)
+		for _, m := range c.Args[2:] {
+			if !st.HasMember(string(m)) && !seen[string(m)] {
+				n++
+			}
+			seen[string(m)] = true
+		}
+		if n > 0 {
+			tx.Apply(k, crdt.SAdd(st, tx.Op(), c.Args[2:]))
+		}
+		c.Conn.Int(int64(n))
+		return nil
+	})
+}
+
+func cmdSRem(c *Ctx) {
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if st == nil || err != nil {
+			c.okInt(err, 0)
+			return err
+		}
+		var rm [][]byte
+		seen := map[string]bool{}
+		for _, m := range c.Args[2:] {
+			if st.HasMember(string(m)) && !seen[string(m)] {
+				rm = append(rm, m)
+				seen[string(m)] = true
+			}
+		}
+		if len(rm) > 0 {
+			tx.Apply(k, crdt.SRem(st, rm))
+		}
+		c.Conn.Int(int64(len(rm)))
+		return nil
+	})
+}
+
+// okInt writes n when err is nil (a handler's reply for an absent key).
+func (c *Ctx) okInt(err error, n int64) {
+	if err == nil {
+		c.Conn.Int(n)
+	}
+}
+
+func cmdSMembers(c *Ctx) {
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		var ms []string
+		if st != nil {
+			ms = st.Members()
+		}
+		c.Conn.Set(len(ms))
+		for _, m := range ms {
+			c.Conn.BulkString(m)
+		}
+		return nil
+	})
+}
+
+func cmdSIsMember(c *Ctx) {
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		c.Conn.Int(b2i(st != nil && st.HasMember(c.arg(2))))
+		return nil
+	})
+}
+
+func cmdSMIsMember(c *Ctx) {
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		c.Conn.Array(len(c.Args) - 2)
+		for _, m := range c.Args[2:] {
+			c.Conn.Int(b2i(st != nil && st.HasMember(string(m))))
+		}
+		return nil
+	})
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func cmdSCard(c *Ctx) {
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		if st == nil {
+			c.Conn.Int(0)
+		} else {
+			c.Conn.Int(int64(len(st.Set)))
+		}
+		return nil
+	})
+}
+
+// countArg parses the optional count of SPOP/SRANDMEMBER/HRANDFIELD.
+func (c *Ctx) countArg(i int) (n int64, given bool, err error) {
+	if len(c.Args) <= i {
+		return 1, false, nil
+	}
+	n, ok := crdt.ParseInt(c.Args[i])
+	if !ok {
+		return 0, true, ErrNotInt
+	}
+	return n, true, nil
+}
+
+func cmdSPop(c *Ctx) {
+	if len(c.Args) > 3 {
+		c.fail(ErrSyntax)
+		return
+	}
+	n, given, err := c.countArg(2)
+	if err == nil && n < 0 {
+		err = ErrNegCount
+	}
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		if st == nil {
+			if given {
+				c.Conn.Set(0)
+			} else {
+				c.Conn.Null()
+			}
+			return nil
+		}
+		ms := st.Members()
+		rand.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
+		if int64(len(ms)) > n {
+			ms = ms[:n]
+		}
+		rm := make([][]byte, len(ms))
+		for i, m := range ms {
+			rm[i] = []byte(m)
+		}
+		if len(rm) > 0 {
+			tx.Apply(k, crdt.SRem(st, rm))
+		}
+		if !given {
+			c.Conn.BulkString(ms[0])
+			return nil
+		}
+		c.Conn.Set(len(ms))
+		for _, m := range ms {
+			c.Conn.BulkString(m)
+		}
+		return nil
+	})
+}
+
+func cmdSRandMember(c *Ctx) {
+	if len(c.Args) > 3 {
+		c.fail(ErrSyntax)
+		return
+	}
+	n, given, err := c.countArg(2)
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		var ms []string
+		if st != nil {
+			ms = st.Members()
+		}
+		if !given {
+			if len(ms) == 0 {
+				c.Conn.Null()
+			} else {
+				c.Conn.BulkString(ms[rand.IntN(len(ms))])
+			}
+			return nil
+		}
+		c.bulks(randomPick(ms, n))
+		return nil
+	})
+}
+
+// randomPick returns n distinct items (n > 0) or |n| items with repeats
+// (n < 0), like SRANDMEMBER and HRANDFIELD.
+func randomPick(items []string, n int64) []string {
+	if len(items) == 0 || n == 0 {
+		return nil
+	}
+	if n < 0 {
+		out := make([]string, 0, min(-n, 1<<20))
+		for i := int64(0); i < -n; i++ {
+			out = append(out, items[rand.IntN(len(items))])
+		}
+		return out
+	}
+	rand.Shuffle(len(items), func(i, j int) { items[i], items[j] = items[j], items[i] })
+	if int64(len(items)) > n {
+		items = items[:n]
+	}
+	return items
+}
+
+func cmdSMove(c *Ctx) {
+	src, dst := c.key(1), c.key(2)
+	m := c.Args[3]
+	c.run([]keyspace.Key{src, dst}, func(tx *keyspace.Tx) error {
+		s, err := c.get(tx, src, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		if t := tx.Type(dst); t != crdt.TypeNone && t != crdt.TypeSet {
+			return ErrWrongType
+		}
+		if s == nil || !s.HasMember(string(m)) {
+			c.Conn.Int(0)
+			return nil
+		}
+		if src != dst {
+			tx.Apply(src, crdt.SRem(s, [][]byte{m}))
+			d := tx.State(dst)
+			if !d.HasMember(string(m)) {
+				tx.Apply(dst, crdt.SAdd(d, tx.Op(), [][]byte{m}))
+			}
+		}
+		c.Conn.Int(1)
+		return nil
+	})
+}
+
+const (
+	opInter = iota
+	opUnion
+	opDiff
+)
+
+// combine computes the set operation over the sets at keys.
+func (c *Ctx) combine(tx *keyspace.Tx, keys []keyspace.Key, op int) (map[string]bool, error) {
+	var acc map[string]bool
+	for i, k := range keys {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case i == 0:
+			acc = map[string]bool{}
+			if st != nil {
+				for m := range st.Set {
+					acc[m] = true
+				}
+			}
+		case op == opUnion && st != nil:
+			for m := range st.Set {
+				acc[m] = true
+			}
+		case op == opInter:
+			for m := range acc {
+				if st == nil || !st.HasMember(m) {
+					delete(acc, m)
+				}
+			}
+		case op == opDiff && st != nil:
+			for m := range st.Set {
+				delete(acc, m)
+			}
+		}
+	}
+	return acc, nil
+}
+
+func setAlgebra(c *Ctx, op int, store bool) {
+	from := 1
+	if store {
+		from = 2
+	}
+	srcs := c.keys(from, len(c.Args), 1)
+	keys := srcs
+	if store {
+		keys = append([]keyspace.Key{c.key(1)}, srcs...)
+	}
+	c.run(keys, func(tx *keyspace.Tx) error {
+		res, err := c.combine(tx, srcs, op)
+		if err != nil {
+			return err
+		}
+		ms := make([]string, 0, len(res))
+		for m := range res {
+			ms = append(ms, m)
+		}
+		if !store {
+			sort.Strings(ms)
+			c.Conn.Set(len(ms))
+			for _, m := range ms {
+				c.Conn.BulkString(m)
+			}
+			return nil
+		}
+		dst := c.key(1)
+		if len(ms) == 0 {
+			if tx.Get(dst) != nil {
+				tx.Apply(dst, crdt.Delete(tx.State(dst)))
+			}
+		} else {
+			bs := make([][]byte, len(ms))
+			for i, m := range ms {
+				bs[i] = []byte(m)
+			}
+			tx.Apply(dst, crdt.ReplaceSet(tx.State(dst), tx.Op(), bs))
+		}
+		c.Conn.Int(int64(len(ms)))
+		return nil
+	})
+}
+
+func cmdSInterCard(c *Ctx) {
+	n, ok := crdt.ParseInt(c.Args[1])
+	if !ok || n <= 0 {
+		c.fail(ErrNotOne)
+		return
+	}
+	if n > int64(len(c.Args)-2) {
+		c.fail(Error("ERR Number of keys can't be greater than number of args"))
+		return
+	}
+	var limit int64
+	rest := c.Args[2+n:]
+	if len(rest) == 2 && c.argIs(2+int(n), "limit") {
+		l, ok := crdt.ParseInt(rest[1])
+		if !ok || l < 0 {
+			c.fail(Error("ERR LIMIT can't be negative"))
+			return
+		}
+		limit = l
+	} else if len(rest) != 0 {
+		c.fail(ErrSyntax)
+		return
+	}
+	keys := c.keys(2, 2+int(n), 1)
+	c.run(keys, func(tx *keyspace.Tx) error {
+		res, err := c.combine(tx, keys, opInter)
+		if err != nil {
+			return err
+		}
+		card := int64(len(res))
+		if limit > 0 && card > limit {
+			card = limit
+		}
+		c.Conn.Int(card)
+		return nil
+	})
+}
+
+func cmdSScan(c *Ctx) {
+	cur, err := parseCursor(c.Args[2])
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	sa, err := c.parseScan(3, false)
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return err
+		}
+		var ms []string
+		if st != nil {
+			ms = st.Members()
+		}
+		page, next := scanItems(ms, cur, sa.count, func(m string) bool { return !sa.hasM || globMatch(sa.match, m, false) })
+		c.scanReply(next, page)
+		return nil
+	})
+}

@@ -1,0 +1,62 @@
+package commands
+
+import (
+	"sync"
+	"time"
+)
+
+type slowEntry struct {
+	id     int64
+	at     time.Time
+	dur    time.Duration
+	args   []string
+	client string
+	name   string
+}
+
+type slowlog struct {
+	mu      sync.Mutex
+	nextID  int64
+	entries []slowEntry // newest first
+}
+
+func (s *slowlog) record(cfg *Config, c *Ctx, start time.Time, d time.Duration) {
+	limit := cfg.Int("slowlog-log-slower-than")
+	if limit < 0 || d.Microseconds() < limit || c.Cmd.Name == "exec" {
+		return
+	}
+	e := slowEntry{at: start, dur: d, client: c.Conn.RemoteAddr(), name: c.Conn.Name}
+	for i, a := range c.Args {
+		if i == 31 && len(c.Args) > 32 {
+			e.args = append(e.args, "... ("+formatInt(int64(len(c.Args)-31))+" more arguments)")
+			break
+		}
+		s := string(a)
+		if len(s) > 128 {
+			s = s[:128] + "... (" + formatInt(int64(len(a)-128)) + " more bytes)"
+		}
+		e.args = append(e.args, s)
+	}
+	max := int(cfg.Int("slowlog-max-len"))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e.id = s.nextID
+	s.nextID++
+	s.entries = append([]slowEntry{e}, s.entries...)
+	if len(s.entries) > max {
+		s.entries = s.entries[:max]
+	}
+}
+
+func (s *slowlog) get(n int) []slowEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n < 0 || n > len(s.entries) {
+		n = len(s.entries)
+	}
+	return append([]slowEntry(nil), s.entries[:n]...)
+}
+
+func (s *slowlog) len() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.entries) }
+
+func (s *slowlog) reset() { s.mu.Lock(); s.entries = nil; s.mu.Unlock() }

@@ -1,0 +1,304 @@
+// Package commands owns the command table: one entry per Redis command with
+// its arity, flags, key positions and handler, registered once per group
+// file (strings.go, counters.go, sets.go, hashes.go, keys.go, expire.go,
+// server.go, ...). Handlers parse arguments, call the keyspace and write the
+// reply; errors become RESP replies in one place (errors.go). No storage or
+// network code lives here.
+package commands
+
+import (
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"concord/crdt"
+	"concord/keyspace"
+	"concord/resp"
+)
+
+// Cmd is one command's metadata and handler, like an entry of Redis's
+// commands/*.json.
+type Cmd struct {
+	Name     string
+	Arity    int // >0 exact, <0 at least -Arity
+	Flags    []string
+	First    int // first key position (0: none)
+	Last     int // last key position (-1: last argument)
+	Step     int
+	Group    string
+	Summary  string
+	Since    string
+	ACL      []string
+	Subs     []*Cmd
+	Fn       func(c *Ctx)
+	calls    atomic.Uint64
+	usec     atomic.Uint64
+	rejected atomic.Uint64
+	failed   atomic.Uint64
+}
+
+func (cmd *Cmd) has(flag string) bool {
+	for _, f := range cmd.Flags {
+		if f == flag {
+			return true
+		}
+	}
+	return false
+}
+
+// Ctx is what a handler gets: the arguments, the client and the keyspace.
+type Ctx struct {
+	Args [][]byte
+	Conn *resp.Conn
+	Cmd  *Cmd
+	ks   *keyspace.Keyspace
+	e    *Engine
+	tx   *keyspace.Tx // set inside EXEC: the whole keyspace is held
+}
+
+// Engine is the command table plus the server-wide state commands share
+// (configuration, slow log, start time). It implements resp.Handler.
+type Engine struct {
+	cmds    map[string]*Cmd
+	ks      *keyspace.Keyspace
+	Config  *Config
+	Info    InfoSource
+	started time.Time
+	slow    slowlog
+	srv     *resp.Server
+	mu      sync.Mutex
+	errs    map[string]uint64 // error counts by prefix
+}
+
+// InfoSource supplies INFO sections owned by other packages (persistence,
+// replication); each returns "name:value" lines.
+type InfoSource interface {
+	Persistence() []string
+	Replication() []string
+}
+
+// New builds the command table over ks.
+func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
+	e := &Engine{cmds: make(map[string]*Cmd), ks: ks, Config: cfg, started: time.Now(), errs: map[string]uint64{}}
+	for _, group := range [][]*Cmd{stringCmds, counterCmds, setCmds, hashCmds, keyCmds, expireCmds, connCmds, serverCmds, multiCmds} {
+		for _, cmd := range group {
+			e.cmds[cmd.Name] = cmd
+		}
+	}
+	e.cmds["command"] = commandCmd
+	return e
+}
+
+// Attach gives the engine the server it runs on (CLIENT LIST, INFO clients).
+func (e *Engine) Attach(s *resp.Server) { e.srv = s }
+
+// Lookup returns a command by name (any case).
+func (e *Engine) Lookup(name []byte) *Cmd {
+	if c, ok := e.cmds[string(name)]; ok {
+		return c
+	}
+	return e.cmds[strings.ToLower(string(name))]
+}
+
+func (e *Engine) sorted() []*Cmd {
+	out := make([]*Cmd, 0, len(e.cmds))
+	for _, c := range e.cmds {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// noAuthOK lists the commands a client may run before AUTH.
+var noAuthOK = map[string]bool{"auth": true, "hello": true, "quit": true, "reset": true}
+
+// multiOK lists the commands that run at once inside MULTI.
+var multiOK = map[string]bool{"exec": true, "discard": true, "multi": true, "watch": true, "quit": true, "reset": true}
+
+func argErr(name string) string {
+	return "ERR wrong number of arguments for '" + name + "' command"
+}
+
+func checkArity(cmd *Cmd, n int) bool {
+	return (cmd.Arity > 0 && n == cmd.Arity) || (cmd.Arity < 0 && n >= -cmd.Arity)
+}
+
+// Serve dispatches one command.
+func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
+	cmd := e.Lookup(args[0])
+	if cmd == nil {
+		e.countErr("ERR")
+		conn.Err(unknownCommand(args))
+		if conn.InMulti {
+			conn.MultiErr = true
+		}
+		return
+	}
+	conn.LastCmd.Store(cmd.Name)
+	if !conn.Authed() && !noAuthOK[cmd.Name] {
+		e.reject(cmd, conn, "NOAUTH Authentication required.")
+		return
+	}
+	if !checkArity(cmd, len(args)) {
+		e.reject(cmd, conn, argErr(cmd.Name))
+		if conn.InMulti {
+			conn.MultiErr = true
+		}
+		return
+	}
+	if conn.InMulti && !multiOK[cmd.Name] {
+		conn.Queue = append(conn.Queue, cloneArgs(args))
+		conn.Simple("QUEUED")
+		return
+	}
+	e.call(&Ctx{Args: args, Conn: conn, Cmd: cmd, ks: e.ks, e: e})
+}
+
+func (e *Engine) call(c *Ctx) {
+	start := time.Now()
+	c.Cmd.Fn(c)
+	d := time.Since(start)
+	c.Cmd.calls.Add(1)
+	c.Cmd.usec.Add(uint64(d.Microseconds()))
+	e.slow.record(e.Config, c, start, d)
+}
+
+func (e *Engine) reject(cmd *Cmd, conn *resp.Conn, msg string) {
+	cmd.rejected.Add(1)
+	e.countErr(strings.SplitN(msg, " ", 2)[0])
+	conn.Err(msg)
+}
+
+func (e *Engine) countErr(prefix string) {
+	e.mu.Lock()
+	e.errs[prefix]++
+	e.mu.Unlock()
+}
+
+// Closed forgets a client's state.
+func (e *Engine) Closed(c *resp.Conn) {}
+
+func cloneArgs(args [][]byte) [][]byte {
+	out := make([][]byte, len(args))
+	for i, a := range args {
+		out[i] = append([]byte(nil), a...)
+	}
+	return out
+}
+
+func unknownCommand(args [][]byte) string {
+	var b strings.Builder
+	b.WriteString("ERR unknown command '")
+	b.WriteString(truncate(string(args[0]), 128))
+	b.WriteString("', with args beginning with: ")
+	for _, a := range args[1:] {
+		if b.Len() > 256 {
+			break
+		}
+		b.WriteString("'" + truncate(string(a), 128) + "' ")
+	}
+	return b.String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// --- helpers for handlers ---
+
+func (c *Ctx) key(i int) keyspace.Key { return keyspace.Key{DB: c.Conn.DB, Key: string(c.Args[i])} }
+
+func (c *Ctx) keys(from, to, step int) []keyspace.Key {
+	var out []keyspace.Key
+	for i := from; i < to && i < len(c.Args); i += step {
+		out = append(out, c.key(i))
+	}
+	return out
+}
+
+// run executes fn over keys (or inside the EXEC that holds everything) and
+// writes err as the reply when fn fails.
+func (c *Ctx) run(keys []keyspace.Key, fn func(tx *keyspace.Tx) error) bool {
+	var err error
+	if c.tx != nil {
+		err = fn(c.tx)
+	} else {
+		var t keyspace.Ticket
+		t, err = c.ks.Run(keys, fn)
+		if t != nil {
+			c.Conn.Await(t)
+		}
+	}
+	if err != nil {
+		c.fail(err)
+		return false
+	}
+	return true
+}
+
+// run1 runs fn on the key at argument i.
+func (c *Ctx) run1(i int, fn func(tx *keyspace.Tx, k keyspace.Key) error) bool {
+	k := c.key(i)
+	return c.run([]keyspace.Key{k}, func(tx *keyspace.Tx) error { return fn(tx, k) })
+}
+
+// all runs fn holding the whole keyspace.
+func (c *Ctx) all(fn func(tx *keyspace.Tx) error) bool {
+	if c.tx != nil {
+		if err := fn(c.tx); err != nil {
+			c.fail(err)
+			return false
+		}
+		return true
+	}
+	t, err := c.ks.RunAll(fn)
+	if t != nil {
+		c.Conn.Await(t)
+	}
+	if err != nil {
+		c.fail(err)
+		return false
+	}
+	return true
+}
+
+// get returns k's state if it has type t (nil if absent), counting hits.
+func (c *Ctx) get(tx *keyspace.Tx, k keyspace.Key, t crdt.Type) (*crdt.State, error) {
+	st := tx.Get(k)
+	if st == nil {
+		c.ks.Stats.KeyspaceMiss.Add(1)
+		return nil, nil
+	}
+	if st.Type() != t {
+		return nil, ErrWrongType
+	}
+	c.ks.Stats.KeyspaceHits.Add(1)
+	return st, nil
+}
+
+// writable returns k's state for a write of type t: WRONGTYPE when it holds
+// another type, an empty state when absent (tombstone metadata included).
+func writable(tx *keyspace.Tx, k keyspace.Key, t crdt.Type) (*crdt.State, error) {
+	if typ := tx.Type(k); typ != crdt.TypeNone && typ != t {
+		return nil, ErrWrongType
+	}
+	return tx.State(k), nil
+}
+
+func (c *Ctx) arg(i int) string { return string(c.Args[i]) }
+
+func (c *Ctx) argIs(i int, s string) bool { return strings.EqualFold(string(c.Args[i]), s) }
+
+func (c *Ctx) bulks(items []string) {
+	c.Conn.Array(len(items))
+	for _, s := range items {
+		c.Conn.BulkString(s)
+	}
+}
+
+func watchOf(k keyspace.Key, ver uint64) resp.Watch { return resp.Watch{DB: k.DB, Key: k.Key, Ver: ver} }

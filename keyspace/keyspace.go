@@ -1,0 +1,630 @@
+// Package keyspace owns the in-memory map of key -> CRDT state for every
+// database, per-key locking, expiry (lazy and active), and the two paths that
+// change state: local writes (commands) and remote applies (peering). It is
+// where commands, persistence and peering meet; it reaches persistence and
+// peering only through the Store interface it defines.
+package keyspace
+
+import (
+	"errors"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"concord/crdt"
+)
+
+const shardCount = 256
+
+// Write is one key's encoded state to persist (nil State deletes it).
+type Write struct {
+	DB    int
+	Key   string
+	State []byte
+}
+
+// Ticket is a pending durable commit.
+type Ticket interface{ Wait() error }
+
+// Store persists states and deltas in group commits.
+type Store interface {
+	Submit(writes []Write, deltas []crdt.KeyDelta) Ticket
+}
+
+// Config configures a Keyspace.
+type Config struct {
+	Region string
+	DBs    int
+	// Stable reports whether every delta made so far has reached every
+	// region (true with no peers): tombstones may then be forgotten at once.
+	Stable func() bool
+	// Now returns the wall clock (tests inject a fake).
+	Now func() time.Time
+	// ConflictLog bounds the ring of recent conflicts.
+	ConflictLog int
+}
+
+// Keyspace holds every database.
+type Keyspace struct {
+	cfg   Config
+	store Store
+	world sync.RWMutex // exclusive for EXEC, FLUSHALL, SWAPDB
+	dbs   []*db
+
+	clockMu sync.Mutex
+	clock   *crdt.Clock
+
+	Stats Stats
+
+	conflictMu sync.Mutex
+	conflicts  []Conflict
+	conflictN  uint64
+}
+
+// Stats are counters shown by INFO.
+type Stats struct {
+	ExpiredKeys   atomic.Uint64
+	KeyspaceHits  atomic.Uint64
+	KeyspaceMiss  atomic.Uint64
+	ConflictsLWW  atomic.Uint64
+	ConflictsType atomic.Uint64
+	ConflictsNum  atomic.Uint64
+	RemoteApplied atomic.Uint64
+	Tombstones    atomic.Int64
+}
+
+// Conflict is one resolution that discarded data.
+type Conflict struct {
+	DB   int
+	Key  string
+	Kind string
+	HLC  crdt.HLC
+	From string
+}
+
+type db struct {
+	shards [shardCount]shard
+	epoch  atomic.Uint64 // bumped by FLUSHDB/SWAPDB: invalidates WATCH
+}
+
+type shard struct {
+	mu   sync.Mutex
+	m    map[string]*entry
+	exp  map[string]int64 // keys with a deadline
+	live int
+}
+
+type entry struct {
+	st   *crdt.State
+	live bool
+	ver  uint64
+}
+
+var version atomic.Uint64
+
+// New returns an empty keyspace.
+func New(cfg Config, store Store) *Keyspace {
+	if cfg.DBs <= 0 {
+		cfg.DBs = 16
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Stable == nil {
+		cfg.Stable = func() bool { return true }
+	}
+	if cfg.ConflictLog <= 0 {
+		cfg.ConflictLog = 1000
+	}
+	ks := &Keyspace{cfg: cfg, store: store, clock: crdt.NewClock(cfg.Region)}
+	for i := 0; i < cfg.DBs; i++ {
+		d := &db{}
+		for j := range d.shards {
+			d.shards[j].m = make(map[string]*entry)
+			d.shards[j].exp = make(map[string]int64)
+		}
+		ks.dbs = append(ks.dbs, d)
+	}
+	return ks
+}
+
+// Region returns this keyspace's region.
+func (ks *Keyspace) Region() string { return ks.cfg.Region }
+
+// DBs returns the number of databases.
+func (ks *Keyspace) DBs() int { return len(ks.dbs) }
+
+// NowMs returns the wall clock in unix milliseconds.
+func (ks *Keyspace) NowMs() int64 { return ks.cfg.Now().UnixMilli() }
+
+func hashKey(k string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(k); i++ {
+		h ^= uint64(k[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+func (d *db) shardOf(k string) *shard { return &d.shards[hashKey(k)%shardCount] }
+
+// Key names a key in a database.
+type Key struct {
+	DB  int
+	Key string
+}
+
+// ErrBadDB is returned for a database index out of range.
+var ErrBadDB = errors.New("ERR DB index is out of range")
+
+// Tx is a critical section over a set of keys: every key it touches must be
+// named when it starts (or the whole keyspace is held). Deltas applied in a
+// Tx are persisted in one submission when it ends.
+type Tx struct {
+	ks      *Keyspace
+	all     bool
+	locked  map[*shard]bool
+	now     int64
+	writes  map[Key]*entry
+	order   []Key
+	deltas  []crdt.KeyDelta
+	expired int
+}
+
+func (ks *Keyspace) lockShards(keys []Key) []*shard {
+	shards := make([]*shard, 0, len(keys))
+	for _, k := range keys {
+		if k.DB < 0 || k.DB >= len(ks.dbs) {
+			continue
+		}
+		shards = append(shards, ks.dbs[k.DB].shardOf(k.Key))
+	}
+	if len(shards) > 1 {
+		sort.Slice(shards, func(i, j int) bool { return uintptrOf(shards[i]) < uintptrOf(shards[j]) })
+	}
+	out := shards[:0]
+	for i, s := range shards {
+		if i > 0 && s == shards[i-1] {
+			continue
+		}
+		s.mu.Lock()
+		out = append(out, s)
+	}
+	return out
+}
+
+// Run executes fn with the shards of keys locked and returns the ticket of
+// the persistence of whatever fn wrote (nil when it wrote nothing).
+func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
+	ks.world.RLock()
+	shards := ks.lockShards(keys)
+	tx := &Tx{ks: ks, now: ks.NowMs()}
+	tx.locked = make(map[*shard]bool, len(shards))
+	for _, s := range shards {
+		tx.locked[s] = true
+	}
+	err := fn(tx)
+	t := tx.commit()
+	for _, s := range shards {
+		s.mu.Unlock()
+	}
+	ks.world.RUnlock()
+	return t, err
+}
+
+// RunAll executes fn holding the whole keyspace (MULTI/EXEC, FLUSHALL).
+func (ks *Keyspace) RunAll(fn func(tx *Tx) error) (Ticket, error) {
+	ks.world.Lock()
+	tx := &Tx{ks: ks, all: true, now: ks.NowMs()}
+	err := fn(tx)
+	t := tx.commit()
+	ks.world.Unlock()
+	return t, err
+}
+
+// InAll reports whether the tx holds the whole keyspace.
+func (tx *Tx) InAll() bool { return tx.all }
+
+// NowMs is the tx's wall clock in unix ms (fixed for the whole tx).
+func (tx *Tx) NowMs() int64 { return tx.now }
+
+// Op returns a fresh timestamp for a local operation.
+func (tx *Tx) Op() crdt.Op {
+	tx.ks.clockMu.Lock()
+	h := tx.ks.clock.Now(tx.now)
+	tx.ks.clockMu.Unlock()
+	return crdt.Op{HLC: h}
+}
+
+func (tx *Tx) shard(k Key) *shard {
+	s := tx.ks.dbs[k.DB].shardOf(k.Key)
+	if !tx.all && !tx.locked[s] {
+		panic("keyspace: key " + k.Key + " used outside its tx")
+	}
+	return s
+}
+
+// lookup returns the entry of k, expiring it lazily if its deadline passed.
+func (tx *Tx) lookup(k Key) *entry {
+	s := tx.shard(k)
+	e := s.m[k.Key]
+	if e == nil || !e.live {
+		return e
+	}
+	if at := e.st.ExpireAt(); at > 0 && at <= tx.now {
+		tx.ks.Stats.ExpiredKeys.Add(1)
+		tx.Apply(k, crdt.Delete(e.st))
+	}
+	return e
+}
+
+// Get returns the live state of k, or nil. The state must not be modified.
+func (tx *Tx) Get(k Key) *crdt.State {
+	e := tx.lookup(k)
+	if e == nil || !e.live {
+		return nil
+	}
+	return e.st
+}
+
+// State returns the state of k including tombstones (never nil); for
+// building deltas only.
+func (tx *Tx) State(k Key) *crdt.State {
+	e := tx.lookup(k)
+	if e == nil {
+		return &crdt.State{}
+	}
+	return e.st
+}
+
+// Type returns the type k shows.
+func (tx *Tx) Type(k Key) crdt.Type {
+	if st := tx.Get(k); st != nil {
+		return st.Type()
+	}
+	return crdt.TypeNone
+}
+
+// Version returns a number that changes whenever k changes (for WATCH).
+func (tx *Tx) Version(k Key) uint64 {
+	tx.lookup(k)
+	v := tx.ks.dbs[k.DB].epoch.Load() << 40
+	if e := tx.shard(k).m[k.Key]; e != nil {
+		v ^= e.ver
+	}
+	return v
+}
+
+// Apply merges a local delta into k and queues it for persistence and
+// shipping.
+func (tx *Tx) Apply(k Key, d *crdt.State) {
+	tx.merge(k, d, false, "")
+	tx.deltas = append(tx.deltas, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
+}
+
+// ApplyRemote merges a delta from region from (peering's apply path) and
+// records any conflict its merge resolved.
+func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
+	tx.merge(k, d, true, from)
+	tx.ks.Stats.RemoteApplied.Add(1)
+}
+
+func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
+	s := tx.shard(k)
+	e := s.m[k.Key]
+	if e == nil {
+		e = &entry{st: &crdt.State{}}
+		s.m[k.Key] = e
+	}
+	wasTomb := !e.live && !e.st.IsEmpty()
+	c := e.st.Merge(d)
+	if remote && c != 0 {
+		tx.ks.recordConflicts(k, c, d, from)
+	}
+	e.ver = version.Add(1)
+	live := e.st.Type() != crdt.TypeNone
+	if live != e.live {
+		if live {
+			s.live++
+		} else {
+			s.live--
+		}
+		e.live = live
+	}
+	if at := e.st.ExpireAt(); live && at > 0 {
+		s.exp[k.Key] = at
+	} else {
+		delete(s.exp, k.Key)
+	}
+	if wasTomb {
+		tx.ks.Stats.Tombstones.Add(-1)
+	}
+	if !live && !e.live {
+		if tx.ks.cfg.Stable() {
+			e.st.Compact()
+		} else if !e.st.IsEmpty() {
+			tx.ks.Stats.Tombstones.Add(1)
+		}
+	}
+	if tx.writes == nil {
+		tx.writes = make(map[Key]*entry, 2)
+	}
+	if _, ok := tx.writes[k]; !ok {
+		tx.order = append(tx.order, k)
+	}
+	tx.writes[k] = e
+}
+
+func (ks *Keyspace) recordConflicts(k Key, c int, d *crdt.State, from string) {
+	var kinds []string
+	if c&crdt.ConflictLWW != 0 {
+		ks.Stats.ConflictsLWW.Add(1)
+		kinds = append(kinds, "lww")
+	}
+	if c&crdt.ConflictType != 0 {
+		ks.Stats.ConflictsType.Add(1)
+		kinds = append(kinds, "type")
+	}
+	if c&crdt.ConflictNonNumeric != 0 {
+		ks.Stats.ConflictsNum.Add(1)
+		kinds = append(kinds, "non-numeric-base")
+	}
+	ks.clockMu.Lock()
+	h := ks.clock.Last()
+	ks.clockMu.Unlock()
+	ks.conflictMu.Lock()
+	defer ks.conflictMu.Unlock()
+	for _, kind := range kinds {
+		ks.conflictN++
+		ev := Conflict{DB: k.DB, Key: k.Key, Kind: kind, HLC: h, From: from}
+		if len(ks.conflicts) < ks.cfg.ConflictLog {
+			ks.conflicts = append(ks.conflicts, ev)
+		} else {
+			ks.conflicts[ks.conflictN%uint64(ks.cfg.ConflictLog)] = ev
+		}
+	}
+}
+
+// commit encodes the states the tx changed and submits them with its deltas.
+func (tx *Tx) commit() Ticket {
+	if len(tx.order) == 0 {
+		return nil
+	}
+	writes := make([]Write, 0, len(tx.order))
+	for _, k := range tx.order {
+		e := tx.writes[k]
+		s := tx.ks.dbs[k.DB].shardOf(k.Key)
+		w := Write{DB: k.DB, Key: k.Key}
+		if !e.live && tx.ks.cfg.Stable() {
+			if s.m[k.Key] == e {
+				delete(s.m, k.Key)
+			}
+		} else {
+			w.State = crdt.AppendState(nil, e.st)
+		}
+		writes = append(writes, w)
+	}
+	if tx.ks.store == nil {
+		return nil
+	}
+	return tx.ks.store.Submit(writes, tx.deltas)
+}
+
+// Load installs a state read from disk at startup.
+func (ks *Keyspace) Load(k Key, st *crdt.State) {
+	if k.DB < 0 || k.DB >= len(ks.dbs) {
+		return
+	}
+	s := ks.dbs[k.DB].shardOf(k.Key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := &entry{st: st, live: st.Type() != crdt.TypeNone, ver: version.Add(1)}
+	if old := s.m[k.Key]; old != nil && old.live {
+		s.live--
+	}
+	s.m[k.Key] = e
+	if e.live {
+		s.live++
+		if at := st.ExpireAt(); at > 0 {
+			s.exp[k.Key] = at
+		}
+	}
+	ks.clockMu.Lock()
+	for _, b := range hlcsOf(st) {
+		ks.clock.Observe(b)
+	}
+	ks.clockMu.Unlock()
+}
+
+// ObserveHLC advances the clock past a timestamp seen elsewhere.
+func (ks *Keyspace) ObserveHLC(h crdt.HLC) {
+	ks.clockMu.Lock()
+	ks.clock.Observe(h)
+	ks.clockMu.Unlock()
+}
+
+func hlcsOf(st *crdt.State) []crdt.HLC {
+	out := []crdt.HLC{st.StrT, st.SetT, st.HashT}
+	if st.Str != nil {
+		for _, b := range st.Str.Base {
+			out = append(out, b.HLC)
+		}
+	}
+	return out
+}
+
+// Size returns the number of live keys and keys with a deadline in db.
+func (ks *Keyspace) Size(dbi int) (keys, expires int) {
+	d := ks.dbs[dbi]
+	for i := range d.shards {
+		s := &d.shards[i]
+		s.mu.Lock()
+		keys += s.live
+		expires += len(s.exp)
+		s.mu.Unlock()
+	}
+	return
+}
+
+// ScanPage returns up to count live keys of db from cursor on, and the next
+// cursor (0 when done). Keys present for the whole scan are returned at least
+// once. match filters keys when non-nil.
+func (ks *Keyspace) ScanPage(dbi int, cursor uint64, count int, match func(string, *crdt.State) bool) ([]string, uint64) {
+	d := ks.dbs[dbi]
+	shardIdx := cursor >> 33
+	pos := cursor & (1<<33 - 1)
+	now := ks.NowMs()
+	var out []string
+	for shardIdx < shardCount {
+		s := &d.shards[shardIdx]
+		type hk struct {
+			h uint64
+			k string
+		}
+		s.mu.Lock()
+		cands := make([]hk, 0, len(s.m))
+		for k, e := range s.m {
+			if !e.live {
+				continue
+			}
+			if at := e.st.ExpireAt(); at > 0 && at <= now {
+				continue
+			}
+			h := (hashKey(k) >> 8) & 0xffffffff
+			if h >= pos && (match == nil || match(k, e.st)) {
+				cands = append(cands, hk{h, k})
+			}
+		}
+		s.mu.Unlock()
+		sort.Slice(cands, func(i, j int) bool { return cands[i].h < cands[j].h })
+		for i, c := range cands {
+			if len(out) >= count && (i == 0 || c.h != cands[i-1].h) {
+				return out, shardIdx<<33 | c.h
+			}
+			out = append(out, c.k)
+		}
+		shardIdx++
+		pos = 0
+	}
+	return out, 0
+}
+
+// RandomKey returns a random live key of db, or "".
+func (ks *Keyspace) RandomKey(dbi int) string {
+	d := ks.dbs[dbi]
+	now := ks.NowMs()
+	start := rand.IntN(shardCount)
+	for i := 0; i < shardCount; i++ {
+		s := &d.shards[(start+i)%shardCount]
+		s.mu.Lock()
+		if s.live > 0 {
+			skip := rand.IntN(s.live)
+			for k, e := range s.m {
+				if !e.live || (e.st.ExpireAt() > 0 && e.st.ExpireAt() <= now) {
+					continue
+				}
+				if skip <= 0 {
+					s.mu.Unlock()
+					return k
+				}
+				skip--
+			}
+		}
+		s.mu.Unlock()
+	}
+	return ""
+}
+
+// Keys returns every live key of db (in shard order) for FLUSHDB and SWAPDB;
+// call it inside RunAll.
+func (tx *Tx) Keys(dbi int) []string {
+	d := tx.ks.dbs[dbi]
+	var out []string
+	for i := range d.shards {
+		for k, e := range d.shards[i].m {
+			if e.live {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+// BumpEpoch invalidates WATCHes on every key of db.
+func (tx *Tx) BumpEpoch(dbi int) { tx.ks.dbs[dbi].epoch.Add(1) }
+
+// ExpireCycle deletes up to budget keys whose deadline passed, sampling every
+// shard of every database; it returns how many it deleted.
+func (ks *Keyspace) ExpireCycle(budget int) (Ticket, int) {
+	now := ks.NowMs()
+	var last Ticket
+	n := 0
+	for dbi, d := range ks.dbs {
+		for i := range d.shards {
+			s := &d.shards[i]
+			s.mu.Lock()
+			var due []string
+			checked := 0
+			for k, at := range s.exp {
+				if checked++; checked > 20 {
+					break
+				}
+				if at <= now {
+					due = append(due, k)
+				}
+			}
+			s.mu.Unlock()
+			if len(due) == 0 {
+				continue
+			}
+			keys := make([]Key, len(due))
+			for j, k := range due {
+				keys[j] = Key{DB: dbi, Key: k}
+			}
+			t, _ := ks.Run(keys, func(tx *Tx) error {
+				for _, k := range keys {
+					tx.Get(k) // lazy expiry does the work
+				}
+				return nil
+			})
+			if t != nil {
+				last = t
+			}
+			n += len(due)
+			if n >= budget {
+				return last, n
+			}
+		}
+	}
+	return last, n
+}
+
+// Conflicts returns up to n of the most recent conflicts, newest first, and
+// the total count.
+func (ks *Keyspace) Conflicts(n int) ([]Conflict, uint64) {
+	ks.conflictMu.Lock()
+	defer ks.conflictMu.Unlock()
+	total := len(ks.conflicts)
+	var out []Conflict
+	for i := 0; i < total && len(out) < n; i++ {
+		idx := (int(ks.conflictN%uint64(ks.cfg.ConflictLog)) - i + total) % total
+		if total < ks.cfg.ConflictLog {
+			idx = total - 1 - i
+		}
+		out = append(out, ks.conflicts[idx])
+	}
+	return out, ks.conflictN
+}
+
+// Clock returns the latest HLC issued or observed.
+func (ks *Keyspace) Clock() crdt.HLC {
+	ks.clockMu.Lock()
+	defer ks.clockMu.Unlock()
+	return ks.clock.Last()
+}
+
+// Repair merges a delta recovered from the outbox at startup: persisted,
+// not shipped again.
+func (tx *Tx) Repair(k Key, d *crdt.State) { tx.merge(k, d, false, "") }

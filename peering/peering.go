@@ -1,0 +1,39 @@
+// Package peering owns the links between regions: the embedded or external
+// NATS JetStream server, publishing this region's outbox, consuming the
+// other regions' deltas, region health and watermarks. Until replication is
+// configured (no peers), it only discards the outbox once entries are
+// durable, so the outbox does not grow without bound.
+package peering
+
+import (
+	"context"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Outbox is the part of persistence peering drains.
+type Outbox interface {
+	OutboxSeq() (last, trimmed uint64)
+	TrimOutbox(seq uint64) error
+}
+
+// DiscardOutbox trims every outbox entry each interval until ctx ends: what
+// a region with no peers does with deltas nobody will ask for.
+func DiscardOutbox(ctx context.Context, o Outbox, every time.Duration, log zerolog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			last, trimmed := o.OutboxSeq()
+			if last > trimmed {
+				if err := o.TrimOutbox(last); err != nil {
+					log.Warn().Err(err).Msg("outbox trim failed")
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package resp
+
+import (
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/redcon"
+)
+
+// Ticket is a pending durable commit; replies are sent only after it.
+type Ticket interface{ Wait() error }
+
+// Reply modes of CLIENT REPLY.
+const (
+	ReplyOn = iota
+	ReplyOff
+	ReplySkip
+)
+
+// Watch is one WATCHed key and the version it had.
+type Watch struct {
+	DB  int
+	Key string
+	Ver uint64
+}
+
+// Conn is one client connection and its state.
+type Conn struct {
+	ID      int64
+	srv     *Server
+	nc      net.Conn
+	w       *redcon.Writer
+	Created time.Time
+
+	Proto   int // 2 or 3
+	DB      int
+	Name    string
+	LibName string
+	LibVer  string
+	User    string
+	authed  atomic.Bool
+
+	InMulti  bool
+	Queue    [][][]byte
+	MultiErr bool
+	Watches  []Watch
+
+	ReplyMode int
+	skipNext  bool
+
+	LastCmd    atomic.Value // string
+	lastActive atomic.Int64
+	pending    Ticket
+	closeAfter bool
+	killed     atomic.Bool
+}
+
+// Authed reports whether the client has authenticated (or needs not).
+func (c *Conn) Authed() bool { return c.authed.Load() }
+
+// SetAuthed marks the client authenticated as user.
+func (c *Conn) SetAuthed(ok bool, user string) { c.authed.Store(ok); c.User = user }
+
+// RemoteAddr returns the client's address.
+func (c *Conn) RemoteAddr() string { return c.nc.RemoteAddr().String() }
+
+// LocalAddr returns the server-side address.
+func (c *Conn) LocalAddr() string { return c.nc.LocalAddr().String() }
+
+// Server returns the server the connection belongs to.
+func (c *Conn) Server() *Server { return c.srv }
+
+// Await makes the replies written so far wait for t before they are sent.
+func (c *Conn) Await(t Ticket) {
+	if t != nil {
+		c.pending = t
+	}
+}
+
+// CloseAfterReply closes the connection once the current replies are sent.
+func (c *Conn) CloseAfterReply() { c.closeAfter = true }
+
+// SkipNextReply drops the reply of the next command (CLIENT REPLY SKIP).
+func (c *Conn) SkipNextReply() { c.skipNext = true }
+
+// Idle returns the time since the last command.
+func (c *Conn) Idle() time.Duration {
+	return time.Since(time.Unix(0, c.lastActive.Load()))
+}
+
+// --- reply writing (RESP2 and RESP3) ---
+
+// Simple writes a simple string (+OK).
+func (c *Conn) Simple(s string) { c.w.WriteString(s) }
+
+// OK writes +OK.
+func (c *Conn) OK() { c.w.WriteString("OK") }
+
+// Err writes an error; msg starts with its code (ERR, WRONGTYPE, ...).
+func (c *Conn) Err(msg string) {
+	msg = strings.NewReplacer("\r", " ", "\n", " ").Replace(msg)
+	c.w.WriteRaw([]byte("-" + msg + "\r\n"))
+}
+
+// Int writes an integer.
+func (c *Conn) Int(n int64) { c.w.WriteInt64(n) }
+
+// Bulk writes a bulk string.
+func (c *Conn) Bulk(b []byte) { c.w.WriteBulk(b) }
+
+// BulkString writes a bulk string.
+func (c *Conn) BulkString(s string) { c.w.WriteBulkString(s) }
+
+// Null writes a null bulk (RESP2 $-1, RESP3 _).
+func (c *Conn) Null() {
+	if c.Proto == 3 {
+		c.w.WriteRaw([]byte("_\r\n"))
+		return
+	}
+	c.w.WriteNull()
+}
+
+// NullArray writes a null array (RESP2 *-1, RESP3 _).
+func (c *Conn) NullArray() {
+	if c.Proto == 3 {
+		c.w.WriteRaw([]byte("_\r\n"))
+		return
+	}
+	c.w.WriteRaw([]byte("*-1\r\n"))
+}
+
+// Array starts an array of n elements.
+func (c *Conn) Array(n int) { c.w.WriteArray(n) }
+
+// Map starts a map of n pairs (a flat array of 2n under RESP2).
+func (c *Conn) Map(n int) {
+	if c.Proto == 3 {
+		c.w.WriteRaw([]byte("%" + strconv.Itoa(n) + "\r\n"))
+		return
+	}
+	c.w.WriteArray(2 * n)
+}
+
+// Set starts a set of n elements (an array under RESP2).
+func (c *Conn) Set(n int) {
+	if c.Proto == 3 {
+		c.w.WriteRaw([]byte("~" + strconv.Itoa(n) + "\r\n"))
+		return
+	}
+	c.w.WriteArray(n)
+}
+
+// Double writes a float (a bulk string under RESP2), formatted like Redis.
+func (c *Conn) Double(f float64) {
+	if c.Proto == 3 {
+		c.w.WriteRaw([]byte("," + FormatDouble(f) + "\r\n"))
+		return
+	}
+	c.w.WriteBulkString(FormatDouble(f))
+}
+
+// Raw writes bytes as they are.
+func (c *Conn) Raw(b []byte) { c.w.WriteRaw(b) }
+
+// FormatDouble formats f the way Redis replies with doubles (%.17g).
+func FormatDouble(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	}
+	return strconv.FormatFloat(f, 'g', 17, 64)
+}

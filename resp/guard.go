@@ -1,0 +1,416 @@
+package resp
+
+import (
+	"io"
+	"strconv"
+)
+
+// Limits bound what a client may send. Zero fields take Redis's defaults in
+// Validate.
+type Limits struct {
+	MaxBulkLen      int64 // proto-max-bulk-len (512 MB)
+	MaxMultibulkLen int64 // arguments per command (1M)
+	MaxInlineLen    int   // inline request / header line (64 KB)
+	MaxQueryBuffer  int64 // bytes of one command (1 GB, client-query-buffer-limit)
+	// Before AUTH, when a password is required (Redis's fixed values).
+	UnauthMultibulkLen int64 // 10
+	UnauthBulkLen      int64 // 16384
+}
+
+// Validate fills defaults.
+func (l *Limits) Validate() {
+	if l.MaxBulkLen <= 0 {
+		l.MaxBulkLen = 512 << 20
+	}
+	if l.MaxMultibulkLen <= 0 {
+		l.MaxMultibulkLen = 1 << 20
+	}
+	if l.MaxInlineLen <= 0 {
+		l.MaxInlineLen = 64 << 10
+	}
+	if l.MaxQueryBuffer <= 0 {
+		l.MaxQueryBuffer = 1 << 30
+	}
+	if l.UnauthMultibulkLen <= 0 {
+		l.UnauthMultibulkLen = 10
+	}
+	if l.UnauthBulkLen <= 0 {
+		l.UnauthBulkLen = 16384
+	}
+}
+
+// ProtocolError is a request that violates the protocol or a limit; the
+// connection is answered "-ERR Protocol error: <msg>" and closed.
+type ProtocolError struct{ Msg string }
+
+func (e *ProtocolError) Error() string { return "Protocol error: " + e.Msg }
+
+type gstate uint8
+
+const (
+	gStart gstate = iota
+	gMultibulkLine
+	gBulkHeader
+	gBulkBody
+	gInline
+)
+
+// guard sits between the socket and redcon's reader: it parses the RESP
+// framing itself, checks every length against the limits before anything is
+// buffered for it, turns inline commands into RESP, drops empty commands,
+// and hands on only bytes it has validated. redcon's reader never sees a
+// length it could overflow or loop on.
+type guard struct {
+	src    io.Reader
+	lim    *Limits
+	authed func() bool
+
+	in       []byte // raw bytes read, not yet consumed
+	inStart  int
+	out      []byte // validated bytes ready for the reader
+	st       gstate
+	line     []byte // header or inline line being collected
+	args     int64  // bulks left in the current multibulk
+	bulkLeft int64  // body bytes (incl. CRLF) left
+	cmdBytes int64
+	err      error
+	oneCmd   bool // a complete command was produced in this Read
+}
+
+func newGuard(src io.Reader, lim *Limits, authed func() bool) *guard {
+	return &guard{src: src, lim: lim, authed: authed, in: make([]byte, 0, 16<<10)}
+}
+
+// Read returns validated bytes. Before AUTH it stops at every command
+// boundary, so the limits that apply follow the AUTH that precedes them.
+func (g *guard) Read(p []byte) (int, error) {
+	for {
+		if len(g.out) > 0 {
+			n := copy(p, g.out)
+			g.out = g.out[n:]
+			if len(g.out) == 0 {
+				g.out = g.out[:0:0]
+			}
+			return n, nil
+		}
+		if g.err != nil {
+			return 0, g.err
+		}
+		if g.inStart >= len(g.in) {
+			if err := g.fill(); err != nil {
+				g.err = err
+				continue
+			}
+		}
+		g.oneCmd = false
+		g.process()
+	}
+}
+
+func (g *guard) fill() error {
+	buf := g.in[:cap(g.in)]
+	n, err := g.src.Read(buf)
+	g.in = buf[:n]
+	g.inStart = 0
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+func (g *guard) fail(msg string) {
+	g.err = &ProtocolError{Msg: msg}
+	g.in = g.in[:0]
+	g.inStart = 0
+}
+
+// process consumes raw input into validated output.
+func (g *guard) process() {
+	for g.inStart < len(g.in) && g.err == nil {
+		if g.st == gStart && g.oneCmd && !g.authed() {
+			return
+		}
+		b := g.in[g.inStart:]
+		switch g.st {
+		case gStart:
+			g.cmdBytes = 0
+			g.line = g.line[:0]
+			if b[0] == '*' {
+				g.st = gMultibulkLine
+				g.inStart++
+			} else {
+				g.st = gInline
+			}
+		case gMultibulkLine, gBulkHeader, gInline:
+			i := indexByte(b, '\n')
+			take := b
+			if i >= 0 {
+				take = b[:i+1]
+			}
+			if len(g.line)+len(take) > g.lim.MaxInlineLen {
+				switch g.st {
+				case gInline:
+					g.fail("too big inline request")
+				case gMultibulkLine:
+					g.fail("too big mbulk count string")
+				default:
+					g.fail("too big bulk count string")
+				}
+				return
+			}
+			g.line = append(g.line, take...)
+			g.inStart += len(take)
+			if i < 0 {
+				continue
+			}
+			line := trimCRLF(g.line)
+			switch g.st {
+			case gInline:
+				g.inline(line)
+			case gMultibulkLine:
+				g.multibulk(line)
+			default:
+				g.bulkHeader(line)
+			}
+			g.line = g.line[:0]
+		case gBulkBody:
+			n := int64(len(b))
+			if n > g.bulkLeft {
+				n = g.bulkLeft
+			}
+			chunk := b[:n]
+			// the body must end with CRLF
+			for j := max(int64(0), g.bulkLeft-2); j < n; j++ {
+				want := byte('\n')
+				if g.bulkLeft-j == 2 {
+					want = '\r'
+				}
+				if chunk[j] != want {
+					g.fail("invalid bulk length")
+					return
+				}
+			}
+			g.out = append(g.out, chunk...)
+			g.inStart += int(n)
+			g.bulkLeft -= n
+			if g.bulkLeft == 0 {
+				g.args--
+				if g.args == 0 {
+					g.st = gStart
+					g.oneCmd = true
+				} else {
+					g.st = gBulkHeader
+				}
+			}
+		}
+	}
+}
+
+func (g *guard) count(n int) bool {
+	g.cmdBytes += int64(n)
+	if g.cmdBytes > g.lim.MaxQueryBuffer {
+		g.fail("query buffer limit exceeded")
+		return false
+	}
+	return true
+}
+
+func (g *guard) multibulk(line []byte) {
+	n, err := strconv.ParseInt(string(line), 10, 64)
+	if err != nil || n > g.lim.MaxMultibulkLen {
+		g.fail("invalid multibulk length")
+		return
+	}
+	if !g.authed() && n > g.lim.UnauthMultibulkLen {
+		g.fail("unauthenticated multibulk length")
+		return
+	}
+	if n <= 0 { // Redis ignores empty multibulks
+		g.st = gStart
+		return
+	}
+	g.args = n
+	g.st = gBulkHeader
+	g.out = append(g.out, '*')
+	g.out = append(g.out, line...)
+	g.out = append(g.out, '\r', '\n')
+	g.count(len(line) + 3)
+}
+
+func (g *guard) bulkHeader(line []byte) {
+	if len(line) == 0 || line[0] != '$' {
+		c := "\\n"
+		if len(line) > 0 {
+			c = string(line[0])
+		}
+		g.fail("expected '$', got '" + c + "'")
+		return
+	}
+	n, err := strconv.ParseInt(string(line[1:]), 10, 64)
+	if err != nil || n < 0 || n > g.lim.MaxBulkLen {
+		g.fail("invalid bulk length")
+		return
+	}
+	if !g.authed() && n > g.lim.UnauthBulkLen {
+		g.fail("unauthenticated bulk length")
+		return
+	}
+	if !g.count(len(line) + 2 + int(n) + 2) {
+		return
+	}
+	g.out = append(g.out, line...)
+	g.out = append(g.out, '\r', '\n')
+	g.bulkLeft = n + 2
+	g.st = gBulkBody
+}
+
+func (g *guard) inline(line []byte) {
+	g.st = gStart
+	args, ok := splitArgs(line)
+	if !ok {
+		g.fail("unbalanced quotes in request")
+		return
+	}
+	if len(args) == 0 {
+		return
+	}
+	if !g.authed() && int64(len(args)) > g.lim.UnauthMultibulkLen {
+		g.fail("unauthenticated multibulk length")
+		return
+	}
+	g.out = append(g.out, '*')
+	g.out = strconv.AppendInt(g.out, int64(len(args)), 10)
+	g.out = append(g.out, '\r', '\n')
+	for _, a := range args {
+		g.out = append(g.out, '$')
+		g.out = strconv.AppendInt(g.out, int64(len(a)), 10)
+		g.out = append(g.out, '\r', '\n')
+		g.out = append(g.out, a...)
+		g.out = append(g.out, '\r', '\n')
+	}
+	g.oneCmd = true
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func trimCRLF(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+	}
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	return b
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+func hexVal(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+// splitArgs splits an inline request like Redis's sdssplitargs.
+func splitArgs(line []byte) ([][]byte, bool) {
+	var args [][]byte
+	i := 0
+	for {
+		for i < len(line) && (line[i] == ' ' || line[i] == '\t' || line[i] == '\n' || line[i] == '\r' || line[i] == '\v' || line[i] == '\f') {
+			i++
+		}
+		if i >= len(line) {
+			return args, true
+		}
+		var cur []byte
+		inq, insq := false, false
+		for done := false; !done; {
+			if inq {
+				if i >= len(line) {
+					return nil, false
+				}
+				c := line[i]
+				if c == '\\' && i+3 < len(line) && line[i+1] == 'x' && isHex(line[i+2]) && isHex(line[i+3]) {
+					cur = append(cur, hexVal(line[i+2])<<4|hexVal(line[i+3]))
+					i += 3
+				} else if c == '\\' && i+1 < len(line) {
+					i++
+					switch line[i] {
+					case 'n':
+						cur = append(cur, '\n')
+					case 'r':
+						cur = append(cur, '\r')
+					case 't':
+						cur = append(cur, '\t')
+					case 'b':
+						cur = append(cur, '\b')
+					case 'a':
+						cur = append(cur, '\a')
+					default:
+						cur = append(cur, line[i])
+					}
+				} else if c == '"' {
+					if i+1 < len(line) && line[i+1] != ' ' && line[i+1] != '\t' {
+						return nil, false
+					}
+					done = true
+				} else {
+					cur = append(cur, c)
+				}
+			} else if insq {
+				if i >= len(line) {
+					return nil, false
+				}
+				c := line[i]
+				if c == '\\' && i+1 < len(line) && line[i+1] == '\'' {
+					i++
+					cur = append(cur, '\'')
+				} else if c == '\'' {
+					if i+1 < len(line) && line[i+1] != ' ' && line[i+1] != '\t' {
+						return nil, false
+					}
+					done = true
+				} else {
+					cur = append(cur, c)
+				}
+			} else {
+				if i >= len(line) {
+					break
+				}
+				switch c := line[i]; c {
+				case ' ', '\n', '\r', '\t', 0:
+					done = true
+				case '"':
+					inq = true
+				case '\'':
+					insq = true
+				default:
+					cur = append(cur, c)
+				}
+			}
+			if i < len(line) {
+				i++
+			}
+		}
+		if cur == nil {
+			cur = []byte{}
+		}
+		args = append(args, cur)
+	}
+}

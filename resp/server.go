@@ -1,0 +1,207 @@
+// Package resp owns client connections: the RESP2/RESP3 framing with hard
+// input limits enforced before any allocation (a guard in front of redcon's
+// reader), per-client state (database, auth, MULTI, name, protocol), and the
+// reply writer. Commands are served by a Handler that the commands package
+// provides, the way net/http serves a Handler.
+package resp
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/tidwall/redcon"
+)
+
+// Handler serves commands.
+type Handler interface {
+	// Serve runs one command; args[0] is its name.
+	Serve(c *Conn, args [][]byte)
+	// Closed is called once when a connection ends.
+	Closed(c *Conn)
+}
+
+// Config configures a Server.
+type Config struct {
+	Limits Limits
+	// NeedAuth reports whether new clients must authenticate.
+	NeedAuth   func() bool
+	MaxClients int
+	Log        zerolog.Logger
+}
+
+// Server accepts connections and serves them with a Handler.
+type Server struct {
+	cfg     Config
+	handler Handler
+
+	mu       sync.Mutex
+	clients  map[int64]*Conn
+	lns      []net.Listener
+	closed   bool
+	wg       sync.WaitGroup
+	nextID   atomic.Int64
+	Accepted atomic.Uint64
+	Rejected atomic.Uint64 // connections closed for a protocol error
+	Commands atomic.Uint64
+}
+
+// NewServer returns a server; Serve starts it on a listener.
+func NewServer(cfg Config, h Handler) *Server {
+	cfg.Limits.Validate()
+	if cfg.NeedAuth == nil {
+		cfg.NeedAuth = func() bool { return false }
+	}
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = 10000
+	}
+	return &Server{cfg: cfg, handler: h, clients: make(map[int64]*Conn)}
+}
+
+// Limits returns the input limits in force.
+func (s *Server) Limits() *Limits { return &s.cfg.Limits }
+
+// Serve accepts connections on ln until Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		s.Accepted.Add(1)
+		s.wg.Add(1)
+		go s.serveConn(nc)
+	}
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	c := &Conn{ID: s.nextID.Add(1), srv: s, nc: nc, w: redcon.NewWriter(nc), Created: time.Now(), Proto: 2}
+	c.LastCmd.Store("NULL")
+	c.lastActive.Store(time.Now().UnixNano())
+	c.authed.Store(!s.cfg.NeedAuth())
+	s.mu.Lock()
+	if len(s.clients) >= s.cfg.MaxClients || s.closed {
+		s.mu.Unlock()
+		nc.Write([]byte("-ERR max number of clients reached\r\n"))
+		nc.Close()
+		return
+	}
+	s.clients[c.ID] = c
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.clients, c.ID)
+		s.mu.Unlock()
+		nc.Close()
+		s.handler.Closed(c)
+	}()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	rd := redcon.NewReader(newGuard(nc, &s.cfg.Limits, c.Authed))
+	for {
+		cmds, err := rd.ReadCommands()
+		if err != nil {
+			var pe *ProtocolError
+			if errors.As(err, &pe) {
+				s.Rejected.Add(1)
+				c.w.WriteError("ERR " + pe.Error())
+				c.w.Flush()
+			} else if !errors.Is(err, io.EOF) && !c.killed.Load() {
+				s.cfg.Log.Debug().Err(err).Int64("client", c.ID).Msg("read failed")
+			}
+			return
+		}
+		c.lastActive.Store(time.Now().UnixNano())
+		for _, cmd := range cmds {
+			mark := len(c.w.Buffer())
+			s.Commands.Add(1)
+			s.handler.Serve(c, cmd.Args)
+			if c.ReplyMode == ReplyOff || c.ReplyMode == ReplySkip {
+				c.w.SetBuffer(c.w.Buffer()[:mark])
+				if c.ReplyMode == ReplySkip {
+					c.ReplyMode = ReplyOn
+				}
+			}
+			if c.skipNext {
+				c.skipNext = false
+				c.ReplyMode = ReplySkip
+			}
+			if c.closeAfter || c.killed.Load() {
+				break
+			}
+		}
+		if c.pending != nil {
+			err := c.pending.Wait()
+			c.pending = nil
+			if err != nil {
+				// never acknowledge what is not durable: drop the replies
+				s.cfg.Log.Error().Err(err).Int64("client", c.ID).Msg("commit failed; closing client")
+				return
+			}
+		}
+		if err := c.w.Flush(); err != nil || c.closeAfter || c.killed.Load() {
+			return
+		}
+	}
+}
+
+// Clients returns the connected clients ordered by ID.
+func (s *Server) Clients() []*Conn {
+	s.mu.Lock()
+	out := make([]*Conn, 0, len(s.clients))
+	for _, c := range s.clients {
+		out = append(out, c)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// NumClients returns the number of connected clients.
+func (s *Server) NumClients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.clients)
+}
+
+// Kill closes a client connection.
+func (s *Server) Kill(c *Conn) {
+	c.killed.Store(true)
+	c.nc.SetReadDeadline(time.Now())
+}
+
+// Close stops accepting, closes every connection and waits for them.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	for _, c := range s.clients {
+		c.killed.Store(true)
+		c.nc.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
