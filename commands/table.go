@@ -301,4 +301,6 @@ func (c *Ctx) bulks(items []string) {
 	}
 }
 
-func watchOf(k keyspace.Key, ver uint64) resp.Watch { return resp.Watch{DB: k.DB, Key: k.Key, Ver: ver} }
+func watchOf(k keyspace.Key, ver uint64) resp.Watch {
+	return resp.Watch{DB: k.DB, Key: k.Key, Ver: ver}
+}
