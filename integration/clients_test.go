@@ -117,7 +117,7 @@ func TestGoRedis(t *testing.T) {
 			if !strings.Contains(info, "db0:keys=7,expires=1") || !strings.Contains(info, "expired_keys:1") {
 				t.Fatalf("INFO:\n%s", info)
 			}
-			if s, _ := c.ConfigGet(ctx, "set-max-*").Result(); s["set-max-intset-entries"] != "512" {
+			if s, _ := c.ConfigGet(ctx, "set-max-*").Result(); s["set-max-listpack-entries"] != "128" {
 				t.Fatalf("CONFIG GET = %v", s)
 			}
 			must(c.ConfigSet(ctx, "set-max-intset-entries", "1000").Err())
