@@ -11,7 +11,7 @@ import (
 )
 
 // Version is the Redis version Concord reports (the command set it follows).
-const Version = "7.2.4"
+const Version = "7.0.15"
 
 // ConcordVersion is Concord's own version.
 const ConcordVersion = "0.1.0"

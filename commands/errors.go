@@ -1,6 +1,9 @@
 package commands
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Error is a reply error: its text is sent as it is ("ERR ...",
 // "WRONGTYPE ..."). Every error a handler can return maps to RESP here.
@@ -49,4 +52,14 @@ func prefixOf(s string) string {
 		}
 	}
 	return s
+}
+
+// unknownSub is Redis's reply for an unknown subcommand, or a known one
+// with the wrong number of arguments.
+func unknownSub(c *Ctx, known bool) Error {
+	name := strings.ToUpper(c.Cmd.Name)
+	if known {
+		return Error("ERR unknown subcommand or wrong number of arguments for '" + truncate(c.arg(1), 128) + "'. Try " + name + " HELP.")
+	}
+	return Error("ERR unknown subcommand '" + truncate(c.arg(1), 128) + "'. Try " + name + " HELP.")
 }

@@ -309,9 +309,9 @@ func cmdSwapDB(c *Ctx) {
 			return
 		}
 	}
-	if err == ErrDBIndex {
+	if err == ErrNotInt {
 		err = Error("ERR invalid first DB index")
-		if _, e1 := c.dbArg(1); e1 == nil {
+		if _, e1 := c.dbArg(1); e1 != ErrNotInt {
 			err = Error("ERR invalid second DB index")
 		}
 	}
@@ -331,8 +331,12 @@ func cmdObject(c *Ctx) {
 		})
 		return
 	}
-	if len(c.Args) != 3 || (sub != "encoding" && sub != "freq" && sub != "idletime" && sub != "refcount") {
-		c.fail(Error("ERR unknown subcommand or wrong number of arguments for '" + c.arg(1) + "'. Try OBJECT HELP."))
+	if sub != "encoding" && sub != "freq" && sub != "idletime" && sub != "refcount" {
+		c.fail(unknownSub(c, false))
+		return
+	}
+	if len(c.Args) != 3 {
+		c.fail(unknownSub(c, true))
 		return
 	}
 	c.run1(2, func(tx *keyspace.Tx, k keyspace.Key) error {
@@ -369,23 +373,15 @@ func encodingOf(st *crdt.State) string {
 		}
 		return "raw"
 	case crdt.TypeSet:
-		allInt := len(st.Set) <= 512
-		small := len(st.Set) <= 128
+		if len(st.Set) > 512 {
+			return "hashtable"
+		}
 		for m := range st.Set {
 			if _, ok := crdt.ParseInt([]byte(m)); !ok {
-				allInt = false
-			}
-			if len(m) > 64 {
-				small = false
+				return "hashtable"
 			}
 		}
-		switch {
-		case allInt:
-			return "intset"
-		case small:
-			return "listpack"
-		}
-		return "hashtable"
+		return "intset"
 	case crdt.TypeHash:
 		if st.HashLen() > 128 {
 			return "hashtable"

@@ -212,8 +212,11 @@ func (r *Reg) IntValue() (v int64, exists, ok, overflow bool) {
 	if v, ok := ParseInt(b); ok {
 		return v, true, true, false
 	}
+	// a sum of increments outside int64 is Redis's overflow; a plain big
+	// number SET by a client is "not an integer", as in Redis
 	if _, isBig := new(big.Int).SetString(string(b), 10); isBig && len(b) > 18 {
-		return 0, true, false, true
+		_, _, summed := r.pending(r.Winner())
+		return 0, true, false, summed
 	}
 	return 0, true, false, false
 }
