@@ -1,0 +1,47 @@
+# Concord — make targets. `make test` is the test command CI runs.
+GO ?= go
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FUZZTIME ?= 5s
+
+.PHONY: all build run test deps vet unit race integration fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o concord ./cmd/concord
+
+run:
+	$(GO) run ./cmd/concord
+
+# Installs what the tests need on a fresh machine (redis-cli,
+# redis-benchmark, redis-server for the comparison harness).
+deps:
+	@if ! command -v redis-cli >/dev/null || ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then \
+		echo "installing redis-tools and redis-server"; \
+		$(SUDO) apt-get install -y redis-tools redis-server >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y redis-tools redis-server >/dev/null; }; \
+	fi
+	@# Debian starts a redis-server service on 6379 when it can; tests never use it.
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+# Unit and property tests with the race detector.
+race:
+	$(GO) test -race -count=1 ./crdt/... ./keyspace/... ./resp/... ./commands/... ./persistence/... ./peering/... ./cmd/...
+
+# End-to-end tests against real clients and a real redis-server.
+integration: deps
+	$(GO) test -count=1 -timeout 15m ./integration/...
+
+# Bounded fuzzing of every decoder and the request reader.
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzDecodeState -fuzztime $(FUZZTIME) ./crdt
+	$(GO) test -run XXX -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME) ./crdt
+	$(GO) test -run XXX -fuzz FuzzGuard -fuzztime $(FUZZTIME) ./resp
+
+test: deps vet race integration fuzz
+
+clean:
+	rm -f concord
