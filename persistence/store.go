@@ -66,6 +66,7 @@ type Stats struct {
 	Syncs        uint64
 	LastSyncUnix int64
 	Errors       uint64
+	Splits       uint64
 }
 
 // Group is one group commit; Wait blocks until it is durable.
@@ -244,6 +245,7 @@ func (s *Store) commit(g *Group) error {
 		seq++
 		entry = crdt.AppendBatch(nil, g.deltas)
 	}
+	split := false
 	err := s.db.Update(func(txn *badger.Txn) error {
 		if entry != nil {
 			if err := setOutbox(txn, seq, entry); err != nil {
@@ -254,6 +256,7 @@ func (s *Store) commit(g *Group) error {
 	})
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		err = s.commitSplit(seq, entry, writes)
+		split = true
 	}
 	if err != nil {
 		s.mu.Lock()
@@ -264,6 +267,9 @@ func (s *Store) commit(g *Group) error {
 	}
 	s.mu.Lock()
 	s.outSeq = seq
+	if split {
+		s.stats.Splits++
+	}
 	s.stats.Groups++
 	s.stats.Writes += uint64(len(writes))
 	if s.opts.Fsync == FsyncAlways {

@@ -1,0 +1,229 @@
+package keyspace
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"concord/crdt"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.t }
+func (f *fakeClock) Add(d time.Duration) {
+	f.mu.Lock()
+	f.t = f.t.Add(d)
+	f.mu.Unlock()
+}
+
+type memStore struct {
+	mu     sync.Mutex
+	writes []Write
+	deltas []crdt.KeyDelta
+}
+
+type done struct{}
+
+func (done) Wait() error { return nil }
+
+func (m *memStore) Submit(w []Write, d []crdt.KeyDelta) Ticket {
+	m.mu.Lock()
+	m.writes = append(m.writes, w...)
+	m.deltas = append(m.deltas, d...)
+	m.mu.Unlock()
+	return done{}
+}
+
+func newKS(stable bool) (*Keyspace, *fakeClock, *memStore) {
+	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	st := &memStore{}
+	ks := New(Config{Region: "A", Now: clk.Now, Stable: func() bool { return stable }}, st)
+	return ks, clk, st
+}
+
+func set(ks *Keyspace, key, val string, ttl time.Duration) {
+	k := Key{Key: key}
+	ks.Run([]Key{k}, func(tx *Tx) error {
+		tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), []byte(val), false))
+		if ttl > 0 {
+			tx.Apply(k, crdt.Expire(tx.State(k), tx.Op(), tx.NowMs()+ttl.Milliseconds()))
+		}
+		return nil
+	})
+}
+
+func get(ks *Keyspace, key string) (v string, ok bool) {
+	k := Key{Key: key}
+	ks.Run([]Key{k}, func(tx *Tx) error {
+		if st := tx.Get(k); st != nil {
+			b, _ := st.StrValue()
+			v, ok = string(b), true
+		}
+		return nil
+	})
+	return
+}
+
+func TestLazyAndActiveExpiry(t *testing.T) {
+	ks, clk, store := newKS(true)
+	set(ks, "a", "1", time.Second)
+	set(ks, "b", "2", time.Second)
+	set(ks, "c", "3", 0)
+	if n, x := ks.Size(0); n != 3 || x != 2 {
+		t.Fatalf("size %d/%d", n, x)
+	}
+	clk.Add(2 * time.Second)
+	if _, ok := get(ks, "a"); ok {
+		t.Fatal("expired key returned")
+	}
+	if ks.Stats.ExpiredKeys.Load() != 1 {
+		t.Fatalf("expired_keys %d", ks.Stats.ExpiredKeys.Load())
+	}
+	// b is never touched: the active cycle removes it
+	_, n := ks.ExpireCycle(100)
+	if n != 1 || ks.Stats.ExpiredKeys.Load() != 2 {
+		t.Fatalf("sweep removed %d, expired_keys %d", n, ks.Stats.ExpiredKeys.Load())
+	}
+	if n, x := ks.Size(0); n != 1 || x != 0 {
+		t.Fatalf("size after expiry %d/%d", n, x)
+	}
+	// the expiry became a delete delta and, with no peers, a deleted record
+	deletes := 0
+	for _, w := range store.writes {
+		if w.State == nil {
+			deletes++
+		}
+	}
+	if deletes != 2 {
+		t.Fatalf("%d deletes persisted", deletes)
+	}
+	keys, _ := ks.ScanPage(0, 0, 100, nil)
+	if len(keys) != 1 || keys[0] != "c" {
+		t.Fatalf("scan %v", keys)
+	}
+}
+
+// With peers (not stable) a deleted key stays as a tombstone: hidden from
+// reads and counts, kept in memory and on disk for the merge.
+func TestTombstonesKeptUntilStable(t *testing.T) {
+	ks, _, store := newKS(false)
+	set(ks, "k", "v", 0)
+	k := Key{Key: "k"}
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.Delete(tx.State(k))); return nil })
+	if _, ok := get(ks, "k"); ok {
+		t.Fatal("deleted key readable")
+	}
+	if n, _ := ks.Size(0); n != 0 {
+		t.Fatalf("size %d", n)
+	}
+	if ks.Stats.Tombstones.Load() != 1 {
+		t.Fatalf("tombstones %d", ks.Stats.Tombstones.Load())
+	}
+	last := store.writes[len(store.writes)-1]
+	if last.State == nil {
+		t.Fatal("tombstone not persisted")
+	}
+	st, err := crdt.DecodeState(last.State)
+	if err != nil || st.Ctx.IsEmpty() {
+		t.Fatalf("tombstone lost its context: %v", err)
+	}
+}
+
+func TestRemoteConflictsRecorded(t *testing.T) {
+	ks, _, _ := newKS(false)
+	set(ks, "k", "local", 0)
+	// region B assigned the key concurrently, later by HLC
+	remote := crdt.SetString(&crdt.State{}, crdt.Op{HLC: crdt.HLC{Phys: 9_999_999_999_999, Region: "B"}}, []byte("remote"), false)
+	k := Key{Key: "k"}
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.ApplyRemote(k, remote, "B"); return nil })
+	if v, _ := get(ks, "k"); v != "remote" {
+		t.Fatalf("value %q", v)
+	}
+	evs, total := ks.Conflicts(10)
+	if total != 1 || len(evs) != 1 || evs[0].Kind != "lww" || evs[0].From != "B" || ks.Stats.ConflictsLWW.Load() != 1 {
+		t.Fatalf("conflicts %v total %d", evs, total)
+	}
+	// a type conflict
+	sadd := crdt.SAdd(&crdt.State{}, crdt.Op{HLC: crdt.HLC{Phys: 9_999_999_999_999, Log: 5, Region: "C"}}, [][]byte{[]byte("m")})
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.ApplyRemote(k, sadd, "C"); return nil })
+	evs, _ = ks.Conflicts(1)
+	if evs[0].Kind != "type" || ks.Stats.ConflictsType.Load() != 1 {
+		t.Fatalf("newest conflict %v", evs)
+	}
+}
+
+func TestConflictRingBounded(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1, 0)}
+	ks := New(Config{Region: "A", Now: clk.Now, ConflictLog: 5}, &memStore{})
+	for i := 0; i < 12; i++ {
+		ks.recordConflicts(Key{Key: fmt.Sprint(i)}, crdt.ConflictLWW, nil, "B")
+	}
+	evs, total := ks.Conflicts(100)
+	if total != 12 || len(evs) != 5 || evs[0].Key != "11" || evs[4].Key != "7" {
+		t.Fatalf("ring: total %d, %v", total, evs)
+	}
+}
+
+func TestScanSeesEveryStableKeyDespiteChurn(t *testing.T) {
+	ks, _, _ := newKS(true)
+	for i := 0; i < 2000; i++ {
+		set(ks, fmt.Sprint("stable", i), "v", 0)
+	}
+	seen := map[string]bool{}
+	cur := uint64(0)
+	for round := 0; ; round++ {
+		var page []string
+		page, cur = ks.ScanPage(0, cur, 37, nil)
+		for _, k := range page {
+			seen[k] = true
+		}
+		set(ks, fmt.Sprint("churn", round), "v", 0) // keys come during the scan
+		if cur == 0 {
+			break
+		}
+	}
+	var missing []string
+	for i := 0; i < 2000; i++ {
+		if !seen[fmt.Sprint("stable", i)] {
+			missing = append(missing, fmt.Sprint(i))
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Fatalf("scan missed %d keys: %v", len(missing), missing[:min(5, len(missing))])
+	}
+}
+
+func TestVersionChangesOnWrite(t *testing.T) {
+	ks, _, _ := newKS(true)
+	k := Key{Key: "w"}
+	var v1, v2, v3 uint64
+	ks.Run([]Key{k}, func(tx *Tx) error { v1 = tx.Version(k); return nil })
+	set(ks, "w", "x", 0)
+	ks.Run([]Key{k}, func(tx *Tx) error { v2 = tx.Version(k); return nil })
+	ks.RunAll(func(tx *Tx) error { tx.BumpEpoch(0); v3 = tx.Version(k); return nil })
+	if v1 == v2 || v2 == v3 {
+		t.Fatalf("versions %d %d %d", v1, v2, v3)
+	}
+}
+
+func TestTxRefusesUnlockedKey(t *testing.T) {
+	ks, _, _ := newKS(true)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("using a key outside the tx did not panic")
+		}
+	}()
+	// find a key on a different shard
+	other := "x"
+	for i := 0; hashKey(other)%shardCount == hashKey("a")%shardCount; i++ {
+		other = fmt.Sprint("x", i)
+	}
+	ks.Run([]Key{{Key: "a"}}, func(tx *Tx) error { tx.Get(Key{Key: other}); return nil })
+}

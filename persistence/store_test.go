@@ -1,0 +1,125 @@
+package persistence
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"concord/crdt"
+
+	"github.com/rs/zerolog"
+)
+
+func open(t *testing.T, dir, fsync string) *Store {
+	t.Helper()
+	s, err := Open(Options{Dir: dir, Fsync: fsync, Region: "A", Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func delta(m string) crdt.KeyDelta {
+	return crdt.KeyDelta{Key: "k", Delta: crdt.SAdd(&crdt.State{}, crdt.Op{HLC: crdt.HLC{Phys: 1, Region: "A"}}, [][]byte{[]byte(m)})}
+}
+
+// Concurrent submissions share group commits; each group gets one outbox
+// entry holding all its deltas; everything is there after reopening.
+func TestGroupCommitAndReload(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncAlways)
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			g := s.Submit([]Write{{DB: i % 3, Key: fmt.Sprint("key", i), State: []byte{byte(i)}}}, []crdt.KeyDelta{delta(fmt.Sprint(i))})
+			if err := g.Wait(); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	st := s.Stats()
+	if st.Writes != 200 || st.Groups == 0 || st.Groups > 200 {
+		t.Fatalf("stats %+v", st)
+	}
+	last, _ := s.OutboxSeq()
+	if last != st.Groups {
+		t.Fatalf("outbox seq %d, groups %d: one entry per group expected", last, st.Groups)
+	}
+	s.Close()
+
+	s = open(t, dir, FsyncEverysec)
+	defer s.Close()
+	keys, deltas := 0, 0
+	err := s.Load(func(db int, key string, state []byte) error {
+		var i int
+		fmt.Sscan(key[3:], &i)
+		if db != i%3 || len(state) != 1 || state[0] != byte(i) {
+			return fmt.Errorf("bad record db=%d key=%s", db, key)
+		}
+		keys++
+		return nil
+	}, func(seq uint64, b []byte) error {
+		kds, err := crdt.DecodeBatch(b)
+		deltas += len(kds)
+		return err
+	})
+	if err != nil || keys != 200 || deltas != 200 {
+		t.Fatalf("reload: err=%v keys=%d deltas=%d", err, keys, deltas)
+	}
+	// trimming removes entries and survives a reopen
+	if err := s.TrimOutbox(last); err != nil {
+		t.Fatal(err)
+	}
+	seqs, _, _ := s.ReadOutbox(0, 10)
+	if len(seqs) != 0 {
+		t.Fatalf("outbox after trim: %v", seqs)
+	}
+}
+
+// The last write of a key in a group wins; a nil state deletes.
+func TestGroupLastWriteWinsAndDelete(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncNo)
+	s.Submit([]Write{{Key: "a", State: []byte("1")}, {Key: "a", State: []byte("2")}, {Key: "b", State: []byte("x")}}, nil).Wait()
+	s.Submit([]Write{{Key: "b"}}, nil).Wait()
+	s.Close()
+	s = open(t, dir, FsyncNo)
+	defer s.Close()
+	got := map[string]string{}
+	s.Load(func(db int, key string, state []byte) error { got[key] = string(state); return nil }, func(uint64, []byte) error { return nil })
+	if len(got) != 1 || got["a"] != "2" {
+		t.Fatalf("got %v", got)
+	}
+}
+
+// A group too big for one Badger transaction is split, outbox first.
+func TestHugeGroupSplits(t *testing.T) {
+	s := open(t, t.TempDir(), FsyncNo)
+	defer s.Close()
+	var ws []Write
+	for i := 0; i < 100000; i++ {
+		ws = append(ws, Write{Key: fmt.Sprint(i), State: []byte("0123456789")})
+	}
+	if err := s.Submit(ws, []crdt.KeyDelta{delta("m")}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	s.Load(func(int, string, []byte) error { n++; return nil }, func(uint64, []byte) error { return nil })
+	if s.Stats().Splits != 1 {
+		t.Fatalf("group was not split: %+v", s.Stats())
+	}
+	if n != 100000 {
+		t.Fatalf("%d of 100000 keys", n)
+	}
+}
+
+func TestRegionMismatchRefused(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir, FsyncNo).Close()
+	if _, err := Open(Options{Dir: dir, Region: "B", Log: zerolog.Nop()}); err == nil {
+		t.Fatal("a data dir of region A opened as region B")
+	}
+}
