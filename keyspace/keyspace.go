@@ -18,11 +18,23 @@ import (
 
 const shardCount = 256
 
-// Write is one key's encoded state to persist (nil State deletes it).
+// Write is one key's change to persist: its encoded header (the state
+// without members and fields) and the element records that changed. A nil
+// Header deletes the key and all its elements; ReplaceAll rewrites every
+// element. See crdt.Header, crdt.AppendMember, crdt.AppendField.
 type Write struct {
-	DB    int
-	Key   string
-	State []byte
+	DB         int
+	Key        string
+	Header     []byte
+	ReplaceAll bool
+	Elems      []Elem
+}
+
+// Elem is one set member's or hash field's record; nil Data deletes it.
+type Elem struct {
+	Kind byte
+	Name string
+	Data []byte
 }
 
 // Ticket is a pending durable commit.
@@ -96,6 +108,14 @@ type shard struct {
 	live int
 }
 
+// touch records what a tx changed in one key, for persistence.
+type touch struct {
+	e       *entry
+	all     bool
+	members map[string]struct{}
+	fields  map[string]struct{}
+}
+
 type entry struct {
 	st   *crdt.State
 	live bool
@@ -167,7 +187,7 @@ type Tx struct {
 	all     bool
 	locked  map[*shard]bool
 	now     int64
-	writes  map[Key]*entry
+	writes  map[Key]*touch
 	order   []Key
 	deltas  []crdt.KeyDelta
 	expired int
@@ -349,12 +369,29 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		}
 	}
 	if tx.writes == nil {
-		tx.writes = make(map[Key]*entry, 2)
+		tx.writes = make(map[Key]*touch, 2)
 	}
-	if _, ok := tx.writes[k]; !ok {
+	t := tx.writes[k]
+	if t == nil {
+		t = &touch{}
+		tx.writes[k] = t
 		tx.order = append(tx.order, k)
 	}
-	tx.writes[k] = e
+	t.e = e
+	all, members, fields := d.Touched()
+	t.all = t.all || all
+	for _, m := range members {
+		if t.members == nil {
+			t.members = make(map[string]struct{}, len(members))
+		}
+		t.members[m] = struct{}{}
+	}
+	for _, f := range fields {
+		if t.fields == nil {
+			t.fields = make(map[string]struct{}, len(fields))
+		}
+		t.fields[f] = struct{}{}
+	}
 }
 
 func (ks *Keyspace) recordConflicts(k Key, c int, d *crdt.State, from string) {
@@ -394,7 +431,8 @@ func (tx *Tx) commit() Ticket {
 	}
 	writes := make([]Write, 0, len(tx.order))
 	for _, k := range tx.order {
-		e := tx.writes[k]
+		t := tx.writes[k]
+		e := t.e
 		s := tx.ks.dbs[k.DB].shardOf(k.Key)
 		w := Write{DB: k.DB, Key: k.Key}
 		if !e.live && tx.ks.cfg.Stable() {
@@ -402,7 +440,9 @@ func (tx *Tx) commit() Ticket {
 				delete(s.m, k.Key)
 			}
 		} else {
-			w.State = crdt.AppendState(nil, e.st)
+			w.Header = crdt.AppendState(nil, e.st.Header())
+			w.ReplaceAll = t.all
+			w.Elems = elemWrites(e.st, t)
 		}
 		writes = append(writes, w)
 	}
@@ -628,3 +668,33 @@ func (ks *Keyspace) Clock() crdt.HLC {
 // Repair merges a delta recovered from the outbox at startup: persisted,
 // not shipped again.
 func (tx *Tx) Repair(k Key, d *crdt.State) { tx.merge(k, d, false, "") }
+
+// elemWrites encodes the element records a tx changed (every element when
+// it replaced them all).
+func elemWrites(st *crdt.State, t *touch) []Elem {
+	var out []Elem
+	if t.all {
+		for m, dots := range st.Set {
+			out = append(out, Elem{Kind: crdt.ElemMember, Name: m, Data: crdt.AppendMember(nil, dots)})
+		}
+		for f, r := range st.Hash {
+			out = append(out, Elem{Kind: crdt.ElemField, Name: f, Data: crdt.AppendField(nil, r)})
+		}
+		return out
+	}
+	for m := range t.members {
+		el := Elem{Kind: crdt.ElemMember, Name: m}
+		if dots, ok := st.Set[m]; ok {
+			el.Data = crdt.AppendMember(nil, dots)
+		}
+		out = append(out, el)
+	}
+	for f := range t.fields {
+		el := Elem{Kind: crdt.ElemField, Name: f}
+		if r, ok := st.Hash[f]; ok {
+			el.Data = crdt.AppendField(nil, r)
+		}
+		out = append(out, el)
+	}
+	return out
+}

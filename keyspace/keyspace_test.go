@@ -96,7 +96,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 	// the expiry became a delete delta and, with no peers, a deleted record
 	deletes := 0
 	for _, w := range store.writes {
-		if w.State == nil {
+		if w.Header == nil {
 			deletes++
 		}
 	}
@@ -126,10 +126,10 @@ func TestTombstonesKeptUntilStable(t *testing.T) {
 		t.Fatalf("tombstones %d", ks.Stats.Tombstones.Load())
 	}
 	last := store.writes[len(store.writes)-1]
-	if last.State == nil {
+	if last.Header == nil {
 		t.Fatal("tombstone not persisted")
 	}
-	st, err := crdt.DecodeState(last.State)
+	st, err := crdt.DecodeState(last.Header)
 	if err != nil || st.Ctx.IsEmpty() {
 		t.Fatalf("tombstone lost its context: %v", err)
 	}
@@ -226,4 +226,32 @@ func TestTxRefusesUnlockedKey(t *testing.T) {
 		other = fmt.Sprint("x", i)
 	}
 	ks.Run([]Key{{Key: "a"}}, func(tx *Tx) error { tx.Get(Key{Key: other}); return nil })
+}
+
+// Writing one member of a big set persists the header and that member only.
+func TestElementWritesStaySmall(t *testing.T) {
+	ks, _, store := newKS(true)
+	k := Key{Key: "big"}
+	var members [][]byte
+	for i := 0; i < 5000; i++ {
+		members = append(members, []byte(fmt.Sprint("m", i)))
+	}
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), members)); return nil })
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("new")})); return nil })
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SRem(tx.State(k), [][]byte{[]byte("m7")})); return nil })
+	w := store.writes[len(store.writes)-2:]
+	if w[0].ReplaceAll || len(w[0].Elems) != 1 || w[0].Elems[0].Name != "new" || w[0].Elems[0].Data == nil {
+		t.Fatalf("SADD wrote %d elements (replace all %v)", len(w[0].Elems), w[0].ReplaceAll)
+	}
+	if len(w[1].Elems) != 1 || w[1].Elems[0].Name != "m7" || w[1].Elems[0].Data != nil {
+		t.Fatalf("SREM wrote %+v", w[1].Elems)
+	}
+	if len(w[0].Header) > 200 {
+		t.Fatalf("header of %d bytes", len(w[0].Header))
+	}
+	// DEL replaces everything: the record says so
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.Delete(tx.State(k))); return nil })
+	if last := store.writes[len(store.writes)-1]; last.Header != nil {
+		t.Fatalf("deleted key still has a header")
+	}
 }

@@ -36,11 +36,22 @@ type Options struct {
 	MaxGroupBytes int
 }
 
-// Write is one key's new encoded state; a nil State deletes the key.
+// Write is one key's change: its encoded header and the element records
+// (set members, hash fields) that changed. A nil Header deletes the key
+// with all its elements; ReplaceAll deletes every stored element first.
 type Write struct {
-	DB    int
-	Key   string
-	State []byte
+	DB         int
+	Key        string
+	Header     []byte
+	ReplaceAll bool
+	Elems      []Elem
+}
+
+// Elem is one element record; nil Data deletes it.
+type Elem struct {
+	Kind byte
+	Name string
+	Data []byte
 }
 
 // Store is the Badger-backed durable store.
@@ -84,6 +95,7 @@ func (g *Group) Wait() error { <-g.done; return g.err }
 var (
 	prefixKey    = byte('k')
 	prefixOutbox = byte('o')
+	prefixElem   = byte('e')
 	metaOutSeq   = []byte("m:outseq")
 	metaTrimmed  = []byte("m:trimmed")
 	metaRegion   = []byte("m:region")
@@ -186,7 +198,7 @@ func (s *Store) Submit(writes []Write, deltas []crdt.KeyDelta) *Group {
 	g.writes = append(g.writes, writes...)
 	g.deltas = append(g.deltas, deltas...)
 	for _, w := range writes {
-		g.bytes += len(w.Key) + len(w.State)
+		g.bytes += len(w.Key) + len(w.Header)
 	}
 	select {
 	case s.signal <- struct{}{}:
@@ -223,22 +235,7 @@ func (s *Store) commitLoop() {
 // chunks (recovery re-merges outbox entries, so a crash in between loses
 // nothing).
 func (s *Store) commit(g *Group) error {
-	// the last write of a key in the group wins
 	writes := g.writes
-	if len(writes) > 1 {
-		seen := make(map[string]int, len(writes))
-		out := writes[:0]
-		for _, w := range writes {
-			k := string(rune(w.DB)) + w.Key
-			if i, ok := seen[k]; ok {
-				out[i] = w
-				continue
-			}
-			seen[k] = len(out)
-			out = append(out, w)
-		}
-		writes = out
-	}
 	var entry []byte
 	seq := s.outSeq
 	if len(g.deltas) > 0 {
@@ -291,17 +288,64 @@ func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
 
 func applyWrites(txn *badger.Txn, writes []Write) error {
 	for _, w := range writes {
-		var err error
-		if w.State == nil {
-			err = txn.Delete(StateKey(w.DB, w.Key))
-		} else {
-			err = txn.Set(StateKey(w.DB, w.Key), w.State)
+		if w.Header == nil || w.ReplaceAll {
+			if err := deleteElems(txn, w.DB, w.Key); err != nil {
+				return err
+			}
 		}
-		if err != nil {
+		if w.Header == nil {
+			if err := txn.Delete(StateKey(w.DB, w.Key)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := txn.Set(StateKey(w.DB, w.Key), w.Header); err != nil {
+			return err
+		}
+		for _, e := range w.Elems {
+			k := ElemKey(w.DB, w.Key, e.Kind, e.Name)
+			var err error
+			if e.Data == nil {
+				err = txn.Delete(k)
+			} else {
+				err = txn.Set(k, e.Data)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func deleteElems(txn *badger.Txn, db int, key string) error {
+	prefix := elemPrefix(db, key)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	var keys [][]byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ElemKey is the Badger key of one element record of a key.
+func ElemKey(db int, key string, kind byte, name string) []byte {
+	b := elemPrefix(db, key)
+	b = append(b, kind)
+	return append(b, name...)
+}
+
+func elemPrefix(db int, key string) []byte {
+	b := make([]byte, 0, 12+len(key))
+	b = append(b, prefixElem, byte(db))
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	return append(b, key...)
 }
 
 func (s *Store) commitSplit(seq uint64, entry []byte, writes []Write) error {
@@ -362,42 +406,57 @@ func (s *Store) gcLoop() {
 	}
 }
 
-// Load calls fn for every stored key state, then replay for every outbox
-// entry not yet trimmed (merging them again is harmless and repairs a crash
-// between a split commit's parts).
-func (s *Store) Load(fn func(db int, key string, state []byte) error, replay func(seq uint64, batch []byte) error) error {
+// Loader receives what Load reads.
+type Loader struct {
+	Header func(db int, key string, header []byte) error
+	Elem   func(db int, key string, kind byte, name string, data []byte) error
+	Replay func(seq uint64, batch []byte) error
+}
+
+// Load calls l.Header for every stored key, l.Elem for every element record,
+// then l.Replay for every outbox entry not yet trimmed (merging them again is
+// harmless and repairs a crash between a split commit's parts).
+func (s *Store) Load(l Loader) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{prefixKey}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
+		scan := func(prefix byte, fn func(k, v []byte) error) error {
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{prefix}})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				if err := fn(it.Item().Key(), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := scan(prefixKey, func(k, v []byte) error {
 			if len(k) < 2 {
-				continue
+				return nil
 			}
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if err := fn(int(k[1]), string(k[2:]), v); err != nil {
-				return err
-			}
+			return l.Header(int(k[1]), string(k[2:]), v)
+		}); err != nil {
+			return err
 		}
-		it.Close()
-		it = txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixOutbox}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			seq := binary.BigEndian.Uint64(item.Key()[1:])
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
+		if err := scan(prefixElem, func(k, v []byte) error {
+			if len(k) < 3 {
+				return nil
 			}
-			if err := replay(seq, v); err != nil {
-				return err
+			db := int(k[1])
+			n, w := binary.Uvarint(k[2:])
+			rest := k[2+max(w, 0):]
+			if w <= 0 || n >= uint64(len(rest)) {
+				return fmt.Errorf("corrupt element key %q", k)
 			}
+			return l.Elem(db, string(rest[:n]), rest[n], string(rest[n+1:]), v)
+		}); err != nil {
+			return err
 		}
-		return nil
+		return scan(prefixOutbox, func(k, v []byte) error {
+			return l.Replay(binary.BigEndian.Uint64(k[1:]), v)
+		})
 	})
 }
 

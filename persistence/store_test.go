@@ -33,7 +33,7 @@ func TestGroupCommitAndReload(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			g := s.Submit([]Write{{DB: i % 3, Key: fmt.Sprint("key", i), State: []byte{byte(i)}}}, []crdt.KeyDelta{delta(fmt.Sprint(i))})
+			g := s.Submit([]Write{{DB: i % 3, Key: fmt.Sprint("key", i), Header: []byte{byte(i)}}}, []crdt.KeyDelta{delta(fmt.Sprint(i))})
 			if err := g.Wait(); err != nil {
 				t.Error(err)
 			}
@@ -53,7 +53,7 @@ func TestGroupCommitAndReload(t *testing.T) {
 	s = open(t, dir, FsyncEverysec)
 	defer s.Close()
 	keys, deltas := 0, 0
-	err := s.Load(func(db int, key string, state []byte) error {
+	err := s.Load(Loader{Elem: func(int, string, byte, string, []byte) error { return nil }, Header: func(db int, key string, state []byte) error {
 		var i int
 		fmt.Sscan(key[3:], &i)
 		if db != i%3 || len(state) != 1 || state[0] != byte(i) {
@@ -61,11 +61,11 @@ func TestGroupCommitAndReload(t *testing.T) {
 		}
 		keys++
 		return nil
-	}, func(seq uint64, b []byte) error {
+	}, Replay: func(seq uint64, b []byte) error {
 		kds, err := crdt.DecodeBatch(b)
 		deltas += len(kds)
 		return err
-	})
+	}})
 	if err != nil || keys != 200 || deltas != 200 {
 		t.Fatalf("reload: err=%v keys=%d deltas=%d", err, keys, deltas)
 	}
@@ -83,15 +83,23 @@ func TestGroupCommitAndReload(t *testing.T) {
 func TestGroupLastWriteWinsAndDelete(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, FsyncNo)
-	s.Submit([]Write{{Key: "a", State: []byte("1")}, {Key: "a", State: []byte("2")}, {Key: "b", State: []byte("x")}}, nil).Wait()
-	s.Submit([]Write{{Key: "b"}}, nil).Wait()
+	s.Submit([]Write{{Key: "a", Header: []byte("1")}, {Key: "a", Header: []byte("2")}, {Key: "b", Header: []byte("x"), Elems: []Elem{{Kind: 's', Name: "m", Data: []byte("d")}}}}, nil).Wait()
+	s.Submit([]Write{{Key: "b"}, {Key: "c", Header: []byte("h"), Elems: []Elem{{Kind: 's', Name: "m1", Data: []byte("1")}, {Kind: 'h', Name: "m2", Data: []byte("2")}}}}, nil).Wait()
+	s.Submit([]Write{{Key: "c", Header: []byte("h2"), Elems: []Elem{{Kind: 's', Name: "m1"}, {Kind: 's', Name: "m3", Data: []byte("3")}}}}, nil).Wait()
 	s.Close()
 	s = open(t, dir, FsyncNo)
 	defer s.Close()
 	got := map[string]string{}
-	s.Load(func(db int, key string, state []byte) error { got[key] = string(state); return nil }, func(uint64, []byte) error { return nil })
-	if len(got) != 1 || got["a"] != "2" {
-		t.Fatalf("got %v", got)
+	s.Load(Loader{
+		Header: func(db int, key string, state []byte) error { got[key] = string(state); return nil },
+		Elem: func(db int, key string, kind byte, name string, data []byte) error {
+			got[key+"/"+string(kind)+name] = string(data)
+			return nil
+		},
+		Replay: func(uint64, []byte) error { return nil }})
+	want := map[string]string{"a": "2", "c": "h2", "c/hm2": "2", "c/sm3": "3"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v, want %v", got, want)
 	}
 }
 
@@ -101,13 +109,13 @@ func TestHugeGroupSplits(t *testing.T) {
 	defer s.Close()
 	var ws []Write
 	for i := 0; i < 100000; i++ {
-		ws = append(ws, Write{Key: fmt.Sprint(i), State: []byte("0123456789")})
+		ws = append(ws, Write{Key: fmt.Sprint(i), Header: []byte("0123456789")})
 	}
 	if err := s.Submit(ws, []crdt.KeyDelta{delta("m")}).Wait(); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	s.Load(func(int, string, []byte) error { n++; return nil }, func(uint64, []byte) error { return nil })
+	s.Load(Loader{Header: func(int, string, []byte) error { n++; return nil }, Replay: func(uint64, []byte) error { return nil }})
 	if s.Stats().Splits != 1 {
 		t.Fatalf("group was not split: %+v", s.Stats())
 	}

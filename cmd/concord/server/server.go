@@ -39,7 +39,13 @@ type storeAdapter struct{ s *persistence.Store }
 func (a storeAdapter) Submit(w []keyspace.Write, d []crdt.KeyDelta) keyspace.Ticket {
 	pw := make([]persistence.Write, len(w))
 	for i, x := range w {
-		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, State: x.State}
+		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll}
+		if len(x.Elems) > 0 {
+			pw[i].Elems = make([]persistence.Elem, len(x.Elems))
+			for j, e := range x.Elems {
+				pw[i].Elems[j] = persistence.Elem(e)
+			}
+		}
 	}
 	return a.s.Submit(pw, d)
 }
@@ -122,40 +128,59 @@ func Start(cfg Config) (*Instance, error) {
 	return in, nil
 }
 
-// load reads every stored state into ks and re-merges the outbox.
+// load reads every stored key (header and elements) into ks and re-merges
+// the outbox.
 func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, err error) {
-	err = store.Load(func(db int, key string, b []byte) error {
-		st, err := crdt.DecodeState(b)
-		if err != nil {
-			bad++
-			return nil
-		}
-		ks.Load(keyspace.Key{DB: db, Key: key}, st)
-		n++
-		return nil
-	}, func(seq uint64, b []byte) error {
-		kds, err := crdt.DecodeBatch(b)
-		if err != nil {
-			return fmt.Errorf("outbox entry %d: %w", seq, err)
-		}
-		for _, kd := range kds {
-			k := keyspace.Key{DB: kd.DB, Key: kd.Key}
-			if kd.DB >= ks.DBs() {
-				continue
-			}
-			t, _ := ks.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
-				tx.Repair(k, kd.Delta)
+	states := map[keyspace.Key]*crdt.State{}
+	err = store.Load(persistence.Loader{
+		Header: func(db int, key string, b []byte) error {
+			st, err := crdt.DecodeState(b)
+			if err != nil {
+				bad++
 				return nil
-			})
-			if t != nil {
-				if err := t.Wait(); err != nil {
-					return err
+			}
+			states[keyspace.Key{DB: db, Key: key}] = st
+			n++
+			return nil
+		},
+		Elem: func(db int, key string, kind byte, name string, b []byte) error {
+			st := states[keyspace.Key{DB: db, Key: key}]
+			if st == nil || st.AddElement(kind, name, b) != nil {
+				bad++
+			}
+			return nil
+		},
+		Replay: func(seq uint64, b []byte) error {
+			kds, err := crdt.DecodeBatch(b)
+			if err != nil {
+				return fmt.Errorf("outbox entry %d: %w", seq, err)
+			}
+			for _, kd := range kds {
+				k := keyspace.Key{DB: kd.DB, Key: kd.Key}
+				if kd.DB >= ks.DBs() {
+					continue
+				}
+				if st := states[k]; st != nil {
+					ks.Load(k, st)
+					delete(states, k)
+				}
+				t, _ := ks.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
+					tx.Repair(k, kd.Delta)
+					return nil
+				})
+				if t != nil {
+					if err := t.Wait(); err != nil {
+						return err
+					}
 				}
 			}
-		}
-		return nil
+			return nil
+		},
 	})
-	return
+	for k, st := range states {
+		ks.Load(k, st)
+	}
+	return n, bad, err
 }
 
 func (in *Instance) expireLoop(ctx context.Context, conf *commands.Config) {

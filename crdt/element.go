@@ -1,0 +1,83 @@
+package crdt
+
+// Element records let a store persist a big set or hash piece by piece: a
+// key's header (everything but its members and fields) and one record per
+// member or field. A write then costs the header plus what it touched,
+// whatever the size of the collection.
+
+// Element kinds.
+const (
+	ElemMember byte = 's'
+	ElemField  byte = 'h'
+)
+
+// Header returns a shallow copy of s without its members and fields.
+func (s *State) Header() *State {
+	h := *s
+	h.Set, h.Hash = nil, nil
+	return &h
+}
+
+// AppendMember encodes the dots of a set member.
+func AppendMember(dst []byte, dots []Dot) []byte {
+	e := encoder{regions: make(map[string]uint64, 2)}
+	e.uv(uint64(len(dots)))
+	for _, d := range dots {
+		e.dot(d)
+	}
+	return e.finish(dst)
+}
+
+// AppendField encodes a hash field's register.
+func AppendField(dst []byte, r *Reg) []byte {
+	e := encoder{regions: make(map[string]uint64, 2)}
+	e.reg(r)
+	return e.finish(dst)
+}
+
+// AddElement decodes an element record into s.
+func (s *State) AddElement(kind byte, name string, b []byte) error {
+	var d decoder
+	d.header(b)
+	switch kind {
+	case ElemMember:
+		n := d.count(2)
+		dots := make([]Dot, 0, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			dots = append(dots, d.dot())
+		}
+		if d.err == nil && len(d.b) == 0 && len(dots) > 0 {
+			if s.Set == nil {
+				s.Set = make(map[string][]Dot)
+			}
+			s.Set[name] = dots
+			return nil
+		}
+	case ElemField:
+		r := d.reg()
+		if d.err == nil && len(d.b) == 0 {
+			if s.Hash == nil {
+				s.Hash = make(map[string]*Reg)
+			}
+			s.Hash[name] = r
+			return nil
+		}
+	}
+	return ErrCorrupt
+}
+
+// Touched lists what merging d changes beyond the header: all is true when
+// d may touch every element (an unscoped delta), else members and fields
+// name the elements d lists.
+func (d *State) Touched() (all bool, members, fields []string) {
+	if !d.Scoped {
+		return true, nil, nil
+	}
+	for m := range d.Set {
+		members = append(members, m)
+	}
+	for f := range d.Hash {
+		fields = append(fields, f)
+	}
+	return false, members, fields
+}
