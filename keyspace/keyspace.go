@@ -112,6 +112,7 @@ type shard struct {
 type touch struct {
 	e       *entry
 	all     bool
+	elems   bool // the key held members or fields at some point in the tx
 	members map[string]struct{}
 	fields  map[string]struct{}
 }
@@ -339,6 +340,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		s.m[k.Key] = e
 	}
 	wasTomb := !e.live && !e.st.IsEmpty()
+	hadElems := len(e.st.Set) > 0 || len(e.st.Hash) > 0
 	c := e.st.Merge(d)
 	if remote && c != 0 {
 		tx.ks.recordConflicts(k, c, d, from)
@@ -378,6 +380,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		tx.order = append(tx.order, k)
 	}
 	t.e = e
+	t.elems = t.elems || hadElems || len(e.st.Set) > 0 || len(e.st.Hash) > 0 || len(d.Set) > 0 || len(d.Hash) > 0
 	all, members, fields := d.Touched()
 	t.all = t.all || all
 	for _, m := range members {
@@ -439,9 +442,10 @@ func (tx *Tx) commit() Ticket {
 			if s.m[k.Key] == e {
 				delete(s.m, k.Key)
 			}
+			w.ReplaceAll = t.elems
 		} else {
 			w.Header = crdt.AppendState(nil, e.st.Header())
-			w.ReplaceAll = t.all
+			w.ReplaceAll = t.all && t.elems
 			w.Elems = elemWrites(e.st, t)
 		}
 		writes = append(writes, w)

@@ -249,7 +249,7 @@ func (s *Store) commit(g *Group) error {
 				return err
 			}
 		}
-		return applyWrites(txn, writes)
+		return s.applyWrites(txn, writes)
 	})
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		err = s.commitSplit(seq, entry, writes)
@@ -286,12 +286,24 @@ func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
 	return txn.Set(metaOutSeq, v[:])
 }
 
-func applyWrites(txn *badger.Txn, writes []Write) error {
+// applyWrites applies writes in order. ReplaceAll deletes the key's stored
+// elements (read from a snapshot, not by iterating the transaction's pending
+// writes, which Badger sorts on every iterator) and those written earlier in
+// the same transaction.
+func (s *Store) applyWrites(txn *badger.Txn, writes []Write) error {
+	var pending map[string][][]byte
 	for _, w := range writes {
-		if w.Header == nil || w.ReplaceAll {
-			if err := deleteElems(txn, w.DB, w.Key); err != nil {
+		if w.ReplaceAll {
+			prefix := elemPrefix(w.DB, w.Key)
+			if err := s.deleteStoredElems(txn, prefix); err != nil {
 				return err
 			}
+			for _, k := range pending[string(prefix)] {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			delete(pending, string(prefix))
 		}
 		if w.Header == nil {
 			if err := txn.Delete(StateKey(w.DB, w.Key)); err != nil {
@@ -309,6 +321,11 @@ func applyWrites(txn *badger.Txn, writes []Write) error {
 				err = txn.Delete(k)
 			} else {
 				err = txn.Set(k, e.Data)
+				if pending == nil {
+					pending = make(map[string][][]byte)
+				}
+				p := string(elemPrefix(w.DB, w.Key))
+				pending[p] = append(pending[p], k)
 			}
 			if err != nil {
 				return err
@@ -318,14 +335,19 @@ func applyWrites(txn *badger.Txn, writes []Write) error {
 	return nil
 }
 
-func deleteElems(txn *badger.Txn, db int, key string) error {
-	prefix := elemPrefix(db, key)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+func (s *Store) deleteStoredElems(txn *badger.Txn, prefix []byte) error {
 	var keys [][]byte
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
+	err := s.db.View(func(rt *badger.Txn) error {
+		it := rt.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	it.Close()
 	for _, k := range keys {
 		if err := txn.Delete(k); err != nil {
 			return err
@@ -357,7 +379,7 @@ func (s *Store) commitSplit(seq uint64, entry []byte, writes []Write) error {
 	for len(writes) > 0 {
 		n := len(writes)
 		for {
-			err := s.db.Update(func(txn *badger.Txn) error { return applyWrites(txn, writes[:n]) })
+			err := s.db.Update(func(txn *badger.Txn) error { return s.applyWrites(txn, writes[:n]) })
 			if errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
 				n /= 2
 				continue
