@@ -1,0 +1,109 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Connection and server commands that the comparison harness cannot cover
+// (their replies depend on the server instance).
+func TestServerCommands(t *testing.T) {
+	in := startConcord(t, nil)
+	c := redis.NewClient(&redis.Options{Addr: in.Addr(), Protocol: 2})
+	defer c.Close()
+	do := func(args ...any) *redis.Cmd { return c.Do(ctx, args...) }
+
+	if err := do("CLIENT", "SETNAME", "worker-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := do("CLIENT", "GETNAME").Text(); n != "worker-1" {
+		t.Fatalf("GETNAME %q", n)
+	}
+	if err := do("CLIENT", "SETNAME", "bad name").Err(); err == nil {
+		t.Fatal("name with a space accepted")
+	}
+	id, _ := do("CLIENT", "ID").Int64()
+	list, _ := do("CLIENT", "LIST").Text()
+	if !strings.Contains(list, "name=worker-1") || !strings.Contains(list, "id=") {
+		t.Fatalf("CLIENT LIST: %s", list)
+	}
+	info, _ := do("CLIENT", "INFO").Text()
+	if !strings.Contains(info, "name=worker-1") {
+		t.Fatalf("CLIENT INFO: %s", info)
+	}
+	// another client kills this one by id
+	k := redis.NewClient(&redis.Options{Addr: in.Addr()})
+	defer k.Close()
+	if n, err := k.Do(ctx, "CLIENT", "KILL", "ID", id).Int(); err != nil || n != 1 {
+		t.Fatalf("CLIENT KILL: %d %v", n, err)
+	}
+	// DEBUG SLEEP shows up in SLOWLOG
+	k.ConfigSet(ctx, "slowlog-log-slower-than", "1000")
+	if err := k.Do(ctx, "DEBUG", "SLEEP", "0.01").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := k.Do(ctx, "SLOWLOG", "LEN").Int(); n != 1 {
+		t.Fatalf("SLOWLOG LEN %d", n)
+	}
+	entries, _ := k.SlowLogGet(ctx, 10).Result()
+	if len(entries) != 1 || entries[0].Args[0] != "DEBUG" || entries[0].Duration < 10*time.Millisecond {
+		t.Fatalf("SLOWLOG GET %+v", entries)
+	}
+	k.Do(ctx, "SLOWLOG", "RESET")
+	if n, _ := k.Do(ctx, "SLOWLOG", "LEN").Int(); n != 0 {
+		t.Fatalf("SLOWLOG after RESET %d", n)
+	}
+	// TIME, MEMORY USAGE, OBJECT, INFO sections
+	tm, _ := k.Time(ctx).Result()
+	if d := time.Since(tm); d > time.Minute || d < -time.Minute {
+		t.Fatalf("TIME %v", tm)
+	}
+	k.SAdd(ctx, "s", "a", "b")
+	if n, _ := k.MemoryUsage(ctx, "s").Result(); n < 10 {
+		t.Fatalf("MEMORY USAGE %d", n)
+	}
+	full, _ := k.Info(ctx, "everything").Result()
+	for _, want := range []string{"# Server", "# Clients", "# Memory", "# Persistence", "# Stats", "# Replication", "# Commandstats", "# Keyspace",
+		"used_memory:", "connected_clients:", "blocked_clients:0", "expired_keys:", "cmdstat_sadd:calls=1", "region:A", "group_commits:"} {
+		if !strings.Contains(full, want) {
+			t.Fatalf("INFO everything lacks %q:\n%s", want, full)
+		}
+	}
+	// CLIENT REPLY OFF / ON and RESET over a raw connection
+	rc := dialRaw(t, in.Addr())
+	rc.c.Write([]byte("CLIENT REPLY OFF\r\nSET quiet 1\r\nCLIENT REPLY ON\r\nGET quiet\r\n"))
+	line, _ := rc.read(false)
+	if line != "+OK" {
+		t.Fatalf("after REPLY OFF/ON first reply %q", line)
+	}
+	if v, _ := rc.read(false); v != `"1"` {
+		t.Fatalf("GET after REPLY ON %q", v)
+	}
+	if v, _ := rc.do([]string{"SELECT", "5"}); v != "+OK" {
+		t.Fatal(v)
+	}
+	if v, _ := rc.do([]string{"RESET"}); v != "+RESET" {
+		t.Fatalf("RESET %q", v)
+	}
+	if v, _ := rc.do([]string{"GET", "quiet"}); v != `"1"` {
+		t.Fatalf("RESET did not go back to db 0: %q", v)
+	}
+	if v, _ := rc.do([]string{"HELLO", "3"}); !strings.Contains(v, `"proto" :3`) {
+		t.Fatalf("HELLO 3: %s", v)
+	}
+	if v, _ := rc.do([]string{"HGETALL", "nokey"}); v != "[]" {
+		t.Fatalf("RESP3 empty map %q", v)
+	}
+	if v, _ := rc.do([]string{"GET", "nokey"}); v != "nil" {
+		t.Fatalf("RESP3 null %q", v)
+	}
+	if v, _ := rc.do([]string{"HELLO", "4"}); !strings.HasPrefix(v, "-NOPROTO") {
+		t.Fatalf("HELLO 4: %s", v)
+	}
+	if v, _ := rc.do([]string{"QUIT"}); v != "+OK" {
+		t.Fatalf("QUIT %q", v)
+	}
+}
