@@ -68,6 +68,36 @@ func setString(tx *keyspace.Tx, k keyspace.Key, v []byte, at int64, keepTTL bool
 	}
 }
 
+// ttlOpt is an EX/PX/EXAT/PXAT option of SET and GETEX.
+type ttlOpt struct {
+	unit int64 // 0: not given; 1000 seconds, 1 milliseconds
+	abs  bool
+	when []byte
+}
+
+// parse consumes an EX/PX/EXAT/PXAT option at argument i, if there is one.
+func (o *ttlOpt) parse(c *Ctx, i *int) bool {
+	a := c.Args[*i]
+	if o.unit != 0 || *i+1 >= len(c.Args) || !(c.argIs(*i, "ex") || c.argIs(*i, "px") || c.argIs(*i, "exat") || c.argIs(*i, "pxat")) {
+		return false
+	}
+	o.unit, o.abs = 1000, len(a) == 4
+	if a[0] == 'p' || a[0] == 'P' {
+		o.unit = 1
+	}
+	*i++
+	o.when = c.Args[*i]
+	return true
+}
+
+// deadline resolves the option to a unix-ms deadline (0 when not given).
+func (o *ttlOpt) deadline(now int64, cmd string) (int64, error) {
+	if o.unit == 0 {
+		return 0, nil
+	}
+	return expireArg(o.when, o.unit, o.abs, now, cmd)
+}
+
 // expireArg parses an expiry amount in unit ms (1000 for seconds), absolute
 // when abs, into a unix-ms deadline.
 func expireArg(b []byte, unit int64, abs bool, now int64, cmd string) (int64, error) {
@@ -91,38 +121,27 @@ func expireArg(b []byte, unit int64, abs bool, now int64, cmd string) (int64, er
 
 func cmdSet(c *Ctx) {
 	var nx, xx, get, keep bool
-	var unit int64
-	var abs bool
-	var when []byte
+	var ttl ttlOpt
 	for i := 3; i < len(c.Args); i++ {
-		switch a := c.Args[i]; {
+		switch {
 		case c.argIs(i, "nx") && !xx:
 			nx = true
 		case c.argIs(i, "xx") && !nx:
 			xx = true
 		case c.argIs(i, "get"):
 			get = true
-		case c.argIs(i, "keepttl") && unit == 0:
+		case c.argIs(i, "keepttl") && ttl.unit == 0:
 			keep = true
-		case (c.argIs(i, "ex") || c.argIs(i, "px") || c.argIs(i, "exat") || c.argIs(i, "pxat")) && unit == 0 && !keep && i+1 < len(c.Args):
-			unit, abs = 1000, len(a) == 4
-			if a[0] == 'p' || a[0] == 'P' {
-				unit = 1
-			}
-			i++
-			when = c.Args[i]
+		case !keep && ttl.parse(c, &i):
 		default:
 			c.fail(ErrSyntax)
 			return
 		}
 	}
 	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
-		var at int64
-		if unit != 0 {
-			var err error
-			if at, err = expireArg(when, unit, abs, tx.NowMs(), "set"); err != nil {
-				return err
-			}
+		at, err := ttl.deadline(tx.NowMs(), "set")
+		if err != nil {
+			return err
 		}
 		var old []byte
 		var had bool
@@ -211,33 +230,22 @@ func cmdGetDel(c *Ctx) {
 }
 
 func cmdGetEx(c *Ctx) {
-	var unit int64
-	var abs, persist bool
-	var when []byte
+	var ttl ttlOpt
+	var persist bool
 	for i := 2; i < len(c.Args); i++ {
-		a := c.Args[i]
 		switch {
-		case c.argIs(i, "persist") && unit == 0:
+		case c.argIs(i, "persist") && ttl.unit == 0:
 			persist = true
-		case (c.argIs(i, "ex") || c.argIs(i, "px") || c.argIs(i, "exat") || c.argIs(i, "pxat")) && unit == 0 && !persist && i+1 < len(c.Args):
-			unit, abs = 1000, len(a) == 4
-			if a[0] == 'p' || a[0] == 'P' {
-				unit = 1
-			}
-			i++
-			when = c.Args[i]
+		case !persist && ttl.parse(c, &i):
 		default:
 			c.fail(ErrSyntax)
 			return
 		}
 	}
 	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {
-		var at int64
-		if unit != 0 {
-			var err error
-			if at, err = expireArg(when, unit, abs, tx.NowMs(), "getex"); err != nil {
-				return err
-			}
+		at, err := ttl.deadline(tx.NowMs(), "getex")
+		if err != nil {
+			return err
 		}
 		v, had, err := c.strValue(tx, k)
 		if err != nil {
