@@ -36,12 +36,12 @@ func (c *Ctx) fail(err error) {
 	var e Error
 	if errors.As(err, &e) {
 		c.e.countErr(prefixOf(string(e)))
-		c.Cmd.failed.Add(1)
+		c.e.stats[c.Cmd].failed.Add(1)
 		c.Conn.Err(string(e))
 		return
 	}
 	c.e.countErr("ERR")
-	c.Cmd.failed.Add(1)
+	c.e.stats[c.Cmd].failed.Add(1)
 	c.Conn.Err("ERR " + err.Error())
 }
 

@@ -96,8 +96,8 @@ func (e *Engine) infoSection(name string) []string {
 		return lines
 	case "stats":
 		var calls uint64
-		for _, c := range e.cmds {
-			calls += c.calls.Load()
+		for _, st := range e.stats {
+			calls += st.calls.Load()
 		}
 		acc, rej := uint64(0), uint64(0)
 		if e.srv != nil {
@@ -130,13 +130,14 @@ func (e *Engine) infoSection(name string) []string {
 	case "commandstats":
 		var out []string
 		for _, c := range e.sorted() {
-			n := c.calls.Load()
-			if n == 0 && c.rejected.Load() == 0 {
+			st := e.stats[c]
+			n := st.calls.Load()
+			if n == 0 && st.rejected.Load() == 0 {
 				continue
 			}
-			us := c.usec.Load()
+			us := st.usec.Load()
 			out = append(out, fmt.Sprintf("cmdstat_%s:calls=%d,usec=%d,usec_per_call=%.2f,rejected_calls=%d,failed_calls=%d",
-				c.Name, n, us, float64(us)/float64(max(n, 1)), c.rejected.Load(), c.failed.Load()))
+				c.Name, n, us, float64(us)/float64(max(n, 1)), st.rejected.Load(), st.failed.Load()))
 		}
 		return out
 	case "errorstats":
@@ -234,11 +235,11 @@ func cmdConfig(c *Ctx) {
 		}
 		c.Conn.OK()
 	case sub == "resetstat" && len(c.Args) == 2:
-		for _, cmd := range c.e.cmds {
-			cmd.calls.Store(0)
-			cmd.usec.Store(0)
-			cmd.rejected.Store(0)
-			cmd.failed.Store(0)
+		for _, st := range c.e.stats {
+			st.calls.Store(0)
+			st.usec.Store(0)
+			st.rejected.Store(0)
+			st.failed.Store(0)
 		}
 		c.e.mu.Lock()
 		c.e.errs = map[string]uint64{}

@@ -7,6 +7,7 @@
 package commands
 
 import (
+	"context"
 	"sort"
 	"strings"
 	"sync"
@@ -33,6 +34,10 @@ type Cmd struct {
 	ACL      []string
 	Subs     []*Cmd
 	Fn       func(c *Ctx)
+}
+
+// cmdStats are one engine's counters for one command (INFO commandstats).
+type cmdStats struct {
 	calls    atomic.Uint64
 	usec     atomic.Uint64
 	rejected atomic.Uint64
@@ -62,9 +67,11 @@ type Ctx struct {
 // (configuration, slow log, start time). It implements resp.Handler.
 type Engine struct {
 	cmds    map[string]*Cmd
+	stats   map[*Cmd]*cmdStats
 	ks      *keyspace.Keyspace
 	Config  *Config
 	Info    InfoSource
+	Repl    Replication
 	started time.Time
 	slow    slowlog
 	srv     *resp.Server
@@ -79,6 +86,14 @@ type InfoSource interface {
 	Replication() []string
 }
 
+// Replication is what WAIT needs from peering.
+type Replication interface {
+	// WaitApplied blocks until n peers applied every delta up to outbox
+	// sequence seq (or ctx ends) and returns how many have.
+	WaitApplied(ctx context.Context, seq uint64, n int) int
+	NumPeers() int
+}
+
 // New builds the command table over ks.
 func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 	e := &Engine{cmds: make(map[string]*Cmd), ks: ks, Config: cfg, started: time.Now(), errs: map[string]uint64{}}
@@ -88,6 +103,11 @@ func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 		}
 	}
 	e.cmds["command"] = commandCmd
+	e.cmds["wait"] = waitCmd
+	e.stats = make(map[*Cmd]*cmdStats, len(e.cmds))
+	for _, c := range e.cmds {
+		e.stats[c] = &cmdStats{}
+	}
 	return e
 }
 
@@ -160,13 +180,14 @@ func (e *Engine) call(c *Ctx) {
 	start := time.Now()
 	c.Cmd.Fn(c)
 	d := time.Since(start)
-	c.Cmd.calls.Add(1)
-	c.Cmd.usec.Add(uint64(d.Microseconds()))
+	st := e.stats[c.Cmd]
+	st.calls.Add(1)
+	st.usec.Add(uint64(d.Microseconds()))
 	e.slow.record(e.Config, c, start, d)
 }
 
 func (e *Engine) reject(cmd *Cmd, conn *resp.Conn, msg string) {
-	cmd.rejected.Add(1)
+	e.stats[cmd].rejected.Add(1)
 	e.countErr(strings.SplitN(msg, " ", 2)[0])
 	conn.Err(msg)
 }
@@ -232,6 +253,7 @@ func (c *Ctx) run(keys []keyspace.Key, fn func(tx *keyspace.Tx) error) bool {
 		t, err = c.ks.Run(keys, fn)
 		if t != nil {
 			c.Conn.Await(t)
+			c.Conn.LastWrite = t
 		}
 	}
 	if err != nil {
@@ -259,6 +281,7 @@ func (c *Ctx) all(fn func(tx *keyspace.Tx) error) bool {
 	t, err := c.ks.RunAll(fn)
 	if t != nil {
 		c.Conn.Await(t)
+		c.Conn.LastWrite = t
 	}
 	if err != nil {
 		c.fail(err)

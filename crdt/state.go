@@ -363,3 +363,20 @@ func (s *State) HashLen() int {
 	}
 	return n
 }
+
+// MaxHLC returns the latest timestamp a state or delta carries (creation
+// stamps and register assignments), for advancing a receiver's clock.
+func (s *State) MaxHLC() HLC {
+	m := maxHLC(maxHLC(s.StrT, s.SetT), s.HashT)
+	if s.Str != nil {
+		for _, b := range s.Str.Base {
+			m = maxHLC(m, b.HLC)
+		}
+	}
+	for _, r := range s.Hash {
+		for _, b := range r.Base {
+			m = maxHLC(m, b.HLC)
+		}
+	}
+	return m
+}

@@ -28,6 +28,8 @@ type Write struct {
 	Header     []byte
 	ReplaceAll bool
 	Elems      []Elem
+	// Meta stores Header under the metadata name Key (a watermark).
+	Meta bool
 }
 
 // Elem is one set member's or hash field's record; nil Data deletes it.
@@ -191,7 +193,13 @@ type Tx struct {
 	writes  map[Key]*touch
 	order   []Key
 	deltas  []crdt.KeyDelta
+	meta    []Write
 	expired int
+}
+
+// SetMeta persists a metadata value in the same batch as the tx's writes.
+func (tx *Tx) SetMeta(name string, val []byte) {
+	tx.meta = append(tx.meta, Write{Key: name, Header: val, Meta: true})
 }
 
 func (ks *Keyspace) lockShards(keys []Key) []*shard {
@@ -328,6 +336,9 @@ func (tx *Tx) Apply(k Key, d *crdt.State) {
 // ApplyRemote merges a delta from region from (peering's apply path) and
 // records any conflict its merge resolved.
 func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
+	if h := d.MaxHLC(); !h.IsZero() {
+		tx.ks.ObserveHLC(h)
+	}
 	tx.merge(k, d, true, from)
 	tx.ks.Stats.RemoteApplied.Add(1)
 }
@@ -429,7 +440,7 @@ func (ks *Keyspace) recordConflicts(k Key, c int, d *crdt.State, from string) {
 
 // commit encodes the states the tx changed and submits them with its deltas.
 func (tx *Tx) commit() Ticket {
-	if len(tx.order) == 0 {
+	if len(tx.order) == 0 && len(tx.meta) == 0 {
 		return nil
 	}
 	writes := make([]Write, 0, len(tx.order))
@@ -450,6 +461,7 @@ func (tx *Tx) commit() Ticket {
 		}
 		writes = append(writes, w)
 	}
+	writes = append(writes, tx.meta...)
 	if tx.ks.store == nil {
 		return nil
 	}

@@ -45,6 +45,8 @@ type Write struct {
 	Header     []byte
 	ReplaceAll bool
 	Elems      []Elem
+	// Meta writes Header under the metadata key Key (e.g. a watermark).
+	Meta bool
 }
 
 // Elem is one element record; nil Data deletes it.
@@ -62,6 +64,7 @@ type Store struct {
 	mu      sync.Mutex
 	open    *Group
 	signal  chan struct{}
+	notify  chan struct{}
 	closed  bool
 	done    chan struct{}
 	outSeq  uint64 // last outbox sequence written
@@ -87,7 +90,11 @@ type Group struct {
 	bytes  int
 	done   chan struct{}
 	err    error
+	seq    uint64 // outbox sequence of the group's deltas (0: none)
 }
+
+// Seq returns the outbox sequence holding the group's deltas (after Wait).
+func (g *Group) Seq() uint64 { return g.seq }
 
 // Wait blocks until the group is committed and returns its error.
 func (g *Group) Wait() error { <-g.done; return g.err }
@@ -124,7 +131,7 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
-	s := &Store{opts: opts, db: db, signal: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &Store{opts: opts, db: db, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{})}
 	s.open = newGroup()
 	if err := s.db.View(func(txn *badger.Txn) error {
 		if item, err := txn.Get(metaRegion); err == nil {
@@ -262,6 +269,13 @@ func (s *Store) commit(g *Group) error {
 		s.opts.Log.Error().Err(err).Msg("group commit failed")
 		return err
 	}
+	if entry != nil {
+		g.seq = seq
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+	}
 	s.mu.Lock()
 	s.outSeq = seq
 	if split {
@@ -293,6 +307,12 @@ func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
 func (s *Store) applyWrites(txn *badger.Txn, writes []Write) error {
 	var pending map[string][][]byte
 	for _, w := range writes {
+		if w.Meta {
+			if err := txn.Set(append([]byte("m:"), w.Key...), w.Header); err != nil {
+				return err
+			}
+			continue
+		}
 		if w.ReplaceAll {
 			prefix := elemPrefix(w.DB, w.Key)
 			if err := s.deleteStoredElems(txn, prefix); err != nil {
@@ -541,6 +561,22 @@ func (s *Store) TrimOutbox(seq uint64) error {
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// OutboxNotify is signalled after a group with deltas commits.
+func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
+
+// Meta reads a metadata value written with a Meta write.
+func (s *Store) Meta(key string) []byte {
+	var v []byte
+	s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(append([]byte("m:"), key...))
+		if err == nil {
+			v, _ = item.ValueCopy(nil)
+		}
+		return nil
+	})
+	return v
 }
 
 // Stats returns commit counters.

@@ -52,6 +52,9 @@ type Conn struct {
 	ReplyMode int
 	skipNext  bool
 
+	// LastWrite is the ticket of this client's latest write (for WAIT).
+	LastWrite Ticket
+
 	LastCmd    atomic.Value // string
 	lastActive atomic.Int64
 	pending    Ticket

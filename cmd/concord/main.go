@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"concord/cmd/concord/server"
 )
@@ -54,6 +56,10 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.IntVar(&cfg.MaxClients, "maxclients", 10000, "maximum connected clients")
 	fs.Int64Var(&cfg.MaxBulkLen, "proto-max-bulk-len", 512<<20, "largest bulk string a client may send")
 	fs.IntVar(&cfg.DBs, "databases", 16, "number of databases")
+	fs.StringVar(&cfg.PeerListen, "peer-listen", "", "host:port where peers reach this region's embedded NATS (empty: not reachable)")
+	fs.Var(peerFlag{&cfg.Peers}, "peer", "another region as NAME=nats://host:port (repeatable; the URL may be a proxy)")
+	fs.StringVar(&cfg.NATS, "nats", "", "external NATS URL for this region instead of the embedded server")
+	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "how long this region's deltas stay in its stream for peers that are down")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -84,4 +90,33 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 		}
 	}
 	return cfg, cfg.Validate()
+}
+
+// peerFlag collects repeated --peer NAME=URL flags.
+type peerFlag struct{ m *map[string]string }
+
+func (p peerFlag) String() string {
+	if p.m == nil || *p.m == nil {
+		return ""
+	}
+	var parts []string
+	for k, v := range *p.m {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p peerFlag) Set(v string) error {
+	name, url, ok := strings.Cut(v, "=")
+	if !ok || name == "" || url == "" {
+		return fmt.Errorf("want NAME=nats://host:port, got %q", v)
+	}
+	if *p.m == nil {
+		*p.m = map[string]string{}
+	}
+	if _, dup := (*p.m)[name]; dup {
+		return fmt.Errorf("peer %s given twice", name)
+	}
+	(*p.m)[name] = url
+	return nil
 }

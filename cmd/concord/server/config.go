@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -25,7 +26,16 @@ type Config struct {
 	MaxClients  int
 	MaxBulkLen  int64
 	DBs         int
+
+	// Replication (DESIGN §6, §7).
+	PeerListen string            // where peers reach this region's embedded NATS
+	Peers      map[string]string // other region -> NATS URL (possibly a proxy)
+	NATS       string            // external NATS URL instead of the embedded server
+	Retention  time.Duration     // how long this region's deltas stay in its stream
 }
+
+// Replicated reports whether this region runs peering (embedded NATS).
+func (c *Config) Replicated() bool { return c.PeerListen != "" || len(c.Peers) > 0 || c.NATS != "" }
 
 // Defaults of every setting (docs/configuration.md lists the same).
 const (
@@ -92,6 +102,25 @@ func (c *Config) Validate() error {
 	}
 	if c.DBs < 1 || c.DBs > 256 {
 		return fmt.Errorf("--databases %d: want 1 to 256", c.DBs)
+	}
+	for name, url := range c.Peers {
+		if !regionRe.MatchString(name) || name == c.Region {
+			return fmt.Errorf("--peer %s=%s: the name must be another region's (1-64 letters, digits, '-' or '_')", name, url)
+		}
+		if url == "" {
+			return fmt.Errorf("--peer %s=: want NAME=nats://host:port", name)
+		}
+	}
+	if c.PeerListen != "" {
+		if _, _, err := net.SplitHostPort(c.PeerListen); err != nil {
+			return fmt.Errorf("--peer-listen %q: want host:port", c.PeerListen)
+		}
+	}
+	if c.Retention == 0 {
+		c.Retention = 24 * time.Hour
+	}
+	if c.Retention < time.Minute {
+		return fmt.Errorf("--retention %v: want at least 1m", c.Retention)
 	}
 	abs, err := filepath.Abs(c.Dir)
 	if err != nil {

@@ -5,10 +5,12 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"concord/commands"
@@ -30,6 +32,7 @@ type Instance struct {
 	Engine *commands.Engine
 	srv    *resp.Server
 	ln     net.Listener
+	Node   *peering.Node
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -39,7 +42,7 @@ type storeAdapter struct{ s *persistence.Store }
 func (a storeAdapter) Submit(w []keyspace.Write, d []crdt.KeyDelta) keyspace.Ticket {
 	pw := make([]persistence.Write, len(w))
 	for i, x := range w {
-		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll}
+		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, Meta: x.Meta}
 		if len(x.Elems) > 0 {
 			pw[i].Elems = make([]persistence.Elem, len(x.Elems))
 			for j, e := range x.Elems {
@@ -72,11 +75,14 @@ func Start(cfg Config) (*Instance, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create --dir: %w", err)
 	}
-	store, err := persistence.Open(persistence.Options{Dir: cfg.Dir, Fsync: cfg.Fsync, Region: cfg.Region, Log: log})
+	store, err := persistence.Open(persistence.Options{Dir: filepath.Join(cfg.Dir, "badger"), Fsync: cfg.Fsync, Region: cfg.Region, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	ks := keyspace.New(keyspace.Config{Region: cfg.Region, DBs: cfg.DBs}, storeAdapter{store})
+	replicated := cfg.Replicated()
+	ks := keyspace.New(keyspace.Config{Region: cfg.Region, DBs: cfg.DBs,
+		// with peers, deleted keys stay as tombstones until GC (a later issue)
+		Stable: func() bool { return !replicated }}, storeAdapter{store})
 	t0 := time.Now()
 	n, bad, err := load(store, ks)
 	if err != nil {
@@ -99,7 +105,8 @@ func Start(cfg Config) (*Instance, error) {
 		}
 	}
 	eng := commands.New(ks, conf)
-	eng.Info = info{store}
+	inf := &info{s: store}
+	eng.Info = inf
 	srv := resp.NewServer(resp.Config{
 		Limits:     resp.Limits{MaxBulkLen: cfg.MaxBulkLen},
 		NeedAuth:   func() bool { return conf.Get("requirepass") != "" },
@@ -116,6 +123,24 @@ func Start(cfg Config) (*Instance, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &Instance{cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{})}
+	if replicated {
+		node, err := peering.Start(peering.Config{Region: cfg.Region, Dir: filepath.Join(cfg.Dir, "nats"), Listen: cfg.PeerListen,
+			External: cfg.NATS, Peers: cfg.Peers, Fsync: cfg.Fsync, Retention: cfg.Retention, Log: log}, store, applier{ks})
+		if err != nil {
+			cancel()
+			ln.Close()
+			store.Close()
+			return nil, err
+		}
+		for _, p := range node.Peers() {
+			if b := store.Meta("applied:" + p); len(b) == 8 {
+				node.SetApplied(p, binary.BigEndian.Uint64(b))
+			}
+		}
+		in.Node = node
+		inf.node = node
+		eng.Repl = node
+	}
 	go func() {
 		defer close(in.done)
 		if err := srv.Serve(ln); err != nil {
@@ -123,8 +148,14 @@ func Start(cfg Config) (*Instance, error) {
 		}
 	}()
 	go in.expireLoop(ctx, conf)
-	go peering.DiscardOutbox(ctx, store, time.Second, log)
-	log.Info().Str("addr", ln.Addr().String()).Str("dir", cfg.Dir).Str("fsync", cfg.Fsync).Int("keys", n).Msg("concord ready")
+	if !replicated {
+		go peering.DiscardOutbox(ctx, store, time.Second, log)
+	}
+	ev := log.Info().Str("addr", ln.Addr().String()).Str("dir", cfg.Dir).Str("fsync", cfg.Fsync).Int("keys", n)
+	if in.Node != nil {
+		ev = ev.Str("peer_listen", in.Node.ListenAddr()).Strs("peers", in.Node.Peers())
+	}
+	ev.Msg("concord ready")
 	return in, nil
 }
 
@@ -203,15 +234,61 @@ func (in *Instance) Close() error {
 	in.cancel()
 	in.srv.Close()
 	<-in.done
+	if in.Node != nil {
+		in.Node.Close()
+	}
 	return in.store.Close()
+}
+
+// PeerAddr returns where peers reach this region ("" when not listening).
+func (in *Instance) PeerAddr() string {
+	if in.Node == nil {
+		return ""
+	}
+	return in.Node.ListenAddr()
+}
+
+// applier is the apply path: a batch of deltas from a peer merges into the
+// keys under their locks, and one Badger batch holds the merged states and
+// the peer's new watermark; it returns once that batch is durable.
+type applier struct{ ks *keyspace.Keyspace }
+
+func (a applier) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) error {
+	keys := make([]keyspace.Key, 0, len(batch))
+	for _, kd := range batch {
+		if kd.DB < a.ks.DBs() {
+			keys = append(keys, keyspace.Key{DB: kd.DB, Key: kd.Key})
+		}
+	}
+	var wm [8]byte
+	binary.BigEndian.PutUint64(wm[:], seq)
+	t, err := a.ks.Run(keys, func(tx *keyspace.Tx) error {
+		for _, kd := range batch {
+			if kd.DB < a.ks.DBs() {
+				tx.ApplyRemote(keyspace.Key{DB: kd.DB, Key: kd.Key}, kd.Delta, origin)
+			}
+		}
+		tx.SetMeta("applied:"+origin, wm[:])
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if t != nil {
+		return t.Wait()
+	}
+	return nil
 }
 
 // Wait blocks until the server stops.
 func (in *Instance) Wait() { <-in.done }
 
-type info struct{ s *persistence.Store }
+type info struct {
+	s    *persistence.Store
+	node *peering.Node
+}
 
-func (i info) Persistence() []string {
+func (i *info) Persistence() []string {
 	st := i.s.Stats()
 	last, trimmed := i.s.OutboxSeq()
 	lsm, vlog := i.s.Size()
@@ -224,7 +301,26 @@ func (i info) Persistence() []string {
 	}
 }
 
-func (i info) Replication() []string { return []string{"peers:0"} }
+func (i *info) Replication() []string {
+	if i.node == nil {
+		return []string{"peers:0"}
+	}
+	sts := i.node.Status()
+	lines := []string{fmt.Sprintf("peers:%d", len(sts))}
+	for n, st := range sts {
+		link := "down"
+		if st.Connected {
+			link = "up"
+		}
+		ago := int64(-1)
+		if st.LastApplyMs > 0 {
+			ago = time.Now().UnixMilli() - st.LastApplyMs
+		}
+		lines = append(lines, fmt.Sprintf("peer%d:name=%s,link=%s,applied_from_peer=%d,applied_by_peer=%d,lag_ops=%d,lag_ms=%d,last_apply_ms_ago=%d,errors=%d",
+			n, st.Name, link, st.AppliedFrom, st.AckedByPeer, st.Pending, st.LagMs, ago, st.Errors))
+	}
+	return lines
+}
 
 // ErrUsage marks a configuration error (exit status 2).
 var ErrUsage = errors.New("usage")

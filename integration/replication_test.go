@@ -1,0 +1,290 @@
+package integration
+
+import (
+	"fmt"
+	"math/rand"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"concord/cmd/concord/server"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// cluster is N regions in this process, each reaching every other through
+// its own proxy (links[from][to]).
+type cluster struct {
+	names   []string
+	regions map[string]*server.Instance
+	links   map[string]map[string]*proxy
+	dirs    map[string]string
+	clients map[string]*redis.Client
+}
+
+// startCluster starts n regions with embedded NATS on free ports.
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{regions: map[string]*server.Instance{}, links: map[string]map[string]*proxy{}, dirs: map[string]string{}, clients: map[string]*redis.Client{}}
+	// every region's NATS port first, so proxies can point at them
+	natsAddr := map[string]string{}
+	for i := 0; i < n; i++ {
+		name := string(rune('A' + i))
+		c.names = append(c.names, name)
+		natsAddr[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		c.dirs[name] = t.TempDir()
+	}
+	for _, from := range c.names {
+		c.links[from] = map[string]*proxy{}
+		for _, to := range c.names {
+			if from != to {
+				c.links[from][to] = newProxy(t, natsAddr[to])
+			}
+		}
+	}
+	for _, name := range c.names {
+		c.start(t, name, natsAddr[name])
+	}
+	return c
+}
+
+func (c *cluster) start(t *testing.T, name, natsAddr string) {
+	t.Helper()
+	peers := map[string]string{}
+	for _, other := range c.names {
+		if other != name {
+			peers[other] = "nats://" + c.links[name][other].addr()
+		}
+	}
+	in, err := server.Start(server.Config{Addr: "127.0.0.1:0", Region: name, Dir: c.dirs[name], LogLevel: "warn",
+		PeerListen: natsAddr, Peers: peers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	c.regions[name] = in
+	c.clients[name] = redis.NewClient(&redis.Options{Addr: in.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { c.clients[name].Close() })
+}
+
+// partition cuts every link to and from region r.
+func (c *cluster) partition(r string, how func(*proxy)) {
+	for _, from := range c.names {
+		for _, to := range c.names {
+			if from != to && (from == r || to == r) {
+				how(c.links[from][to])
+			}
+		}
+	}
+}
+
+func (c *cluster) healAll() {
+	for _, m := range c.links {
+		for _, p := range m {
+			p.heal()
+		}
+	}
+}
+
+// dump renders a region's whole keyspace (db 0) as text.
+func dump(cl *redis.Client) string {
+	keys, _ := cl.Keys(ctx, "*").Result()
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		typ, _ := cl.Type(ctx, k).Result()
+		switch typ {
+		case "string":
+			v, _ := cl.Get(ctx, k).Result()
+			fmt.Fprintf(&b, "%s=%q\n", k, v)
+		case "set":
+			ms, _ := cl.SMembers(ctx, k).Result()
+			sort.Strings(ms)
+			fmt.Fprintf(&b, "%s=%v\n", k, ms)
+		case "hash":
+			m, _ := cl.HGetAll(ctx, k).Result()
+			fmt.Fprintf(&b, "%s=%v\n", k, m)
+		}
+	}
+	return b.String()
+}
+
+func (c *cluster) converged(t *testing.T, within time.Duration) string {
+	t.Helper()
+	var first string
+	checkFor(t, within, 50*time.Millisecond, func() error {
+		first = dump(c.clients[c.names[0]])
+		for _, n := range c.names[1:] {
+			if d := dump(c.clients[n]); d != first {
+				return fmt.Errorf("%s and %s differ:\n%s\n---\n%s", c.names[0], n, first, d)
+			}
+		}
+		return nil
+	})
+	return first
+}
+
+// history records what clients attempted and what was acknowledged.
+type history struct {
+	mu            sync.Mutex
+	ackedIncr     map[string]int64
+	attemptedIncr map[string]int64
+	ackedAdds     map[string]map[string]bool // set -> members added and acked, never removed
+}
+
+func newHistory() *history {
+	return &history{ackedIncr: map[string]int64{}, attemptedIncr: map[string]int64{}, ackedAdds: map[string]map[string]bool{}}
+}
+
+// Three regions write concurrently; one is partitioned for a while (writes
+// continue on both sides) and healed: identical state everywhere, no
+// acknowledged add lost, counters within [acked, attempted].
+func TestReplicationPartitionHeal(t *testing.T) {
+	c := startCluster(t, 3)
+	h := newHistory()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, name := range c.names {
+		wg.Add(1)
+		go func(name string) {
+			defer wg.Done()
+			cl := c.clients[name]
+			rng := rand.New(rand.NewSource(int64(name[0])))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				switch rng.Intn(6) {
+				case 0, 1:
+					key := fmt.Sprint("cnt", rng.Intn(3))
+					n := int64(rng.Intn(10) + 1)
+					h.mu.Lock()
+					h.attemptedIncr[key] += n
+					h.mu.Unlock()
+					if cl.IncrBy(ctx, key, n).Err() == nil {
+						h.mu.Lock()
+						h.ackedIncr[key] += n
+						h.mu.Unlock()
+					}
+				case 2, 3:
+					key := fmt.Sprint("set", rng.Intn(3))
+					m := fmt.Sprintf("%s-%d", name, i)
+					if cl.SAdd(ctx, key, m).Err() == nil {
+						h.mu.Lock()
+						if h.ackedAdds[key] == nil {
+							h.ackedAdds[key] = map[string]bool{}
+						}
+						h.ackedAdds[key][m] = true
+						h.mu.Unlock()
+					}
+				case 4:
+					cl.HSet(ctx, fmt.Sprint("hash", rng.Intn(2)), fmt.Sprint("f", rng.Intn(5)), fmt.Sprint(name, i))
+				case 5:
+					cl.HIncrBy(ctx, "hcnt", fmt.Sprint("f", rng.Intn(3)), 1)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}(name)
+	}
+	time.Sleep(500 * time.Millisecond)
+	c.partition("C", (*proxy).cut)
+	time.Sleep(time.Second)
+	c.partition("C", (*proxy).blackhole)
+	time.Sleep(500 * time.Millisecond)
+	c.healAll()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	state := c.converged(t, 30*time.Second)
+
+	cl := c.clients["A"]
+	for key, acked := range h.ackedIncr {
+		got, _ := cl.Get(ctx, key).Int64()
+		if got < acked || got > h.attemptedIncr[key] {
+			t.Errorf("%s = %d, acked %d, attempted %d", key, got, acked, h.attemptedIncr[key])
+		}
+	}
+	for key, members := range h.ackedAdds {
+		for m := range members {
+			if ok, _ := cl.SIsMember(ctx, key, m).Result(); !ok {
+				t.Errorf("acknowledged SADD %s %s lost", key, m)
+			}
+		}
+	}
+	if len(state) < 20 {
+		t.Fatalf("suspiciously little state:\n%s", state)
+	}
+	info, _ := cl.Info(ctx, "replication").Result()
+	if !strings.Contains(info, "peers:2") || !strings.Contains(info, "name=B,link=up") {
+		t.Fatalf("INFO replication:\n%s", info)
+	}
+}
+
+// Concurrent SET vs INCR and a type conflict resolve identically everywhere
+// and show up in the conflict log.
+func TestReplicationConflicts(t *testing.T) {
+	c := startCluster(t, 2)
+	a, b := c.clients["A"], c.clients["B"]
+	a.Set(ctx, "n", "10", 0)
+	c.converged(t, 10*time.Second)
+	c.partition("B", (*proxy).cut)
+	a.IncrBy(ctx, "n", 5)
+	a.Set(ctx, "t", "string", 0)
+	time.Sleep(5 * time.Millisecond)
+	b.Set(ctx, "n", "100", 0) // later HLC: absorbs only the increments it saw (none of A's +5)
+	b.SAdd(ctx, "t", "member")
+	c.healAll()
+	state := c.converged(t, 20*time.Second)
+	if !strings.Contains(state, `n="105"`) || !strings.Contains(state, "t=[member]") {
+		t.Fatalf("state:\n%s", state)
+	}
+	for _, name := range c.names {
+		res, err := c.clients[name].Do(ctx, "CONCORD", "CONFLICTS", "COUNT", "10").Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, r := range res {
+			if strings.Contains(fmt.Sprint(r), "type") {
+				found = true
+			}
+		}
+		if name == "A" && !found {
+			t.Fatalf("region %s conflict log lacks the type conflict: %v", name, res)
+		}
+	}
+}
+
+// WAIT counts the regions that applied this connection's writes; a cut-off
+// peer is not counted and the call returns at the timeout.
+func TestReplicationWait(t *testing.T) {
+	c := startCluster(t, 3)
+	a := c.clients["A"]
+	if err := a.Set(ctx, "w", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	conn := a.Conn()
+	defer conn.Close()
+	conn.Set(ctx, "w2", "x", 0)
+	if n, err := conn.Do(ctx, "WAIT", 2, 5000).Int(); err != nil || n != 2 {
+		t.Fatalf("WAIT 2 = %d, %v", n, err)
+	}
+	c.partition("C", (*proxy).cut)
+	conn.Set(ctx, "w3", "y", 0)
+	start := time.Now()
+	n, err := conn.Do(ctx, "WAIT", 2, 500).Int()
+	if err != nil || n != 1 {
+		t.Fatalf("WAIT with C cut = %d, %v", n, err)
+	}
+	if d := time.Since(start); d < 450*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("WAIT returned after %v", d)
+	}
+	c.healAll()
+	if n, _ := conn.Do(ctx, "WAIT", 2, 10000).Int(); n != 2 {
+		t.Fatalf("WAIT after heal = %d", n)
+	}
+}
