@@ -22,18 +22,18 @@ import (
 // Cmd is one command's metadata and handler, like an entry of Redis's
 // commands/*.json.
 type Cmd struct {
-	Name     string
-	Arity    int // >0 exact, <0 at least -Arity
-	Flags    []string
-	First    int // first key position (0: none)
-	Last     int // last key position (-1: last argument)
-	Step     int
-	Group    string
-	Summary  string
-	Since    string
-	ACL      []string
-	Subs     []*Cmd
-	Fn       func(c *Ctx)
+	Name    string
+	Arity   int // >0 exact, <0 at least -Arity
+	Flags   []string
+	First   int // first key position (0: none)
+	Last    int // last key position (-1: last argument)
+	Step    int
+	Group   string
+	Summary string
+	Since   string
+	ACL     []string
+	Subs    []*Cmd
+	Fn      func(c *Ctx)
 }
 
 // cmdStats are one engine's counters for one command (INFO commandstats).
