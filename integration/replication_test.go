@@ -138,13 +138,9 @@ func newHistory() *history {
 	return &history{ackedIncr: map[string]int64{}, attemptedIncr: map[string]int64{}, ackedAdds: map[string]map[string]bool{}}
 }
 
-// Three regions write concurrently; one is partitioned for a while (writes
-// continue on both sides) and healed: identical state everywhere, no
-// acknowledged add lost, counters within [acked, attempted].
-func TestReplicationPartitionHeal(t *testing.T) {
-	c := startCluster(t, 3)
-	h := newHistory()
-	stop := make(chan struct{})
+// workload runs Jepsen-style clients against every region until stop is
+// closed, recording what was attempted and acknowledged.
+func (c *cluster) workload(h *history, stop chan struct{}) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	for _, name := range c.names {
 		wg.Add(1)
@@ -152,13 +148,14 @@ func TestReplicationPartitionHeal(t *testing.T) {
 			defer wg.Done()
 			cl := c.clients[name]
 			rng := rand.New(rand.NewSource(int64(name[0])))
+			var mine []string // members this client added to set<k>, still present
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				switch rng.Intn(6) {
+				switch rng.Intn(10) {
 				case 0, 1:
 					key := fmt.Sprint("cnt", rng.Intn(3))
 					n := int64(rng.Intn(10) + 1)
@@ -180,16 +177,74 @@ func TestReplicationPartitionHeal(t *testing.T) {
 						}
 						h.ackedAdds[key][m] = true
 						h.mu.Unlock()
+						mine = append(mine, key+"|"+m)
 					}
 				case 4:
-					cl.HSet(ctx, fmt.Sprint("hash", rng.Intn(2)), fmt.Sprint("f", rng.Intn(5)), fmt.Sprint(name, i))
+					// remove one of our own members (nobody else adds it again)
+					if len(mine) > 0 {
+						j := rng.Intn(len(mine))
+						key, m, _ := strings.Cut(mine[j], "|")
+						h.mu.Lock()
+						delete(h.ackedAdds[key], m) // its fate is now "removed or not"
+						h.mu.Unlock()
+						cl.SRem(ctx, key, m)
+						mine = append(mine[:j], mine[j+1:]...)
+					}
 				case 5:
+					cl.HSet(ctx, fmt.Sprint("hash", rng.Intn(2)), fmt.Sprint("f", rng.Intn(5)), fmt.Sprint(name, i))
+				case 6:
 					cl.HIncrBy(ctx, "hcnt", fmt.Sprint("f", rng.Intn(3)), 1)
+				case 7:
+					cl.Set(ctx, fmt.Sprint("str", rng.Intn(4)), fmt.Sprint(name, i), 0)
+				case 8:
+					cl.Del(ctx, fmt.Sprint("str", rng.Intn(4)))
+				case 9:
+					cl.Expire(ctx, fmt.Sprint("hash", rng.Intn(2)), time.Duration(1000+rng.Intn(1000))*time.Second)
 				}
 				time.Sleep(time.Millisecond)
 			}
 		}(name)
 	}
+	return &wg
+}
+
+// check verifies the history against region r's final state: no
+// acknowledged add lost, counters within [acked, attempted].
+func (c *cluster) check(t *testing.T, h *history, r string) {
+	t.Helper()
+	cl := c.clients[r]
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for key, acked := range h.ackedIncr {
+		got, _ := cl.Get(ctx, key).Int64()
+		if got < acked || got > h.attemptedIncr[key] {
+			t.Errorf("%s = %d, acked %d, attempted %d", key, got, acked, h.attemptedIncr[key])
+		}
+	}
+	lost := 0
+	for key, members := range h.ackedAdds {
+		for m := range members {
+			if ok, _ := cl.SIsMember(ctx, key, m).Result(); !ok {
+				lost++
+				if lost < 5 {
+					t.Errorf("acknowledged SADD %s %s lost", key, m)
+				}
+			}
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d acknowledged adds lost", lost)
+	}
+}
+
+// Three regions write concurrently; one is partitioned (links reset, then
+// blackholed) while writes continue on both sides, then healed: identical
+// state everywhere, nothing acknowledged lost, counters exact.
+func TestReplicationPartitionHeal(t *testing.T) {
+	c := startCluster(t, 3)
+	h := newHistory()
+	stop := make(chan struct{})
+	wg := c.workload(h, stop)
 	time.Sleep(500 * time.Millisecond)
 	c.partition("C", (*proxy).cut)
 	time.Sleep(time.Second)
@@ -200,28 +255,39 @@ func TestReplicationPartitionHeal(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	state := c.converged(t, 30*time.Second)
-
-	cl := c.clients["A"]
-	for key, acked := range h.ackedIncr {
-		got, _ := cl.Get(ctx, key).Int64()
-		if got < acked || got > h.attemptedIncr[key] {
-			t.Errorf("%s = %d, acked %d, attempted %d", key, got, acked, h.attemptedIncr[key])
-		}
-	}
-	for key, members := range h.ackedAdds {
-		for m := range members {
-			if ok, _ := cl.SIsMember(ctx, key, m).Result(); !ok {
-				t.Errorf("acknowledged SADD %s %s lost", key, m)
-			}
-		}
-	}
+	c.check(t, h, "A")
 	if len(state) < 20 {
 		t.Fatalf("suspiciously little state:\n%s", state)
 	}
-	info, _ := cl.Info(ctx, "replication").Result()
+	info, _ := c.clients["A"].Info(ctx, "replication").Result()
 	if !strings.Contains(info, "peers:2") || !strings.Contains(info, "name=B,link=up") {
 		t.Fatalf("INFO replication:\n%s", info)
 	}
+}
+
+// Five regions, 80 ms each way on every link.
+func TestReplicationFiveRegionsDelayed(t *testing.T) {
+	c := startCluster(t, 5)
+	for _, m := range c.links {
+		for _, p := range m {
+			p.slow(80 * time.Millisecond)
+		}
+	}
+	h := newHistory()
+	stop := make(chan struct{})
+	wg := c.workload(h, stop)
+	time.Sleep(1500 * time.Millisecond)
+	c.partition("E", (*proxy).cut)
+	time.Sleep(500 * time.Millisecond)
+	for _, m := range c.links {
+		for _, p := range m {
+			p.slow(80 * time.Millisecond)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	c.converged(t, 60*time.Second)
+	c.check(t, h, "B")
 }
 
 // Concurrent SET vs INCR and a type conflict resolve identically everywhere
