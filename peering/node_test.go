@@ -1,0 +1,143 @@
+package peering
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"concord/crdt"
+	"concord/keyspace"
+
+	"github.com/rs/zerolog"
+)
+
+// memOutbox is an in-memory Source.
+type memOutbox struct {
+	mu      sync.Mutex
+	entries map[uint64][]byte
+	last    uint64
+	trimmed uint64
+	notify  chan struct{}
+}
+
+func newMemOutbox() *memOutbox {
+	return &memOutbox{entries: map[uint64][]byte{}, notify: make(chan struct{}, 1)}
+}
+
+func (m *memOutbox) add(b []byte) {
+	m.mu.Lock()
+	m.last++
+	m.entries[m.last] = b
+	m.mu.Unlock()
+	select {
+	case m.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (m *memOutbox) OutboxSeq() (uint64, uint64) { m.mu.Lock(); defer m.mu.Unlock(); return m.last, m.trimmed }
+func (m *memOutbox) OutboxNotify() <-chan struct{} { return m.notify }
+func (m *memOutbox) TrimOutbox(seq uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s := m.trimmed + 1; s <= seq; s++ {
+		delete(m.entries, s)
+	}
+	m.trimmed = max(m.trimmed, seq)
+	return nil
+}
+func (m *memOutbox) ReadOutbox(after uint64, max int) ([]uint64, [][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var seqs []uint64
+	var out [][]byte
+	for s := after + 1; s <= m.last && len(seqs) < max; s++ {
+		if b, ok := m.entries[s]; ok {
+			seqs = append(seqs, s)
+			out = append(out, b)
+		}
+	}
+	return seqs, out, nil
+}
+
+// flaky applies every batch but reports failure on every other call, so
+// JetStream redelivers messages that were already merged.
+type flaky struct {
+	ks    *keyspace.Keyspace
+	calls atomic.Int64
+}
+
+func (f *flaky) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) error {
+	keys := make([]keyspace.Key, len(batch))
+	for i, kd := range batch {
+		keys[i] = keyspace.Key{DB: kd.DB, Key: kd.Key}
+	}
+	f.ks.Run(keys, func(tx *keyspace.Tx) error {
+		for _, kd := range batch {
+			tx.ApplyRemote(keyspace.Key{DB: kd.DB, Key: kd.Key}, kd.Delta, origin)
+		}
+		return nil
+	})
+	if f.calls.Add(1)%2 == 1 {
+		return fmt.Errorf("injected failure after applying")
+	}
+	return nil
+}
+
+type nopApplier struct{}
+
+func (nopApplier) ApplyBatch(string, uint64, []crdt.KeyDelta) error { return nil }
+
+// Redelivered (duplicated) messages never count an increment twice.
+func TestRedeliveryDoesNotDoubleCount(t *testing.T) {
+	outA := newMemOutbox()
+	a, err := Start(Config{Region: "A", Dir: t.TempDir(), Listen: "127.0.0.1:0", Peers: map[string]string{"B": "nats://127.0.0.1:1"}, Log: zerolog.Nop()}, outA, nopApplier{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ksB := keyspace.New(keyspace.Config{Region: "B", Stable: func() bool { return false }}, nil)
+	fl := &flaky{ks: ksB}
+	b, err := Start(Config{Region: "B", Dir: t.TempDir(), Peers: map[string]string{"A": "nats://" + a.ListenAddr()}, Log: zerolog.Nop()}, newMemOutbox(), fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	// region A's counter: 100 batches of increments 1..100
+	st := &crdt.State{}
+	clock := crdt.NewClock("A")
+	want := int64(0)
+	for i := int64(1); i <= 100; i++ {
+		d := crdt.IncrBy(st, crdt.Op{HLC: clock.Now(i)}, i)
+		st.Merge(d)
+		want += i
+		outA.add(crdt.AppendBatch(nil, []crdt.KeyDelta{{Key: "n", Delta: d}}))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var got int64
+	for time.Now().Before(deadline) {
+		ksB.Run([]keyspace.Key{{Key: "n"}}, func(tx *keyspace.Tx) error {
+			if s := tx.Get(keyspace.Key{Key: "n"}); s != nil {
+				got, _, _, _ = s.Str.IntValue()
+			}
+			return nil
+		})
+		if got == want && fl.calls.Load() >= 150 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got != want {
+		t.Fatalf("counter %d, want %d", got, want)
+	}
+	if fl.calls.Load() < 150 {
+		t.Fatalf("only %d deliveries: redelivery did not happen", fl.calls.Load())
+	}
+	// everything published was trimmed from A's outbox
+	if last, trimmed := outA.OutboxSeq(); trimmed != last {
+		t.Fatalf("outbox trimmed to %d of %d", trimmed, last)
+	}
+}
