@@ -366,7 +366,7 @@ func cmdConcord(c *Ctx) {
 		evs, _ := c.ks.Conflicts(int(n))
 		c.Conn.Array(len(evs))
 		for _, ev := range evs {
-			c.Conn.Map(5)
+			c.Conn.Map(7)
 			c.Conn.BulkString("db")
 			c.Conn.Int(int64(ev.DB))
 			c.Conn.BulkString("key")
@@ -377,6 +377,10 @@ func cmdConcord(c *Ctx) {
 			c.Conn.BulkString(ev.From)
 			c.Conn.BulkString("hlc")
 			c.Conn.BulkString(fmt.Sprintf("%d.%d@%s", ev.HLC.Phys, ev.HLC.Log, ev.HLC.Region))
+			c.Conn.BulkString("winner")
+			c.Conn.BulkString(ev.Winner)
+			c.Conn.BulkString("loser")
+			c.Conn.BulkString(ev.Loser)
 		}
 	default:
 		c.fail(Error("ERR unknown subcommand or wrong number of arguments for '" + c.arg(1) + "'. Try CONCORD REGION or CONCORD CONFLICTS [COUNT n]."))

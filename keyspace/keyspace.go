@@ -91,11 +91,13 @@ type Stats struct {
 
 // Conflict is one resolution that discarded data.
 type Conflict struct {
-	DB   int
-	Key  string
-	Kind string
-	HLC  crdt.HLC
-	From string
+	DB     int
+	Key    string
+	Kind   string
+	HLC    crdt.HLC
+	From   string
+	Winner string
+	Loser  string
 }
 
 type db struct {
@@ -354,7 +356,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	hadElems := len(e.st.Set) > 0 || len(e.st.Hash) > 0
 	c := e.st.Merge(d)
 	if remote && c != 0 {
-		tx.ks.recordConflicts(k, c, d, from)
+		tx.ks.recordConflicts(k, c, e.st, from)
 	}
 	e.ver = version.Add(1)
 	live := e.st.Type() != crdt.TypeNone
@@ -408,19 +410,23 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	}
 }
 
-func (ks *Keyspace) recordConflicts(k Key, c int, d *crdt.State, from string) {
-	var kinds []string
+func (ks *Keyspace) recordConflicts(k Key, c int, st *crdt.State, from string) {
+	type kc struct {
+		name string
+		flag int
+	}
+	var kinds []kc
 	if c&crdt.ConflictLWW != 0 {
 		ks.Stats.ConflictsLWW.Add(1)
-		kinds = append(kinds, "lww")
+		kinds = append(kinds, kc{"lww", crdt.ConflictLWW})
 	}
 	if c&crdt.ConflictType != 0 {
 		ks.Stats.ConflictsType.Add(1)
-		kinds = append(kinds, "type")
+		kinds = append(kinds, kc{"type", crdt.ConflictType})
 	}
 	if c&crdt.ConflictNonNumeric != 0 {
 		ks.Stats.ConflictsNum.Add(1)
-		kinds = append(kinds, "non-numeric-base")
+		kinds = append(kinds, kc{"non-numeric-base", crdt.ConflictNonNumeric})
 	}
 	ks.clockMu.Lock()
 	h := ks.clock.Last()
@@ -429,7 +435,10 @@ func (ks *Keyspace) recordConflicts(k Key, c int, d *crdt.State, from string) {
 	defer ks.conflictMu.Unlock()
 	for _, kind := range kinds {
 		ks.conflictN++
-		ev := Conflict{DB: k.DB, Key: k.Key, Kind: kind, HLC: h, From: from}
+		ev := Conflict{DB: k.DB, Key: k.Key, Kind: kind.name, HLC: h, From: from}
+		if st != nil {
+			ev.Winner, ev.Loser = crdt.Describe(st, kind.flag)
+		}
 		if len(ks.conflicts) < ks.cfg.ConflictLog {
 			ks.conflicts = append(ks.conflicts, ev)
 		} else {

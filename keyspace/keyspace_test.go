@@ -3,6 +3,7 @@ package keyspace
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,14 +147,15 @@ func TestRemoteConflictsRecorded(t *testing.T) {
 		t.Fatalf("value %q", v)
 	}
 	evs, total := ks.Conflicts(10)
-	if total != 1 || len(evs) != 1 || evs[0].Kind != "lww" || evs[0].From != "B" || ks.Stats.ConflictsLWW.Load() != 1 {
+	if total != 1 || len(evs) != 1 || evs[0].Kind != "lww" || evs[0].From != "B" || ks.Stats.ConflictsLWW.Load() != 1 ||
+		!strings.Contains(evs[0].Winner, `"remote" by B@`) || !strings.Contains(evs[0].Loser, `"local" by A@`) {
 		t.Fatalf("conflicts %v total %d", evs, total)
 	}
 	// a type conflict
 	sadd := crdt.SAdd(&crdt.State{}, crdt.Op{HLC: crdt.HLC{Phys: 9_999_999_999_999, Log: 5, Region: "C"}}, [][]byte{[]byte("m")})
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.ApplyRemote(k, sadd, "C"); return nil })
 	evs, _ = ks.Conflicts(1)
-	if evs[0].Kind != "type" || ks.Stats.ConflictsType.Load() != 1 {
+	if evs[0].Kind != "type" || ks.Stats.ConflictsType.Load() != 1 || !strings.HasPrefix(evs[0].Winner, "set created C@") || !strings.HasPrefix(evs[0].Loser, "string created") {
 		t.Fatalf("newest conflict %v", evs)
 	}
 }

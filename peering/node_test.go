@@ -37,7 +37,11 @@ func (m *memOutbox) add(b []byte) {
 	}
 }
 
-func (m *memOutbox) OutboxSeq() (uint64, uint64) { m.mu.Lock(); defer m.mu.Unlock(); return m.last, m.trimmed }
+func (m *memOutbox) OutboxSeq() (uint64, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last, m.trimmed
+}
 func (m *memOutbox) OutboxNotify() <-chan struct{} { return m.notify }
 func (m *memOutbox) TrimOutbox(seq uint64) error {
 	m.mu.Lock()
