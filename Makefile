@@ -3,7 +3,7 @@ GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test deps vet unit race integration fuzz clean
+.PHONY: all build run test deps vet unit race integration fuzz clean demo bench-repl
 
 all: build
 
@@ -45,3 +45,11 @@ test: deps vet race integration fuzz
 
 clean:
 	rm -f concord
+
+# Three regions on this machine: clients on 7001-7003, NATS on 4301-4303.
+demo: build
+	BIN=./concord ./docs/demo.sh
+
+# Replication lag (write in A -> merged in B and C), p50/p99 per rate.
+bench-repl:
+	BENCH_REPL_SECONDS=$${BENCH_REPL_SECONDS:-10} $(GO) test -run XXX -bench BenchmarkReplicationLag -benchtime 1x ./integration

@@ -25,7 +25,7 @@ type cluster struct {
 }
 
 // startCluster starts n regions with embedded NATS on free ports.
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t testing.TB, n int) *cluster {
 	t.Helper()
 	c := &cluster{regions: map[string]*server.Instance{}, links: map[string]map[string]*proxy{}, dirs: map[string]string{}, clients: map[string]*redis.Client{}}
 	// every region's NATS port first, so proxies can point at them
@@ -50,7 +50,7 @@ func startCluster(t *testing.T, n int) *cluster {
 	return c
 }
 
-func (c *cluster) start(t *testing.T, name, natsAddr string) {
+func (c *cluster) start(t testing.TB, name, natsAddr string) {
 	t.Helper()
 	peers := map[string]string{}
 	for _, other := range c.names {
@@ -111,7 +111,7 @@ func dump(cl *redis.Client) string {
 	return b.String()
 }
 
-func (c *cluster) converged(t *testing.T, within time.Duration) string {
+func (c *cluster) converged(t testing.TB, within time.Duration) string {
 	t.Helper()
 	var first string
 	checkFor(t, within, 50*time.Millisecond, func() error {

@@ -82,6 +82,7 @@ type peer struct {
 	applied   atomic.Uint64 // last stream seq of OUT_<peer> applied here
 	lastApply atomic.Int64  // unix ms
 	errors    atomic.Uint64
+	lag       lagHist
 }
 
 func streamName(region string) string { return "OUT_" + region }
@@ -345,7 +346,15 @@ func (n *Node) replicate(p *peer) {
 		if md.Sequence.Stream > p.applied.Load() {
 			p.applied.Store(md.Sequence.Stream)
 		}
-		p.lastApply.Store(time.Now().UnixMilli())
+		now := time.Now()
+		p.lastApply.Store(now.UnixMilli())
+		var newest int64
+		for _, kd := range batch {
+			newest = max(newest, kd.Delta.MaxHLC().Phys)
+		}
+		if newest > 0 {
+			p.lag.observe(now.Sub(time.UnixMilli(newest)))
+		}
 		m.Ack()
 	}, jetstream.PullHeartbeat(time.Second), jetstream.PullMaxMessages(1000),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -378,13 +387,18 @@ type PeerStatus struct {
 	LastApplyMs int64
 	LagMs       int64
 	Errors      uint64
+	// Applied is how many batches from the peer were applied; LagP50/LagP99
+	// are the lag from a write in the peer to its merge here.
+	Applied        uint64
+	LagP50, LagP99 time.Duration
 }
 
 // Status returns every peer's status.
 func (n *Node) Status() []PeerStatus {
 	var out []PeerStatus
 	for _, p := range n.peers {
-		st := PeerStatus{Name: p.name, AppliedFrom: p.applied.Load(), LastApplyMs: p.lastApply.Load(), Errors: p.errors.Load()}
+		st := PeerStatus{Name: p.name, AppliedFrom: p.applied.Load(), LastApplyMs: p.lastApply.Load(), Errors: p.errors.Load(),
+			Applied: p.lag.count.Load(), LagP50: p.lag.quantile(0.5), LagP99: p.lag.quantile(0.99)}
 		if nc := p.nc.Load(); nc != nil {
 			st.Connected = nc.IsConnected()
 		}
@@ -479,3 +493,10 @@ func (n *Node) Close() {
 
 // NumPeers returns how many peers are configured.
 func (n *Node) NumPeers() int { return len(n.peers) }
+
+// ResetLag clears every peer's lag histogram (benchmarks measure windows).
+func (n *Node) ResetLag() {
+	for _, p := range n.peers {
+		p.lag.reset()
+	}
+}

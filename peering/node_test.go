@@ -145,3 +145,18 @@ func TestRedeliveryDoesNotDoubleCount(t *testing.T) {
 		t.Fatalf("outbox trimmed to %d of %d", trimmed, last)
 	}
 }
+
+func TestLagHistogram(t *testing.T) {
+	var h lagHist
+	for i := 1; i <= 100; i++ {
+		h.observe(time.Duration(i) * time.Millisecond)
+	}
+	p50, p99 := h.quantile(0.5), h.quantile(0.99)
+	if p50 < 50*time.Millisecond || p50 > 57*time.Millisecond || p99 < 99*time.Millisecond || p99 > 112*time.Millisecond {
+		t.Fatalf("p50 %v p99 %v", p50, p99)
+	}
+	h.reset()
+	if h.quantile(0.5) != 0 {
+		t.Fatal("reset kept samples")
+	}
+}

@@ -316,8 +316,9 @@ func (i *info) Replication() []string {
 		if st.LastApplyMs > 0 {
 			ago = time.Now().UnixMilli() - st.LastApplyMs
 		}
-		lines = append(lines, fmt.Sprintf("peer%d:name=%s,link=%s,applied_from_peer=%d,applied_by_peer=%d,lag_ops=%d,lag_ms=%d,last_apply_ms_ago=%d,errors=%d",
-			n, st.Name, link, st.AppliedFrom, st.AckedByPeer, st.Pending, st.LagMs, ago, st.Errors))
+		lines = append(lines, fmt.Sprintf("peer%d:name=%s,link=%s,applied_from_peer=%d,applied_by_peer=%d,lag_ops=%d,lag_ms=%d,last_apply_ms_ago=%d,errors=%d,apply_lag_p50_ms=%.3f,apply_lag_p99_ms=%.3f",
+			n, st.Name, link, st.AppliedFrom, st.AckedByPeer, st.Pending, st.LagMs, ago, st.Errors,
+			float64(st.LagP50.Microseconds())/1000, float64(st.LagP99.Microseconds())/1000))
 	}
 	return lines
 }
