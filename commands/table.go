@@ -327,3 +327,14 @@ func (c *Ctx) bulks(items []string) {
 func watchOf(k keyspace.Key, ver uint64) resp.Watch {
 	return resp.Watch{DB: k.DB, Key: k.Key, Ver: ver}
 }
+
+// CommandStats returns, per command name, calls and rejected+failed calls.
+func (e *Engine) CommandStats() map[string][2]uint64 {
+	out := make(map[string][2]uint64, len(e.stats))
+	for c, st := range e.stats {
+		if n, bad := st.calls.Load(), st.rejected.Load()+st.failed.Load(); n > 0 || bad > 0 {
+			out[c.Name] = [2]uint64{n, bad}
+		}
+	}
+	return out
+}

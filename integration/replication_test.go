@@ -2,6 +2,9 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"regexp"
 	"math/rand"
 	"sort"
 	"strings"
@@ -59,7 +62,7 @@ func (c *cluster) start(t testing.TB, name, natsAddr string) {
 		}
 	}
 	in, err := server.Start(server.Config{Addr: "127.0.0.1:0", Region: name, Dir: c.dirs[name], LogLevel: "warn",
-		PeerListen: natsAddr, Peers: peers})
+		PeerListen: natsAddr, Peers: peers, MetricsAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,8 +352,29 @@ func TestReplicationWait(t *testing.T) {
 	if d := time.Since(start); d < 450*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("WAIT returned after %v", d)
 	}
+	// the metrics say the same as WAIT: C is down, B up
+	body := scrape(t, c.regions["A"].MetricsAddr())
+	for _, want := range []string{`concord_peer_up{peer="B"} 1`, `concord_replication_lag_ops{peer="C"}`, `concord_keys{db="0"} 3`, `concord_commands_total{cmd="wait"} 2`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("metrics lack %q:\n%s", want, body)
+		}
+	}
+	if !regexp.MustCompile(`concord_replication_lag_ops\{peer="C"\} [1-9]`).MatchString(body) {
+		t.Fatalf("no lag towards the cut peer C:\n%s", body)
+	}
 	c.healAll()
 	if n, _ := conn.Do(ctx, "WAIT", 2, 10000).Int(); n != 2 {
 		t.Fatalf("WAIT after heal = %d", n)
 	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -59,6 +59,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.PeerListen, "peer-listen", "", "host:port where peers reach this region's embedded NATS (empty: not reachable)")
 	fs.Var(peerFlag{&cfg.Peers}, "peer", "another region as NAME=nats://host:port (repeatable; the URL may be a proxy)")
 	fs.StringVar(&cfg.NATS, "nats", "", "external NATS URL for this region instead of the embedded server")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics and /healthz (empty: off)")
 	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "how long this region's deltas stay in its stream for peers that are down")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

@@ -32,6 +32,8 @@ type Config struct {
 	Peers      map[string]string // other region -> NATS URL (possibly a proxy)
 	NATS       string            // external NATS URL instead of the embedded server
 	Retention  time.Duration     // how long this region's deltas stay in its stream
+
+	MetricsAddr string // where /metrics and /healthz are served ("" = off)
 }
 
 // Replicated reports whether this region runs peering (embedded NATS).
@@ -114,6 +116,11 @@ func (c *Config) Validate() error {
 	if c.PeerListen != "" {
 		if _, _, err := net.SplitHostPort(c.PeerListen); err != nil {
 			return fmt.Errorf("--peer-listen %q: want host:port", c.PeerListen)
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr %q: want host:port", c.MetricsAddr)
 		}
 	}
 	if c.Retention == 0 {

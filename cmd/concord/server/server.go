@@ -33,6 +33,8 @@ type Instance struct {
 	srv    *resp.Server
 	ln     net.Listener
 	Node   *peering.Node
+
+	metricsLn net.Listener
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -147,6 +149,14 @@ func Start(cfg Config) (*Instance, error) {
 			log.Error().Err(err).Msg("serve failed")
 		}
 	}()
+	if cfg.MetricsAddr != "" {
+		mln, err := in.serveMetrics(cfg.MetricsAddr)
+		if err != nil {
+			in.Close()
+			return nil, err
+		}
+		in.metricsLn = mln
+	}
 	go in.expireLoop(ctx, conf)
 	if !replicated {
 		go peering.DiscardOutbox(ctx, store, time.Second, log)
@@ -232,12 +242,23 @@ func (in *Instance) Addr() string { return in.ln.Addr().String() }
 // Close stops serving, commits what is pending and closes the store.
 func (in *Instance) Close() error {
 	in.cancel()
+	if in.metricsLn != nil {
+		in.metricsLn.Close()
+	}
 	in.srv.Close()
 	<-in.done
 	if in.Node != nil {
 		in.Node.Close()
 	}
 	return in.store.Close()
+}
+
+// MetricsAddr returns where /metrics is served ("" when off).
+func (in *Instance) MetricsAddr() string {
+	if in.metricsLn == nil {
+		return ""
+	}
+	return in.metricsLn.Addr().String()
 }
 
 // PeerAddr returns where peers reach this region ("" when not listening).

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// collector exposes the region's counters as concord_* Prometheus metrics,
+// read at scrape time from the same sources as INFO.
+type collector struct{ in *Instance }
+
+var (
+	mKeys        = prometheus.NewDesc("concord_keys", "Live keys per database.", []string{"db"}, nil)
+	mExpired     = prometheus.NewDesc("concord_expired_keys_total", "Keys removed because their deadline passed.", nil, nil)
+	mConflicts   = prometheus.NewDesc("concord_conflicts_total", "Conflict resolutions that discarded data, by kind.", []string{"kind"}, nil)
+	mTombstones  = prometheus.NewDesc("concord_tombstones", "Deleted keys kept for merging (until tombstone GC).", nil, nil)
+	mCommands    = prometheus.NewDesc("concord_commands_total", "Commands executed, by command.", []string{"cmd"}, nil)
+	mCmdErrors   = prometheus.NewDesc("concord_command_errors_total", "Commands rejected or failed, by command.", []string{"cmd"}, nil)
+	mClients     = prometheus.NewDesc("concord_connected_clients", "Connected clients.", nil, nil)
+	mProtoErrors = prometheus.NewDesc("concord_protocol_errors_total", "Connections closed for a protocol error or input limit.", nil, nil)
+	mGroups      = prometheus.NewDesc("concord_group_commits_total", "Group commits written to Badger.", nil, nil)
+	mGroupWrites = prometheus.NewDesc("concord_group_commit_writes_total", "Key writes carried by group commits.", nil, nil)
+	mOutbox      = prometheus.NewDesc("concord_outbox_pending", "Outbox entries not yet acknowledged by this region's stream.", nil, nil)
+	mRemote      = prometheus.NewDesc("concord_remote_deltas_applied_total", "Deltas from other regions merged here.", nil, nil)
+	mPeerUp      = prometheus.NewDesc("concord_peer_up", "1 when the link to the peer's NATS is connected.", []string{"peer"}, nil)
+	mLagOps      = prometheus.NewDesc("concord_replication_lag_ops", "This region's delta batches the peer has not applied yet.", []string{"peer"}, nil)
+	mAppliedFrom = prometheus.NewDesc("concord_replication_applied_seq", "Last stream sequence of the peer's deltas applied here.", []string{"peer"}, nil)
+	mApplyLag    = prometheus.NewDesc("concord_replication_apply_lag_seconds", "Time from a write in the peer to its merge here.", []string{"peer", "quantile"}, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	in := c.in
+	ks := in.KS
+	for db := 0; db < ks.DBs(); db++ {
+		if n, _ := ks.Size(db); n > 0 {
+			ch <- prometheus.MustNewConstMetric(mKeys, prometheus.GaugeValue, float64(n), strconv.Itoa(db))
+		}
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(mExpired, ks.Stats.ExpiredKeys.Load())
+	counter(mConflicts, ks.Stats.ConflictsLWW.Load(), "lww")
+	counter(mConflicts, ks.Stats.ConflictsType.Load(), "type")
+	counter(mConflicts, ks.Stats.ConflictsNum.Load(), "non_numeric_base")
+	counter(mRemote, ks.Stats.RemoteApplied.Load())
+	ch <- prometheus.MustNewConstMetric(mTombstones, prometheus.GaugeValue, float64(ks.Stats.Tombstones.Load()))
+	for name, st := range in.Engine.CommandStats() {
+		counter(mCommands, st[0], name)
+		counter(mCmdErrors, st[1], name)
+	}
+	ch <- prometheus.MustNewConstMetric(mClients, prometheus.GaugeValue, float64(in.srv.NumClients()))
+	counter(mProtoErrors, in.srv.Rejected.Load())
+	st := in.store.Stats()
+	counter(mGroups, st.Groups)
+	counter(mGroupWrites, st.Writes)
+	last, trimmed := in.store.OutboxSeq()
+	ch <- prometheus.MustNewConstMetric(mOutbox, prometheus.GaugeValue, float64(last-trimmed))
+	if in.Node == nil {
+		return
+	}
+	for _, p := range in.Node.Status() {
+		up := 0.0
+		if p.Connected {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(mPeerUp, prometheus.GaugeValue, up, p.Name)
+		ch <- prometheus.MustNewConstMetric(mLagOps, prometheus.GaugeValue, float64(p.Pending), p.Name)
+		ch <- prometheus.MustNewConstMetric(mAppliedFrom, prometheus.GaugeValue, float64(p.AppliedFrom), p.Name)
+		ch <- prometheus.MustNewConstMetric(mApplyLag, prometheus.GaugeValue, p.LagP50.Seconds(), p.Name, "0.5")
+		ch <- prometheus.MustNewConstMetric(mApplyLag, prometheus.GaugeValue, p.LagP99.Seconds(), p.Name, "0.99")
+	}
+}
+
+// serveMetrics serves /metrics and /healthz on addr.
+func (in *Instance) serveMetrics(addr string) (net.Listener, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{in})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
+	}
+	go http.Serve(ln, mux)
+	return ln, nil
+}
