@@ -3,9 +3,9 @@ package integration
 import (
 	"fmt"
 	"io"
+	"math/rand"
 	"net/http"
 	"regexp"
-	"math/rand"
 	"sort"
 	"strings"
 	"sync"

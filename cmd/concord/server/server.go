@@ -35,8 +35,8 @@ type Instance struct {
 	Node   *peering.Node
 
 	metricsLn net.Listener
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 type storeAdapter struct{ s *persistence.Store }
