@@ -2,21 +2,13 @@ package peering
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"concord/crdt"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -38,6 +30,8 @@ type Config struct {
 	Retention time.Duration
 	MaxBytes  int64
 	Log       zerolog.Logger
+	// Transport overrides NATS (tests use NewBus().Transport).
+	Transport Transport
 }
 
 // Source is the part of persistence the publisher drains.
@@ -53,19 +47,16 @@ type Applier interface {
 	ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) error
 }
 
-// Node is a region's JetStream server (or client of an external one), its
-// outbox publisher and its replicators, one per peer.
+// Node is a region's replication: the outbox publisher and one replicator
+// per peer, over a Transport.
 type Node struct {
 	cfg     Config
-	ns      *natsserver.Server
-	nc      *nats.Conn
-	js      jetstream.JetStream
+	t       Transport
 	src     Source
 	apply   Applier
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	stream  string
 	peers   []*peer
 	seqMu   sync.Mutex
 	seqCond *sync.Cond
@@ -77,21 +68,14 @@ type Node struct {
 
 type peer struct {
 	name      string
-	url       string
-	nc        atomic.Pointer[nats.Conn]
-	applied   atomic.Uint64 // last stream seq of OUT_<peer> applied here
+	applied   atomic.Uint64 // last stream seq of the peer's stream applied here
 	lastApply atomic.Int64  // unix ms
 	errors    atomic.Uint64
 	lag       lagHist
 }
 
-func streamName(region string) string { return "OUT_" + region }
-func subject(region string) string    { return "delta." + region }
-func consumerName(peer string) string { return "to_" + peer }
-
-// Start starts the embedded server (unless External), ensures this region's
-// stream and one durable consumer per peer, and starts the publisher and the
-// replicators. Peers may be down: replicators retry forever.
+// Start starts the transport (embedded NATS by default), the publisher and
+// the replicators. Peers may be down: replicators retry forever.
 func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 	if cfg.Retention <= 0 {
 		cfg.Retention = 24 * time.Hour
@@ -99,32 +83,18 @@ func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = 8 << 30
 	}
-	n := &Node{cfg: cfg, src: src, apply: apply, stream: streamName(cfg.Region), published: map[uint64]uint64{}}
-	n.seqCond = sync.NewCond(&n.seqMu)
-	n.ctx, n.cancel = context.WithCancel(context.Background())
-	var err error
-	if cfg.External != "" {
-		n.nc, err = nats.Connect(cfg.External, n.connOpts("concord-"+cfg.Region)...)
-	} else {
-		if n.ns, err = n.startServer(); err != nil {
+	t := cfg.Transport
+	if t == nil {
+		var err error
+		if t, err = NewNATS(cfg); err != nil {
 			return nil, err
 		}
-		n.nc, err = nats.Connect("", append(n.connOpts("concord-"+cfg.Region), nats.InProcessServer(n.ns))...)
 	}
-	if err != nil {
-		n.Close()
-		return nil, fmt.Errorf("connect to own NATS: %w", err)
-	}
-	if n.js, err = jetstream.New(n.nc); err != nil {
-		n.Close()
-		return nil, err
-	}
-	if err := n.ensureStream(); err != nil {
-		n.Close()
-		return nil, err
-	}
-	for name, url := range cfg.Peers {
-		n.peers = append(n.peers, &peer{name: name, url: url})
+	n := &Node{cfg: cfg, t: t, src: src, apply: apply, published: map[uint64]uint64{}}
+	n.seqCond = sync.NewCond(&n.seqMu)
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	for name := range cfg.Peers {
+		n.peers = append(n.peers, &peer{name: name})
 	}
 	sort.Slice(n.peers, func(i, j int) bool { return n.peers[i].name < n.peers[j].name })
 	_, trimmed := src.OutboxSeq()
@@ -133,98 +103,19 @@ func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 	go n.publishLoop()
 	for _, p := range n.peers {
 		n.wg.Add(1)
-		go n.replicate(p)
+		go func(p *peer) {
+			defer n.wg.Done()
+			t.Consume(n.ctx, p.name, func(seq uint64, data []byte) error { return n.applyEntry(p, seq, data) })
+		}(p)
 	}
 	return n, nil
 }
 
-func (n *Node) startServer() (*natsserver.Server, error) {
-	opts := &natsserver.Options{
-		ServerName: "concord-" + n.cfg.Region, JetStream: true, StoreDir: filepath.Join(n.cfg.Dir),
-		NoSigs: true, NoLog: true, DisableJetStreamBanner: true,
-		PingInterval: 2 * time.Second, MaxPingsOut: 2,
-	}
-	switch n.cfg.Fsync {
-	case "always":
-		opts.SyncAlways = true
-	case "everysec":
-		opts.SyncInterval = time.Second
-	}
-	if n.cfg.Listen == "" {
-		opts.DontListen = true
-	} else {
-		host, port, err := net.SplitHostPort(n.cfg.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("--peer-listen %q: %v", n.cfg.Listen, err)
-		}
-		opts.Host = host
-		if opts.Port, err = strconv.Atoi(port); err != nil {
-			return nil, fmt.Errorf("--peer-listen %q: bad port", n.cfg.Listen)
-		}
-		if opts.Port == 0 {
-			opts.Port = natsserver.RANDOM_PORT
-		}
-	}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: %w", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("embedded NATS did not start in 10s")
-	}
-	return ns, nil
-}
+// ListenAddr returns where peers reach this region ("" if none).
+func (n *Node) ListenAddr() string { return n.t.ListenAddr() }
 
-// ListenAddr returns where peers reach the embedded server ("" if none).
-func (n *Node) ListenAddr() string {
-	if n.ns == nil || n.cfg.Listen == "" {
-		return ""
-	}
-	if a, ok := n.ns.Addr().(*net.TCPAddr); ok {
-		return a.String()
-	}
-	return ""
-}
-
-func (n *Node) connOpts(name string) []nats.Option {
-	return []nats.Option{
-		nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
-		nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(2),
-		nats.RetryOnFailedConnect(true), nats.IgnoreDiscoveredServers(), nats.NoCallbacksAfterClientClose(),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			n.cfg.Log.Debug().Err(err).Msg("nats async error")
-		}),
-	}
-}
-
-func (n *Node) ensureStream() error {
-	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-	defer cancel()
-	_, err := n.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: n.stream, Subjects: []string{subject(n.cfg.Region)}, Storage: jetstream.FileStorage,
-		Replicas: 1, Duplicates: 2 * time.Minute, MaxAge: n.cfg.Retention, MaxBytes: n.cfg.MaxBytes,
-		Discard: jetstream.DiscardOld,
-	})
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", n.stream, err)
-	}
-	for name := range n.cfg.Peers {
-		_, err := n.js.CreateOrUpdateConsumer(ctx, n.stream, jetstream.ConsumerConfig{
-			Durable: consumerName(name), AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
-			MaxAckPending: 10000, AckWait: 5 * time.Second, FilterSubject: subject(n.cfg.Region),
-		})
-		if err != nil {
-			return fmt.Errorf("consumer %s on %s: %w", consumerName(name), n.stream, err)
-		}
-	}
-	return nil
-}
-
-// publishLoop ships outbox entries in order, one message per entry with the
-// ID R-<seq> (so a retried publish is de-duplicated), and trims the outbox
-// only after the stream acknowledged.
+// publishLoop ships outbox entries in order and trims the outbox only after
+// the stream acknowledged them.
 func (n *Node) publishLoop() {
 	defer n.wg.Done()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -241,35 +132,21 @@ func (n *Node) publishLoop() {
 			if err != nil || len(seqs) == 0 {
 				break
 			}
-			futs := make([]jetstream.PubAckFuture, 0, len(seqs))
-			for i, seq := range seqs {
-				f, err := n.js.PublishAsync(subject(n.cfg.Region), entries[i], jetstream.WithMsgID(n.cfg.Region+"-"+strconv.FormatUint(seq, 10)))
-				if err != nil {
-					break
-				}
-				futs = append(futs, f)
+			acked, err := n.t.PublishBatch(n.ctx, seqs, entries)
+			for i, s := range acked {
+				n.recordPublished(seqs[i], s)
 			}
-			done := uint64(0)
-		acks:
-			for i, f := range futs {
-				select {
-				case ack := <-f.Ok():
-					n.recordPublished(seqs[i], ack.Sequence)
-					done = seqs[i]
-					continue
-				case err := <-f.Err():
-					n.cfg.Log.Debug().Err(err).Uint64("seq", seqs[i]).Msg("publish failed; will retry")
-				case <-n.ctx.Done():
+			if len(acked) > 0 {
+				done := seqs[len(acked)-1]
+				n.lastPub.Store(done)
+				if terr := n.src.TrimOutbox(done); terr != nil {
+					n.cfg.Log.Warn().Err(terr).Msg("outbox trim failed")
 				}
-				break acks
 			}
-			if done == 0 {
+			if err != nil {
+				n.cfg.Log.Debug().Err(err).Msg("publish failed; will retry")
 				time.Sleep(100 * time.Millisecond)
 				break
-			}
-			n.lastPub.Store(done)
-			if err := n.src.TrimOutbox(done); err != nil {
-				n.cfg.Log.Warn().Err(err).Msg("outbox trim failed")
 			}
 		}
 	}
@@ -289,83 +166,31 @@ func (n *Node) recordPublished(outSeq, streamSeq uint64) {
 	n.seqMu.Unlock()
 }
 
-// replicate consumes OUT_<peer> through to_<this region> on the peer's
-// server, forever: connect (retrying), bind to the consumer (waiting for the
-// peer to create it), apply each message durably, then ack.
-func (n *Node) replicate(p *peer) {
-	defer n.wg.Done()
-	log := n.cfg.Log.With().Str("peer", p.name).Logger()
-	nc, err := nats.Connect(p.url, n.connOpts("concord-"+n.cfg.Region+"-from-"+p.name)...)
+// applyEntry is the apply path for one entry of a peer's stream.
+func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
+	batch, err := crdt.DecodeBatch(data)
 	if err != nil {
-		log.Error().Err(err).Msg("peer connection failed")
-		return
+		p.errors.Add(1)
+		n.cfg.Log.Error().Err(err).Str("peer", p.name).Uint64("seq", seq).Msg("undecodable delta batch; skipped")
+		return ErrPoison
 	}
-	defer nc.Close()
-	p.nc.Store(nc)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		log.Error().Err(err).Msg("jetstream")
-		return
+	if err := n.apply.ApplyBatch(p.name, seq, batch); err != nil {
+		p.errors.Add(1)
+		return err
 	}
-	var cons jetstream.Consumer
-	for n.ctx.Err() == nil {
-		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
-		cons, err = js.Consumer(ctx, streamName(p.name), consumerName(n.cfg.Region))
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-time.After(250 * time.Millisecond):
-		}
+	if seq > p.applied.Load() {
+		p.applied.Store(seq)
 	}
-	if n.ctx.Err() != nil {
-		return
+	now := time.Now()
+	p.lastApply.Store(now.UnixMilli())
+	var newest int64
+	for _, kd := range batch {
+		newest = max(newest, kd.Delta.MaxHLC().Phys)
 	}
-	log.Info().Msg("replicating from peer")
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		md, err := m.Metadata()
-		if err != nil {
-			m.Nak()
-			return
-		}
-		batch, err := crdt.DecodeBatch(m.Data())
-		if err != nil {
-			p.errors.Add(1)
-			log.Error().Err(err).Uint64("seq", md.Sequence.Stream).Msg("undecodable delta batch; skipped")
-			m.Term()
-			return
-		}
-		if err := n.apply.ApplyBatch(p.name, md.Sequence.Stream, batch); err != nil {
-			p.errors.Add(1)
-			m.Nak()
-			return
-		}
-		if md.Sequence.Stream > p.applied.Load() {
-			p.applied.Store(md.Sequence.Stream)
-		}
-		now := time.Now()
-		p.lastApply.Store(now.UnixMilli())
-		var newest int64
-		for _, kd := range batch {
-			newest = max(newest, kd.Delta.MaxHLC().Phys)
-		}
-		if newest > 0 {
-			p.lag.observe(now.Sub(time.UnixMilli(newest)))
-		}
-		m.Ack()
-	}, jetstream.PullHeartbeat(time.Second), jetstream.PullMaxMessages(1000),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			log.Debug().Err(err).Msg("consume")
-		}))
-	if err != nil {
-		log.Error().Err(err).Msg("consume failed")
-		return
+	if newest > 0 {
+		p.lag.observe(now.Sub(time.UnixMilli(newest)))
 	}
-	<-n.ctx.Done()
-	cc.Stop()
+	return nil
 }
 
 // SetApplied restores the watermark of a peer read from disk at start.
@@ -398,30 +223,16 @@ func (n *Node) Status() []PeerStatus {
 	var out []PeerStatus
 	for _, p := range n.peers {
 		st := PeerStatus{Name: p.name, AppliedFrom: p.applied.Load(), LastApplyMs: p.lastApply.Load(), Errors: p.errors.Load(),
-			Applied: p.lag.count.Load(), LagP50: p.lag.quantile(0.5), LagP99: p.lag.quantile(0.99)}
-		if nc := p.nc.Load(); nc != nil {
-			st.Connected = nc.IsConnected()
-		}
-		if info, err := n.consumerInfo(p.name); err == nil {
-			st.AckedByPeer = info.AckFloor.Stream
-			st.Pending = info.NumPending + uint64(info.NumAckPending)
-			if st.Pending > 0 && info.AckFloor.Last != nil {
-				st.LagMs = time.Since(*info.AckFloor.Last).Milliseconds()
+			Applied: p.lag.count.Load(), LagP50: p.lag.quantile(0.5), LagP99: p.lag.quantile(0.99), Connected: n.t.Connected(p.name)}
+		if pr, err := n.t.Progress(n.ctx, p.name); err == nil {
+			st.AckedByPeer, st.Pending = pr.AckFloor, pr.Pending
+			if st.Pending > 0 && !pr.LastAck.IsZero() {
+				st.LagMs = time.Since(pr.LastAck).Milliseconds()
 			}
 		}
 		out = append(out, st)
 	}
 	return out
-}
-
-func (n *Node) consumerInfo(peer string) (*jetstream.ConsumerInfo, error) {
-	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
-	defer cancel()
-	c, err := n.js.Consumer(ctx, n.stream, consumerName(peer))
-	if err != nil {
-		return nil, err
-	}
-	return c.Info(ctx)
 }
 
 // Peers returns the peer names.
@@ -433,13 +244,15 @@ func (n *Node) Peers() []string {
 	return out
 }
 
+// NumPeers returns how many peers are configured.
+func (n *Node) NumPeers() int { return len(n.peers) }
+
 // WaitApplied blocks until numPeers peers have applied every delta up to
 // outbox sequence outSeq, or ctx ends; it returns how many have.
 func (n *Node) WaitApplied(ctx context.Context, outSeq uint64, numPeers int) int {
 	if outSeq == 0 {
 		return len(n.peers)
 	}
-	// wait until the entry is published and its stream sequence known
 	var streamSeq uint64
 	for {
 		n.seqMu.Lock()
@@ -450,7 +263,6 @@ func (n *Node) WaitApplied(ctx context.Context, outSeq uint64, numPeers int) int
 			break
 		}
 		if n.lastPub.Load() >= outSeq { // published before this process kept the map
-			streamSeq = 0
 			break
 		}
 		select {
@@ -462,7 +274,7 @@ func (n *Node) WaitApplied(ctx context.Context, outSeq uint64, numPeers int) int
 	for {
 		count := 0
 		for _, p := range n.peers {
-			if info, err := n.consumerInfo(p.name); err == nil && (streamSeq == 0 || info.AckFloor.Stream >= streamSeq) {
+			if pr, err := n.t.Progress(n.ctx, p.name); err == nil && (streamSeq == 0 || pr.AckFloor >= streamSeq) {
 				count++
 			}
 		}
@@ -477,26 +289,16 @@ func (n *Node) WaitApplied(ctx context.Context, outSeq uint64, numPeers int) int
 	}
 }
 
-// Close stops the replicators and the publisher and shuts the server down.
-func (n *Node) Close() {
-	n.cancel()
-	n.wg.Wait()
-	if n.nc != nil {
-		n.nc.Drain()
-		n.nc.Close()
-	}
-	if n.ns != nil {
-		n.ns.Shutdown()
-		n.ns.WaitForShutdown()
-	}
-}
-
-// NumPeers returns how many peers are configured.
-func (n *Node) NumPeers() int { return len(n.peers) }
-
 // ResetLag clears every peer's lag histogram (benchmarks measure windows).
 func (n *Node) ResetLag() {
 	for _, p := range n.peers {
 		p.lag.reset()
 	}
+}
+
+// Close stops the replicators and the publisher and closes the transport.
+func (n *Node) Close() {
+	n.cancel()
+	n.wg.Wait()
+	n.t.Close()
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"bufio"
+
+	"concord/peering"
 	"fmt"
 	"net"
 	"os"
@@ -34,6 +36,10 @@ type Config struct {
 	Retention  time.Duration     // how long this region's deltas stay in its stream
 
 	MetricsAddr string // where /metrics and /healthz are served ("" = off)
+
+	// Bus, when set (tests only), carries replication in memory instead of
+	// NATS; Peers then only name the other regions.
+	Bus *peering.Bus
 }
 
 // Replicated reports whether this region runs peering (embedded NATS).

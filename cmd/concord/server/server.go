@@ -126,8 +126,12 @@ func Start(cfg Config) (*Instance, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &Instance{cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{})}
 	if replicated {
-		node, err := peering.Start(peering.Config{Region: cfg.Region, Dir: filepath.Join(cfg.Dir, "nats"), Listen: cfg.PeerListen,
-			External: cfg.NATS, Peers: cfg.Peers, Fsync: cfg.Fsync, Retention: cfg.Retention, Log: log}, store, applier{ks})
+		pcfg := peering.Config{Region: cfg.Region, Dir: filepath.Join(cfg.Dir, "nats"), Listen: cfg.PeerListen,
+			External: cfg.NATS, Peers: cfg.Peers, Fsync: cfg.Fsync, Retention: cfg.Retention, Log: log}
+		if cfg.Bus != nil {
+			pcfg.Transport = cfg.Bus.Transport(cfg.Region)
+		}
+		node, err := peering.Start(pcfg, store, applier{ks})
 		if err != nil {
 			cancel()
 			ln.Close()
