@@ -61,14 +61,17 @@ type Store struct {
 	opts Options
 	db   *badger.DB
 
-	mu      sync.Mutex
-	open    *Group
-	signal  chan struct{}
-	notify  chan struct{}
-	closed  bool
-	done    chan struct{}
-	outSeq  uint64 // last outbox sequence written
-	trimmed uint64 // outbox entries <= trimmed are gone
+	mu       sync.Mutex
+	open     *Group
+	signal   chan struct{}
+	notify   chan struct{}
+	closed   bool
+	done     chan struct{}
+	outSeq   uint64 // last outbox sequence durable
+	assigned uint64 // last outbox sequence handed to Badger (commit loop only)
+	inflight sync.WaitGroup
+	slots    chan struct{}
+	trimmed  uint64 // outbox entries <= trimmed are gone
 
 	stats Stats
 }
@@ -131,7 +134,7 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
-	s := &Store{opts: opts, db: db, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &Store{opts: opts, db: db, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{}), slots: make(chan struct{}, 8)}
 	s.open = newGroup()
 	if err := s.db.View(func(txn *badger.Txn) error {
 		if item, err := txn.Get(metaRegion); err == nil {
@@ -141,6 +144,7 @@ func Open(opts Options) (*Store, error) {
 			}
 		}
 		s.outSeq = readUint(txn, metaOutSeq)
+		s.assigned = s.outSeq
 		s.trimmed = readUint(txn, metaTrimmed)
 		return nil
 	}); err != nil {
@@ -228,67 +232,101 @@ func (s *Store) commitLoop() {
 			}
 			s.open = newGroup()
 			s.mu.Unlock()
-			g.err = s.commit(g)
-			close(g.done)
+			s.commitAsync(g)
 		}
 		if !more {
+			s.inflight.Wait()
 			return
 		}
 	}
 }
 
-// commit writes one group: its outbox entry and its states, in one Badger
-// transaction when it fits, else the outbox entry first and the states in
-// chunks (recovery re-merges outbox entries, so a crash in between loses
-// nothing).
-func (s *Store) commit(g *Group) error {
-	writes := g.writes
+// commitAsync hands a group to Badger without waiting for it, so the next
+// group forms (and Badger batches several) while this one is written. Badger
+// applies commits in the order they are handed over. A group that replaces
+// stored elements, or is too big for one transaction, first waits for the
+// groups in flight.
+func (s *Store) commitAsync(g *Group) {
+	needsSnapshot := false
+	for _, w := range g.writes {
+		if w.ReplaceAll {
+			needsSnapshot = true
+			break
+		}
+	}
+	if needsSnapshot {
+		s.inflight.Wait()
+	}
 	var entry []byte
-	seq := s.outSeq
+	seq := uint64(0)
 	if len(g.deltas) > 0 {
-		seq++
+		s.assigned++
+		seq = s.assigned
 		entry = crdt.AppendBatch(nil, g.deltas)
 	}
-	split := false
-	err := s.db.Update(func(txn *badger.Txn) error {
+	txn := s.db.NewTransaction(true)
+	err := func() error {
 		if entry != nil {
 			if err := setOutbox(txn, seq, entry); err != nil {
 				return err
 			}
 		}
-		return s.applyWrites(txn, writes)
-	})
+		return s.applyWrites(txn, g.writes)
+	}()
 	if errors.Is(err, badger.ErrTxnTooBig) {
-		err = s.commitSplit(seq, entry, writes)
-		split = true
+		txn.Discard()
+		s.inflight.Wait()
+		err = s.commitSplit(seq, entry, g.writes)
+		s.finish(g, seq, true, err)
+		return
 	}
+	if err != nil {
+		txn.Discard()
+		s.finish(g, seq, false, err)
+		return
+	}
+	s.slots <- struct{}{}
+	s.inflight.Add(1)
+	txn.CommitWith(func(err error) {
+		s.finish(g, seq, false, err)
+		<-s.slots
+		s.inflight.Done()
+	})
+}
+
+// finish records a group's outcome and releases its waiters.
+func (s *Store) finish(g *Group, seq uint64, split bool, err error) {
 	if err != nil {
 		s.mu.Lock()
 		s.stats.Errors++
 		s.mu.Unlock()
 		s.opts.Log.Error().Err(err).Msg("group commit failed")
-		return err
+		g.err = err
+		close(g.done)
+		return
 	}
-	if entry != nil {
+	s.mu.Lock()
+	if seq > s.outSeq {
+		s.outSeq = seq // a later group is durable only once earlier ones are
+	}
+	if split {
+		s.stats.Splits++
+	}
+	s.stats.Groups++
+	s.stats.Writes += uint64(len(g.writes))
+	if s.opts.Fsync == FsyncAlways {
+		s.stats.Syncs++
+		s.stats.LastSyncUnix = time.Now().Unix()
+	}
+	s.mu.Unlock()
+	if seq > 0 {
 		g.seq = seq
 		select {
 		case s.notify <- struct{}{}:
 		default:
 		}
 	}
-	s.mu.Lock()
-	s.outSeq = seq
-	if split {
-		s.stats.Splits++
-	}
-	s.stats.Groups++
-	s.stats.Writes += uint64(len(writes))
-	if s.opts.Fsync == FsyncAlways {
-		s.stats.Syncs++
-		s.stats.LastSyncUnix = time.Now().Unix()
-	}
-	s.mu.Unlock()
-	return nil
+	close(g.done)
 }
 
 func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
