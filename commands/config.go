@@ -102,6 +102,9 @@ func NewConfig() *Config {
 	add(&Param{Name: "slowlog-max-len", Value: "128", Check: intParam(0, 1<<20), Effect: "entries kept in the slow log"})
 	add(&Param{Name: "hz", Value: "10", Check: intParam(1, 500), Effect: "active expiry cycles per second"})
 	add(&Param{Name: "active-expire-effort", Value: "1", Check: intParam(1, 10), Effect: "keys examined per expiry cycle, scaled"})
+	add(&Param{Name: "timeout", Value: "0", Check: intParam(0, 1<<31), Effect: "seconds after which an idle client is closed (0: never)"})
+	add(&Param{Name: "command-deadline", Value: "60", Check: intParam(0, 1<<31), Effect: "seconds a client may take to send one command before it is closed (slowloris; 0: no deadline)"})
+	add(&Param{Name: "protected-mode", Value: "yes", Check: boolParam, Effect: "with no password and a non-loopback bind, refuse clients that are not on loopback"})
 	add(&Param{Name: "loglevel", Value: "notice", Check: enumParam("debug", "verbose", "notice", "warning", "nothing"), Effect: "log verbosity (Concord maps it onto zerolog levels)"})
 	// Accepted for compatibility, no effect in Concord.
 	for _, p := range []struct{ n, v string }{
@@ -118,8 +121,8 @@ func NewConfig() *Config {
 		{"lazyfree-lazy-server-del", "no"}, {"lazyfree-lazy-user-del", "no"}, {"lazyfree-lazy-user-flush", "no"},
 		{"maxmemory", "0"}, {"maxmemory-policy", "noeviction"}, {"maxmemory-samples", "5"},
 		{"notify-keyspace-events", ""}, {"lua-time-limit", "5000"}, {"busy-reply-threshold", "5000"},
-		{"timeout", "0"}, {"tcp-keepalive", "300"}, {"latency-monitor-threshold", "0"},
-		{"lfu-log-factor", "10"}, {"lfu-decay-time", "1"}, {"protected-mode", "yes"},
+		{"tcp-keepalive", "300"}, {"latency-monitor-threshold", "0"},
+		{"lfu-log-factor", "10"}, {"lfu-decay-time", "1"},
 		{"replica-read-only", "yes"}, {"min-replicas-to-write", "0"}, {"io-threads", "1"},
 		{"aof-use-rdb-preamble", "yes"}, {"auto-aof-rewrite-percentage", "100"}, {"auto-aof-rewrite-min-size", "67108864"},
 		{"client-output-buffer-limit", "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"},

@@ -62,7 +62,7 @@ func (c *cluster) start(t testing.TB, name, natsAddr string) {
 		}
 	}
 	in, err := server.Start(server.Config{Addr: "127.0.0.1:0", Region: name, Dir: c.dirs[name], LogLevel: "warn",
-		PeerListen: natsAddr, Peers: peers, MetricsAddr: "127.0.0.1:0"})
+		PeerListen: natsAddr, Peers: peers, MetricsAddr: "127.0.0.1:0", PeerDownAfter: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,10 +362,34 @@ func TestReplicationWait(t *testing.T) {
 	if !regexp.MustCompile(`concord_replication_lag_ops\{peer="C"\} [1-9]`).MatchString(body) {
 		t.Fatalf("no lag towards the cut peer C:\n%s", body)
 	}
+	// /readyz: degraded once C has been unreachable for --peer-down-after
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if r := httpGet(t, c.regions["A"].MetricsAddr(), "/readyz"); !strings.Contains(r, `"status":"degraded"`) || !strings.Contains(r, `"name":"C","link":"down"`) {
+			return fmt.Errorf("readyz: %s", r)
+		}
+		return nil
+	})
 	c.healAll()
 	if n, _ := conn.Do(ctx, "WAIT", 2, 10000).Int(); n != 2 {
 		t.Fatalf("WAIT after heal = %d", n)
 	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if r := httpGet(t, c.regions["A"].MetricsAddr(), "/readyz"); !strings.Contains(r, `"status":"ready"`) {
+			return fmt.Errorf("readyz after heal: %s", r)
+		}
+		return nil
+	})
+}
+
+func httpGet(t *testing.T, addr, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func scrape(t *testing.T, addr string) string {

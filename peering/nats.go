@@ -64,7 +64,7 @@ func (t *natsTransport) startServer() (*natsserver.Server, error) {
 	opts := &natsserver.Options{
 		ServerName: "concord-" + t.cfg.Region, JetStream: true, StoreDir: t.cfg.Dir,
 		NoSigs: true, NoLog: true, DisableJetStreamBanner: true,
-		PingInterval: 2 * time.Second, MaxPingsOut: 2,
+		PingInterval: 2 * time.Second, MaxPingsOut: 2, Authorization: t.cfg.Token,
 	}
 	switch t.cfg.Fsync {
 	case "always":
@@ -110,7 +110,7 @@ func (t *natsTransport) ListenAddr() string {
 }
 
 func (t *natsTransport) connOpts(name string) []nats.Option {
-	return []nats.Option{
+	opts := []nats.Option{
 		nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(2),
 		nats.RetryOnFailedConnect(true), nats.IgnoreDiscoveredServers(), nats.NoCallbacksAfterClientClose(),
@@ -118,6 +118,10 @@ func (t *natsTransport) connOpts(name string) []nats.Option {
 			t.cfg.Log.Debug().Err(err).Msg("nats async error")
 		}),
 	}
+	if t.cfg.Token != "" {
+		opts = append(opts, nats.Token(t.cfg.Token))
+	}
+	return opts
 }
 
 func (t *natsTransport) ensureStream() error {

@@ -30,6 +30,8 @@ type Config struct {
 	Retention time.Duration
 	MaxBytes  int64
 	Log       zerolog.Logger
+	// Token is the secret every region's NATS requires (empty: none).
+	Token string
 	// Transport overrides NATS (tests use NewBus().Transport).
 	Transport Transport
 }
@@ -72,6 +74,7 @@ type peer struct {
 	lastApply atomic.Int64  // unix ms
 	errors    atomic.Uint64
 	lag       lagHist
+	downSince atomic.Int64 // unix ms when the link was first seen down (0: up)
 }
 
 // Start starts the transport (embedded NATS by default), the publisher and
@@ -102,6 +105,11 @@ func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 	n.wg.Add(1)
 	go n.publishLoop()
 	for _, p := range n.peers {
+		p.downSince.Store(time.Now().UnixMilli()) // down until connected
+	}
+	n.wg.Add(1)
+	go n.watchLinks()
+	for _, p := range n.peers {
 		n.wg.Add(1)
 		go func(p *peer) {
 			defer n.wg.Done()
@@ -109,6 +117,27 @@ func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 		}(p)
 	}
 	return n, nil
+}
+
+// watchLinks records when each link went down, for health checks.
+func (n *Node) watchLinks() {
+	defer n.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, p := range n.peers {
+				if n.t.Connected(p.name) {
+					p.downSince.Store(0)
+				} else if p.downSince.Load() == 0 {
+					p.downSince.Store(now.UnixMilli())
+				}
+			}
+		}
+	}
 }
 
 // ListenAddr returns where peers reach this region ("" if none).
@@ -216,6 +245,8 @@ type PeerStatus struct {
 	// are the lag from a write in the peer to its merge here.
 	Applied        uint64
 	LagP50, LagP99 time.Duration
+	// DownFor is how long the link has been down (0 when up).
+	DownFor time.Duration
 }
 
 // Status returns every peer's status.
@@ -224,6 +255,9 @@ func (n *Node) Status() []PeerStatus {
 	for _, p := range n.peers {
 		st := PeerStatus{Name: p.name, AppliedFrom: p.applied.Load(), LastApplyMs: p.lastApply.Load(), Errors: p.errors.Load(),
 			Applied: p.lag.count.Load(), LagP50: p.lag.quantile(0.5), LagP99: p.lag.quantile(0.99), Connected: n.t.Connected(p.name)}
+		if ds := p.downSince.Load(); ds > 0 && !st.Connected {
+			st.DownFor = time.Since(time.UnixMilli(ds))
+		}
 		if pr, err := n.t.Progress(n.ctx, p.name); err == nil {
 			st.AckedByPeer, st.Pending = pr.AckFloor, pr.Pending
 			if st.Pending > 0 && !pr.LastAck.IsZero() {

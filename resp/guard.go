@@ -3,6 +3,7 @@ package resp
 import (
 	"io"
 	"strconv"
+	"time"
 )
 
 // Limits bound what a client may send. Zero fields take Redis's defaults in
@@ -75,6 +76,10 @@ type guard struct {
 	cmdBytes int64
 	err      error
 	oneCmd   bool // a complete command was produced in this Read
+	// deadline, when set, is told before each socket read whether a command
+	// is partly received (and since when) so it can set the read deadline.
+	deadline func(midCommand bool, started time.Time)
+	started  time.Time
 }
 
 func newGuard(src io.Reader, lim *Limits, authed func() bool) *guard {
@@ -108,6 +113,10 @@ func (g *guard) Read(p []byte) (int, error) {
 }
 
 func (g *guard) fill() error {
+	if g.deadline != nil {
+		mid := g.st != gStart || len(g.line) > 0 || len(g.out) > 0
+		g.deadline(mid, g.started)
+	}
 	buf := g.in[:cap(g.in)]
 	n, err := g.src.Read(buf)
 	g.in = buf[:n]
@@ -137,6 +146,7 @@ func (g *guard) process() {
 		switch g.st {
 		case gStart:
 			g.cmdBytes = 0
+			g.started = time.Now()
 			g.line = g.line[:0]
 			if b[0] == '*' {
 				g.st = gMultibulkLine

@@ -33,6 +33,24 @@ type Config struct {
 	NeedAuth   func() bool
 	MaxClients int
 	Log        zerolog.Logger
+	// IdleTimeout closes a client idle for longer (0: never; CONFIG timeout).
+	IdleTimeout func() time.Duration
+	// CommandDeadline closes a client that takes longer to send one
+	// command (slowloris); 0: no deadline.
+	CommandDeadline func() time.Duration
+	// Protected refuses non-loopback clients (protected mode with no
+	// password on a non-loopback bind).
+	Protected func() bool
+}
+
+// DeniedMessage is Redis's reply to a non-loopback client in protected mode.
+const DeniedMessage = "-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to Redis you may adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the same host the server is running, however MAKE SURE Redis is not publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the protected mode by editing the Redis configuration file, and setting the protected mode option to 'no', and then restarting the server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. 4) Set up an authentication password for the default user. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n"
+
+// IsLoopback reports whether a client address is on the loopback interface
+// (or a unix socket).
+func IsLoopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return !ok || tcp.IP.IsLoopback()
 }
 
 // Server accepts connections and serves them with a Handler.
@@ -59,6 +77,16 @@ func NewServer(cfg Config, h Handler) *Server {
 	}
 	if cfg.MaxClients <= 0 {
 		cfg.MaxClients = 10000
+	}
+	zero := func() time.Duration { return 0 }
+	if cfg.IdleTimeout == nil {
+		cfg.IdleTimeout = zero
+	}
+	if cfg.CommandDeadline == nil {
+		cfg.CommandDeadline = zero
+	}
+	if cfg.Protected == nil {
+		cfg.Protected = func() bool { return false }
 	}
 	return &Server{cfg: cfg, handler: h, clients: make(map[int64]*Conn)}
 }
@@ -99,6 +127,11 @@ func (s *Server) serveConn(nc net.Conn) {
 	c.LastCmd.Store("NULL")
 	c.lastActive.Store(time.Now().UnixNano())
 	c.authed.Store(!s.cfg.NeedAuth())
+	if s.cfg.Protected() && !IsLoopback(nc.RemoteAddr()) {
+		nc.Write([]byte(DeniedMessage))
+		nc.Close()
+		return
+	}
 	s.mu.Lock()
 	if len(s.clients) >= s.cfg.MaxClients || s.closed {
 		s.mu.Unlock()
@@ -118,7 +151,19 @@ func (s *Server) serveConn(nc net.Conn) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	rd := redcon.NewReader(newGuard(nc, &s.cfg.Limits, c.Authed))
+	g := newGuard(nc, &s.cfg.Limits, c.Authed)
+	g.deadline = func(midCommand bool, started time.Time) {
+		var dl time.Time
+		if d := s.cfg.CommandDeadline(); midCommand && d > 0 {
+			dl = started.Add(d)
+		} else if d := s.cfg.IdleTimeout(); !midCommand && d > 0 {
+			dl = time.Now().Add(d)
+		}
+		if !c.killed.Load() {
+			nc.SetReadDeadline(dl)
+		}
+	}
+	rd := redcon.NewReader(g)
 	for {
 		cmds, err := rd.ReadCommands()
 		if err != nil {

@@ -59,7 +59,14 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.PeerListen, "peer-listen", "", "host:port where peers reach this region's embedded NATS (empty: not reachable)")
 	fs.Var(peerFlag{&cfg.Peers}, "peer", "another region as NAME=nats://host:port (repeatable; the URL may be a proxy)")
 	fs.StringVar(&cfg.NATS, "nats", "", "external NATS URL for this region instead of the embedded server")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics and /healthz (empty: off)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics, /healthz and /readyz (empty: off)")
+	fs.DurationVar(&cfg.PeerDownAfter, "peer-down-after", 10*time.Second, "a peer unreachable this long makes /readyz report degraded")
+	fs.StringVar(&cfg.TLSAddr, "tls-addr", "", "host:port for TLS clients (empty: off)")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "server certificate (PEM)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "server private key (PEM)")
+	fs.StringVar(&cfg.TLSCACertFile, "tls-ca-cert-file", "", "CA that signs client certificates (PEM)")
+	fs.StringVar(&cfg.TLSAuthClients, "tls-auth-clients", "yes", "with a CA: yes (require client certs), optional, or no")
+	fs.StringVar(&cfg.PeerToken, "peer-token", "", "secret every region's NATS requires; set the same on every region")
 	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "how long this region's deltas stay in its stream for peers that are down")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

@@ -35,7 +35,20 @@ type Config struct {
 	NATS       string            // external NATS URL instead of the embedded server
 	Retention  time.Duration     // how long this region's deltas stay in its stream
 
-	MetricsAddr string // where /metrics and /healthz are served ("" = off)
+	MetricsAddr string // where /metrics, /healthz and /readyz are served ("" = off)
+	// PeerDownAfter: a peer unreachable this long makes /readyz "degraded".
+	PeerDownAfter time.Duration
+
+	// TLS for clients.
+	TLSAddr        string
+	TLSCertFile    string
+	TLSKeyFile     string
+	TLSCACertFile  string
+	TLSAuthClients string // yes | no | optional (with a CA)
+
+	// PeerToken is a secret every region's NATS requires: only configured
+	// regions can read or publish deltas.
+	PeerToken string
 
 	// Bus, when set (tests only), carries replication in memory instead of
 	// NATS; Peers then only name the other regions.
@@ -128,6 +141,24 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			return fmt.Errorf("--metrics-addr %q: want host:port", c.MetricsAddr)
 		}
+	}
+	if c.PeerDownAfter == 0 {
+		c.PeerDownAfter = 10 * time.Second
+	}
+	if c.TLSAddr != "" {
+		if _, _, err := net.SplitHostPort(c.TLSAddr); err != nil {
+			return fmt.Errorf("--tls-addr %q: want host:port", c.TLSAddr)
+		}
+		if c.TLSCertFile == "" || c.TLSKeyFile == "" {
+			return fmt.Errorf("--tls-addr needs --tls-cert-file and --tls-key-file")
+		}
+	}
+	switch c.TLSAuthClients {
+	case "":
+		c.TLSAuthClients = "yes"
+	case "yes", "no", "optional":
+	default:
+		return fmt.Errorf("--tls-auth-clients %q: want yes, no or optional", c.TLSAuthClients)
 	}
 	if c.Retention == 0 {
 		c.Retention = 24 * time.Hour

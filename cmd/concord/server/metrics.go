@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -86,10 +87,43 @@ func (in *Instance) serveMetrics(addr string) (net.Listener, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", in.readyz)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
 	}
 	go http.Serve(ln, mux)
 	return ln, nil
+}
+
+// readyz answers load balancers (GeoDNS/anycast health checks): 200 with
+// status "ready", or "degraded" when a peer has been unreachable longer than
+// --peer-down-after (the region still serves its clients; only convergence
+// with that peer waits).
+func (in *Instance) readyz(w http.ResponseWriter, _ *http.Request) {
+	type peerJSON struct {
+		Name     string  `json:"name"`
+		Link     string  `json:"link"`
+		DownSecs float64 `json:"down_seconds"`
+		LagOps   uint64  `json:"lag_ops"`
+	}
+	body := struct {
+		Status string     `json:"status"`
+		Region string     `json:"region"`
+		Peers  []peerJSON `json:"peers"`
+	}{Status: "ready", Region: in.cfg.Region, Peers: []peerJSON{}}
+	if in.Node != nil {
+		for _, st := range in.Node.Status() {
+			pj := peerJSON{Name: st.Name, Link: "up", LagOps: st.Pending, DownSecs: st.DownFor.Seconds()}
+			if !st.Connected {
+				pj.Link = "down"
+				if st.DownFor > in.cfg.PeerDownAfter {
+					body.Status = "degraded"
+				}
+			}
+			body.Peers = append(body.Peers, pj)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(body)
 }

@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,6 +37,7 @@ type Instance struct {
 	Node   *peering.Node
 
 	metricsLn net.Listener
+	tlsLn     net.Listener
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -109,11 +112,17 @@ func Start(cfg Config) (*Instance, error) {
 	eng := commands.New(ks, conf)
 	inf := &info{s: store}
 	eng.Info = inf
+	loopbackBind := isLoopbackBind(cfg.Addr) && (cfg.TLSAddr == "" || isLoopbackBind(cfg.TLSAddr))
 	srv := resp.NewServer(resp.Config{
-		Limits:     resp.Limits{MaxBulkLen: cfg.MaxBulkLen},
-		NeedAuth:   func() bool { return conf.Get("requirepass") != "" },
-		MaxClients: cfg.MaxClients,
-		Log:        log,
+		Limits:          resp.Limits{MaxBulkLen: cfg.MaxBulkLen},
+		NeedAuth:        func() bool { return conf.Get("requirepass") != "" },
+		MaxClients:      cfg.MaxClients,
+		Log:             log,
+		IdleTimeout:     func() time.Duration { return time.Duration(conf.Int("timeout")) * time.Second },
+		CommandDeadline: func() time.Duration { return time.Duration(conf.Int("command-deadline")) * time.Second },
+		Protected: func() bool {
+			return !loopbackBind && conf.Get("protected-mode") == "yes" && conf.Get("requirepass") == ""
+		},
 	}, eng)
 	conf.OnSet("proto-max-bulk-len", func(v string) { srv.Limits().MaxBulkLen = conf.Int("proto-max-bulk-len") })
 	conf.OnSet("client-query-buffer-limit", func(v string) { srv.Limits().MaxQueryBuffer = conf.Int("client-query-buffer-limit") })
@@ -123,11 +132,26 @@ func Start(cfg Config) (*Instance, error) {
 		store.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	var tlsLn net.Listener
+	if cfg.TLSAddr != "" {
+		tc, err := tlsConfig(&cfg)
+		if err != nil {
+			ln.Close()
+			store.Close()
+			return nil, err
+		}
+		if tlsLn, err = tls.Listen("tcp", cfg.TLSAddr, tc); err != nil {
+			ln.Close()
+			store.Close()
+			return nil, fmt.Errorf("listen on --tls-addr %s: %w", cfg.TLSAddr, err)
+		}
+		go srv.Serve(tlsLn)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &Instance{cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{})}
+	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{})}
 	if replicated {
 		pcfg := peering.Config{Region: cfg.Region, Dir: filepath.Join(cfg.Dir, "nats"), Listen: cfg.PeerListen,
-			External: cfg.NATS, Peers: cfg.Peers, Fsync: cfg.Fsync, Retention: cfg.Retention, Log: log}
+			External: cfg.NATS, Peers: cfg.Peers, Fsync: cfg.Fsync, Retention: cfg.Retention, Log: log, Token: cfg.PeerToken}
 		if cfg.Bus != nil {
 			pcfg.Transport = cfg.Bus.Transport(cfg.Region)
 		}
@@ -249,12 +273,23 @@ func (in *Instance) Close() error {
 	if in.metricsLn != nil {
 		in.metricsLn.Close()
 	}
+	if in.tlsLn != nil {
+		in.tlsLn.Close()
+	}
 	in.srv.Close()
 	<-in.done
 	if in.Node != nil {
 		in.Node.Close()
 	}
 	return in.store.Close()
+}
+
+// TLSAddr returns the TLS listener's address ("" when off).
+func (in *Instance) TLSAddr() string {
+	if in.tlsLn == nil {
+		return ""
+	}
+	return in.tlsLn.Addr().String()
 }
 
 // MetricsAddr returns where /metrics is served ("" when off).
@@ -350,3 +385,39 @@ func (i *info) Replication() []string {
 
 // ErrUsage marks a configuration error (exit status 2).
 var ErrUsage = errors.New("usage")
+
+func isLoopbackBind(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// tlsConfig builds the client-facing TLS configuration.
+func tlsConfig(cfg *Config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert-file/--tls-key-file: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.TLSCACertFile != "" {
+		pem, err := os.ReadFile(cfg.TLSCACertFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca-cert-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca-cert-file %s: no certificate found", cfg.TLSCACertFile)
+		}
+		tc.ClientCAs = pool
+		switch cfg.TLSAuthClients {
+		case "yes":
+			tc.ClientAuth = tls.RequireAndVerifyClientCert
+		case "optional":
+			tc.ClientAuth = tls.VerifyClientCertIfGiven
+		}
+	}
+	return tc, nil
+}
