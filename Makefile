@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeState -fuzztime $(FUZZTIME) ./crdt
 	$(GO) test -run XXX -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME) ./crdt
 	$(GO) test -run XXX -fuzz FuzzGuard -fuzztime $(FUZZTIME) ./resp
+	$(GO) test -run XXX -fuzz FuzzACLRules -fuzztime $(FUZZTIME) ./commands
 
 test: deps vet race integration fuzz
 

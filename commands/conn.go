@@ -1,7 +1,6 @@
 package commands
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"strconv"
 	"strings"
@@ -38,11 +37,8 @@ func cmdPing(c *Ctx) {
 	}
 }
 
-// checkPass compares a password with requirepass in constant time.
-func (c *Ctx) checkPass(user, pass string) bool {
-	want := c.e.Config.Get("requirepass")
-	return user == "default" && want != "" && subtle.ConstantTimeCompare([]byte(pass), []byte(want)) == 1
-}
+// checkPass checks a user's password against the ACL.
+func (c *Ctx) checkPass(user, pass string) bool { return c.e.ACL.Authenticate(user, pass) }
 
 func cmdAuth(c *Ctx) {
 	if len(c.Args) > 3 {
@@ -53,11 +49,12 @@ func cmdAuth(c *Ctx) {
 	if len(c.Args) == 3 {
 		user, pass = c.arg(1), c.arg(2)
 	}
-	if c.e.Config.Get("requirepass") == "" && len(c.Args) == 2 {
+	if !c.e.ACL.DefaultNeedsAuth() && len(c.Args) == 2 {
 		c.fail(Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"))
 		return
 	}
-	if !c.checkPass(user, pass) && !(c.e.Config.Get("requirepass") == "" && user == "default") {
+	if !c.checkPass(user, pass) {
+		c.e.ACL.record(c.Conn, "auth", "AUTH", user)
 		c.fail(Error("WRONGPASS invalid username-password pair or user is disabled."))
 		return
 	}
@@ -85,7 +82,7 @@ func cmdHello(c *Ctx) {
 	for ; i < len(c.Args); i++ {
 		switch {
 		case c.argIs(i, "auth") && i+2 < len(c.Args):
-			if !c.checkPass(c.arg(i+1), c.arg(i+2)) && !(c.e.Config.Get("requirepass") == "" && c.arg(i+1) == "default") {
+			if !c.checkPass(c.arg(i+1), c.arg(i+2)) {
 				c.fail(Error("WRONGPASS invalid username-password pair or user is disabled."))
 				return
 			}
@@ -154,7 +151,7 @@ func cmdReset(c *Ctx) {
 	conn := c.Conn
 	conn.InMulti, conn.Queue, conn.MultiErr, conn.Watches = false, nil, false, nil
 	conn.DB, conn.Name, conn.Proto, conn.ReplyMode = 0, "", 2, resp.ReplyOn
-	conn.SetAuthed(c.e.Config.Get("requirepass") == "", "default")
+	conn.SetAuthed(!c.e.ACL.DefaultNeedsAuth(), "default")
 	conn.Simple("RESET")
 }
 

@@ -59,7 +59,7 @@ func prefixOf(s string) string {
 func unknownSub(c *Ctx, known bool) Error {
 	name := strings.ToUpper(c.Cmd.Name)
 	if known {
-		return Error("ERR unknown subcommand or wrong number of arguments for '" + truncate(c.arg(1), 128) + "'. Try " + name + " HELP.")
+		return Error("ERR wrong number of arguments for '" + c.Cmd.Name + "|" + strings.ToLower(c.arg(1)) + "' command")
 	}
 	return Error("ERR unknown subcommand '" + truncate(c.arg(1), 128) + "'. Try " + name + " HELP.")
 }

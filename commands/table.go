@@ -72,6 +72,7 @@ type Engine struct {
 	Config  *Config
 	Info    InfoSource
 	Repl    Replication
+	ACL     *ACL
 	started time.Time
 	slow    slowlog
 	srv     *resp.Server
@@ -104,6 +105,8 @@ func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 	}
 	e.cmds["command"] = commandCmd
 	e.cmds["wait"] = waitCmd
+	e.cmds["acl"] = aclCmd
+	e.ACL = newACL(e)
 	e.stats = make(map[*Cmd]*cmdStats, len(e.cmds))
 	for _, c := range e.cmds {
 		e.stats[c] = &cmdStats{}
@@ -167,6 +170,15 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 			conn.MultiErr = true
 		}
 		return
+	}
+	if !noAuthOK[cmd.Name] {
+		if msg := e.ACL.check(conn, cmd, args); msg != "" {
+			e.reject(cmd, conn, msg)
+			if conn.InMulti {
+				conn.MultiErr = true
+			}
+			return
+		}
 	}
 	if conn.InMulti && !multiOK[cmd.Name] {
 		conn.Queue = append(conn.Queue, cloneArgs(args))

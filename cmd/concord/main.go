@@ -51,6 +51,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.Dir, "dir", server.DefaultDir, "data directory (Badger)")
 	fs.StringVar(&cfg.Fsync, "fsync", server.DefaultFsync, "fsync policy: always, everysec or no")
 	fs.StringVar(&cfg.RequirePass, "requirepass", "", "password clients must AUTH with (empty: none)")
+	fs.StringVar(&cfg.ACLFile, "aclfile", "", "ACL file of \"user <name> <rules...>\" lines loaded at start")
 	fs.StringVar(&cfg.LogLevel, "log-level", server.DefaultLogLevel, "log level: trace, debug, info, warn, error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or console")
 	fs.IntVar(&cfg.MaxClients, "maxclients", 10000, "maximum connected clients")

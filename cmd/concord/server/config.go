@@ -23,6 +23,7 @@ type Config struct {
 	Dir         string
 	Fsync       string // always | everysec | no
 	RequirePass string
+	ACLFile     string // users loaded at start (ACL LOAD/SAVE use it too)
 	LogLevel    string // trace debug info warn error
 	LogFormat   string // json | console
 	MaxClients  int

@@ -110,18 +110,27 @@ func Start(cfg Config) (*Instance, error) {
 		}
 	}
 	eng := commands.New(ks, conf)
+	eng.ACL.SetRequirePass(cfg.RequirePass)
+	conf.OnSet("requirepass", func(v string) { eng.ACL.SetRequirePass(v) })
+	if cfg.ACLFile != "" {
+		conf.Set("aclfile", cfg.ACLFile)
+		if err := eng.ACL.LoadFile(cfg.ACLFile); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("--aclfile: %w", err)
+		}
+	}
 	inf := &info{s: store}
 	eng.Info = inf
 	loopbackBind := isLoopbackBind(cfg.Addr) && (cfg.TLSAddr == "" || isLoopbackBind(cfg.TLSAddr))
 	srv := resp.NewServer(resp.Config{
 		Limits:          resp.Limits{MaxBulkLen: cfg.MaxBulkLen},
-		NeedAuth:        func() bool { return conf.Get("requirepass") != "" },
+		NeedAuth:        eng.ACL.DefaultNeedsAuth,
 		MaxClients:      cfg.MaxClients,
 		Log:             log,
 		IdleTimeout:     func() time.Duration { return time.Duration(conf.Int("timeout")) * time.Second },
 		CommandDeadline: func() time.Duration { return time.Duration(conf.Int("command-deadline")) * time.Second },
 		Protected: func() bool {
-			return !loopbackBind && conf.Get("protected-mode") == "yes" && conf.Get("requirepass") == ""
+			return !loopbackBind && conf.Get("protected-mode") == "yes" && !eng.ACL.DefaultNeedsAuth()
 		},
 	}, eng)
 	conf.OnSet("proto-max-bulk-len", func(v string) { srv.Limits().MaxBulkLen = conf.Int("proto-max-bulk-len") })
