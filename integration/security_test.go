@@ -104,7 +104,6 @@ func TestClientTLS(t *testing.T) {
 
 func TestClientHygiene(t *testing.T) {
 	in := startConcord(t, func(c *server.Config) { c.MaxClients = 3 })
-	admin := client(t, in.Addr())
 	// maxclients, with Redis's error
 	var conns []net.Conn
 	for i := 0; i < 3; i++ {
@@ -121,16 +120,28 @@ func TestClientHygiene(t *testing.T) {
 		}
 	}()
 	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
-		if got := send(t, in.Addr(), "PING\r\n"); !strings.HasPrefix(got, "-ERR max number of clients reached") {
-			return fmt.Errorf("over maxclients: %q", got)
+		if n := in.NumClients(); n != 3 {
+			return fmt.Errorf("%d clients", n)
 		}
 		return nil
 	})
+	if got := send(t, in.Addr(), "PING\r\n"); !strings.HasPrefix(got, "-ERR max number of clients reached") {
+		t.Fatalf("over maxclients: %q (server has %d clients)", got, in.NumClients())
+	}
 	for _, c := range conns {
 		c.Close()
 	}
 	conns = nil
-	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error { return admin.Ping(ctx).Err() })
+	checkFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if n := in.NumClients(); n != 0 {
+			return fmt.Errorf("%d clients", n)
+		}
+		return nil
+	})
+	admin := client(t, in.Addr())
+	if err := admin.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
 	// a partially sent command is cut off at the deadline (slowloris); a
 	// quiet client is left alone while timeout is 0
 	admin.ConfigSet(ctx, "command-deadline", "1")

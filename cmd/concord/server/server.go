@@ -430,3 +430,6 @@ func tlsConfig(cfg *Config) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// NumClients returns the number of connected clients.
+func (in *Instance) NumClients() int { return in.srv.NumClients() }
