@@ -28,6 +28,7 @@ type pki struct {
 	dir                 string
 	ca, srvCert, srvKey string
 	cliCert, cliKey     string
+	peerCert, peerKey   string
 	caPool              *x509.CertPool
 	clientPair          tls.Certificate
 }
@@ -51,11 +52,15 @@ func newPKI(t *testing.T) *pki {
 		os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
 		return p
 	}
-	issue := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
+	var issue func(name string, serial int64, usage ...x509.ExtKeyUsage) (string, string)
+	issueBoth := func(name string, serial int64) (string, string) {
+		return issue(name, serial, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	}
+	issue = func(name string, serial int64, usage ...x509.ExtKeyUsage) (string, string) {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
 			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 		if err != nil {
@@ -66,6 +71,7 @@ func newPKI(t *testing.T) *pki {
 	}
 	p := &pki{dir: dir, ca: write("ca.crt", "CERTIFICATE", caDER)}
 	p.srvCert, p.srvKey = issue("server", 2, x509.ExtKeyUsageServerAuth)
+	p.peerCert, p.peerKey = issueBoth("peer", 4)
 	p.cliCert, p.cliKey = issue("client", 3, x509.ExtKeyUsageClientAuth)
 	p.caPool = x509.NewCertPool()
 	p.caPool.AddCert(caCert)
@@ -188,9 +194,11 @@ func TestProtectedModeDecision(t *testing.T) {
 // outsider can neither read nor publish deltas; the regions still replicate.
 func TestPeerToken(t *testing.T) {
 	aNATS, bNATS := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := newPKI(t)
 	start := func(name, listen, peer, peerAddr string) *server.Instance {
 		in, err := server.Start(server.Config{Addr: "127.0.0.1:0", Region: name, Dir: t.TempDir(), LogLevel: "warn",
-			PeerListen: listen, Peers: map[string]string{peer: "nats://" + peerAddr}, PeerToken: "s3cret-token"})
+			PeerListen: listen, Peers: map[string]string{peer: "nats://" + peerAddr}, PeerToken: "s3cret-token",
+			PeerTLSCertFile: p.peerCert, PeerTLSKeyFile: p.peerKey, PeerTLSCAFile: p.ca})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +207,7 @@ func TestPeerToken(t *testing.T) {
 	}
 	a := start("A", aNATS, "B", bNATS)
 	b := start("B", bNATS, "A", aNATS)
-	if nc, err := nats.Connect("nats://"+aNATS, nats.MaxReconnects(0)); err == nil {
+	if nc, err := nats.Connect("nats://"+aNATS, nats.MaxReconnects(0), nats.Secure(&tls.Config{RootCAs: p.caPool, Certificates: []tls.Certificate{p.clientPair}})); err == nil {
 		nc.Close()
 		t.Fatal("a client without the token connected to region A's NATS")
 	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
@@ -208,6 +216,12 @@ func TestPeerToken(t *testing.T) {
 	if nc, err := nats.Connect("nats://"+aNATS, nats.Token("wrong"), nats.MaxReconnects(0)); err == nil {
 		nc.Close()
 		t.Fatal("a wrong token was accepted")
+	}
+	// the right token without a certificate the CA signed is refused too
+	if nc, err := nats.Connect("nats://"+aNATS, nats.Token("s3cret-token"), nats.MaxReconnects(0),
+		nats.Secure(&tls.Config{RootCAs: p.caPool})); err == nil {
+		nc.Close()
+		t.Fatal("a client without a peer certificate connected")
 	}
 	client(t, a.Addr()).IncrBy(ctx, "n", 4)
 	cb := client(t, b.Addr())

@@ -66,6 +66,9 @@ func (t *natsTransport) startServer() (*natsserver.Server, error) {
 		NoSigs: true, NoLog: true, DisableJetStreamBanner: true,
 		PingInterval: 2 * time.Second, MaxPingsOut: 2, Authorization: t.cfg.Token,
 	}
+	if t.cfg.ServerTLS != nil {
+		opts.TLS, opts.TLSVerify, opts.TLSConfig, opts.TLSTimeout = true, true, t.cfg.ServerTLS, 2
+	}
 	switch t.cfg.Fsync {
 	case "always":
 		opts.SyncAlways = true
@@ -120,6 +123,9 @@ func (t *natsTransport) connOpts(name string) []nats.Option {
 	}
 	if t.cfg.Token != "" {
 		opts = append(opts, nats.Token(t.cfg.Token))
+	}
+	if t.cfg.ClientTLS != nil {
+		opts = append(opts, nats.Secure(t.cfg.ClientTLS))
 	}
 	return opts
 }

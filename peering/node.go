@@ -2,6 +2,7 @@ package peering
 
 import (
 	"context"
+	"crypto/tls"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,10 @@ type Config struct {
 	Log       zerolog.Logger
 	// Token is the secret every region's NATS requires (empty: none).
 	Token string
+	// ServerTLS (mutual TLS: peers must present a certificate the CA
+	// signed) and ClientTLS (this region's certificate and the CA) secure
+	// the links between regions; nil: plain TCP.
+	ServerTLS, ClientTLS *tls.Config
 	// Transport overrides NATS (tests use NewBus().Transport).
 	Transport Transport
 }

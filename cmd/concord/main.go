@@ -68,6 +68,9 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.TLSCACertFile, "tls-ca-cert-file", "", "CA that signs client certificates (PEM)")
 	fs.StringVar(&cfg.TLSAuthClients, "tls-auth-clients", "yes", "with a CA: yes (require client certs), optional, or no")
 	fs.StringVar(&cfg.PeerToken, "peer-token", "", "secret every region's NATS requires; set the same on every region")
+	fs.StringVar(&cfg.PeerTLSCertFile, "peer-tls-cert-file", "", "this region's certificate for mutual TLS between regions (PEM)")
+	fs.StringVar(&cfg.PeerTLSKeyFile, "peer-tls-key-file", "", "its private key (PEM)")
+	fs.StringVar(&cfg.PeerTLSCAFile, "peer-tls-ca-cert-file", "", "the CA that signs every region's certificate (PEM)")
 	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "how long this region's deltas stay in its stream for peers that are down")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

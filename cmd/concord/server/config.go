@@ -50,6 +50,9 @@ type Config struct {
 	// PeerToken is a secret every region's NATS requires: only configured
 	// regions can read or publish deltas.
 	PeerToken string
+	// Mutual TLS on the links between regions: this region's certificate
+	// (used as server and client) and the CA that signs every region's.
+	PeerTLSCertFile, PeerTLSKeyFile, PeerTLSCAFile string
 
 	// Bus, when set (tests only), carries replication in memory instead of
 	// NATS; Peers then only name the other regions.
@@ -153,6 +156,9 @@ func (c *Config) Validate() error {
 		if c.TLSCertFile == "" || c.TLSKeyFile == "" {
 			return fmt.Errorf("--tls-addr needs --tls-cert-file and --tls-key-file")
 		}
+	}
+	if (c.PeerTLSCertFile != "" || c.PeerTLSKeyFile != "" || c.PeerTLSCAFile != "") && (c.PeerTLSCertFile == "" || c.PeerTLSKeyFile == "" || c.PeerTLSCAFile == "") {
+		return fmt.Errorf("--peer-tls-cert-file, --peer-tls-key-file and --peer-tls-ca-cert-file go together")
 	}
 	switch c.TLSAuthClients {
 	case "":

@@ -164,6 +164,14 @@ func Start(cfg Config) (*Instance, error) {
 		if cfg.Bus != nil {
 			pcfg.Transport = cfg.Bus.Transport(cfg.Region)
 		}
+		if cfg.PeerTLSCertFile != "" {
+			if pcfg.ServerTLS, pcfg.ClientTLS, err = peerTLS(&cfg); err != nil {
+				cancel()
+				ln.Close()
+				store.Close()
+				return nil, err
+			}
+		}
 		node, err := peering.Start(pcfg, store, applier{ks})
 		if err != nil {
 			cancel()
@@ -433,3 +441,22 @@ func tlsConfig(cfg *Config) (*tls.Config, error) {
 
 // NumClients returns the number of connected clients.
 func (in *Instance) NumClients() int { return in.srv.NumClients() }
+
+// peerTLS builds mutual TLS for the links between regions.
+func peerTLS(cfg *Config) (server, client *tls.Config, err error) {
+	cert, err := tls.LoadX509KeyPair(cfg.PeerTLSCertFile, cfg.PeerTLSKeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--peer-tls-cert-file/--peer-tls-key-file: %w", err)
+	}
+	pem, err := os.ReadFile(cfg.PeerTLSCAFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--peer-tls-ca-cert-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, nil, fmt.Errorf("--peer-tls-ca-cert-file %s: no certificate found", cfg.PeerTLSCAFile)
+	}
+	server = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return server, client, nil
+}
