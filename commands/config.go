@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Param is one CONFIG parameter.
@@ -106,6 +107,9 @@ func NewConfig() *Config {
 	add(&Param{Name: "timeout", Value: "0", Check: intParam(0, 1<<31), Effect: "seconds after which an idle client is closed (0: never)"})
 	add(&Param{Name: "command-deadline", Value: "60", Check: intParam(0, 1<<31), Effect: "seconds a client may take to send one command before it is closed (slowloris; 0: no deadline)"})
 	add(&Param{Name: "protected-mode", Value: "yes", Check: boolParam, Effect: "with no password and a non-loopback bind, refuse clients that are not on loopback"})
+	add(&Param{Name: "latency-monitor-threshold", Value: "0", Check: intParam(0, 1<<40), Effect: "milliseconds above which commands are recorded for LATENCY LATEST/HISTORY (0: off)"})
+	add(&Param{Name: "client-output-buffer-limit", Value: "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60", Check: checkOutputLimit,
+		Effect: "per client class: hard limit, soft limit, soft seconds on pending reply bytes; a normal client over it is closed (pubsub and replica classes are stored only: Concord has neither)"})
 	add(&Param{Name: "loglevel", Value: "notice", Check: enumParam("debug", "verbose", "notice", "warning", "nothing"), Effect: "log verbosity (Concord maps it onto zerolog levels)"})
 	// Accepted for compatibility, no effect in Concord.
 	for _, p := range []struct{ n, v string }{
@@ -122,11 +126,10 @@ func NewConfig() *Config {
 		{"lazyfree-lazy-server-del", "no"}, {"lazyfree-lazy-user-del", "no"}, {"lazyfree-lazy-user-flush", "no"},
 		{"maxmemory", "0"}, {"maxmemory-policy", "noeviction"}, {"maxmemory-samples", "5"},
 		{"notify-keyspace-events", ""}, {"lua-time-limit", "5000"}, {"busy-reply-threshold", "5000"},
-		{"tcp-keepalive", "300"}, {"latency-monitor-threshold", "0"},
+		{"tcp-keepalive", "300"},
 		{"lfu-log-factor", "10"}, {"lfu-decay-time", "1"},
 		{"replica-read-only", "yes"}, {"min-replicas-to-write", "0"}, {"io-threads", "1"},
 		{"aof-use-rdb-preamble", "yes"}, {"auto-aof-rewrite-percentage", "100"}, {"auto-aof-rewrite-min-size", "67108864"},
-		{"client-output-buffer-limit", "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"},
 		{"daemonize", "no"}, {"supervised", "no"}, {"latency-tracking", "yes"},
 	} {
 		add(&Param{Name: p.n, Value: p.v, Effect: none})
@@ -241,4 +244,44 @@ func (c *Config) setMany(args []string) error {
 		h()
 	}
 	return nil
+}
+
+// OutputLimit is one client class's output buffer limit.
+type OutputLimit struct {
+	Hard, Soft int64
+	SoftFor    time.Duration
+}
+
+// ParseOutputLimits parses client-output-buffer-limit ("class hard soft
+// seconds" groups; classes normal, replica/slave, pubsub).
+func ParseOutputLimits(v string) (map[string]OutputLimit, error) {
+	f := strings.Fields(v)
+	if len(f)%4 != 0 {
+		return nil, Error("Wrong number of arguments in buffer limit configuration.")
+	}
+	out := map[string]OutputLimit{}
+	for i := 0; i < len(f); i += 4 {
+		class := strings.ToLower(f[i])
+		if class == "slave" {
+			class = "replica"
+		}
+		if class != "normal" && class != "replica" && class != "pubsub" {
+			return nil, Error("Invalid client class specified in buffer limit configuration.")
+		}
+		hard, err1 := parseMemory(f[i+1])
+		soft, err2 := parseMemory(f[i+2])
+		secs, err3 := strconv.ParseInt(f[i+3], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || hard < 0 || soft < 0 || secs < 0 {
+			return nil, Error("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+		}
+		out[class] = OutputLimit{Hard: hard, Soft: soft, SoftFor: time.Duration(secs) * time.Second}
+	}
+	return out, nil
+}
+
+func checkOutputLimit(v string) (string, error) {
+	if _, err := ParseOutputLimits(v); err != nil {
+		return "", err
+	}
+	return v, nil
 }

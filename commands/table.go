@@ -42,6 +42,37 @@ type cmdStats struct {
 	usec     atomic.Uint64
 	rejected atomic.Uint64
 	failed   atomic.Uint64
+	buckets  [len(LatencyBuckets)]atomic.Uint64
+}
+
+// LatencyBuckets are the upper bounds (seconds) of the command duration
+// histogram.
+var LatencyBuckets = [...]float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
+// CommandHistogram is one command's duration histogram.
+type CommandHistogram struct {
+	Count   uint64
+	Sum     float64
+	Buckets map[float64]uint64 // cumulative
+}
+
+// CommandHistograms returns every called command's duration histogram.
+func (e *Engine) CommandHistograms() map[string]CommandHistogram {
+	out := map[string]CommandHistogram{}
+	for c, st := range e.stats {
+		n := st.calls.Load()
+		if n == 0 {
+			continue
+		}
+		h := CommandHistogram{Count: n, Sum: float64(st.usec.Load()) / 1e6, Buckets: map[float64]uint64{}}
+		var cum uint64
+		for i, b := range LatencyBuckets {
+			cum += st.buckets[i].Load()
+			h.Buckets[b] = cum
+		}
+		out[c.Name] = h
+	}
+	return out
 }
 
 func (cmd *Cmd) has(flag string) bool {
@@ -75,6 +106,7 @@ type Engine struct {
 	ACL     *ACL
 	started time.Time
 	slow    slowlog
+	latency latencyMonitor
 	srv     *resp.Server
 	mu      sync.Mutex
 	errs    map[string]uint64 // error counts by prefix
@@ -106,6 +138,7 @@ func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 	e.cmds["command"] = commandCmd
 	e.cmds["wait"] = waitCmd
 	e.cmds["acl"] = aclCmd
+	e.cmds["latency"] = latencyCmd
 	e.ACL = newACL(e)
 	e.stats = make(map[*Cmd]*cmdStats, len(e.cmds))
 	for _, c := range e.cmds {
@@ -195,6 +228,13 @@ func (e *Engine) call(c *Ctx) {
 	st := e.stats[c.Cmd]
 	st.calls.Add(1)
 	st.usec.Add(uint64(d.Microseconds()))
+	for i, b := range LatencyBuckets {
+		if d.Seconds() <= b {
+			st.buckets[i].Add(1)
+			break
+		}
+	}
+	e.latency.Observe(e.Config.Int("latency-monitor-threshold"), "command", d)
 	e.slow.record(e.Config, c, start, d)
 }
 

@@ -107,3 +107,44 @@ func TestServerCommands(t *testing.T) {
 		t.Fatalf("QUIT %q", v)
 	}
 }
+
+func TestLatencyAndOutputLimit(t *testing.T) {
+	in := startConcord(t, nil)
+	c := redis.NewClient(&redis.Options{Addr: in.Addr(), Protocol: 2})
+	defer c.Close()
+	c.ConfigSet(ctx, "latency-monitor-threshold", "5")
+	c.Do(ctx, "DEBUG", "SLEEP", "0.02")
+	latest, err := c.Do(ctx, "LATENCY", "LATEST").Slice()
+	if err != nil || len(latest) != 1 {
+		t.Fatalf("LATENCY LATEST: %v %v", latest, err)
+	}
+	ev := latest[0].([]any)
+	if ev[0] != "command" || ev[2].(int64) < 20 {
+		t.Fatalf("latency event %v", ev)
+	}
+	if hist, _ := c.Do(ctx, "LATENCY", "HISTORY", "command").Slice(); len(hist) != 1 {
+		t.Fatalf("LATENCY HISTORY %v", hist)
+	}
+	if n, _ := c.Do(ctx, "LATENCY", "RESET").Int(); n != 1 {
+		t.Fatalf("LATENCY RESET %d", n)
+	}
+	// a reply bigger than the normal class's hard limit closes the client
+	c.Set(ctx, "big", strings.Repeat("x", 200000), 0)
+	if err := c.ConfigSet(ctx, "client-output-buffer-limit", "normal 100kb 0 0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigSet(ctx, "client-output-buffer-limit", "normal 1 2").Err(); err == nil {
+		t.Fatal("malformed limit accepted")
+	}
+	raw := dialRaw(t, in.Addr())
+	if _, err := raw.do([]string{"GET", "big"}); err == nil {
+		t.Fatal("a 200 KB reply went out over a 100 KB hard limit")
+	}
+	if v, err := raw2(t, in.Addr(), "STRLEN", "big"); err != nil || v != ":200000" {
+		t.Fatalf("small replies still flow: %q %v", v, err)
+	}
+}
+
+func raw2(t *testing.T, addr string, args ...string) (string, error) {
+	return dialRaw(t, addr).do(args)
+}

@@ -59,6 +59,7 @@ type Conn struct {
 	lastActive atomic.Int64
 	pending    Ticket
 	closeAfter bool
+	softSince  time.Time // when the output first exceeded the soft limit
 	killed     atomic.Bool
 }
 

@@ -41,6 +41,9 @@ type Config struct {
 	// Protected refuses non-loopback clients (protected mode with no
 	// password on a non-loopback bind).
 	Protected func() bool
+	// OutputLimit returns the hard limit, soft limit and soft duration on a
+	// client's pending reply bytes (0: none); a client over it is closed.
+	OutputLimit func() (hard, soft int64, softFor time.Duration)
 }
 
 // DeniedMessage is Redis's reply to a non-loopback client in protected mode.
@@ -67,6 +70,24 @@ type Server struct {
 	Accepted atomic.Uint64
 	Rejected atomic.Uint64 // connections closed for a protocol error
 	Commands atomic.Uint64
+	// OutputLimited counts clients closed for their output buffer limit.
+	OutputLimited atomic.Uint64
+}
+
+// overOutputLimit applies client-output-buffer-limit to a reply of n bytes.
+func (s *Server) overOutputLimit(c *Conn, n int64) bool {
+	hard, soft, softFor := s.cfg.OutputLimit()
+	if hard > 0 && n > hard {
+		return true
+	}
+	if soft > 0 && n > soft {
+		if c.softSince.IsZero() {
+			c.softSince = time.Now()
+		}
+		return time.Since(c.softSince) > softFor
+	}
+	c.softSince = time.Time{}
+	return false
 }
 
 // NewServer returns a server; Serve starts it on a listener.
@@ -87,6 +108,9 @@ func NewServer(cfg Config, h Handler) *Server {
 	}
 	if cfg.Protected == nil {
 		cfg.Protected = func() bool { return false }
+	}
+	if cfg.OutputLimit == nil {
+		cfg.OutputLimit = func() (int64, int64, time.Duration) { return 0, 0, 0 }
 	}
 	return &Server{cfg: cfg, handler: h, clients: make(map[int64]*Conn)}
 }
@@ -204,6 +228,11 @@ func (s *Server) serveConn(nc net.Conn) {
 				s.cfg.Log.Error().Err(err).Int64("client", c.ID).Msg("commit failed; closing client")
 				return
 			}
+		}
+		if s.overOutputLimit(c, int64(len(c.w.Buffer()))) {
+			s.OutputLimited.Add(1)
+			s.cfg.Log.Warn().Int64("client", c.ID).Str("addr", c.RemoteAddr()).Int("bytes", len(c.w.Buffer())).Msg("client closed for overcoming of output buffer limits")
+			return
 		}
 		if err := c.w.Flush(); err != nil || c.closeAfter || c.killed.Load() {
 			return

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"concord/commands"
@@ -121,14 +122,32 @@ func Start(cfg Config) (*Instance, error) {
 	}
 	inf := &info{s: store}
 	eng.Info = inf
+	// settings read on every client read or flush, cached from CONFIG
+	var idle, deadline atomic.Int64
+	var outLimit atomic.Pointer[commands.OutputLimit]
+	cacheLimits := func(string) {
+		idle.Store(int64(time.Duration(conf.Int("timeout")) * time.Second))
+		deadline.Store(int64(time.Duration(conf.Int("command-deadline")) * time.Second))
+		lims, _ := commands.ParseOutputLimits(conf.Get("client-output-buffer-limit"))
+		l := lims["normal"]
+		outLimit.Store(&l)
+	}
+	cacheLimits("")
+	for _, p := range []string{"timeout", "command-deadline", "client-output-buffer-limit"} {
+		conf.OnSet(p, cacheLimits)
+	}
 	loopbackBind := isLoopbackBind(cfg.Addr) && (cfg.TLSAddr == "" || isLoopbackBind(cfg.TLSAddr))
 	srv := resp.NewServer(resp.Config{
 		Limits:          resp.Limits{MaxBulkLen: cfg.MaxBulkLen},
 		NeedAuth:        eng.ACL.DefaultNeedsAuth,
 		MaxClients:      cfg.MaxClients,
 		Log:             log,
-		IdleTimeout:     func() time.Duration { return time.Duration(conf.Int("timeout")) * time.Second },
-		CommandDeadline: func() time.Duration { return time.Duration(conf.Int("command-deadline")) * time.Second },
+		IdleTimeout:     func() time.Duration { return time.Duration(idle.Load()) },
+		CommandDeadline: func() time.Duration { return time.Duration(deadline.Load()) },
+		OutputLimit: func() (int64, int64, time.Duration) {
+			l := outLimit.Load()
+			return l.Hard, l.Soft, l.SoftFor
+		},
 		Protected: func() bool {
 			return !loopbackBind && conf.Get("protected-mode") == "yes" && !eng.ACL.DefaultNeedsAuth()
 		},
