@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand"
 	"net/http"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -354,6 +356,7 @@ func TestReplicationWait(t *testing.T) {
 	}
 	// the metrics say the same as WAIT: C is down, B up
 	body := scrape(t, c.regions["A"].MetricsAddr())
+	checkDocumentedMetrics(t, body)
 	for _, want := range []string{`concord_peer_up{peer="B"} 1`, `concord_replication_lag_ops{peer="C"}`, `concord_keys{db="0"} 3`, `concord_commands_total{cmd="wait"} 2`} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("metrics lack %q:\n%s", want, body)
@@ -401,4 +404,40 @@ func scrape(t *testing.T, addr string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// checkDocumentedMetrics fails if the alert rules, the dashboard or the
+// metrics table of docs/observability.md name a series /metrics lacks.
+func checkDocumentedMetrics(t *testing.T, body string) {
+	t.Helper()
+	var docs string
+	for _, f := range []string{"../docs/observability.md", "../docs/grafana-dashboard.json"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs += string(b)
+	}
+	if err := json.Unmarshal(mustRead(t, "../docs/grafana-dashboard.json"), new(map[string]any)); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, m := range regexp.MustCompile(`concord_[a-z_]+`).FindAllString(docs, -1) {
+		name := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if !strings.Contains(body, "\n"+name) && !strings.Contains(body, " "+name+" ") {
+			t.Errorf("docs name %s, /metrics does not have it", name)
+		}
+	}
+}
+
+func mustRead(t *testing.T, f string) []byte {
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

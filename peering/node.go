@@ -80,6 +80,7 @@ type peer struct {
 	errors    atomic.Uint64
 	lag       lagHist
 	downSince atomic.Int64 // unix ms when the link was first seen down (0: up)
+	wasUp     bool         // watchLinks only
 }
 
 // Start starts the transport (embedded NATS by default), the publisher and
@@ -136,9 +137,15 @@ func (n *Node) watchLinks() {
 		case now := <-t.C:
 			for _, p := range n.peers {
 				if n.t.Connected(p.name) {
-					p.downSince.Store(0)
+					if ds := p.downSince.Swap(0); ds != 0 && p.wasUp {
+						n.cfg.Log.Info().Str("peer", p.name).Dur("down_for", now.Sub(time.UnixMilli(ds))).Msg("peer link up")
+					} else if !p.wasUp {
+						n.cfg.Log.Info().Str("peer", p.name).Msg("peer link up")
+					}
+					p.wasUp = true
 				} else if p.downSince.Load() == 0 {
 					p.downSince.Store(now.UnixMilli())
+					n.cfg.Log.Warn().Str("peer", p.name).Msg("peer link down")
 				}
 			}
 		}

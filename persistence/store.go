@@ -76,14 +76,47 @@ type Store struct {
 	stats Stats
 }
 
+// Hist is a fixed-bucket histogram (cumulative counts at each bound).
+type Hist struct {
+	Bounds []float64
+	Counts []uint64 // Counts[i]: observations <= Bounds[i]; the last is +Inf
+	Sum    float64
+	N      uint64
+}
+
+func newHist(bounds ...float64) Hist {
+	return Hist{Bounds: bounds, Counts: make([]uint64, len(bounds)+1)}
+}
+
+func (h *Hist) observe(v float64) {
+	h.N++
+	h.Sum += v
+	for i, b := range h.Bounds {
+		if v <= b {
+			h.Counts[i]++
+			return
+		}
+	}
+	h.Counts[len(h.Bounds)]++
+}
+
+func (h Hist) clone() Hist {
+	h.Counts = append([]uint64(nil), h.Counts...)
+	return h
+}
+
 // Stats are counters about commits, read with Stats().
 type Stats struct {
-	Groups       uint64
-	Writes       uint64
-	Syncs        uint64
-	LastSyncUnix int64
-	Errors       uint64
-	Splits       uint64
+	// GroupSize is the number of key writes per group commit; CommitSeconds
+	// the time from a group being handed to Badger to its being durable.
+	GroupSize     Hist
+	CommitSeconds Hist
+	Groups        uint64
+	Writes        uint64
+	Syncs         uint64
+	LastSyncUnix  int64
+	Errors        uint64
+	Splits        uint64
 }
 
 // Group is one group commit; Wait blocks until it is durable.
@@ -94,6 +127,7 @@ type Group struct {
 	done   chan struct{}
 	err    error
 	seq    uint64 // outbox sequence of the group's deltas (0: none)
+	start  time.Time
 }
 
 // Seq returns the outbox sequence holding the group's deltas (after Wait).
@@ -136,6 +170,8 @@ func Open(opts Options) (*Store, error) {
 	}
 	s := &Store{opts: opts, db: db, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{}), slots: make(chan struct{}, 8)}
 	s.open = newGroup()
+	s.stats.GroupSize = newHist(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+	s.stats.CommitSeconds = newHist(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 	if err := s.db.View(func(txn *badger.Txn) error {
 		if item, err := txn.Get(metaRegion); err == nil {
 			v, _ := item.ValueCopy(nil)
@@ -264,6 +300,7 @@ func (s *Store) commitAsync(g *Group) {
 		seq = s.assigned
 		entry = crdt.AppendBatch(nil, g.deltas)
 	}
+	g.start = time.Now()
 	txn := s.db.NewTransaction(true)
 	err := func() error {
 		if entry != nil {
@@ -314,6 +351,8 @@ func (s *Store) finish(g *Group, seq uint64, split bool, err error) {
 	}
 	s.stats.Groups++
 	s.stats.Writes += uint64(len(g.writes))
+	s.stats.GroupSize.observe(float64(len(g.writes)))
+	s.stats.CommitSeconds.observe(time.Since(g.start).Seconds())
 	if s.opts.Fsync == FsyncAlways {
 		s.stats.Syncs++
 		s.stats.LastSyncUnix = time.Now().Unix()
@@ -621,7 +660,9 @@ func (s *Store) Meta(key string) []byte {
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	st.GroupSize, st.CommitSeconds = st.GroupSize.clone(), st.CommitSeconds.clone()
+	return st
 }
 
 // Size returns Badger's on-disk LSM and value log sizes.

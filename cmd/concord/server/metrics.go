@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/metrics"
 	"strconv"
+
+	"concord/persistence"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -31,6 +34,11 @@ var (
 	mPeerUp      = prometheus.NewDesc("concord_peer_up", "1 when the link to the peer's NATS is connected.", []string{"peer"}, nil)
 	mLagOps      = prometheus.NewDesc("concord_replication_lag_ops", "This region's delta batches the peer has not applied yet.", []string{"peer"}, nil)
 	mAppliedFrom = prometheus.NewDesc("concord_replication_applied_seq", "Last stream sequence of the peer's deltas applied here.", []string{"peer"}, nil)
+	mCmdSeconds  = prometheus.NewDesc("concord_command_duration_seconds", "Command execution time, by command.", []string{"cmd"}, nil)
+	mMemory      = prometheus.NewDesc("concord_used_memory_bytes", "Live Go heap objects (INFO used_memory).", nil, nil)
+	mGroupSize   = prometheus.NewDesc("concord_group_commit_size", "Key writes per group commit.", nil, nil)
+	mCommitSecs  = prometheus.NewDesc("concord_group_commit_duration_seconds", "Time from a group commit handed to Badger to durable.", nil, nil)
+	mOutLimited  = prometheus.NewDesc("concord_output_limit_disconnects_total", "Clients closed for client-output-buffer-limit.", nil, nil)
 	mApplyLag    = prometheus.NewDesc("concord_replication_apply_lag_seconds", "Time from a write in the peer to its merge here.", []string{"peer", "quantile"}, nil)
 )
 
@@ -59,7 +67,23 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(mClients, prometheus.GaugeValue, float64(in.srv.NumClients()))
 	counter(mProtoErrors, in.srv.Rejected.Load())
+	counter(mOutLimited, in.srv.OutputLimited.Load())
+	for name, h := range in.Engine.CommandHistograms() {
+		ch <- prometheus.MustNewConstHistogram(mCmdSeconds, h.Count, h.Sum, h.Buckets, name)
+	}
+	ch <- prometheus.MustNewConstMetric(mMemory, prometheus.GaugeValue, float64(usedMemory()))
 	st := in.store.Stats()
+	hist := func(d *prometheus.Desc, h persistence.Hist) {
+		b := map[float64]uint64{}
+		var cum uint64
+		for i, bound := range h.Bounds {
+			cum += h.Counts[i]
+			b[bound] = cum
+		}
+		ch <- prometheus.MustNewConstHistogram(d, h.N, h.Sum, b)
+	}
+	hist(mGroupSize, st.GroupSize)
+	hist(mCommitSecs, st.CommitSeconds)
 	counter(mGroups, st.Groups)
 	counter(mGroupWrites, st.Writes)
 	last, trimmed := in.store.OutboxSeq()
@@ -126,4 +150,10 @@ func (in *Instance) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(body)
+}
+
+func usedMemory() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

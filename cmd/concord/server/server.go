@@ -222,6 +222,7 @@ func Start(cfg Config) (*Instance, error) {
 		in.metricsLn = mln
 	}
 	go in.expireLoop(ctx, conf)
+	go in.conflictLog(ctx)
 	if !replicated {
 		go peering.DiscardOutbox(ctx, store, time.Second, log)
 	}
@@ -478,4 +479,26 @@ func peerTLS(cfg *Config) (server, client *tls.Config, err error) {
 	server = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return server, client, nil
+}
+
+// conflictLog writes one line when conflict resolutions happened in the last
+// ten seconds (bursts are summarised, not logged one by one).
+func (in *Instance) conflictLog(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	var last [3]uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := &in.KS.Stats
+		now := [3]uint64{st.ConflictsLWW.Load(), st.ConflictsType.Load(), st.ConflictsNum.Load()}
+		if now != last {
+			in.Log.Warn().Uint64("lww", now[0]-last[0]).Uint64("type", now[1]-last[1]).Uint64("non_numeric_base", now[2]-last[2]).
+				Msg("conflicts resolved (CONCORD CONFLICTS lists them)")
+			last = now
+		}
+	}
 }
