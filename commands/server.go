@@ -389,6 +389,10 @@ func cmdConcord(c *Ctx) {
 
 // --- COMMAND ---
 
+// dangerous lists the commands Redis puts in @dangerous.
+var dangerous = map[string]bool{"keys": true, "flushall": true, "flushdb": true, "swapdb": true, "config": true, "debug": true,
+	"acl": true, "client": true, "info": true, "slowlog": true, "latency": true, "lastsave": true, "concord": true, "command": false, "restore": true, "migrate": true}
+
 func aclCategories(cmd *Cmd) []string {
 	var cats []string
 	switch {
@@ -397,10 +401,9 @@ func aclCategories(cmd *Cmd) []string {
 	case cmd.has("readonly"):
 		cats = append(cats, "@read")
 	}
-	if cmd.First > 0 {
-		cats = append(cats, "@keyspace")
-	}
 	switch cmd.Group {
+	case "generic":
+		cats = append(cats, "@keyspace")
 	case "string":
 		cats = append(cats, "@string")
 	case "set":
@@ -410,9 +413,14 @@ func aclCategories(cmd *Cmd) []string {
 	case "connection":
 		cats = append(cats, "@connection")
 	case "server":
-		cats = append(cats, "@admin", "@dangerous")
+		if cmd.has("admin") {
+			cats = append(cats, "@admin")
+		}
 	case "transactions":
 		cats = append(cats, "@transaction")
+	}
+	if dangerous[cmd.Name] {
+		cats = append(cats, "@dangerous")
 	}
 	if cmd.has("fast") {
 		cats = append(cats, "@fast")
