@@ -3,7 +3,7 @@ GO ?= go
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test deps vet unit race integration fuzz clean demo bench-repl
+.PHONY: all build run test deps vet unit race integration fuzz clean demo bench-repl bench bench-mem gobench
 
 all: build
 
@@ -54,3 +54,16 @@ demo: build
 # Replication lag (write in A -> merged in B and C), p50/p99 per rate.
 bench-repl:
 	BENCH_REPL_SECONDS=$${BENCH_REPL_SECONDS:-10} $(GO) test -run XXX -bench BenchmarkReplicationLag -benchtime 1x ./integration
+
+# redis-benchmark against Concord and redis-server (AOF everysec) in one run,
+# side by side with the ratio. BENCH_QUICK=1 finishes in under a minute.
+bench: build deps
+	$(GO) run ./cmd/concord-bench -concord ./concord
+
+# RSS per string key and per set member, Concord vs redis-server.
+bench-mem: build deps
+	$(GO) run ./cmd/concord-bench -mode memory -concord ./concord
+
+# Go benchmarks of the hot paths, with allocations.
+gobench:
+	$(GO) test -run XXX -bench . -benchmem ./crdt ./resp ./keyspace ./persistence

@@ -158,9 +158,10 @@ func Open(opts Options) (*Store, error) {
 		WithLogger(badgerLogger{opts.Log}).
 		WithLoggingLevel(badger.WARNING).
 		WithNumVersionsToKeep(1).
-		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(16 << 20).
-		WithMemTableSize(32 << 20).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
 		WithValueThreshold(1 << 10).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false)

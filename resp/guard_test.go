@@ -207,3 +207,5 @@ func FuzzGuard(f *testing.F) {
 func newTestReader(r io.Reader, lim *Limits) *redcon.Reader {
 	return redcon.NewReader(newGuard(r, lim, func() bool { return true }))
 }
+
+func newWriterForBench(w io.Writer) *redcon.Writer { return redcon.NewWriter(w) }

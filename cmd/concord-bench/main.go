@@ -1,0 +1,188 @@
+// Command concord-bench runs redis-benchmark against Concord and a real
+// redis-server in the same run, alternating, and prints requests/s and
+// latencies side by side with the Concord/Redis ratio (make bench), or
+// compares their memory per key and per set member (make bench-mem).
+// BENCH_QUICK=1 keeps a run under a minute.
+package main
+
+import (
+	"bufio"
+	"encoding/csv"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type server struct {
+	name string
+	port int
+	cmd  *exec.Cmd
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "concord-bench:", err)
+	os.Exit(1)
+}
+
+func waitPort(port int) {
+	for i := 0; i < 300; i++ {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fail(fmt.Errorf("nothing listens on %d", port))
+}
+
+func start(name string, bin string, args ...string) *server {
+	port := freePort()
+	var full []string
+	for _, a := range args {
+		full = append(full, strings.ReplaceAll(a, "PORT", strconv.Itoa(port)))
+	}
+	cmd := exec.Command(bin, full...)
+	if err := cmd.Start(); err != nil {
+		fail(err)
+	}
+	waitPort(port)
+	return &server{name: name, port: port, cmd: cmd}
+}
+
+func (s *server) stop() { s.cmd.Process.Kill(); s.cmd.Wait() }
+
+func (s *server) rss() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+type result struct{ rps, p50, p99 float64 }
+
+// bench runs redis-benchmark for one test and returns its CSV figures.
+func bench(port int, test string, pipeline, n, random int) result {
+	out, err := exec.Command("redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "50",
+		"-n", strconv.Itoa(n), "-r", strconv.Itoa(random), "-P", strconv.Itoa(pipeline), "-t", test, "--csv").Output()
+	if err != nil {
+		fail(fmt.Errorf("redis-benchmark %s: %v", test, err))
+	}
+	recs, _ := csv.NewReader(strings.NewReader(string(out))).ReadAll()
+	for _, r := range recs {
+		if len(r) >= 7 && r[0] != "test" {
+			rps, _ := strconv.ParseFloat(r[1], 64)
+			p50, _ := strconv.ParseFloat(r[4], 64)
+			p99, _ := strconv.ParseFloat(r[6], 64)
+			return result{rps, p50, p99}
+		}
+	}
+	fail(fmt.Errorf("no result for %s: %s", test, out))
+	return result{}
+}
+
+func main() {
+	mode := flag.String("mode", "throughput", "throughput or memory")
+	concordBin := flag.String("concord", "./concord", "concord binary")
+	flag.Parse()
+	quick := os.Getenv("BENCH_QUICK") != ""
+	dir, _ := os.MkdirTemp("", "concord-bench")
+	defer os.RemoveAll(dir)
+	newConcord := func() *server {
+		d, _ := os.MkdirTemp(dir, "concord")
+		return start("concord", *concordBin, "--addr", "127.0.0.1:PORT", "--dir", d, "--fsync", "everysec", "--log-level", "warn")
+	}
+	newRedis := func() *server {
+		d, _ := os.MkdirTemp(dir, "redis")
+		return start("redis", "redis-server", "--port", "PORT", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+			"--appendfsync", "everysec", "--dir", d)
+	}
+	fmt.Printf("cores: %d (redis-benchmark shares them with the server)\n", runtime.NumCPU())
+	if *mode == "memory" {
+		memory(newConcord, newRedis, quick)
+		return
+	}
+	c, r := newConcord(), newRedis()
+	defer c.stop()
+	defer r.stop()
+	n := 200000
+	if quick {
+		n = 20000
+	}
+	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d, Concord --fsync everysec vs redis-server --appendonly yes --appendfsync everysec\n\n", n)
+	fmt.Printf("%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio")
+	for _, p := range []int{1, 16} {
+		for _, test := range []string{"set", "get", "incr", "sadd", "hset"} {
+			cr := bench(c.port, test, p, n, 100000)
+			rr := bench(r.port, test, p, n, 100000)
+			fmt.Printf("%-6s %-3d | %12.0f %8.3f %8.3f | %12.0f %8.3f %8.3f | %6.2f\n", strings.ToUpper(test), p, cr.rps, cr.p50, cr.p99, rr.rps, rr.p50, rr.p99, cr.rps/rr.rps)
+		}
+	}
+}
+
+// memory loads the same data into fresh servers and compares RSS growth.
+func memory(newConcord, newRedis func() *server, quick bool) {
+	keys, members := 1000000, 1000000
+	if quick {
+		keys, members = 100000, 100000
+	}
+	measure := func(s *server, test string, n int) float64 {
+		before := s.rss()
+		if test == "set" {
+			bench(s.port, "set", 16, n*3, n) // -r n random keys, 3-byte values; enough requests to fill most of them
+		} else {
+			bench(s.port, "sadd", 16, n*3, n)
+		}
+		time.Sleep(500 * time.Millisecond)
+		out, _ := exec.Command("redis-cli", "-p", strconv.Itoa(s.port), "DBSIZE").Output()
+		_ = out
+		items := count(s.port, test)
+		return float64(s.rss()-before) / float64(max(items, 1))
+	}
+	fmt.Printf("%-28s | %12s | %12s | %6s\n", "", "concord B", "redis B", "ratio")
+	for _, t := range []struct{ name, test string; n int }{{"per string key (3-byte value)", "set", keys}, {"per set member", "sadd", members}} {
+		c, r := newConcord(), newRedis()
+		cb, rb := measure(c, t.test, t.n), measure(r, t.test, t.n)
+		c.stop()
+		r.stop()
+		fmt.Printf("%-28s | %12.1f | %12.1f | %6.2f\n", t.name, cb, rb, cb/rb)
+	}
+}
+
+func count(port int, test string) int64 {
+	args := []string{"-p", strconv.Itoa(port), "DBSIZE"}
+	if test == "sadd" {
+		args = []string{"-p", strconv.Itoa(port), "SCARD", "myset"}
+	}
+	out, err := exec.Command("redis-cli", args...).Output()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	return n
+}
+
+var _ = filepath.Join

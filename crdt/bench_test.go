@@ -1,0 +1,67 @@
+package crdt
+
+import (
+	"strconv"
+	"testing"
+)
+
+func BenchmarkSetStringMerge(b *testing.B) {
+	st := &State{}
+	c := NewClock("A")
+	v := []byte("xxx")
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		st.Merge(SetString(st, Op{HLC: c.Now(int64(i))}, v, false))
+	}
+}
+
+func BenchmarkIncrMerge(b *testing.B) {
+	st := &State{}
+	c := NewClock("A")
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		st.Merge(IncrBy(st, Op{HLC: c.Now(int64(i))}, 1))
+	}
+}
+
+func BenchmarkSAddBigSet(b *testing.B) {
+	st := &State{}
+	c := NewClock("A")
+	for i := 0; i < 100000; i++ {
+		st.Merge(SAdd(st, Op{HLC: c.Now(1)}, [][]byte{[]byte(strconv.Itoa(i))}))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		st.Merge(SAdd(st, Op{HLC: c.Now(2)}, [][]byte{[]byte(strconv.Itoa(i % 200000))}))
+	}
+}
+
+func BenchmarkEncodeDecodeState(b *testing.B) {
+	st := &State{}
+	c := NewClock("A")
+	st.Merge(SetString(st, Op{HLC: c.Now(1)}, []byte("hello"), false))
+	st.Merge(Expire(st, Op{HLC: c.Now(2)}, 100000))
+	b.ReportAllocs()
+	var buf []byte
+	for i := 0; i < b.N; i++ {
+		buf = AppendState(buf[:0], st)
+		if _, err := DecodeState(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodeBatch(b *testing.B) {
+	c := NewClock("A")
+	var batch []KeyDelta
+	for i := 0; i < 100; i++ {
+		batch = append(batch, KeyDelta{Key: "key:" + strconv.Itoa(i), Delta: SetString(&State{}, Op{HLC: c.Now(1)}, []byte("xxx"), false)})
+	}
+	b.ReportAllocs()
+	var buf []byte
+	for i := 0; i < b.N; i++ {
+		buf = AppendBatch(buf[:0], batch)
+	}
+	b.SetBytes(int64(len(buf)))
+}
