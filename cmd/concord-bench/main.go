@@ -163,7 +163,10 @@ func memory(newConcord, newRedis func() *server, quick bool) {
 		return float64(s.rss()-before) / float64(max(items, 1))
 	}
 	fmt.Printf("%-28s | %12s | %12s | %6s\n", "", "concord B", "redis B", "ratio")
-	for _, t := range []struct{ name, test string; n int }{{"per string key (3-byte value)", "set", keys}, {"per set member", "sadd", members}} {
+	for _, t := range []struct {
+		name, test string
+		n          int
+	}{{"per string key (3-byte value)", "set", keys}, {"per set member", "sadd", members}} {
 		c, r := newConcord(), newRedis()
 		cb, rb := measure(c, t.test, t.n), measure(r, t.test, t.n)
 		c.stop()
