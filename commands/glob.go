@@ -1,10 +1,63 @@
 package commands
 
 // globMatch matches s against a Redis glob pattern (*, ?, [set], [^set],
-// [a-z], \ escapes), like Redis's stringmatchlen.
+// [a-z], \ escapes), like Redis's stringmatchlen, in O(len(p)·len(s)): a
+// failed match resumes after the last '*' only, so patterns with many stars
+// cannot make KEYS or SCAN MATCH take exponential time.
 func globMatch(p, s string, nocase bool) bool {
-	return globAt(p, s, nocase, 0)
+	px, sx := 0, 0
+	starPx, starSx := -1, 0
+	for px < len(p) || sx < len(s) {
+		if px < len(p) {
+			switch c := p[px]; c {
+			case '*':
+				starPx, starSx = px, sx
+				px++
+				continue
+			case '?':
+				if sx < len(s) {
+					px++
+					sx++
+					continue
+				}
+			case '[':
+				if sx < len(s) {
+					if ok, n := matchClass(p[px:], s[sx], nocase); ok {
+						px += n
+						sx++
+						continue
+					}
+				}
+			case '\\':
+				lit, n := c, 1
+				if px+1 < len(p) {
+					lit, n = p[px+1], 2
+				}
+				if sx < len(s) && eqByte(lit, s[sx], nocase) {
+					px += n
+					sx++
+					continue
+				}
+			default:
+				if sx < len(s) && eqByte(c, s[sx], nocase) {
+					px++
+					sx++
+					continue
+				}
+			}
+		}
+		// mismatch: let the last star swallow one more byte, if it can
+		if starPx >= 0 && starSx < len(s) {
+			starSx++
+			px, sx = starPx+1, starSx
+			continue
+		}
+		return false
+	}
+	return true
 }
+
+func eqByte(a, b byte, nocase bool) bool { return a == b || (nocase && lower(a) == lower(b)) }
 
 func lower(c byte) byte {
 	if c >= 'A' && c <= 'Z' {
@@ -13,89 +66,40 @@ func lower(c byte) byte {
 	return c
 }
 
-func globAt(p, s string, nocase bool, depth int) bool {
-	if depth > 1000 {
-		return false
+// matchClass matches c against the class at the start of p ("[...]") and
+// returns whether it matched and the class's length in p.
+func matchClass(p string, c byte, nocase bool) (bool, int) {
+	i := 1
+	not := i < len(p) && p[i] == '^'
+	if not {
+		i++
 	}
-	for len(p) > 0 {
-		switch p[0] {
-		case '*':
-			for len(p) > 1 && p[1] == '*' {
-				p = p[1:]
+	match := false
+	for i < len(p) && p[i] != ']' {
+		switch {
+		case p[i] == '\\' && i+1 < len(p):
+			match = match || eqByte(p[i+1], c, nocase)
+			i += 2
+		case i+2 < len(p) && p[i+1] == '-' && p[i+2] != ']':
+			lo, hi, x := p[i], p[i+2], c
+			if lo > hi {
+				lo, hi = hi, lo
 			}
-			if len(p) == 1 {
-				return true
+			if nocase {
+				lo, hi, x = lower(lo), lower(hi), lower(x)
 			}
-			for i := 0; i <= len(s); i++ {
-				if globAt(p[1:], s[i:], nocase, depth+1) {
-					return true
-				}
-			}
-			return false
-		case '?':
-			if len(s) == 0 {
-				return false
-			}
-			s = s[1:]
-			p = p[1:]
-		case '[':
-			if len(s) == 0 {
-				return false
-			}
-			p = p[1:]
-			not := len(p) > 0 && p[0] == '^'
-			if not {
-				p = p[1:]
-			}
-			match := false
-			for len(p) > 0 && p[0] != ']' {
-				switch {
-				case p[0] == '\\' && len(p) >= 2:
-					if p[1] == s[0] {
-						match = true
-					}
-					p = p[2:]
-				case len(p) >= 3 && p[1] == '-':
-					lo, hi, c := p[0], p[2], s[0]
-					if lo > hi {
-						lo, hi = hi, lo
-					}
-					if nocase {
-						lo, hi, c = lower(lo), lower(hi), lower(c)
-					}
-					if c >= lo && c <= hi {
-						match = true
-					}
-					p = p[3:]
-				default:
-					if p[0] == s[0] || (nocase && lower(p[0]) == lower(s[0])) {
-						match = true
-					}
-					p = p[1:]
-				}
-			}
-			if len(p) > 0 {
-				p = p[1:] // skip ']'
-			}
-			if not {
-				match = !match
-			}
-			if !match {
-				return false
-			}
-			s = s[1:]
-		case '\\':
-			if len(p) >= 2 {
-				p = p[1:]
-			}
-			fallthrough
+			match = match || (x >= lo && x <= hi)
+			i += 3
 		default:
-			if len(s) == 0 || (p[0] != s[0] && !(nocase && lower(p[0]) == lower(s[0]))) {
-				return false
-			}
-			s = s[1:]
-			p = p[1:]
+			match = match || eqByte(p[i], c, nocase)
+			i++
 		}
 	}
-	return len(s) == 0
+	if i < len(p) {
+		i++ // the closing ']'
+	}
+	if not {
+		match = !match
+	}
+	return match, i
 }
