@@ -15,9 +15,15 @@ const codecVersion = 1
 var ErrCorrupt = errors.New("crdt: corrupt encoding")
 
 type encoder struct {
-	b       []byte
-	regions map[string]uint64
-	names   []string
+	b     []byte
+	names []string // the region table; few regions, so a linear search
+	nbuf  [4]string
+}
+
+func newEncoder() *encoder {
+	e := &encoder{b: make([]byte, 0, 96)}
+	e.names = e.nbuf[:0]
+	return e
 }
 
 func (e *encoder) uv(v uint64)    { e.b = binary.AppendUvarint(e.b, v) }
@@ -26,13 +32,14 @@ func (e *encoder) bytes(v []byte) { e.uv(uint64(len(v))); e.b = append(e.b, v...
 func (e *encoder) str(v string)   { e.uv(uint64(len(v))); e.b = append(e.b, v...) }
 
 func (e *encoder) region(r string) {
-	i, ok := e.regions[r]
-	if !ok {
-		i = uint64(len(e.names))
-		e.regions[r] = i
-		e.names = append(e.names, r)
+	for i, n := range e.names {
+		if n == r {
+			e.uv(uint64(i))
+			return
+		}
 	}
-	e.uv(i)
+	e.names = append(e.names, r)
+	e.uv(uint64(len(e.names) - 1))
 }
 
 func (e *encoder) dot(d Dot) { e.region(d.Region); e.uv(d.N) }
@@ -109,6 +116,13 @@ func (e *encoder) state(s *State) {
 
 // finish prepends the version and the region table to the body.
 func (e *encoder) finish(dst []byte) []byte {
+	need := 1 + binary.MaxVarintLen64 + len(e.b)
+	for _, n := range e.names {
+		need += binary.MaxVarintLen64 + len(n)
+	}
+	if cap(dst)-len(dst) < need {
+		dst = append(make([]byte, 0, len(dst)+need), dst...)
+	}
 	dst = append(dst, codecVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(e.names)))
 	for _, n := range e.names {
@@ -120,7 +134,7 @@ func (e *encoder) finish(dst []byte) []byte {
 
 // AppendState appends the encoding of s to dst.
 func AppendState(dst []byte, s *State) []byte {
-	e := encoder{regions: make(map[string]uint64, 4)}
+	e := newEncoder()
 	e.state(s)
 	return e.finish(dst)
 }
@@ -134,7 +148,7 @@ type KeyDelta struct {
 
 // AppendBatch encodes a batch of key deltas (one outbox entry).
 func AppendBatch(dst []byte, batch []KeyDelta) []byte {
-	e := encoder{regions: make(map[string]uint64, 4)}
+	e := newEncoder()
 	e.uv(uint64(len(batch)))
 	for _, kd := range batch {
 		e.uv(uint64(kd.DB))

@@ -20,7 +20,7 @@ func (s *State) Header() *State {
 
 // AppendMember encodes the dots of a set member.
 func AppendMember(dst []byte, dots []Dot) []byte {
-	e := encoder{regions: make(map[string]uint64, 2)}
+	e := newEncoder()
 	e.uv(uint64(len(dots)))
 	for _, d := range dots {
 		e.dot(d)
@@ -30,7 +30,7 @@ func AppendMember(dst []byte, dots []Dot) []byte {
 
 // AppendField encodes a hash field's register.
 func AppendField(dst []byte, r *Reg) []byte {
-	e := encoder{regions: make(map[string]uint64, 2)}
+	e := newEncoder()
 	e.reg(r)
 	return e.finish(dst)
 }

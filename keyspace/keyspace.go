@@ -114,6 +114,7 @@ type shard struct {
 
 // touch records what a tx changed in one key, for persistence.
 type touch struct {
+	k       Key
 	e       *entry
 	all     bool
 	elems   bool // the key held members or fields at some point in the tx
@@ -190,10 +191,11 @@ var ErrBadDB = errors.New("ERR DB index is out of range")
 type Tx struct {
 	ks      *Keyspace
 	all     bool
-	locked  map[*shard]bool
+	locked  []*shard // sorted by address; a tx names few keys
 	now     int64
-	writes  map[Key]*touch
-	order   []Key
+	touched []*touch       // in first-write order; looked up linearly (few keys),
+	index   map[Key]*touch // or through index once there are many
+	tbuf    [1]touch
 	deltas  []crdt.KeyDelta
 	meta    []Write
 	expired int
@@ -231,11 +233,7 @@ func (ks *Keyspace) lockShards(keys []Key) []*shard {
 func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	ks.world.RLock()
 	shards := ks.lockShards(keys)
-	tx := &Tx{ks: ks, now: ks.NowMs()}
-	tx.locked = make(map[*shard]bool, len(shards))
-	for _, s := range shards {
-		tx.locked[s] = true
-	}
+	tx := &Tx{ks: ks, now: ks.NowMs(), locked: shards}
 	err := fn(tx)
 	t := tx.commit()
 	for _, s := range shards {
@@ -271,10 +269,51 @@ func (tx *Tx) Op() crdt.Op {
 
 func (tx *Tx) shard(k Key) *shard {
 	s := tx.ks.dbs[k.DB].shardOf(k.Key)
-	if !tx.all && !tx.locked[s] {
+	if !tx.all && !tx.holds(s) {
 		panic("keyspace: key " + k.Key + " used outside its tx")
 	}
 	return s
+}
+
+func (tx *Tx) holds(s *shard) bool {
+	for _, x := range tx.locked {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// touchOf returns the record of what the tx changed in k, creating it.
+func (tx *Tx) touchOf(k Key) *touch {
+	if tx.index != nil {
+		if t := tx.index[k]; t != nil {
+			return t
+		}
+	} else {
+		for _, t := range tx.touched {
+			if t.k == k {
+				return t
+			}
+		}
+	}
+	var t *touch
+	if len(tx.touched) < len(tx.tbuf) {
+		t = &tx.tbuf[len(tx.touched)]
+		t.k = k
+	} else {
+		t = &touch{k: k}
+	}
+	tx.touched = append(tx.touched, t)
+	if tx.index == nil && len(tx.touched) > 16 {
+		tx.index = make(map[Key]*touch, 32)
+		for _, x := range tx.touched {
+			tx.index[x.k] = x
+		}
+	} else if tx.index != nil {
+		tx.index[k] = t
+	}
+	return t
 }
 
 // lookup returns the entry of k, expiring it lazily if its deadline passed.
@@ -383,15 +422,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 			tx.ks.Stats.Tombstones.Add(1)
 		}
 	}
-	if tx.writes == nil {
-		tx.writes = make(map[Key]*touch, 2)
-	}
-	t := tx.writes[k]
-	if t == nil {
-		t = &touch{}
-		tx.writes[k] = t
-		tx.order = append(tx.order, k)
-	}
+	t := tx.touchOf(k)
 	t.e = e
 	t.elems = t.elems || hadElems || len(e.st.Set) > 0 || len(e.st.Hash) > 0 || len(d.Set) > 0 || len(d.Hash) > 0
 	all, members, fields := d.Touched()
@@ -449,12 +480,12 @@ func (ks *Keyspace) recordConflicts(k Key, c int, st *crdt.State, from string) {
 
 // commit encodes the states the tx changed and submits them with its deltas.
 func (tx *Tx) commit() Ticket {
-	if len(tx.order) == 0 && len(tx.meta) == 0 {
+	if len(tx.touched) == 0 && len(tx.meta) == 0 {
 		return nil
 	}
-	writes := make([]Write, 0, len(tx.order))
-	for _, k := range tx.order {
-		t := tx.writes[k]
+	writes := make([]Write, 0, len(tx.touched)+len(tx.meta))
+	for _, t := range tx.touched {
+		k := t.k
 		e := t.e
 		s := tx.ks.dbs[k.DB].shardOf(k.Key)
 		w := Write{DB: k.DB, Key: k.Key}
