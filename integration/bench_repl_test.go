@@ -16,7 +16,7 @@ import (
 // lag stayed bounded (the peers drained within 2 s of the load stopping).
 // `make bench-repl` runs it; BENCH_REPL_RATES and BENCH_REPL_SECONDS tune it.
 func BenchmarkReplicationLag(b *testing.B) {
-	rates := []int{1000, 10000, 50000}
+	rates := []int{1000, 10000, 50000, 100000}
 	if s := os.Getenv("BENCH_REPL_RATES"); s != "" {
 		rates = nil
 		for _, f := range strings.Split(s, ",") {
