@@ -178,3 +178,26 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 	})
 }
+
+// A conflict is reported once, when the concurrent assignment arrives, not
+// again by later merges that leave the hidden loser in place.
+func TestConflictReportedOnce(t *testing.T) {
+	a, b := &State{}, &State{}
+	ca, cb := NewClock("A"), NewClock("B")
+	da := SetString(a, Op{HLC: ca.Now(10)}, []byte("a"), false)
+	a.Merge(da)
+	db := SetString(b, Op{HLC: cb.Now(11)}, []byte("b"), false)
+	b.Merge(db)
+	if c := a.Merge(db); c&ConflictLWW == 0 {
+		t.Fatal("concurrent SET not reported")
+	}
+	// B sets a TTL (it has not seen A's write): merging it must not report again
+	de := Expire(b, Op{HLC: cb.Now(12)}, 99999)
+	b.Merge(de)
+	if c := a.Merge(de); c != 0 {
+		t.Fatalf("re-reported: %b", c)
+	}
+	if c := a.Merge(db); c != 0 {
+		t.Fatalf("duplicate delivery re-reported: %b", c)
+	}
+}

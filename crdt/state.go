@@ -139,11 +139,12 @@ func (s *State) Merge(d *State) (conflicts int) {
 			if b == nil {
 				b = &Reg{}
 			}
+			n := len(a.Base)
 			mergeReg(a, sctx, b, dctx)
 			if a.isEmpty() {
 				a = nil
-			} else if len(a.Base) > 1 {
-				conflicts |= ConflictLWW
+			} else if len(a.Base) > 1 && len(a.Base) > n {
+				conflicts |= ConflictLWW // a new concurrent assignment, not an old one still hidden
 			}
 			s.Str = a
 		}
@@ -224,12 +225,13 @@ func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 	if b == nil {
 		b = &Reg{}
 	}
+	n := len(a.Base)
 	mergeReg(a, &s.Ctx, b, dctx)
 	if a.isEmpty() {
 		delete(s.Hash, f)
 		return 0
 	}
-	if len(a.Base) > 1 {
+	if len(a.Base) > 1 && len(a.Base) > n {
 		conflicts |= ConflictLWW
 	}
 	if s.Hash == nil {
