@@ -106,6 +106,15 @@ func TestClientTLS(t *testing.T) {
 	if v, _ := client(t, in.Addr()).Get(ctx, "secure").Result(); v != "yes" {
 		t.Fatalf("plain port: %q", v)
 	}
+	// --tls-auth-clients optional: a client without a certificate is welcome
+	opt := startConcord(t, func(c *server.Config) {
+		c.TLSAddr, c.TLSCertFile, c.TLSKeyFile, c.TLSCACertFile, c.TLSAuthClients = "127.0.0.1:0", p.srvCert, p.srvKey, p.ca, "optional"
+	})
+	anon := redis.NewClient(&redis.Options{Addr: opt.TLSAddr(), TLSConfig: &tls.Config{RootCAs: p.caPool}})
+	defer anon.Close()
+	if err := anon.Ping(ctx).Err(); err != nil {
+		t.Fatalf("optional client certs: %v", err)
+	}
 }
 
 func TestClientHygiene(t *testing.T) {
