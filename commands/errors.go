@@ -30,6 +30,7 @@ const (
 	ErrNegCount     = Error("ERR value is out of range, must be positive")
 	ErrCursor       = Error("ERR invalid cursor")
 	ErrNotOne       = Error("ERR numkeys should be greater than 0")
+	ErrRepairing    = Error("TRYAGAIN this key's stored state failed its checksum and is being repaired from another region")
 )
 
 func (c *Ctx) fail(err error) {

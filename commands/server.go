@@ -118,7 +118,9 @@ func (e *Engine) infoSection(name string) []string {
 			fmt.Sprintf("conflicts_lww:%d", ks.Stats.ConflictsLWW.Load()), fmt.Sprintf("conflicts_type:%d", ks.Stats.ConflictsType.Load()),
 			fmt.Sprintf("conflicts_non_numeric_base:%d", ks.Stats.ConflictsNum.Load()),
 			fmt.Sprintf("remote_deltas_applied:%d", ks.Stats.RemoteApplied.Load()),
-			fmt.Sprintf("tombstones:%d", ks.Stats.Tombstones.Load())}
+			fmt.Sprintf("tombstones:%d", ks.Stats.Tombstones.Load()),
+			fmt.Sprintf("corrupt_records:%d", ks.Stats.CorruptRecords.Load()),
+			fmt.Sprintf("keys_repaired:%d", ks.Stats.KeysRepaired.Load())}
 	case "replication":
 		lines := []string{"role:master", "connected_slaves:0", "region:" + ks.Region()}
 		if e.Info != nil {

@@ -297,6 +297,10 @@ func (c *Ctx) keys(from, to, step int) []keyspace.Key {
 // run executes fn over keys (or inside the EXEC that holds everything) and
 // writes err as the reply when fn fails.
 func (c *Ctx) run(keys []keyspace.Key, fn func(tx *keyspace.Tx) error) bool {
+	if c.ks.Quarantined(keys) {
+		c.fail(ErrRepairing)
+		return false
+	}
 	var err error
 	if c.tx != nil {
 		err = fn(c.tx)

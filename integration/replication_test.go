@@ -27,6 +27,7 @@ type cluster struct {
 	links   map[string]map[string]*proxy
 	dirs    map[string]string
 	clients map[string]*redis.Client
+	nats    map[string]string
 }
 
 // startCluster starts n regions with embedded NATS on free ports.
@@ -49,6 +50,7 @@ func startCluster(t testing.TB, n int) *cluster {
 			}
 		}
 	}
+	c.nats = natsAddr
 	for _, name := range c.names {
 		c.start(t, name, natsAddr[name])
 	}
@@ -221,15 +223,35 @@ func (c *cluster) check(t *testing.T, h *history, r string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for key, acked := range h.ackedIncr {
-		got, _ := cl.Get(ctx, key).Int64()
-		if got < acked || got > h.attemptedIncr[key] {
-			t.Errorf("%s = %d, acked %d, attempted %d", key, got, acked, h.attemptedIncr[key])
+		var got int64
+		var err error
+		for try := 0; try < 5; try++ { // a loaded machine may time a read out
+			if got, err = cl.Get(ctx, key).Int64(); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil || got < acked || got > h.attemptedIncr[key] {
+			t.Errorf("%s = %d (%v), acked %d, attempted %d", key, got, err, acked, h.attemptedIncr[key])
 		}
 	}
 	lost := 0
 	for key, members := range h.ackedAdds {
+		all, err := cl.SMembers(ctx, key).Result()
+		for try := 0; err != nil && try < 5; try++ {
+			time.Sleep(100 * time.Millisecond)
+			all, err = cl.SMembers(ctx, key).Result()
+		}
+		if err != nil {
+			t.Errorf("SMEMBERS %s: %v", key, err)
+			continue
+		}
+		have := map[string]bool{}
+		for _, m := range all {
+			have[m] = true
+		}
 		for m := range members {
-			if ok, _ := cl.SIsMember(ctx, key, m).Result(); !ok {
+			if ok := have[m]; !ok {
 				lost++
 				if lost < 5 {
 					t.Errorf("acknowledged SADD %s %s lost", key, m)

@@ -75,6 +75,70 @@ type Keyspace struct {
 	conflictMu sync.Mutex
 	conflicts  []Conflict
 	conflictN  uint64
+
+	quarMu  sync.Mutex
+	quar    map[Key]bool // keys whose stored state failed its checksum, until repaired
+	quarAny atomic.Bool
+}
+
+// Quarantine keeps k from being read or written until Release (its stored
+// state was damaged and is being repaired from a peer).
+func (ks *Keyspace) Quarantine(k Key) {
+	ks.quarMu.Lock()
+	if ks.quar == nil {
+		ks.quar = map[Key]bool{}
+	}
+	ks.quar[k] = true
+	ks.quarAny.Store(true)
+	ks.quarMu.Unlock()
+}
+
+// Release ends k's quarantine.
+func (ks *Keyspace) Release(k Key) {
+	ks.quarMu.Lock()
+	delete(ks.quar, k)
+	ks.quarAny.Store(len(ks.quar) > 0)
+	ks.quarMu.Unlock()
+}
+
+// Quarantined reports whether any of keys is quarantined.
+func (ks *Keyspace) Quarantined(keys []Key) bool {
+	if !ks.quarAny.Load() {
+		return false
+	}
+	ks.quarMu.Lock()
+	defer ks.quarMu.Unlock()
+	for _, k := range keys {
+		if ks.quar[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// QuarantinedKeys lists the keys in quarantine.
+func (ks *Keyspace) QuarantinedKeys() []Key {
+	ks.quarMu.Lock()
+	defer ks.quarMu.Unlock()
+	out := make([]Key, 0, len(ks.quar))
+	for k := range ks.quar {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Snapshot returns a copy of k's whole state (tombstone included), or nil.
+func (ks *Keyspace) Snapshot(k Key) *crdt.State {
+	if k.DB < 0 || k.DB >= len(ks.dbs) {
+		return nil
+	}
+	s := ks.dbs[k.DB].shardOf(k.Key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[k.Key]; e != nil {
+		return e.st.Clone()
+	}
+	return nil
 }
 
 // Stats are counters shown by INFO.
@@ -87,6 +151,10 @@ type Stats struct {
 	ConflictsNum  atomic.Uint64
 	RemoteApplied atomic.Uint64
 	Tombstones    atomic.Int64
+	// CorruptRecords counts stored records that failed their checksum;
+	// KeysRepaired keys restored from a peer after that.
+	CorruptRecords atomic.Uint64
+	KeysRepaired   atomic.Uint64
 }
 
 // Conflict is one resolution that discarded data.

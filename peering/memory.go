@@ -17,6 +17,7 @@ type Bus struct {
 	cond    *sync.Cond
 	streams map[string]*memStream
 	down    map[string]bool // regions cut off from everyone
+	fetch   map[string]func([]byte) []byte
 }
 
 type memStream struct {
@@ -28,7 +29,7 @@ type memStream struct {
 
 // NewBus returns an empty bus.
 func NewBus() *Bus {
-	b := &Bus{streams: map[string]*memStream{}, down: map[string]bool{}}
+	b := &Bus{streams: map[string]*memStream{}, down: map[string]bool{}, fetch: map[string]func([]byte) []byte{}}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -131,3 +132,20 @@ func (m *memTransport) Connected(peer string) bool {
 
 func (m *memTransport) ListenAddr() string { return "" }
 func (m *memTransport) Close()             {}
+
+func (m *memTransport) ServeFetch(fn func([]byte) []byte) error {
+	m.b.mu.Lock()
+	m.b.fetch[m.region] = fn
+	m.b.mu.Unlock()
+	return nil
+}
+
+func (m *memTransport) Fetch(_ context.Context, peer string, req []byte) ([]byte, error) {
+	m.b.mu.Lock()
+	fn, down := m.b.fetch[peer], m.b.down[peer] || m.b.down[m.region]
+	m.b.mu.Unlock()
+	if fn == nil || down {
+		return nil, errCut
+	}
+	return fn(req), nil
+}

@@ -272,3 +272,24 @@ func (t *natsTransport) Close() {
 		t.ns.WaitForShutdown()
 	}
 }
+
+func fetchSubject(region string) string { return "concord.fetch." + region }
+
+func (t *natsTransport) ServeFetch(fn func([]byte) []byte) error {
+	_, err := t.nc.Subscribe(fetchSubject(t.cfg.Region), func(m *nats.Msg) { m.Respond(fn(m.Data)) })
+	return err
+}
+
+func (t *natsTransport) Fetch(ctx context.Context, peer string, req []byte) ([]byte, error) {
+	t.mu.Lock()
+	nc := t.links[peer]
+	t.mu.Unlock()
+	if nc == nil || !nc.IsConnected() {
+		return nil, errors.New("peering: no link to " + peer)
+	}
+	m, err := nc.RequestWithContext(ctx, fetchSubject(peer), req)
+	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
+}

@@ -348,3 +348,11 @@ func (n *Node) Close() {
 	n.wg.Wait()
 	n.t.Close()
 }
+
+// ServeFetch answers peers' requests for full key states.
+func (n *Node) ServeFetch(fn func(req []byte) []byte) error { return n.t.ServeFetch(fn) }
+
+// Fetch asks peer for full key states (see ServeFetch).
+func (n *Node) Fetch(ctx context.Context, peer string, req []byte) ([]byte, error) {
+	return n.t.Fetch(ctx, peer, req)
+}

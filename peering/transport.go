@@ -26,6 +26,10 @@ type Transport interface {
 	Connected(peer string) bool
 	// ListenAddr is where peers reach this region ("" if not listening).
 	ListenAddr() string
+	// ServeFetch answers peers' fetch requests (full key states) with fn.
+	ServeFetch(fn func(req []byte) []byte) error
+	// Fetch sends a request to peer's fetch handler and returns its answer.
+	Fetch(ctx context.Context, peer string, req []byte) ([]byte, error)
 	Close()
 }
 

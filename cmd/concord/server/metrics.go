@@ -39,6 +39,8 @@ var (
 	mGroupSize   = prometheus.NewDesc("concord_group_commit_size", "Key writes per group commit.", nil, nil)
 	mCommitSecs  = prometheus.NewDesc("concord_group_commit_duration_seconds", "Time from a group commit handed to Badger to durable.", nil, nil)
 	mOutLimited  = prometheus.NewDesc("concord_output_limit_disconnects_total", "Clients closed for client-output-buffer-limit.", nil, nil)
+	mCorrupt     = prometheus.NewDesc("concord_corrupt_records_total", "Stored records that failed their checksum at load.", nil, nil)
+	mRepaired    = prometheus.NewDesc("concord_keys_repaired_total", "Damaged keys restored from a peer.", nil, nil)
 	mApplyLag    = prometheus.NewDesc("concord_replication_apply_lag_seconds", "Time from a write in the peer to its merge here.", []string{"peer", "quantile"}, nil)
 )
 
@@ -60,6 +62,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mConflicts, ks.Stats.ConflictsType.Load(), "type")
 	counter(mConflicts, ks.Stats.ConflictsNum.Load(), "non_numeric_base")
 	counter(mRemote, ks.Stats.RemoteApplied.Load())
+	counter(mCorrupt, ks.Stats.CorruptRecords.Load())
+	counter(mRepaired, ks.Stats.KeysRepaired.Load())
 	ch <- prometheus.MustNewConstMetric(mTombstones, prometheus.GaugeValue, float64(ks.Stats.Tombstones.Load()))
 	for name, st := range in.Engine.CommandStats() {
 		counter(mCommands, st[0], name)

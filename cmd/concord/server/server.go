@@ -90,13 +90,20 @@ func Start(cfg Config) (*Instance, error) {
 		// with peers, deleted keys stay as tombstones until GC (a later issue)
 		Stable: func() bool { return !replicated }}, storeAdapter{store})
 	t0 := time.Now()
-	n, bad, err := load(store, ks)
+	n, bad, corrupt, err := load(store, ks)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("load %s: %w", cfg.Dir, err)
 	}
 	if bad > 0 {
 		log.Error().Int("keys", bad).Msg("stored states failed to decode and were skipped")
+	}
+	for _, k := range corrupt {
+		ks.Stats.CorruptRecords.Add(1)
+		log.Error().Int("db", k.DB).Str("key", k.Key).Msg("stored state failed its checksum: not served until repaired from a peer")
+		if cfg.Replicated() {
+			ks.Quarantine(k)
+		}
 	}
 	log.Debug().Int("keys", n).Dur("took", time.Since(t0)).Msg("loaded")
 
@@ -206,6 +213,12 @@ func Start(cfg Config) (*Instance, error) {
 		in.Node = node
 		inf.node = node
 		eng.Repl = node
+		if err := node.ServeFetch(in.serveFetch); err != nil {
+			log.Warn().Err(err).Msg("cannot serve key repairs to peers")
+		}
+		if len(corrupt) > 0 {
+			go in.repairLoop(ctx)
+		}
 	}
 	go func() {
 		defer close(in.done)
@@ -236,8 +249,9 @@ func Start(cfg Config) (*Instance, error) {
 
 // load reads every stored key (header and elements) into ks and re-merges
 // the outbox.
-func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, err error) {
+func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt []keyspace.Key, err error) {
 	states := map[keyspace.Key]*crdt.State{}
+	damaged := map[keyspace.Key]bool{}
 	err = store.Load(persistence.Loader{
 		Header: func(db int, key string, b []byte) error {
 			st, err := crdt.DecodeState(b)
@@ -254,6 +268,10 @@ func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, err erro
 			if st == nil || st.AddElement(kind, name, b) != nil {
 				bad++
 			}
+			return nil
+		},
+		Corrupt: func(db int, key string) error {
+			damaged[keyspace.Key{DB: db, Key: key}] = true
 			return nil
 		},
 		Replay: func(seq uint64, b []byte) error {
@@ -283,10 +301,14 @@ func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, err erro
 			return nil
 		},
 	})
+	for k := range damaged { // a key with any damaged record is not served
+		delete(states, k)
+		corrupt = append(corrupt, k)
+	}
 	for k, st := range states {
 		ks.Load(k, st)
 	}
-	return n, bad, err
+	return n, bad, corrupt, err
 }
 
 func (in *Instance) expireLoop(ctx context.Context, conf *commands.Config) {
@@ -499,6 +521,65 @@ func (in *Instance) conflictLog(ctx context.Context) {
 			in.Log.Warn().Uint64("lww", now[0]-last[0]).Uint64("type", now[1]-last[1]).Uint64("non_numeric_base", now[2]-last[2]).
 				Msg("conflicts resolved (CONCORD CONFLICTS lists them)")
 			last = now
+		}
+	}
+}
+
+// serveFetch answers a peer's request for the full states of some keys.
+func (in *Instance) serveFetch(req []byte) []byte {
+	kds, err := crdt.DecodeBatch(req)
+	if err != nil {
+		return nil
+	}
+	var out []crdt.KeyDelta
+	for _, kd := range kds {
+		if st := in.KS.Snapshot(keyspace.Key{DB: kd.DB, Key: kd.Key}); st != nil {
+			st.Scoped, st.ExpTouched = false, false
+			out = append(out, crdt.KeyDelta{DB: kd.DB, Key: kd.Key, Delta: st})
+		}
+	}
+	return crdt.AppendBatch(nil, out)
+}
+
+// repairLoop restores quarantined keys from the first peer that answers.
+func (in *Instance) repairLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		keys := in.KS.QuarantinedKeys()
+		if len(keys) == 0 {
+			return
+		}
+		req := make([]crdt.KeyDelta, len(keys))
+		for i, k := range keys {
+			req[i] = crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: &crdt.State{}}
+		}
+		for _, peer := range in.Node.Peers() {
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, err := in.Node.Fetch(fctx, peer, crdt.AppendBatch(nil, req))
+			cancel()
+			if err != nil {
+				continue
+			}
+			kds, err := crdt.DecodeBatch(resp)
+			if err != nil {
+				continue
+			}
+			for _, kd := range kds {
+				k := keyspace.Key{DB: kd.DB, Key: kd.Key}
+				t, _ := in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error { tx.ApplyRemote(k, kd.Delta, peer); return nil })
+				if t != nil {
+					t.Wait()
+				}
+			}
+			for _, k := range keys { // the peer's answer is the state now (absent keys stay absent)
+				in.KS.Release(k)
+				in.KS.Stats.KeysRepaired.Add(1)
+			}
+			in.Log.Info().Str("peer", peer).Int("keys", len(keys)).Msg("repaired damaged keys from peer")
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }
