@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,9 +143,10 @@ func concordBinary(t testing.TB) string {
 
 // proc is a concord process.
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
-	log  *strings.Builder
+	cmd      *exec.Cmd
+	addr     string
+	log      *strings.Builder
+	peerAddr string // where peers reach its NATS (from the ready line)
 }
 
 // startProc runs the concord binary and waits for its ready line.
@@ -166,6 +168,9 @@ func startProc(t testing.TB, args ...string) *proc {
 		for sc.Scan() {
 			p.log.WriteString(sc.Text() + "\n")
 			if !sent && strings.Contains(sc.Text(), "concord ready") {
+				if m := peerListenRe.FindStringSubmatch(sc.Text()); m != nil {
+					p.peerAddr = m[1]
+				}
 				ready <- true
 				sent = true
 			}
@@ -199,3 +204,5 @@ func (p *proc) kill9() {
 }
 
 var ctx = context.Background()
+
+var peerListenRe = regexp.MustCompile(`"peer_listen":"([^"]+)"`)

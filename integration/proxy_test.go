@@ -34,6 +34,9 @@ func newProxy(t testing.TB, target string) *proxy {
 
 func (p *proxy) addr() string { return p.ln.Addr().String() }
 
+// setTarget points the proxy at a (new) upstream address.
+func (p *proxy) setTarget(t string) { p.mu.Lock(); p.target = t; p.mu.Unlock() }
+
 func (p *proxy) set(mode string, delay time.Duration) {
 	p.mu.Lock()
 	p.mode, p.delay = mode, delay
@@ -69,7 +72,10 @@ func (p *proxy) accept() {
 			c.Close()
 			continue
 		}
-		up, err := net.Dial("tcp", p.target)
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		up, err := net.Dial("tcp", target)
 		if err != nil {
 			c.Close()
 			continue

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"math/rand"
 	"testing"
 	"time"
@@ -24,14 +23,14 @@ func startProcCluster(t *testing.T, n int, fsync string) *procCluster {
 	for i := 0; i < n; i++ {
 		name := string(rune('A' + i))
 		pc.names = append(pc.names, name)
-		pc.nats[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		pc.nats[name] = "127.0.0.1:0" // the real port comes from the ready line
 		pc.dirs[name] = t.TempDir()
 	}
 	for _, from := range pc.names {
 		pc.links[from] = map[string]*proxy{}
 		for _, to := range pc.names {
 			if from != to {
-				pc.links[from][to] = newProxy(t, pc.nats[to])
+				pc.links[from][to] = newProxy(t, "")
 			}
 		}
 	}
@@ -51,6 +50,11 @@ func (pc *procCluster) startProc(t *testing.T, name string) {
 	}
 	p := startProc(t, args...)
 	pc.procs[name] = p
+	for from, m := range pc.links {
+		if px := m[name]; px != nil && from != name {
+			px.setTarget(p.peerAddr)
+		}
+	}
 	if old := pc.clients[name]; old != nil {
 		old.Close()
 	}

@@ -28,29 +28,34 @@ type cluster struct {
 	dirs    map[string]string
 	clients map[string]*redis.Client
 	nats    map[string]string
+	mod     func(*server.Config) // applied to every region's config
 }
 
 // startCluster starts n regions with embedded NATS on free ports.
-func startCluster(t testing.TB, n int) *cluster {
+func startCluster(t testing.TB, n int, mod ...func(*server.Config)) *cluster {
 	t.Helper()
 	c := &cluster{regions: map[string]*server.Instance{}, links: map[string]map[string]*proxy{}, dirs: map[string]string{}, clients: map[string]*redis.Client{}}
-	// every region's NATS port first, so proxies can point at them
+	// proxies first (regions need their addresses as peer URLs); each is
+	// pointed at its region's NATS once that has started on a free port
 	natsAddr := map[string]string{}
 	for i := 0; i < n; i++ {
 		name := string(rune('A' + i))
 		c.names = append(c.names, name)
-		natsAddr[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		natsAddr[name] = "127.0.0.1:0"
 		c.dirs[name] = t.TempDir()
 	}
 	for _, from := range c.names {
 		c.links[from] = map[string]*proxy{}
 		for _, to := range c.names {
 			if from != to {
-				c.links[from][to] = newProxy(t, natsAddr[to])
+				c.links[from][to] = newProxy(t, "")
 			}
 		}
 	}
 	c.nats = natsAddr
+	if len(mod) > 0 {
+		c.mod = mod[0]
+	}
 	for _, name := range c.names {
 		c.start(t, name, natsAddr[name])
 	}
@@ -65,13 +70,22 @@ func (c *cluster) start(t testing.TB, name, natsAddr string) {
 			peers[other] = "nats://" + c.links[name][other].addr()
 		}
 	}
-	in, err := server.Start(server.Config{Addr: "127.0.0.1:0", Region: name, Dir: c.dirs[name], LogLevel: "warn",
-		PeerListen: natsAddr, Peers: peers, MetricsAddr: "127.0.0.1:0", PeerDownAfter: 300 * time.Millisecond})
+	cfg := server.Config{Addr: "127.0.0.1:0", Region: name, Dir: c.dirs[name], LogLevel: "warn",
+		PeerListen: natsAddr, Peers: peers, MetricsAddr: "127.0.0.1:0", PeerDownAfter: 300 * time.Millisecond}
+	if c.mod != nil {
+		c.mod(&cfg)
+	}
+	in, err := server.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { in.Close() })
 	c.regions[name] = in
+	for from, m := range c.links {
+		if p := m[name]; p != nil && from != name {
+			p.setTarget(in.PeerAddr())
+		}
+	}
 	c.clients[name] = redis.NewClient(&redis.Options{Addr: in.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { c.clients[name].Close() })
 }

@@ -58,7 +58,17 @@ type Config struct {
 	Now func() time.Time
 	// ConflictLog bounds the ring of recent conflicts.
 	ConflictLog int
+	// Digests maintains per-key and per-bucket state digests for
+	// anti-entropy (on when the region has peers).
+	Digests bool
 }
+
+// Buckets per database in the anti-entropy hash tree; each belongs to one
+// shard, so it is updated under that shard's lock.
+const (
+	subBuckets = 16
+	NumBuckets = shardCount * subBuckets
+)
 
 // Keyspace holds every database.
 type Keyspace struct {
@@ -178,6 +188,7 @@ type shard struct {
 	m    map[string]*entry
 	exp  map[string]int64 // keys with a deadline
 	live int
+	bkt  [subBuckets]uint64 // XOR of the key digests of each bucket
 }
 
 // touch records what a tx changed in one key, for persistence.
@@ -194,6 +205,22 @@ type entry struct {
 	st   *crdt.State
 	live bool
 	ver  uint64
+	// digests (when Config.Digests): XOR of the elements', and the key's
+	elems, dig uint64
+}
+
+func subBucket(key string) int { return int((hashKey(key) >> 8) % subBuckets) }
+
+// BucketOf returns the anti-entropy bucket of key (0..NumBuckets-1).
+func BucketOf(key string) int {
+	return int(hashKey(key)%shardCount)*subBuckets + subBucket(key)
+}
+
+// redigest recomputes e's key digest after a merge and updates its bucket.
+func (s *shard) redigest(key string, e *entry) {
+	old := e.dig
+	e.dig = crdt.KeyDigest(key, crdt.HeaderDigest(e.st), e.elems)
+	s.bkt[subBucket(key)] ^= old ^ e.dig
 }
 
 var version atomic.Uint64
@@ -461,7 +488,19 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	}
 	wasTomb := !e.live && !e.st.IsEmpty()
 	hadElems := len(e.st.Set) > 0 || len(e.st.Hash) > 0
+	digests := tx.ks.cfg.Digests
+	if digests && d.Scoped {
+		e.elems ^= crdt.ListedDigest(e.st, d)
+	}
 	c := e.st.Merge(d)
+	if digests {
+		if d.Scoped {
+			e.elems ^= crdt.ListedDigest(e.st, d)
+		} else {
+			e.elems = crdt.ElementsDigest(e.st)
+		}
+		s.redigest(k.Key, e)
+	}
 	if remote && c != 0 {
 		tx.ks.recordConflicts(k, c, e.st, from)
 	}
@@ -560,6 +599,7 @@ func (tx *Tx) commit() Ticket {
 		if !e.live && tx.ks.cfg.Stable() {
 			if s.m[k.Key] == e {
 				delete(s.m, k.Key)
+				s.bkt[subBucket(k.Key)] ^= e.dig
 			}
 			w.ReplaceAll = t.elems
 		} else {
@@ -585,8 +625,15 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := &entry{st: st, live: st.Type() != crdt.TypeNone, ver: version.Add(1)}
-	if old := s.m[k.Key]; old != nil && old.live {
-		s.live--
+	if old := s.m[k.Key]; old != nil {
+		if old.live {
+			s.live--
+		}
+		s.bkt[subBucket(k.Key)] ^= old.dig
+	}
+	if ks.cfg.Digests {
+		e.elems = crdt.ElementsDigest(st)
+		s.redigest(k.Key, e)
 	}
 	s.m[k.Key] = e
 	if e.live {
@@ -821,4 +868,64 @@ func elemWrites(st *crdt.State, t *touch) []Elem {
 		out = append(out, el)
 	}
 	return out
+}
+
+// Roots returns each database's anti-entropy root: a hash of its buckets.
+func (ks *Keyspace) Roots() []uint64 {
+	out := make([]uint64, len(ks.dbs))
+	for i := range ks.dbs {
+		b := ks.Buckets(i)
+		h := uint64(14695981039346656037)
+		for _, x := range b {
+			h ^= x
+			h *= 1099511628211
+		}
+		out[i] = h
+	}
+	return out
+}
+
+// Buckets returns the bucket digests of database dbi.
+func (ks *Keyspace) Buckets(dbi int) []uint64 {
+	out := make([]uint64, NumBuckets)
+	d := ks.dbs[dbi]
+	for i := range d.shards {
+		s := &d.shards[i]
+		s.mu.Lock()
+		copy(out[i*subBuckets:], s.bkt[:])
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// KeysIn returns every key (tombstones included) of the given buckets.
+func (ks *Keyspace) KeysIn(dbi int, buckets []int) []string {
+	d := ks.dbs[dbi]
+	var out []string
+	for _, b := range buckets {
+		if b < 0 || b >= NumBuckets {
+			continue
+		}
+		s := &d.shards[b/subBuckets]
+		sub := b % subBuckets
+		s.mu.Lock()
+		for k := range s.m {
+			if subBucket(k) == sub {
+				out = append(out, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// Digest returns k's key digest (0 when absent).
+func (ks *Keyspace) Digest(k Key) uint64 {
+	s := ks.dbs[k.DB].shardOf(k.Key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[k.Key]; e != nil {
+		return e.dig
+	}
+	return 0
 }

@@ -65,6 +65,7 @@ func (t *natsTransport) startServer() (*natsserver.Server, error) {
 		ServerName: "concord-" + t.cfg.Region, JetStream: true, StoreDir: t.cfg.Dir,
 		NoSigs: true, NoLog: true, DisableJetStreamBanner: true,
 		PingInterval: 2 * time.Second, MaxPingsOut: 2, Authorization: t.cfg.Token,
+		MaxPayload: 64 << 20, // one delta batch or anti-entropy answer per message
 	}
 	if t.cfg.ServerTLS != nil {
 		opts.TLS, opts.TLSVerify, opts.TLSConfig, opts.TLSTimeout = true, true, t.cfg.ServerTLS, 2
@@ -135,7 +136,7 @@ func (t *natsTransport) ensureStream() error {
 	defer cancel()
 	_, err := t.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: t.stream, Subjects: []string{subject(t.cfg.Region)}, Storage: jetstream.FileStorage,
-		Replicas: 1, Duplicates: 2 * time.Minute, MaxAge: t.cfg.Retention, MaxBytes: t.cfg.MaxBytes,
+		Replicas: 1, Duplicates: 2 * time.Minute, MaxAge: t.cfg.Retention, MaxBytes: t.cfg.MaxBytes, MaxMsgs: t.cfg.MaxMsgs,
 		Discard: jetstream.DiscardOld,
 	})
 	if err != nil {

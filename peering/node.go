@@ -30,7 +30,10 @@ type Config struct {
 	// default 8 GiB): a peer cut off for longer needs a full resync.
 	Retention time.Duration
 	MaxBytes  int64
-	Log       zerolog.Logger
+	// MaxMsgs bounds the stream by message count (0: unlimited; tests use it
+	// to make a partitioned peer miss deltas).
+	MaxMsgs int64
+	Log     zerolog.Logger
 	// Token is the secret every region's NATS requires (empty: none).
 	Token string
 	// ServerTLS (mutual TLS: peers must present a certificate the CA

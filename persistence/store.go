@@ -35,6 +35,31 @@ type Options struct {
 	Log    zerolog.Logger
 	// MaxGroupBytes bounds how much one group commit carries (0: 8 MiB).
 	MaxGroupBytes int
+	// MaxEntryBytes bounds one outbox entry (one stream message); a group's
+	// deltas are split across entries beyond it (0: 768 KiB, under NATS's
+	// default 1 MiB max payload).
+	MaxEntryBytes int
+}
+
+// approxDeltaSize estimates a delta's encoded size, to cut outbox entries.
+func approxDeltaSize(kd crdt.KeyDelta) int {
+	n := 32 + len(kd.Key) + 16*len(kd.Delta.Ctx.VV)
+	if r := kd.Delta.Str; r != nil {
+		for _, b := range r.Base {
+			n += 48 + len(b.Val)
+		}
+		n += 24 * len(r.Counts)
+	}
+	for m := range kd.Delta.Set {
+		n += 24 + len(m)
+	}
+	for f, r := range kd.Delta.Hash {
+		n += 24 + len(f)
+		for _, b := range r.Base {
+			n += 48 + len(b.Val)
+		}
+	}
+	return n
 }
 
 // Write is one key's change: its encoded header and the element records
@@ -153,6 +178,9 @@ var ErrClosed = errors.New("persistence: store closed")
 func Open(opts Options) (*Store, error) {
 	if opts.MaxGroupBytes <= 0 {
 		opts.MaxGroupBytes = 8 << 20
+	}
+	if opts.MaxEntryBytes <= 0 {
+		opts.MaxEntryBytes = 768 << 10
 	}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(opts.Fsync == FsyncAlways).
@@ -295,18 +323,30 @@ func (s *Store) commitAsync(g *Group) {
 	if needsSnapshot {
 		s.inflight.Wait()
 	}
-	var entry []byte
-	seq := uint64(0)
-	if len(g.deltas) > 0 {
+	// the group's deltas become outbox entries of at most MaxEntryBytes
+	// each (one message each on the stream), under consecutive sequences
+	var entries [][]byte
+	var seqs []uint64
+	for rest := g.deltas; len(rest) > 0; {
+		n, size := 0, 0
+		for n < len(rest) && (n == 0 || size < s.opts.MaxEntryBytes) {
+			size += approxDeltaSize(rest[n])
+			n++
+		}
 		s.assigned++
-		seq = s.assigned
-		entry = crdt.AppendBatch(nil, g.deltas)
+		seqs = append(seqs, s.assigned)
+		entries = append(entries, crdt.AppendBatch(nil, rest[:n]))
+		rest = rest[n:]
+	}
+	seq := uint64(0)
+	if len(seqs) > 0 {
+		seq = seqs[len(seqs)-1]
 	}
 	g.start = time.Now()
 	txn := s.db.NewTransaction(true)
 	err := func() error {
-		if entry != nil {
-			if err := setOutbox(txn, seq, entry); err != nil {
+		for i, e := range entries {
+			if err := setOutbox(txn, seqs[i], e); err != nil {
 				return err
 			}
 		}
@@ -315,7 +355,7 @@ func (s *Store) commitAsync(g *Group) {
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		txn.Discard()
 		s.inflight.Wait()
-		err = s.commitSplit(seq, entry, g.writes)
+		err = s.commitSplit(seqs, entries, g.writes)
 		s.finish(g, seq, true, err)
 		return
 	}
@@ -469,9 +509,9 @@ func elemPrefix(db int, key string) []byte {
 	return append(b, key...)
 }
 
-func (s *Store) commitSplit(seq uint64, entry []byte, writes []Write) error {
-	if entry != nil {
-		if err := s.db.Update(func(txn *badger.Txn) error { return setOutbox(txn, seq, entry) }); err != nil {
+func (s *Store) commitSplit(seqs []uint64, entries [][]byte, writes []Write) error {
+	for i, e := range entries {
+		if err := s.db.Update(func(txn *badger.Txn) error { return setOutbox(txn, seqs[i], e) }); err != nil {
 			return err
 		}
 	}

@@ -132,3 +132,39 @@ func TestRegionMismatchRefused(t *testing.T) {
 		t.Fatal("a data dir of region A opened as region B")
 	}
 }
+
+// A group whose deltas exceed one stream message is cut into several
+// outbox entries, none of them over the limit, losing no delta.
+func TestOutboxEntriesBounded(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), Fsync: FsyncNo, Region: "A", Log: zerolog.Nop(), MaxEntryBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var kds []crdt.KeyDelta
+	val := make([]byte, 1000)
+	for i := 0; i < 500; i++ {
+		kds = append(kds, crdt.KeyDelta{Key: fmt.Sprint("k", i), Delta: crdt.SetString(&crdt.State{}, crdt.Op{HLC: crdt.HLC{Phys: 1, Region: "A"}}, val, false)})
+	}
+	if err := s.Submit(nil, kds).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	seqs, entries, _ := s.ReadOutbox(0, 1000)
+	if len(seqs) < 5 {
+		t.Fatalf("%d entries for 500 KB of deltas", len(seqs))
+	}
+	total := 0
+	for _, e := range entries {
+		if len(e) > 80<<10 {
+			t.Fatalf("entry of %d bytes", len(e))
+		}
+		b, err := crdt.DecodeBatch(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(b)
+	}
+	if total != 500 {
+		t.Fatalf("%d of 500 deltas", total)
+	}
+}

@@ -54,6 +54,14 @@ type Config struct {
 	// (used as server and client) and the CA that signs every region's.
 	PeerTLSCertFile, PeerTLSKeyFile, PeerTLSCAFile string
 
+	// AntiEntropyInterval is how often hash trees are compared with each
+	// peer (0: never); AntiEntropyBytesPerSec bounds the repair traffic.
+	AntiEntropyInterval    time.Duration
+	AntiEntropyBytesPerSec int
+	// StreamMaxMsgs bounds this region's stream by message count (tests
+	// only: it makes a partitioned peer miss deltas).
+	StreamMaxMsgs int64
+
 	// Bus, when set (tests only), carries replication in memory instead of
 	// NATS; Peers then only name the other regions.
 	Bus *peering.Bus
@@ -145,6 +153,12 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			return fmt.Errorf("--metrics-addr %q: want host:port", c.MetricsAddr)
 		}
+	}
+	if c.AntiEntropyBytesPerSec == 0 {
+		c.AntiEntropyBytesPerSec = 16 << 20
+	}
+	if c.AntiEntropyInterval < 0 || c.AntiEntropyBytesPerSec < 0 {
+		return fmt.Errorf("--anti-entropy-interval and --anti-entropy-bytes-per-sec must not be negative")
 	}
 	if c.PeerDownAfter == 0 {
 		c.PeerDownAfter = 10 * time.Second

@@ -41,6 +41,8 @@ var (
 	mOutLimited  = prometheus.NewDesc("concord_output_limit_disconnects_total", "Clients closed for client-output-buffer-limit.", nil, nil)
 	mCorrupt     = prometheus.NewDesc("concord_corrupt_records_total", "Stored records that failed their checksum at load.", nil, nil)
 	mRepaired    = prometheus.NewDesc("concord_keys_repaired_total", "Damaged keys restored from a peer.", nil, nil)
+	mAERepaired  = prometheus.NewDesc("concord_antientropy_repairs_total", "Keys changed by anti-entropy repairs.", nil, nil)
+	mAERounds    = prometheus.NewDesc("concord_antientropy_rounds_total", "Anti-entropy comparison rounds.", nil, nil)
 	mApplyLag    = prometheus.NewDesc("concord_replication_apply_lag_seconds", "Time from a write in the peer to its merge here.", []string{"peer", "quantile"}, nil)
 )
 
@@ -63,6 +65,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mConflicts, ks.Stats.ConflictsNum.Load(), "non_numeric_base")
 	counter(mRemote, ks.Stats.RemoteApplied.Load())
 	counter(mCorrupt, ks.Stats.CorruptRecords.Load())
+	counter(mAERepaired, in.ae.repaired.Load())
+	counter(mAERounds, in.ae.rounds.Load())
 	counter(mRepaired, ks.Stats.KeysRepaired.Load())
 	ch <- prometheus.MustNewConstMetric(mTombstones, prometheus.GaugeValue, float64(ks.Stats.Tombstones.Load()))
 	for name, st := range in.Engine.CommandStats() {
@@ -140,12 +144,15 @@ func (in *Instance) readyz(w http.ResponseWriter, _ *http.Request) {
 		Region string     `json:"region"`
 		Peers  []peerJSON `json:"peers"`
 	}{Status: "ready", Region: in.cfg.Region, Peers: []peerJSON{}}
+	if in.syncing.Load() {
+		body.Status = "resyncing"
+	}
 	if in.Node != nil {
 		for _, st := range in.Node.Status() {
 			pj := peerJSON{Name: st.Name, Link: "up", LagOps: st.Pending, DownSecs: st.DownFor.Seconds()}
 			if !st.Connected {
 				pj.Link = "down"
-				if st.DownFor > in.cfg.PeerDownAfter {
+				if st.DownFor > in.cfg.PeerDownAfter && body.Status == "ready" {
 					body.Status = "degraded"
 				}
 			}

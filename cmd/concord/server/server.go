@@ -39,6 +39,8 @@ type Instance struct {
 
 	metricsLn net.Listener
 	tlsLn     net.Listener
+	ae        aeStats
+	syncing   atomic.Bool // started empty next to peers: not ready until resynced
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -86,7 +88,7 @@ func Start(cfg Config) (*Instance, error) {
 		return nil, err
 	}
 	replicated := cfg.Replicated()
-	ks := keyspace.New(keyspace.Config{Region: cfg.Region, DBs: cfg.DBs,
+	ks := keyspace.New(keyspace.Config{Region: cfg.Region, DBs: cfg.DBs, Digests: replicated,
 		// with peers, deleted keys stay as tombstones until GC (a later issue)
 		Stable: func() bool { return !replicated }}, storeAdapter{store})
 	t0 := time.Now()
@@ -186,7 +188,8 @@ func Start(cfg Config) (*Instance, error) {
 	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{})}
 	if replicated {
 		pcfg := peering.Config{Region: cfg.Region, Dir: filepath.Join(cfg.Dir, "nats"), Listen: cfg.PeerListen,
-			External: cfg.NATS, Peers: cfg.Peers, Fsync: cfg.Fsync, Retention: cfg.Retention, Log: log, Token: cfg.PeerToken}
+			External: cfg.NATS, Peers: cfg.Peers, Fsync: cfg.Fsync, Retention: cfg.Retention, Log: log, Token: cfg.PeerToken,
+			MaxMsgs: cfg.StreamMaxMsgs}
 		if cfg.Bus != nil {
 			pcfg.Transport = cfg.Bus.Transport(cfg.Region)
 		}
@@ -212,12 +215,17 @@ func Start(cfg Config) (*Instance, error) {
 		}
 		in.Node = node
 		inf.node = node
+		inf.in = in
 		eng.Repl = node
 		if err := node.ServeFetch(in.serveFetch); err != nil {
 			log.Warn().Err(err).Msg("cannot serve key repairs to peers")
 		}
 		if len(corrupt) > 0 {
 			go in.repairLoop(ctx)
+		}
+		if cfg.AntiEntropyInterval > 0 {
+			in.syncing.Store(n == 0 && len(cfg.Peers) > 0)
+			go in.antiEntropy(ctx, cfg.AntiEntropyInterval, cfg.AntiEntropyBytesPerSec)
 		}
 	}
 	go func() {
@@ -405,6 +413,14 @@ func (in *Instance) Wait() { <-in.done }
 type info struct {
 	s    *persistence.Store
 	node *peering.Node
+	in   *Instance
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (i *info) Persistence() []string {
@@ -426,6 +442,12 @@ func (i *info) Replication() []string {
 	}
 	sts := i.node.Status()
 	lines := []string{fmt.Sprintf("peers:%d", len(sts))}
+	if i.in != nil {
+		lines = append(lines, fmt.Sprintf("antientropy_rounds:%d", i.in.ae.rounds.Load()),
+			fmt.Sprintf("antientropy_keys_repaired:%d", i.in.ae.repaired.Load()),
+			fmt.Sprintf("antientropy_bytes:%d", i.in.ae.bytes.Load()),
+			fmt.Sprintf("resyncing:%d", b2i(i.in.syncing.Load())))
+	}
 	for n, st := range sts {
 		link := "down"
 		if st.Connected {
@@ -525,17 +547,72 @@ func (in *Instance) conflictLog(ctx context.Context) {
 	}
 }
 
-// serveFetch answers a peer's request for the full states of some keys.
+// Requests peers send each other (one byte of kind, then the body):
+// 'F' + batch of keys -> their full states; 'R' -> each database's
+// anti-entropy root; 'B' + db -> its bucket digests; 'K' + db + bucket ->
+// the full states of the keys in that bucket.
+const (
+	reqFetch   = 'F'
+	reqRoots   = 'R'
+	reqBuckets = 'B'
+	reqKeys    = 'K'
+)
+
+// serveFetch answers a peer's request.
 func (in *Instance) serveFetch(req []byte) []byte {
-	kds, err := crdt.DecodeBatch(req)
-	if err != nil {
+	if len(req) == 0 {
 		return nil
 	}
+	body := req[1:]
+	switch req[0] {
+	case reqFetch:
+		kds, err := crdt.DecodeBatch(body)
+		if err != nil {
+			return nil
+		}
+		keys := make([]keyspace.Key, len(kds))
+		for i, kd := range kds {
+			keys[i] = keyspace.Key{DB: kd.DB, Key: kd.Key}
+		}
+		return in.statesOf(keys)
+	case reqRoots:
+		var out []byte
+		for _, r := range in.KS.Roots() {
+			out = binary.LittleEndian.AppendUint64(out, r)
+		}
+		return out
+	case reqBuckets:
+		db, n := binary.Uvarint(body)
+		if n <= 0 || db >= uint64(in.KS.DBs()) {
+			return nil
+		}
+		var out []byte
+		for _, b := range in.KS.Buckets(int(db)) {
+			out = binary.LittleEndian.AppendUint64(out, b)
+		}
+		return out
+	case reqKeys:
+		db, n := binary.Uvarint(body)
+		b, m := binary.Uvarint(body[max(n, 0):])
+		if n <= 0 || m <= 0 || db >= uint64(in.KS.DBs()) {
+			return nil
+		}
+		var keys []keyspace.Key
+		for _, k := range in.KS.KeysIn(int(db), []int{int(b)}) {
+			keys = append(keys, keyspace.Key{DB: int(db), Key: k})
+		}
+		return in.statesOf(keys)
+	}
+	return nil
+}
+
+// statesOf encodes the full states (tombstones included) of keys.
+func (in *Instance) statesOf(keys []keyspace.Key) []byte {
 	var out []crdt.KeyDelta
-	for _, kd := range kds {
-		if st := in.KS.Snapshot(keyspace.Key{DB: kd.DB, Key: kd.Key}); st != nil {
+	for _, k := range keys {
+		if st := in.KS.Snapshot(k); st != nil {
 			st.Scoped, st.ExpTouched = false, false
-			out = append(out, crdt.KeyDelta{DB: kd.DB, Key: kd.Key, Delta: st})
+			out = append(out, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: st})
 		}
 	}
 	return crdt.AppendBatch(nil, out)
@@ -554,7 +631,7 @@ func (in *Instance) repairLoop(ctx context.Context) {
 		}
 		for _, peer := range in.Node.Peers() {
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			resp, err := in.Node.Fetch(fctx, peer, crdt.AppendBatch(nil, req))
+			resp, err := in.Node.Fetch(fctx, peer, append([]byte{reqFetch}, crdt.AppendBatch(nil, req)...))
 			cancel()
 			if err != nil {
 				continue

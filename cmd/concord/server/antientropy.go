@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"concord/crdt"
+	"concord/keyspace"
+
+	"golang.org/x/time/rate"
+)
+
+// aeStats count anti-entropy work (INFO, metrics).
+type aeStats struct {
+	rounds   atomic.Uint64
+	repaired atomic.Uint64
+	bytes    atomic.Uint64
+}
+
+// antiEntropy compares this region's hash tree with each peer's every
+// interval and pulls the full states of keys in buckets that differ. Every
+// region does the same, so both sides converge; merging full states is safe
+// in any direction. A region that started empty reports ready (/readyz)
+// only after its first complete round.
+func (in *Instance) antiEntropy(ctx context.Context, every time.Duration, bytesPerSec int) {
+	lim := rate.NewLimiter(rate.Limit(bytesPerSec), max(bytesPerSec, 1<<20))
+	first := true
+	for ctx.Err() == nil {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+		}
+		start := time.Now()
+		synced, keys, bytes := 0, 0, 0
+		for _, peer := range in.Node.Peers() {
+			k, b, err := in.syncWith(ctx, peer, lim)
+			keys, bytes = keys+k, bytes+b
+			if err == nil {
+				synced++
+			}
+		}
+		in.ae.rounds.Add(1)
+		if keys > 0 || in.syncing.Load() {
+			in.Log.Info().Int("keys_repaired", keys).Int("bytes", bytes).Int("peers", synced).Dur("took", time.Since(start)).
+				Float64("keys_per_sec", float64(keys)/max(time.Since(start).Seconds(), 0.001)).Msg("anti-entropy round")
+		}
+		if synced > 0 && in.syncing.CompareAndSwap(true, false) {
+			in.Log.Info().Msg("initial resync done: ready")
+		}
+		first = false
+	}
+}
+
+var errAE = errors.New("anti-entropy: bad answer")
+
+// syncWith pulls from peer every key whose bucket differs.
+func (in *Instance) syncWith(ctx context.Context, peer string, lim *rate.Limiter) (keys, bytes int, err error) {
+	ask := func(req []byte) ([]byte, error) {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		resp, err := in.Node.Fetch(fctx, peer, req)
+		if err == nil {
+			bytes += len(resp)
+			in.ae.bytes.Add(uint64(len(resp)))
+			lim.WaitN(ctx, min(len(resp), lim.Burst()))
+		}
+		return resp, err
+	}
+	rb, err := ask([]byte{reqRoots})
+	if err != nil {
+		return 0, 0, err
+	}
+	mine := in.KS.Roots()
+	if len(rb) != 8*len(mine) {
+		return 0, 0, errAE
+	}
+	for db, root := range mine {
+		if binary.LittleEndian.Uint64(rb[8*db:]) == root {
+			continue
+		}
+		bb, err := ask(binary.AppendUvarint([]byte{reqBuckets}, uint64(db)))
+		if err != nil {
+			return keys, bytes, err
+		}
+		local := in.KS.Buckets(db)
+		if len(bb) != 8*len(local) {
+			return keys, bytes, errAE
+		}
+		for b, d := range local {
+			if binary.LittleEndian.Uint64(bb[8*b:]) == d {
+				continue
+			}
+			req := binary.AppendUvarint(binary.AppendUvarint([]byte{reqKeys}, uint64(db)), uint64(b))
+			kb, err := ask(req)
+			if err != nil {
+				return keys, bytes, err
+			}
+			kds, err := crdt.DecodeBatch(kb)
+			if err != nil {
+				return keys, bytes, err
+			}
+			for _, kd := range kds {
+				k := keyspace.Key{DB: kd.DB, Key: kd.Key}
+				if kd.DB != db {
+					continue
+				}
+				before := in.KS.Digest(k)
+				t, _ := in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error { tx.ApplyRemote(k, kd.Delta, peer); return nil })
+				if t != nil {
+					t.Wait()
+				}
+				if in.KS.Digest(k) != before {
+					keys++
+					in.ae.repaired.Add(1)
+				}
+			}
+		}
+	}
+	return keys, bytes, nil
+}
