@@ -2,10 +2,12 @@ package integration
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"concord/cmd/concord/server"
 	"concord/persistence"
 
 	"github.com/dgraph-io/badger/v4"
@@ -57,4 +59,99 @@ func TestCorruptStateRepairedFromPeer(t *testing.T) {
 		t.Fatalf("INFO stats:\n%s", info)
 	}
 	c.converged(t, 10*time.Second)
+}
+
+// With no peer to repair from, a damaged key is dropped whole: its intact
+// members do not come back on a later start.
+func TestCorruptKeyDroppedWithoutPeers(t *testing.T) {
+	dir := t.TempDir()
+	in, err := server.Start(server.Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, in.Addr())
+	c.SAdd(ctx, "set", "a", "b", "c")
+	c.Set(ctx, "other", "fine", 0)
+	// wait until the outbox is trimmed: the log no longer holds these writes
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		info := c.Info(ctx, "persistence").Val()
+		seq := regexp.MustCompile(`outbox_seq:(\d+)`).FindStringSubmatch(info)
+		trimmed := regexp.MustCompile(`outbox_trimmed:(\d+)`).FindStringSubmatch(info)
+		if seq == nil || trimmed == nil || seq[1] != trimmed[1] {
+			return fmt.Errorf("outbox not trimmed yet")
+		}
+		return nil
+	})
+	in.Close()
+	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(persistence.StateKey(0, "set"))
+		if err != nil {
+			return err
+		}
+		v, _ := item.ValueCopy(nil)
+		v[0] ^= 0xff
+		return txn.Set(persistence.StateKey(0, "set"), v)
+	})
+	db.Close()
+	for round := 0; round < 2; round++ {
+		in, err = server.Start(server.Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := client(t, in.Addr())
+		ms := c.SMembers(ctx, "set").Val()
+		switch {
+		case round == 0 && len(ms) != 0:
+			t.Fatalf("the damaged key was served: %v", ms)
+		case round == 1 && (len(ms) != 1 || ms[0] != "new"):
+			t.Fatalf("members of the dropped key came back: %v", ms)
+		}
+		if v, _ := c.Get(ctx, "other").Result(); v != "fine" {
+			t.Fatalf("start %d: an intact key was lost: %q", round, v)
+		}
+		if round == 0 {
+			c.SAdd(ctx, "set", "new") // a new life for the key
+		}
+		in.Close()
+	}
+}
+
+// When the outbox still holds a damaged key's writes, the key is rebuilt
+// from them and stored whole again.
+func TestCorruptKeyRebuiltFromOutbox(t *testing.T) {
+	dir := t.TempDir()
+	in, err := server.Start(server.Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client(t, in.Addr()).SAdd(ctx, "set", "a", "b")
+	in.Close() // at once: the outbox has not been trimmed
+	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(persistence.StateKey(0, "set"))
+		if err != nil {
+			return err
+		}
+		v, _ := item.ValueCopy(nil)
+		v[0] ^= 0xff
+		return txn.Set(persistence.StateKey(0, "set"), v)
+	})
+	db.Close()
+	for round := 0; round < 2; round++ {
+		in, err = server.Start(server.Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms := client(t, in.Addr()).SMembers(ctx, "set").Val(); len(ms) != 2 {
+			t.Fatalf("start %d: %v", round, ms)
+		}
+		in.Close()
+	}
 }

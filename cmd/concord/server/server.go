@@ -102,9 +102,30 @@ func Start(cfg Config) (*Instance, error) {
 	}
 	for _, k := range corrupt {
 		ks.Stats.CorruptRecords.Add(1)
-		log.Error().Int("db", k.DB).Str("key", k.Key).Msg("stored state failed its checksum: not served until repaired from a peer")
 		if cfg.Replicated() {
+			log.Error().Int("db", k.DB).Str("key", k.Key).Msg("stored state failed its checksum: not served until repaired from a peer")
 			ks.Quarantine(k)
+			continue
+		}
+		if st := ks.Snapshot(k); st != nil {
+			// the outbox still held its recent writes: keep what they rebuilt
+			// and store it whole, replacing the damaged records
+			log.Error().Int("db", k.DB).Str("key", k.Key).Msg("stored state failed its checksum: rebuilt from the outbox")
+			t, _ := ks.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error { tx.Repair(k, st); return nil })
+			if t != nil {
+				if err := t.Wait(); err != nil {
+					store.Close()
+					return nil, err
+				}
+			}
+			continue
+		}
+		// no peer can repair it: drop every record of the key, so that its
+		// surviving parts cannot come back on a later start
+		log.Error().Int("db", k.DB).Str("key", k.Key).Msg("stored state failed its checksum and no peer can repair it: key dropped")
+		if err := store.Submit([]persistence.Write{{DB: k.DB, Key: k.Key, ReplaceAll: true}}, nil).Wait(); err != nil {
+			store.Close()
+			return nil, err
 		}
 	}
 	log.Debug().Int("keys", n).Dur("took", time.Since(t0)).Msg("loaded")
