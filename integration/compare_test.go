@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func (rc *rawConn) read(sorted bool) (string, error) {
 			return "nil", nil
 		}
 		buf := make([]byte, n+2)
-		if _, err := io_ReadFull(rc.r, buf); err != nil {
+		if _, err := io.ReadFull(rc.r, buf); err != nil {
 			return "", err
 		}
 		return strconv.Quote(string(buf[:n])), nil

@@ -2,7 +2,6 @@ package resp
 
 import (
 	"bytes"
-	"io"
 	"strings"
 	"testing"
 )
@@ -55,5 +54,3 @@ func BenchmarkReplyWriting(b *testing.B) {
 		}
 	}
 }
-
-var _ = io.EOF
