@@ -92,6 +92,7 @@ type Ctx struct {
 	ks   *keyspace.Keyspace
 	e    *Engine
 	tx   *keyspace.Tx // set inside EXEC: the whole keyspace is held
+	kbuf [1]keyspace.Key
 }
 
 // Engine is the command table plus the server-wide state commands share
@@ -218,8 +219,14 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 		conn.Simple("QUEUED")
 		return
 	}
-	e.call(&Ctx{Args: args, Conn: conn, Cmd: cmd, ks: e.ks, e: e})
+	c := ctxPool.Get().(*Ctx)
+	*c = Ctx{Args: args, Conn: conn, Cmd: cmd, ks: e.ks, e: e}
+	e.call(c)
+	*c = Ctx{} // a handler never keeps its Ctx after returning
+	ctxPool.Put(c)
 }
+
+var ctxPool = sync.Pool{New: func() any { return new(Ctx) }}
 
 func (e *Engine) call(c *Ctx) {
 	start := time.Now()
@@ -322,7 +329,8 @@ func (c *Ctx) run(keys []keyspace.Key, fn func(tx *keyspace.Tx) error) bool {
 // run1 runs fn on the key at argument i.
 func (c *Ctx) run1(i int, fn func(tx *keyspace.Tx, k keyspace.Key) error) bool {
 	k := c.key(i)
-	return c.run([]keyspace.Key{k}, func(tx *keyspace.Tx) error { return fn(tx, k) })
+	c.kbuf[0] = k
+	return c.run(c.kbuf[:], func(tx *keyspace.Tx) error { return fn(tx, k) })
 }
 
 // all runs fn holding the whole keyspace.

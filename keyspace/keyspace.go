@@ -291,6 +291,8 @@ type Tx struct {
 	touched []*touch       // in first-write order; looked up linearly (few keys),
 	index   map[Key]*touch // or through index once there are many
 	tbuf    [1]touch
+	tptrs   [1]*touch
+	sbuf    [2]*shard
 	deltas  []crdt.KeyDelta
 	meta    []Write
 	expired int
@@ -301,8 +303,7 @@ func (tx *Tx) SetMeta(name string, val []byte) {
 	tx.meta = append(tx.meta, Write{Key: name, Header: val, Meta: true})
 }
 
-func (ks *Keyspace) lockShards(keys []Key) []*shard {
-	shards := make([]*shard, 0, len(keys))
+func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
 	for _, k := range keys {
 		if k.DB < 0 || k.DB >= len(ks.dbs) {
 			continue
@@ -327,16 +328,23 @@ func (ks *Keyspace) lockShards(keys []Key) []*shard {
 // the persistence of whatever fn wrote (nil when it wrote nothing).
 func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	ks.world.RLock()
-	shards := ks.lockShards(keys)
-	tx := &Tx{ks: ks, now: ks.NowMs(), locked: shards}
+	tx := txPool.Get().(*Tx)
+	*tx = Tx{ks: ks, now: ks.NowMs()}
+	shards := ks.lockShards(tx.sbuf[:0], keys)
+	tx.locked = shards
 	err := fn(tx)
 	t := tx.commit()
 	for _, s := range shards {
 		s.mu.Unlock()
 	}
 	ks.world.RUnlock()
+	*tx = Tx{} // drop references before reuse
+	txPool.Put(tx)
 	return t, err
 }
+
+// txPool recycles Tx values: a command's tx never outlives its Run.
+var txPool = sync.Pool{New: func() any { return new(Tx) }}
 
 // RunAll executes fn holding the whole keyspace (MULTI/EXEC, FLUSHALL).
 func (ks *Keyspace) RunAll(fn func(tx *Tx) error) (Ticket, error) {
@@ -398,6 +406,9 @@ func (tx *Tx) touchOf(k Key) *touch {
 		t.k = k
 	} else {
 		t = &touch{k: k}
+	}
+	if tx.touched == nil {
+		tx.touched = tx.tptrs[:0]
 	}
 	tx.touched = append(tx.touched, t)
 	if tx.index == nil && len(tx.touched) > 16 {
