@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a loaded CI machine
 FUZZTIME ?= 100000x
 
-.PHONY: all build run test deps vet unit race integration fuzz clean demo bench-repl bench bench-mem gobench
+.PHONY: all build run test deps vet unit race integration fuzz clean demo bench-repl bench bench-mem gobench bench-ae
 
 all: build
 
@@ -69,3 +69,7 @@ bench-mem: build deps
 # Go benchmarks of the hot paths, with allocations.
 gobench:
 	$(GO) test -run XXX -bench . -benchmem ./crdt ./resp ./keyspace ./persistence
+
+# Anti-entropy: resync of an empty region and compare of identical ones.
+bench-ae:
+	BENCH_AE_KEYS=$${BENCH_AE_KEYS:-1000000} $(GO) test -run XXX -bench BenchmarkAntiEntropy -benchtime 1x -timeout 20m ./integration

@@ -17,6 +17,7 @@ type Bus struct {
 	cond    *sync.Cond
 	streams map[string]*memStream
 	down    map[string]bool // regions cut off from everyone
+	paused  map[string]bool // regions that consume no stream (fetches still work)
 	fetch   map[string]func([]byte) []byte
 }
 
@@ -29,7 +30,7 @@ type memStream struct {
 
 // NewBus returns an empty bus.
 func NewBus() *Bus {
-	b := &Bus{streams: map[string]*memStream{}, down: map[string]bool{}, fetch: map[string]func([]byte) []byte{}}
+	b := &Bus{streams: map[string]*memStream{}, down: map[string]bool{}, paused: map[string]bool{}, fetch: map[string]func([]byte) []byte{}}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -45,6 +46,10 @@ func (b *Bus) stream(region string) *memStream {
 
 // Cut isolates region from every peer (both directions) until Heal.
 func (b *Bus) Cut(region string) { b.mu.Lock(); b.down[region] = true; b.mu.Unlock() }
+
+// PauseStreams stops region from consuming its peers' streams (requests
+// still go through): a benchmark's way to leave anti-entropy all the work.
+func (b *Bus) PauseStreams(region string) { b.mu.Lock(); b.paused[region] = true; b.mu.Unlock() }
 
 // Heal reconnects region.
 func (b *Bus) Heal(region string) {
@@ -93,7 +98,7 @@ func (m *memTransport) Consume(ctx context.Context, peer string, apply func(uint
 	for ctx.Err() == nil {
 		s := b.stream(peer)
 		next := s.floors[m.region] + 1
-		if b.down[peer] || b.down[m.region] || next > uint64(len(s.msgs)) {
+		if b.down[peer] || b.down[m.region] || b.paused[m.region] || next > uint64(len(s.msgs)) {
 			b.cond.Wait()
 			continue
 		}
