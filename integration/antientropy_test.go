@@ -65,4 +65,8 @@ func TestAntiEntropyRepairsMissedDeltas(t *testing.T) {
 	c.fill(t, "B", 100)
 	c.healAll()
 	c.converged(t, 30*time.Second)
+	info, _ := c.clients["C"].Info(ctx, "replication").Result()
+	if strings.Contains(info, "stream_gaps:0\r") || !strings.Contains(info, "stream_gaps:") {
+		t.Fatalf("the gap in A's stream went unnoticed:\n%s", info)
+	}
 }

@@ -34,6 +34,10 @@ type Config struct {
 	// to make a partitioned peer miss deltas).
 	MaxMsgs int64
 	Log     zerolog.Logger
+	// OnGap is told when a peer's stream skipped entries this region never
+	// applied (they aged out of the stream's retention): anti-entropy must
+	// repair what they carried.
+	OnGap func(peer string, from, to uint64)
 	// Token is the secret every region's NATS requires (empty: none).
 	Token string
 	// ServerTLS (mutual TLS: peers must present a certificate the CA
@@ -221,6 +225,9 @@ func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 	if err := n.apply.ApplyBatch(p.name, seq, batch); err != nil {
 		p.errors.Add(1)
 		return err
+	}
+	if prev := p.applied.Load(); prev > 0 && seq > prev+1 && n.cfg.OnGap != nil {
+		n.cfg.OnGap(p.name, prev+1, seq-1)
 	}
 	if seq > p.applied.Load() {
 		p.applied.Store(seq)

@@ -18,6 +18,7 @@ type aeStats struct {
 	rounds   atomic.Uint64
 	repaired atomic.Uint64
 	bytes    atomic.Uint64
+	gaps     atomic.Uint64 // entries of a peer's stream aged out unapplied
 }
 
 // antiEntropy compares this region's hash tree with each peer's every
@@ -34,6 +35,7 @@ func (in *Instance) antiEntropy(ctx context.Context, every time.Duration, bytesP
 			case <-ctx.Done():
 				return
 			case <-time.After(every):
+			case <-in.aeNow:
 			}
 		}
 		start := time.Now()

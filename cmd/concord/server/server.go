@@ -40,7 +40,8 @@ type Instance struct {
 	metricsLn net.Listener
 	tlsLn     net.Listener
 	ae        aeStats
-	syncing   atomic.Bool // started empty next to peers: not ready until resynced
+	aeNow     chan struct{} // wakes anti-entropy at once (a gap in a peer's stream)
+	syncing   atomic.Bool   // started empty next to peers: not ready until resynced
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -214,6 +215,17 @@ func Start(cfg Config) (*Instance, error) {
 		if cfg.Bus != nil {
 			pcfg.Transport = cfg.Bus.Transport(cfg.Region)
 		}
+		aeNow := make(chan struct{}, 1)
+		pcfg.OnGap = func(peer string, from, to uint64) {
+			log.Warn().Str("peer", peer).Uint64("from", from).Uint64("to", to).Msg("deltas aged out of the peer's stream before they were applied: resyncing through anti-entropy")
+			in.syncing.Store(true)
+			in.ae.gaps.Add(1)
+			select {
+			case aeNow <- struct{}{}:
+			default:
+			}
+		}
+		in.aeNow = aeNow
 		if cfg.PeerTLSCertFile != "" {
 			if pcfg.ServerTLS, pcfg.ClientTLS, err = peerTLS(&cfg); err != nil {
 				cancel()
@@ -467,7 +479,8 @@ func (i *info) Replication() []string {
 		lines = append(lines, fmt.Sprintf("antientropy_rounds:%d", i.in.ae.rounds.Load()),
 			fmt.Sprintf("antientropy_keys_repaired:%d", i.in.ae.repaired.Load()),
 			fmt.Sprintf("antientropy_bytes:%d", i.in.ae.bytes.Load()),
-			fmt.Sprintf("resyncing:%d", b2i(i.in.syncing.Load())))
+			fmt.Sprintf("resyncing:%d", b2i(i.in.syncing.Load())),
+			fmt.Sprintf("stream_gaps:%d", i.in.ae.gaps.Load()))
 	}
 	for n, st := range sts {
 		link := "down"
