@@ -11,9 +11,32 @@ type Op struct {
 func (o Op) region() string { return o.HLC.Region }
 
 // dotGen hands out consecutive new dots of one region for one key.
-type dotGen struct{ next Dot }
+type dotGen struct {
+	next   Dot
+	seeded bool
+}
 
-func newDotGen(s *State, region string) *dotGen { return &dotGen{next: s.Ctx.Next(region)} }
+// newDotGen starts at the next counter of this region for the key. A key
+// with an empty context (new, or forgotten by tombstone GC) starts from a
+// seed taken from the HLC, far above any counter an earlier life of the key
+// used, so a region still holding that earlier life's tombstone cannot take
+// the new dots for ones it has seen.
+func newDotGen(s *State, op Op) *dotGen {
+	region := op.region()
+	if s.Ctx.IsEmpty() && op.HLC.Phys > 0 {
+		seed := uint64(op.HLC.Phys)<<22 | uint64(op.HLC.Log)&(1<<22-1)
+		return &dotGen{next: Dot{Region: region, N: seed}, seeded: true}
+	}
+	return &dotGen{next: s.Ctx.Next(region)}
+}
+
+// mark puts the seed's floor into a delta's context: every earlier dot of
+// this region for the key counts as seen (they all died before GC).
+func (g *dotGen) mark(c *Context) {
+	if g.seeded && g.next.N > 1 {
+		c.setMax(g.next.Region, g.next.N-1)
+	}
+}
 
 func (g *dotGen) take() Dot {
 	d := g.next
@@ -113,9 +136,10 @@ func widen(s *State, d *State, keep Type) {
 // SetString assigns a string value, replacing whatever the key held (any
 // type), absorbing the increments it observed. keepTTL keeps the expiry.
 func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
-	g := newDotGen(s, op.region())
-	dot := g.take()
+	g := newDotGen(s, op)
 	d := &State{Ctx: s.Ctx.Clone(), StrT: op.HLC}
+	g.mark(&d.Ctx)
+	dot := g.take()
 	if s.Type() == TypeString {
 		d.StrT = s.StrT
 	}
@@ -161,8 +185,9 @@ func Delete(s *State) *State {
 
 // SAdd adds members to the set.
 func SAdd(s *State, op Op, members [][]byte) *State {
-	g := newDotGen(s, op.region())
+	g := newDotGen(s, op)
 	d := &State{Scoped: true, SetT: stamp(s, TypeSet, op), Set: make(map[string][]Dot, len(members))}
+	g.mark(&d.Ctx)
 	for _, m := range members {
 		dot := g.take()
 		d.Set[string(m)] = []Dot{dot}
@@ -189,8 +214,9 @@ func SRem(s *State, members [][]byte) *State {
 
 // ReplaceSet makes the key a set holding exactly members (any type before).
 func ReplaceSet(s *State, op Op, members [][]byte) *State {
-	g := newDotGen(s, op.region())
+	g := newDotGen(s, op)
 	d := &State{Ctx: s.Ctx.Clone(), SetT: op.HLC, Set: make(map[string][]Dot, len(members))}
+	g.mark(&d.Ctx)
 	for _, m := range members {
 		dot := g.take()
 		d.Set[string(m)] = []Dot{dot}
@@ -202,8 +228,9 @@ func ReplaceSet(s *State, op Op, members [][]byte) *State {
 
 // HSet assigns hash fields (pairs of field, value).
 func HSet(s *State, op Op, pairs [][]byte) *State {
-	g := newDotGen(s, op.region())
+	g := newDotGen(s, op)
 	d := &State{Scoped: true, HashT: stamp(s, TypeHash, op), Hash: make(map[string]*Reg, len(pairs)/2)}
+	g.mark(&d.Ctx)
 	for i := 0; i+1 < len(pairs); i += 2 {
 		f := string(pairs[i])
 		dot := g.take()
@@ -284,9 +311,11 @@ func ReplaceHash(s *State, op Op, pairs [][]byte) *State {
 
 // Expire sets the key's deadline (unix ms); at == 0 is PERSIST.
 func Expire(s *State, op Op, at int64) *State {
-	g := newDotGen(s, op.region())
+	g := newDotGen(s, op)
+	d := &State{Scoped: true, ExpTouched: true}
+	g.mark(&d.Ctx)
 	dot := g.take()
-	d := &State{Scoped: true, ExpTouched: true, Exp: []Exp{{Dot: dot, At: at}}}
+	d.Exp = []Exp{{Dot: dot, At: at}}
 	d.Ctx.Add(dot)
 	for _, e := range s.Exp {
 		d.Ctx.Add(e.Dot)

@@ -201,3 +201,39 @@ func TestConflictReportedOnce(t *testing.T) {
 		t.Fatalf("duplicate delivery re-reported: %b", c)
 	}
 }
+
+// After tombstone GC a region forgets a key's context and may create it
+// again; a region that still holds the old tombstone must accept the new
+// life of the key, not take its dots for ones it has already seen.
+func TestRecreateAfterGC(t *testing.T) {
+	ca := NewClock("A")
+	a, b := &State{}, &State{}
+	for i := int64(1); i <= 3; i++ {
+		d := SAdd(a, Op{HLC: ca.Now(i)}, [][]byte{[]byte("m")})
+		a.Merge(d)
+		b.Merge(d)
+	}
+	del := Delete(a)
+	a.Merge(del)
+	b.Merge(del)
+	if b.Type() != TypeNone || b.Ctx.IsEmpty() {
+		t.Fatal("B should hold a tombstone")
+	}
+	a = &State{} // A garbage-collected the tombstone
+	d := SAdd(a, Op{HLC: ca.Now(10)}, [][]byte{[]byte("fresh")})
+	a.Merge(d)
+	b.Merge(d)
+	if !b.HasMember("fresh") {
+		t.Fatal("the region holding the old tombstone dropped the new write")
+	}
+	// and B's context stays compact: no cloud of gaps
+	if len(b.Ctx.Cloud) != 0 {
+		t.Fatalf("context cloud %v", b.Ctx.Cloud)
+	}
+	d2 := SAdd(a, Op{HLC: ca.Now(11)}, [][]byte{[]byte("more")})
+	a.Merge(d2)
+	b.Merge(d2)
+	if !Equal(a, b) || len(b.Ctx.Cloud) != 0 {
+		t.Fatalf("diverged or fragmented: %+v vs %+v", a.Ctx, b.Ctx)
+	}
+}
