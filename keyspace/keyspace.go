@@ -86,6 +86,8 @@ type Keyspace struct {
 	conflicts  []Conflict
 	conflictN  uint64
 
+	gcEpoch atomic.Uint32 // current tombstone GC epoch (starts at 1)
+
 	quarMu  sync.Mutex
 	quar    map[Key]bool // keys whose stored state failed its checksum, until repaired
 	quarAny atomic.Bool
@@ -165,6 +167,8 @@ type Stats struct {
 	// KeysRepaired keys restored from a peer after that.
 	CorruptRecords atomic.Uint64
 	KeysRepaired   atomic.Uint64
+	// TombstonesGCd counts tombstones dropped once causally stable.
+	TombstonesGCd atomic.Uint64
 }
 
 // Conflict is one resolution that discarded data.
@@ -194,6 +198,7 @@ type shard struct {
 // touch records what a tx changed in one key, for persistence.
 type touch struct {
 	k       Key
+	forget  bool // drop the key's state (tombstone GC)
 	e       *entry
 	all     bool
 	elems   bool // the key held members or fields at some point in the tx
@@ -207,6 +212,8 @@ type entry struct {
 	ver  uint64
 	// digests (when Config.Digests): XOR of the elements', and the key's
 	elems, dig uint64
+	// deadEpoch is the GC epoch in which this tombstone last changed (0: live)
+	deadEpoch uint32
 }
 
 func subBucket(key string) int { return int((hashKey(key) >> 8) % subBuckets) }
@@ -538,7 +545,10 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 			e.st.Compact()
 		} else if !e.st.IsEmpty() {
 			tx.ks.Stats.Tombstones.Add(1)
+			e.deadEpoch = max(tx.ks.gcEpoch.Load(), 1)
 		}
+	} else {
+		e.deadEpoch = 0
 	}
 	t := tx.touchOf(k)
 	t.e = e
@@ -607,12 +617,12 @@ func (tx *Tx) commit() Ticket {
 		e := t.e
 		s := tx.ks.dbs[k.DB].shardOf(k.Key)
 		w := Write{DB: k.DB, Key: k.Key}
-		if !e.live && tx.ks.cfg.Stable() {
+		if !e.live && (tx.ks.cfg.Stable() || t.forget) {
 			if s.m[k.Key] == e {
 				delete(s.m, k.Key)
 				s.bkt[subBucket(k.Key)] ^= e.dig
 			}
-			w.ReplaceAll = t.elems
+			w.ReplaceAll = t.elems || len(e.st.Set) > 0 || len(e.st.Hash) > 0
 		} else {
 			w.Header = crdt.AppendState(nil, e.st.Header())
 			w.ReplaceAll = t.all && t.elems
@@ -939,4 +949,46 @@ func (ks *Keyspace) Digest(k Key) uint64 {
 		return e.dig
 	}
 	return 0
+}
+
+// NewGCEpoch closes the current tombstone GC epoch and returns its number:
+// every tombstone that last changed in it or before is tagged with it or a
+// lower number.
+func (ks *Keyspace) NewGCEpoch() uint32 {
+	ks.gcEpoch.CompareAndSwap(0, 1)
+	return ks.gcEpoch.Add(1) - 1
+}
+
+// StableTombstones lists tombstones that last changed in epoch upTo or
+// before.
+func (ks *Keyspace) StableTombstones(upTo uint32) []Key {
+	var out []Key
+	for dbi, d := range ks.dbs {
+		for i := range d.shards {
+			s := &d.shards[i]
+			s.mu.Lock()
+			for k, e := range s.m {
+				if !e.live && e.deadEpoch > 0 && e.deadEpoch <= upTo {
+					out = append(out, Key{DB: dbi, Key: k})
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+	return out
+}
+
+// Forget drops k's tombstone if it is still one that last changed in epoch
+// upTo or before (tombstone GC once every region has seen it).
+func (tx *Tx) Forget(k Key, upTo uint32) bool {
+	s := tx.shard(k)
+	e := s.m[k.Key]
+	if e == nil || e.live || e.deadEpoch == 0 || e.deadEpoch > upTo {
+		return false
+	}
+	t := tx.touchOf(k)
+	t.e, t.forget = e, true
+	tx.ks.Stats.Tombstones.Add(-1)
+	tx.ks.Stats.TombstonesGCd.Add(1)
+	return true
 }

@@ -366,3 +366,27 @@ func (n *Node) ServeFetch(fn func(req []byte) []byte) error { return n.t.ServeFe
 func (n *Node) Fetch(ctx context.Context, peer string, req []byte) ([]byte, error) {
 	return n.t.Fetch(ctx, peer, req)
 }
+
+// AppliedVector returns, per peer, the last stream sequence of its deltas
+// applied here.
+func (n *Node) AppliedVector() map[string]uint64 {
+	out := make(map[string]uint64, len(n.peers))
+	for _, p := range n.peers {
+		out[p.name] = p.applied.Load()
+	}
+	return out
+}
+
+// StreamSeqOf returns the stream sequence an outbox entry was published
+// under, if this process published it.
+func (n *Node) StreamSeqOf(outSeq uint64) (uint64, bool) {
+	n.seqMu.Lock()
+	defer n.seqMu.Unlock()
+	s, ok := n.published[outSeq]
+	return s, ok
+}
+
+// PeerProgress reports how far peer has applied this region's stream.
+func (n *Node) PeerProgress(ctx context.Context, peer string) (Progress, error) {
+	return n.t.Progress(ctx, peer)
+}

@@ -72,6 +72,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.PeerTLSKeyFile, "peer-tls-key-file", "", "its private key (PEM)")
 	fs.StringVar(&cfg.PeerTLSCAFile, "peer-tls-ca-cert-file", "", "the CA that signs every region's certificate (PEM)")
 	fs.DurationVar(&cfg.AntiEntropyInterval, "anti-entropy-interval", 30*time.Second, "how often hash trees are compared with each peer (0: never)")
+	fs.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Second, "how often tombstones every region has seen are dropped (0: never)")
 	fs.IntVar(&cfg.AntiEntropyBytesPerSec, "anti-entropy-bytes-per-sec", 16<<20, "bound on anti-entropy repair traffic")
 	fs.DurationVar(&cfg.Retention, "retention", 24*time.Hour, "how long this region's deltas stay in its stream for peers that are down")
 	if err := fs.Parse(args); err != nil {

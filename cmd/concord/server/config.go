@@ -58,6 +58,9 @@ type Config struct {
 	// peer (0: never); AntiEntropyBytesPerSec bounds the repair traffic.
 	AntiEntropyInterval    time.Duration
 	AntiEntropyBytesPerSec int
+	// GCInterval is how often causally stable tombstones are collected
+	// (0: never).
+	GCInterval time.Duration
 	// StreamMaxMsgs bounds this region's stream by message count (tests
 	// only: it makes a partitioned peer miss deltas).
 	StreamMaxMsgs int64

@@ -260,6 +260,9 @@ func Start(cfg Config) (*Instance, error) {
 			in.syncing.Store(n == 0 && len(cfg.Peers) > 0)
 			go in.antiEntropy(ctx, cfg.AntiEntropyInterval, cfg.AntiEntropyBytesPerSec)
 		}
+		if cfg.GCInterval > 0 && len(cfg.Peers) > 0 {
+			go in.tombstoneGC(ctx, cfg.GCInterval)
+		}
 	}
 	go func() {
 		defer close(in.done)
@@ -590,6 +593,7 @@ const (
 	reqRoots   = 'R'
 	reqBuckets = 'B'
 	reqKeys    = 'K'
+	reqVector  = 'W'
 )
 
 // serveFetch answers a peer's request.
@@ -609,6 +613,8 @@ func (in *Instance) serveFetch(req []byte) []byte {
 			keys[i] = keyspace.Key{DB: kd.DB, Key: kd.Key}
 		}
 		return in.statesOf(keys)
+	case reqVector:
+		return in.appliedVector()
 	case reqRoots:
 		var out []byte
 		for _, r := range in.KS.Roots() {

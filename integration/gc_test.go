@@ -1,0 +1,74 @@
+package integration
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"concord/cmd/concord/server"
+)
+
+func tombstones(t *testing.T, c *cluster, r string) int {
+	t.Helper()
+	info, _ := c.clients[r].Info(ctx, "stats").Result()
+	m := regexp.MustCompile(`tombstones:(-?\d+)`).FindStringSubmatch(info)
+	if m == nil {
+		t.Fatalf("no tombstones line:\n%s", info)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// A delete-heavy workload leaves tombstones; once every region has seen the
+// deletes they are collected everywhere, nothing observable changes, and a
+// collected key can live again in any region.
+func TestTombstoneGC(t *testing.T) {
+	c := startCluster(t, 3, func(cfg *server.Config) {
+		cfg.GCInterval = 100 * time.Millisecond
+		cfg.AntiEntropyInterval = 150 * time.Millisecond
+	})
+	a := c.clients["A"]
+	for i := 0; i < 200; i++ {
+		p := a.Pipeline()
+		p.Set(ctx, fmt.Sprint("s", i), "v", 0)
+		p.SAdd(ctx, fmt.Sprint("set", i), "a", "b")
+		p.HSet(ctx, fmt.Sprint("h", i), "f", "v")
+		p.Set(ctx, fmt.Sprint("keep", i), "v", 0)
+		if _, err := p.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.converged(t, 20*time.Second)
+	for i := 0; i < 200; i++ {
+		r := c.clients[c.names[i%3]] // deletes from every region
+		r.Del(ctx, fmt.Sprint("s", i), fmt.Sprint("set", i))
+		r.HDel(ctx, fmt.Sprint("h", i), "f")
+	}
+	before := c.converged(t, 20*time.Second)
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		for _, r := range c.names {
+			if n := tombstones(t, c, r); n != 0 {
+				return fmt.Errorf("region %s still holds %d tombstones", r, n)
+			}
+		}
+		return nil
+	})
+	if after := c.converged(t, 10*time.Second); after != before {
+		t.Fatalf("GC changed what clients see")
+	}
+	info, _ := c.clients["B"].Info(ctx, "stats").Result()
+	if regexp.MustCompile(`tombstones_gc:0\r`).MatchString(info) {
+		t.Fatalf("nothing counted as collected:\n%s", info)
+	}
+	// collected keys live again, from any region, everywhere
+	c.clients["C"].SAdd(ctx, "set7", "again")
+	c.clients["B"].Set(ctx, "s8", "again", 0)
+	state := c.converged(t, 20*time.Second)
+	for _, want := range []string{"set7=[again]", `s8="again"`} {
+		if !regexp.MustCompile(regexp.QuoteMeta(want)).MatchString(state) {
+			t.Fatalf("%s missing after GC:\n%.2000s", want, state)
+		}
+	}
+}
