@@ -21,7 +21,7 @@ var serverCmds = []*Cmd{
 	{Name: "slowlog", Arity: -2, Flags: []string{"admin", "loading", "stale"}, Group: "server", Summary: "A container for slow log commands.", Since: "2.2.12", Fn: cmdSlowlog},
 	{Name: "debug", Arity: -2, Flags: []string{"admin", "noscript", "loading", "stale"}, Group: "server", Summary: "A container for debugging commands.", Since: "1.0.0", Fn: cmdDebug},
 	{Name: "lastsave", Arity: 1, Flags: []string{"loading", "stale", "fast"}, Group: "server", Summary: "Returns the Unix timestamp of the last successful save to disk.", Since: "1.0.0", Fn: cmdLastSave},
-	{Name: "concord", Arity: -2, Flags: []string{"admin"}, Group: "server", Summary: "Concord's own commands: CONFLICTS [COUNT n], REGION.", Since: "7.2.4", Fn: cmdConcord},
+	{Name: "concord", Arity: -2, Flags: []string{"admin"}, Group: "server", Summary: "Concord's own commands: CONFLICTS [COUNT n], REGION, PEERS [LIST | REMOVE name | RESTORE name].", Since: "7.2.4", Fn: cmdConcord},
 }
 
 var commandCmd = &Cmd{Name: "command", Arity: -1, Flags: []string{"loading", "stale"}, Group: "server", Summary: "Returns detailed information about all commands.", Since: "2.8.13", Fn: cmdCommand}
@@ -385,8 +385,34 @@ func cmdConcord(c *Ctx) {
 			c.Conn.BulkString("loser")
 			c.Conn.BulkString(ev.Loser)
 		}
+	case c.argIs(1, "peers") && (len(c.Args) == 2 || (len(c.Args) == 3 && c.argIs(2, "list"))):
+		if c.e.Peers == nil {
+			c.Conn.Array(0)
+			return
+		}
+		names := c.e.Peers.PeerNames()
+		c.Conn.Array(len(names))
+		for _, n := range names {
+			c.Conn.Array(2)
+			c.Conn.BulkString(n)
+			if c.e.Peers.Removed(n) {
+				c.Conn.BulkString("removed")
+			} else {
+				c.Conn.BulkString("active")
+			}
+		}
+	case c.argIs(1, "peers") && len(c.Args) == 4 && (c.argIs(2, "remove") || c.argIs(2, "restore")):
+		if c.e.Peers == nil {
+			c.fail(Error("ERR this region has no peers"))
+			return
+		}
+		if err := c.e.Peers.SetRemoved(c.arg(3), c.argIs(2, "remove")); err != nil {
+			c.fail(Error("ERR " + err.Error()))
+			return
+		}
+		c.Conn.OK()
 	default:
-		c.fail(Error("ERR unknown subcommand or wrong number of arguments for '" + c.arg(1) + "'. Try CONCORD REGION or CONCORD CONFLICTS [COUNT n]."))
+		c.fail(Error("ERR unknown subcommand or wrong number of arguments for '" + c.arg(1) + "'. Try CONCORD REGION, CONCORD CONFLICTS [COUNT n] or CONCORD PEERS [LIST | REMOVE name | RESTORE name]."))
 	}
 }
 

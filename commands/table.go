@@ -104,6 +104,7 @@ type Engine struct {
 	Config  *Config
 	Info    InfoSource
 	Repl    Replication
+	Peers   PeerAdmin
 	ACL     *ACL
 	started time.Time
 	slow    slowlog
@@ -118,6 +119,14 @@ type Engine struct {
 type InfoSource interface {
 	Persistence() []string
 	Replication() []string
+}
+
+// PeerAdmin is what CONCORD PEERS needs: the peers and which of them were
+// declared removed (they no longer hold back tombstone GC).
+type PeerAdmin interface {
+	PeerNames() []string
+	Removed(name string) bool
+	SetRemoved(name string, removed bool) error
 }
 
 // Replication is what WAIT needs from peering.

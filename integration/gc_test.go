@@ -72,3 +72,47 @@ func TestTombstoneGC(t *testing.T) {
 		}
 	}
 }
+
+// A region that is down holds back GC everywhere; declaring it removed
+// (CONCORD PEERS REMOVE) lets the others collect, and survives a restart.
+func TestPeersRemoveUnblocksGC(t *testing.T) {
+	c := startCluster(t, 3, func(cfg *server.Config) { cfg.GCInterval = 100 * time.Millisecond })
+	a, b := c.clients["A"], c.clients["B"]
+	for i := 0; i < 50; i++ {
+		a.Set(ctx, fmt.Sprint("k", i), "v", 0)
+	}
+	c.converged(t, 20*time.Second)
+	c.regions["C"].Close()
+	for i := 0; i < 50; i++ {
+		a.Del(ctx, fmt.Sprint("k", i))
+	}
+	time.Sleep(time.Second)
+	if n := tombstones(t, c, "A"); n != 50 {
+		t.Fatalf("A holds %d tombstones while C is down, want 50 (GC must wait for C)", n)
+	}
+	if err := a.Do(ctx, "CONCORD", "PEERS", "REMOVE", "nosuch").Err(); err == nil {
+		t.Fatal("removing an unknown peer succeeded")
+	}
+	for _, cl := range []string{"A", "B"} {
+		if err := c.clients[cl].Do(ctx, "CONCORD", "PEERS", "REMOVE", "C").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		for _, r := range []string{"A", "B"} {
+			if n := tombstones(t, c, r); n != 0 {
+				return fmt.Errorf("%s holds %d tombstones", r, n)
+			}
+		}
+		return nil
+	})
+	peers, _ := b.Do(ctx, "CONCORD", "PEERS").Slice()
+	if fmt.Sprint(peers) != "[[A active] [C removed]]" {
+		t.Fatalf("CONCORD PEERS = %v", peers)
+	}
+	c.regions["B"].Close()
+	c.start(t, "B", c.nats["B"])
+	if peers, _ := c.clients["B"].Do(ctx, "CONCORD", "PEERS", "LIST").Slice(); fmt.Sprint(peers) != "[[A active] [C removed]]" {
+		t.Fatalf("after restart CONCORD PEERS = %v", peers)
+	}
+}

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
+	"strings"
 	"time"
 
 	"concord/keyspace"
@@ -72,7 +74,7 @@ func (in *Instance) tombstoneGC(ctx context.Context, every time.Duration) {
 		vectors := map[string]map[string]uint64{}
 		progress := map[string]uint64{}
 		ok := true
-		for _, peer := range in.Node.Peers() {
+		for _, peer := range in.activePeers() {
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			resp, err := in.Node.Fetch(fctx, peer, []byte{reqVector})
 			pr, perr := in.Node.PeerProgress(fctx, peer)
@@ -120,15 +122,15 @@ func (in *Instance) epochStable(ep gcEpoch, vectors map[string]map[string]uint64
 		if !known {
 			return false
 		}
-		for _, p := range in.Node.Peers() {
+		for _, p := range in.activePeers() {
 			if progress[p] < ss {
 				return false
 			}
 		}
 	}
-	for _, p := range in.Node.Peers() {
+	for _, p := range in.activePeers() {
 		for origin, seq := range ep.applied {
-			if origin == p {
+			if origin == p || in.Removed(origin) {
 				continue // a region has all of its own deltas
 			}
 			if vectors[p][origin] < seq {
@@ -137,4 +139,53 @@ func (in *Instance) epochStable(ep gcEpoch, vectors map[string]map[string]uint64
 		}
 	}
 	return true
+}
+
+// PeerNames, Removed and SetRemoved implement commands.PeerAdmin: a peer
+// declared removed no longer holds back tombstone GC. If it ever comes back
+// it must start from an empty data dir (it may hold deleted data, or miss
+// deletes whose tombstones are gone); the declaration survives restarts.
+func (in *Instance) PeerNames() []string { return in.Node.Peers() }
+
+func (in *Instance) Removed(name string) bool {
+	in.removedMu.Lock()
+	defer in.removedMu.Unlock()
+	return in.removed[name]
+}
+
+func (in *Instance) SetRemoved(name string, removed bool) error {
+	known := false
+	for _, p := range in.Node.Peers() {
+		known = known || p == name
+	}
+	if !known {
+		return fmt.Errorf("no such peer '%s'", name)
+	}
+	in.removedMu.Lock()
+	if in.removed == nil {
+		in.removed = map[string]bool{}
+	}
+	if removed {
+		in.removed[name] = true
+	} else {
+		delete(in.removed, name)
+	}
+	var names []string
+	for n := range in.removed {
+		names = append(names, n)
+	}
+	in.removedMu.Unlock()
+	in.Log.Warn().Str("peer", name).Bool("removed", removed).Msg("peer removal changed: tombstone GC no longer waits for it")
+	return in.store.Submit([]persistence.Write{{Meta: true, Key: "removed-peers", Header: []byte(strings.Join(names, ","))}}, nil).Wait()
+}
+
+// activePeers are the peers GC waits for.
+func (in *Instance) activePeers() []string {
+	var out []string
+	for _, p := range in.Node.Peers() {
+		if !in.Removed(p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,8 +42,10 @@ type Instance struct {
 	metricsLn net.Listener
 	tlsLn     net.Listener
 	ae        aeStats
-	aeNow     chan struct{} // wakes anti-entropy at once (a gap in a peer's stream)
-	syncing   atomic.Bool   // started empty next to peers: not ready until resynced
+	removedMu sync.Mutex
+	removed   map[string]bool // peers declared removed (CONCORD PEERS REMOVE)
+	aeNow     chan struct{}   // wakes anti-entropy at once (a gap in a peer's stream)
+	syncing   atomic.Bool     // started empty next to peers: not ready until resynced
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -249,6 +253,13 @@ func Start(cfg Config) (*Instance, error) {
 		in.Node = node
 		inf.node = node
 		inf.in = in
+		eng.Peers = in
+		if b := store.Meta("removed-peers"); len(b) > 0 {
+			in.removed = map[string]bool{}
+			for _, p := range strings.Split(string(b), ",") {
+				in.removed[p] = true
+			}
+		}
 		eng.Repl = node
 		if err := node.ServeFetch(in.serveFetch); err != nil {
 			log.Warn().Err(err).Msg("cannot serve key repairs to peers")
