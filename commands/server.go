@@ -120,6 +120,7 @@ func (e *Engine) infoSection(name string) []string {
 			fmt.Sprintf("remote_deltas_applied:%d", ks.Stats.RemoteApplied.Load()),
 			fmt.Sprintf("tombstones:%d", ks.Stats.Tombstones.Load()),
 			fmt.Sprintf("tombstones_gc:%d", ks.Stats.TombstonesGCd.Load()),
+			fmt.Sprintf("field_metadata_gc:%d", ks.Stats.FieldsGCd.Load()),
 			fmt.Sprintf("corrupt_records:%d", ks.Stats.CorruptRecords.Load()),
 			fmt.Sprintf("keys_repaired:%d", ks.Stats.KeysRepaired.Load())}
 	case "replication":

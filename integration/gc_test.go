@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"concord/cmd/concord/server"
+	"concord/keyspace"
 )
 
 func tombstones(t *testing.T, c *cluster, r string) int {
@@ -41,10 +42,18 @@ func TestTombstoneGC(t *testing.T) {
 		}
 	}
 	c.converged(t, 20*time.Second)
+	for i := 0; i < 20; i++ { // counter fields in a hash that stays alive
+		a.HIncrBy(ctx, "counters", fmt.Sprint("c", i), 5)
+	}
+	a.HSet(ctx, "counters", "keep", "1")
+	c.converged(t, 20*time.Second)
 	for i := 0; i < 200; i++ {
 		r := c.clients[c.names[i%3]] // deletes from every region
 		r.Del(ctx, fmt.Sprint("s", i), fmt.Sprint("set", i))
 		r.HDel(ctx, fmt.Sprint("h", i), "f")
+		if i < 20 {
+			r.HDel(ctx, "counters", fmt.Sprint("c", i))
+		}
 	}
 	before := c.converged(t, 20*time.Second)
 	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
@@ -62,6 +71,16 @@ func TestTombstoneGC(t *testing.T) {
 	if regexp.MustCompile(`tombstones_gc:0\r`).MatchString(info) {
 		t.Fatalf("nothing counted as collected:\n%s", info)
 	}
+	// the removed counter fields' metadata is gone too, in every region
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		for _, r := range c.names {
+			st := c.regions[r].KS.Snapshot(keyspace.Key{Key: "counters"})
+			if st == nil || len(st.Hash) != 1 {
+				return fmt.Errorf("region %s: counters holds %d field entries", r, len(st.Hash))
+			}
+		}
+		return nil
+	})
 	// collected keys live again, from any region, everywhere
 	c.clients["C"].SAdd(ctx, "set7", "again")
 	c.clients["B"].Set(ctx, "s8", "again", 0)

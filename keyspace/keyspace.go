@@ -167,8 +167,10 @@ type Stats struct {
 	// KeysRepaired keys restored from a peer after that.
 	CorruptRecords atomic.Uint64
 	KeysRepaired   atomic.Uint64
-	// TombstonesGCd counts tombstones dropped once causally stable.
+	// TombstonesGCd counts tombstones dropped once causally stable;
+	// FieldsGCd live keys whose removed fields' metadata was dropped.
 	TombstonesGCd atomic.Uint64
+	FieldsGCd     atomic.Uint64
 }
 
 // Conflict is one resolution that discarded data.
@@ -214,6 +216,9 @@ type entry struct {
 	elems, dig uint64
 	// deadEpoch is the GC epoch in which this tombstone last changed (0: live)
 	deadEpoch uint32
+	// metaEpoch is the GC epoch in which a live key last got dead metadata
+	// (a removed hash field's counter floor); 0: none
+	metaEpoch uint32
 }
 
 func subBucket(key string) int { return int((hashKey(key) >> 8) % subBuckets) }
@@ -549,6 +554,9 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		}
 	} else {
 		e.deadEpoch = 0
+		if !tx.ks.cfg.Stable() && hasDeadFields(e.st, d) {
+			e.metaEpoch = max(tx.ks.gcEpoch.Load(), 1)
+		}
 	}
 	t := tx.touchOf(k)
 	t.e = e
@@ -959,8 +967,30 @@ func (ks *Keyspace) NewGCEpoch() uint32 {
 	return ks.gcEpoch.Add(1) - 1
 }
 
-// StableTombstones lists tombstones that last changed in epoch upTo or
-// before.
+// hasDeadFields reports whether merging d left removed hash fields whose
+// metadata (counter floors) lingers in s.
+func hasDeadFields(s *crdt.State, d *crdt.State) bool {
+	if len(s.Hash) == 0 {
+		return false
+	}
+	if d.Scoped {
+		for f := range d.Hash {
+			if r := s.Hash[f]; r != nil && !r.Exists() {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range s.Hash {
+		if !r.Exists() {
+			return true
+		}
+	}
+	return false
+}
+
+// StableTombstones lists tombstones (and live keys with dead field
+// metadata) that last changed in epoch upTo or before.
 func (ks *Keyspace) StableTombstones(upTo uint32) []Key {
 	var out []Key
 	for dbi, d := range ks.dbs {
@@ -968,7 +998,7 @@ func (ks *Keyspace) StableTombstones(upTo uint32) []Key {
 			s := &d.shards[i]
 			s.mu.Lock()
 			for k, e := range s.m {
-				if !e.live && e.deadEpoch > 0 && e.deadEpoch <= upTo {
+				if (!e.live && e.deadEpoch > 0 && e.deadEpoch <= upTo) || (e.live && e.metaEpoch > 0 && e.metaEpoch <= upTo) {
 					out = append(out, Key{DB: dbi, Key: k})
 				}
 			}
@@ -983,6 +1013,24 @@ func (ks *Keyspace) StableTombstones(upTo uint32) []Key {
 func (tx *Tx) Forget(k Key, upTo uint32) bool {
 	s := tx.shard(k)
 	e := s.m[k.Key]
+	if e != nil && e.live && e.metaEpoch > 0 && e.metaEpoch <= upTo {
+		// a live key: drop only its removed fields' lingering metadata
+		for f, r := range e.st.Hash {
+			if !r.Exists() {
+				delete(e.st.Hash, f)
+			}
+		}
+		e.metaEpoch = 0
+		e.ver = version.Add(1)
+		if tx.ks.cfg.Digests {
+			e.elems = crdt.ElementsDigest(e.st)
+			s.redigest(k.Key, e)
+		}
+		t := tx.touchOf(k)
+		t.e, t.all, t.elems = e, true, true
+		tx.ks.Stats.FieldsGCd.Add(1)
+		return true
+	}
 	if e == nil || e.live || e.deadEpoch == 0 || e.deadEpoch > upTo {
 		return false
 	}
