@@ -173,7 +173,10 @@ func clientLine(conn *resp.Conn) string {
 	if user == "" {
 		user = "default"
 	}
-	cmd, _ := conn.LastCmd.Load().(string)
+	cmd := "NULL"
+	if p := conn.LastCmd.Load(); p != nil {
+		cmd = *p
+	}
 	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=8 name=%s age=%d idle=%d flags=N db=%d sub=0 psub=0 ssub=0 multi=%d qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s",
 		conn.ID, conn.RemoteAddr(), conn.LocalAddr(), conn.Name, int(time.Since(conn.Created).Seconds()), int(conn.Idle().Seconds()),
 		conn.DB, multi, cmd, user, conn.Proto, conn.LibName, conn.LibVer)

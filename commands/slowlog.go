@@ -20,8 +20,7 @@ type slowlog struct {
 	entries []slowEntry // newest first
 }
 
-func (s *slowlog) record(cfg *Config, c *Ctx, start time.Time, d time.Duration) {
-	limit := cfg.Int("slowlog-log-slower-than")
+func (s *slowlog) record(limit int64, cfg *Config, c *Ctx, start time.Time, d time.Duration) {
 	if limit < 0 || d.Microseconds() < limit || c.Cmd.Name == "exec" {
 		return
 	}

@@ -109,9 +109,12 @@ type Engine struct {
 	started time.Time
 	slow    slowlog
 	latency latencyMonitor
-	srv     *resp.Server
-	mu      sync.Mutex
-	errs    map[string]uint64 // error counts by prefix
+	// settings read on every command, cached from CONFIG
+	latencyThreshold atomic.Int64
+	slowlogThreshold atomic.Int64
+	srv              *resp.Server
+	mu               sync.Mutex
+	errs             map[string]uint64 // error counts by prefix
 }
 
 // InfoSource supplies INFO sections owned by other packages (persistence,
@@ -150,6 +153,13 @@ func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 	e.cmds["acl"] = aclCmd
 	e.cmds["latency"] = latencyCmd
 	e.ACL = newACL(e)
+	cache := func(string) {
+		e.latencyThreshold.Store(cfg.Int("latency-monitor-threshold"))
+		e.slowlogThreshold.Store(cfg.Int("slowlog-log-slower-than"))
+	}
+	cache("")
+	cfg.OnSet("latency-monitor-threshold", cache)
+	cfg.OnSet("slowlog-log-slower-than", cache)
 	e.stats = make(map[*Cmd]*cmdStats, len(e.cmds))
 	for _, c := range e.cmds {
 		e.stats[c] = &cmdStats{}
@@ -160,12 +170,22 @@ func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 // Attach gives the engine the server it runs on (CLIENT LIST, INFO clients).
 func (e *Engine) Attach(s *resp.Server) { e.srv = s }
 
-// Lookup returns a command by name (any case).
+// Lookup returns a command by name (any case), without allocating.
 func (e *Engine) Lookup(name []byte) *Cmd {
 	if c, ok := e.cmds[string(name)]; ok {
 		return c
 	}
-	return e.cmds[strings.ToLower(string(name))]
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return e.cmds[strings.ToLower(string(name))]
+	}
+	for i, ch := range name {
+		if ch >= 'A' && ch <= 'Z' {
+			ch += 32
+		}
+		buf[i] = ch
+	}
+	return e.cmds[string(buf[:len(name)])]
 }
 
 func (e *Engine) sorted() []*Cmd {
@@ -202,7 +222,7 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 		}
 		return
 	}
-	conn.LastCmd.Store(cmd.Name)
+	conn.LastCmd.Store(&cmd.Name)
 	if !conn.Authed() && !noAuthOK[cmd.Name] {
 		e.reject(cmd, conn, "NOAUTH Authentication required.")
 		return
@@ -250,8 +270,8 @@ func (e *Engine) call(c *Ctx) {
 			break
 		}
 	}
-	e.latency.Observe(e.Config.Int("latency-monitor-threshold"), "command", d)
-	e.slow.record(e.Config, c, start, d)
+	e.latency.Observe(e.latencyThreshold.Load(), "command", d)
+	e.slow.record(e.slowlogThreshold.Load(), e.Config, c, start, d)
 }
 
 func (e *Engine) reject(cmd *Cmd, conn *resp.Conn, msg string) {

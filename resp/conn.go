@@ -55,7 +55,7 @@ type Conn struct {
 	// LastWrite is the ticket of this client's latest write (for WAIT).
 	LastWrite Ticket
 
-	LastCmd    atomic.Value // string
+	LastCmd    atomic.Pointer[string] // the last command's name (points into the command table)
 	lastActive atomic.Int64
 	pending    Ticket
 	closeAfter bool

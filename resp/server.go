@@ -18,6 +18,8 @@ import (
 	"github.com/tidwall/redcon"
 )
 
+var nullName = "NULL"
+
 // Handler serves commands.
 type Handler interface {
 	// Serve runs one command; args[0] is its name.
@@ -148,7 +150,7 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
 	c := &Conn{ID: s.nextID.Add(1), srv: s, nc: nc, w: redcon.NewWriter(nc), Created: time.Now(), Proto: 2}
-	c.LastCmd.Store("NULL")
+	c.LastCmd.Store(&nullName)
 	c.lastActive.Store(time.Now().UnixNano())
 	c.authed.Store(!s.cfg.NeedAuth())
 	if s.cfg.Protected() && !IsLoopback(nc.RemoteAddr()) {
