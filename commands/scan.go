@@ -99,3 +99,17 @@ func (c *Ctx) scanReply(cursor uint64, items []string) {
 	c.Conn.BulkString(formatInt(int64(cursor)))
 	c.bulks(items)
 }
+
+// elementScanArgs parses "key cursor [MATCH p] [COUNT n] ..." of SSCAN and
+// HSCAN, replying the error itself when they are bad.
+func (c *Ctx) elementScanArgs() (uint64, scanArgs, bool) {
+	cur, err := parseCursor(c.Args[2])
+	if err == nil {
+		var sa scanArgs
+		if sa, err = c.parseScan(3, false); err == nil {
+			return cur, sa, true
+		}
+	}
+	c.fail(err)
+	return 0, scanArgs{}, false
+}

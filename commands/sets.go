@@ -410,14 +410,8 @@ func cmdSInterCard(c *Ctx) {
 }
 
 func cmdSScan(c *Ctx) {
-	cur, err := parseCursor(c.Args[2])
-	if err != nil {
-		c.fail(err)
-		return
-	}
-	sa, err := c.parseScan(3, false)
-	if err != nil {
-		c.fail(err)
+	cur, sa, ok := c.elementScanArgs()
+	if !ok {
 		return
 	}
 	c.run1(1, func(tx *keyspace.Tx, k keyspace.Key) error {

@@ -25,23 +25,7 @@ func TestCorruptStateRepairedFromPeer(t *testing.T) {
 	c.converged(t, 10*time.Second)
 
 	c.regions["B"].Close()
-	db, err := badger.Open(badger.DefaultOptions(c.dirs["B"] + "/badger").WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(persistence.StateKey(0, "s1"))
-		if err != nil {
-			return err
-		}
-		v, _ := item.ValueCopy(nil)
-		v[len(v)/2] ^= 0x40 // bit rot in the middle of the record
-		return txn.Set(persistence.StateKey(0, "s1"), v)
-	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	corruptRecord(t, c.dirs["B"], "s1", -1)
 	c.start(t, "B", c.nats["B"])
 	b := c.clients["B"]
 	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
@@ -83,20 +67,7 @@ func TestCorruptKeyDroppedWithoutPeers(t *testing.T) {
 		return nil
 	})
 	in.Close()
-	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(persistence.StateKey(0, "set"))
-		if err != nil {
-			return err
-		}
-		v, _ := item.ValueCopy(nil)
-		v[0] ^= 0xff
-		return txn.Set(persistence.StateKey(0, "set"), v)
-	})
-	db.Close()
+	corruptRecord(t, dir, "set", 0)
 	for round := 0; round < 2; round++ {
 		in, err = server.Start(server.Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error"})
 		if err != nil {
@@ -130,20 +101,7 @@ func TestCorruptKeyRebuiltFromOutbox(t *testing.T) {
 	}
 	client(t, in.Addr()).SAdd(ctx, "set", "a", "b")
 	in.Close() // at once: the outbox has not been trimmed
-	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(persistence.StateKey(0, "set"))
-		if err != nil {
-			return err
-		}
-		v, _ := item.ValueCopy(nil)
-		v[0] ^= 0xff
-		return txn.Set(persistence.StateKey(0, "set"), v)
-	})
-	db.Close()
+	corruptRecord(t, dir, "set", 0)
 	for round := 0; round < 2; round++ {
 		in, err = server.Start(server.Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error"})
 		if err != nil {
@@ -153,5 +111,32 @@ func TestCorruptKeyRebuiltFromOutbox(t *testing.T) {
 			t.Fatalf("start %d: %v", round, ms)
 		}
 		in.Close()
+	}
+}
+
+// corruptRecord flips bits of a key's stored header record behind
+// Concord's back, keeping Badger's own structure valid: at byte pos, or in
+// the middle of the record when pos < 0.
+func corruptRecord(t *testing.T, dir, key string, pos int) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(persistence.StateKey(0, key))
+		if err != nil {
+			return err
+		}
+		v, _ := item.ValueCopy(nil)
+		if pos < 0 {
+			pos = len(v) / 2
+		}
+		v[pos] ^= 0x40
+		return txn.Set(persistence.StateKey(0, key), v)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
