@@ -25,4 +25,4 @@ func BenchmarkRunSet(b *testing.B) {
 
 type discard struct{}
 
-func (discard) Submit([]Write, []crdt.KeyDelta) Ticket { return done{} }
+func (discard) Submit([]Write, []crdt.KeyDelta, []crdt.KeyDelta) Ticket { return done{} }

@@ -42,9 +42,11 @@ type Elem struct {
 // Ticket is a pending durable commit.
 type Ticket interface{ Wait() error }
 
-// Store persists states and deltas in group commits.
+// Store logs each tx in group commits: its local deltas (the outbox), the
+// deltas it merged from elsewhere (inbound: peers, repairs) and metadata
+// writes. Key states are stored separately, by checkpoints (Checkpoint).
 type Store interface {
-	Submit(writes []Write, deltas []crdt.KeyDelta) Ticket
+	Submit(meta []Write, deltas, inbound []crdt.KeyDelta) Ticket
 }
 
 // Config configures a Keyspace.
@@ -190,11 +192,14 @@ type db struct {
 }
 
 type shard struct {
-	mu   sync.Mutex
-	m    map[string]*entry
-	exp  map[string]int64 // keys with a deadline
-	live int
-	bkt  [subBuckets]uint64 // XOR of the key digests of each bucket
+	mu  sync.Mutex
+	m   map[string]*entry
+	exp map[string]int64 // keys with a deadline
+	// dirty: keys changed since the last checkpoint captured this shard
+	// (nil value: the header only; see dirtyKey)
+	dirty map[string]*dirtyKey
+	live  int
+	bkt   [subBuckets]uint64 // XOR of the key digests of each bucket
 }
 
 // touch records what a tx changed in one key, for persistence.
@@ -306,6 +311,7 @@ type Tx struct {
 	tptrs   [1]*touch
 	sbuf    [2]*shard
 	deltas  []crdt.KeyDelta
+	inbound []crdt.KeyDelta
 	meta    []Write
 	expired int
 }
@@ -499,6 +505,7 @@ func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
 		tx.ks.ObserveHLC(h)
 	}
 	tx.merge(k, d, true, from)
+	tx.inbound = append(tx.inbound, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 	tx.ks.Stats.RemoteApplied.Add(1)
 }
 
@@ -614,35 +621,27 @@ func (ks *Keyspace) recordConflicts(k Key, c int, st *crdt.State, from string) {
 	}
 }
 
-// commit encodes the states the tx changed and submits them with its deltas.
+// commit marks the keys the tx changed dirty (a checkpoint stores them)
+// and logs its deltas; the ticket is the log's durability.
 func (tx *Tx) commit() Ticket {
-	if len(tx.touched) == 0 && len(tx.meta) == 0 {
-		return nil
-	}
-	writes := make([]Write, 0, len(tx.touched)+len(tx.meta))
 	for _, t := range tx.touched {
 		k := t.k
 		e := t.e
 		s := tx.ks.dbs[k.DB].shardOf(k.Key)
-		w := Write{DB: k.DB, Key: k.Key}
+		gone := false
 		if !e.live && (tx.ks.cfg.Stable() || t.forget) {
 			if s.m[k.Key] == e {
 				delete(s.m, k.Key)
 				s.bkt[subBucket(k.Key)] ^= e.dig
 			}
-			w.ReplaceAll = t.elems || len(e.st.Set) > 0 || len(e.st.Hash) > 0
-		} else {
-			w.Header = crdt.AppendState(nil, e.st.Header())
-			w.ReplaceAll = t.all && t.elems
-			w.Elems = elemWrites(e.st, t)
+			gone = true
 		}
-		writes = append(writes, w)
+		s.markDirty(k.Key, t, gone, len(e.st.Set) > 0 || len(e.st.Hash) > 0)
 	}
-	writes = append(writes, tx.meta...)
-	if tx.ks.store == nil {
+	if len(tx.deltas) == 0 && len(tx.inbound) == 0 && len(tx.meta) == 0 || tx.ks.store == nil {
 		return nil
 	}
-	return tx.ks.store.Submit(writes, tx.deltas)
+	return tx.ks.store.Submit(tx.meta, tx.deltas, tx.inbound)
 }
 
 // Load installs a state read from disk at startup.
@@ -865,15 +864,30 @@ func (ks *Keyspace) Clock() crdt.HLC {
 	return ks.clock.Last()
 }
 
-// Repair merges a delta recovered from the outbox at startup: persisted,
-// not shipped again.
-func (tx *Tx) Repair(k Key, d *crdt.State) { tx.merge(k, d, false, "") }
+// Repair merges a state or delta pulled from a peer or rebuilt locally:
+// logged (inbound), not shipped again.
+func (tx *Tx) Repair(k Key, d *crdt.State) {
+	if h := d.MaxHLC(); !h.IsZero() {
+		tx.ks.ObserveHLC(h)
+	}
+	tx.merge(k, d, false, "")
+	tx.inbound = append(tx.inbound, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
+}
+
+// Restore merges a delta replayed from the log at startup: already logged,
+// so neither logged nor shipped again (the next checkpoint stores the key).
+func (tx *Tx) Restore(k Key, d *crdt.State) {
+	if h := d.MaxHLC(); !h.IsZero() {
+		tx.ks.ObserveHLC(h)
+	}
+	tx.merge(k, d, false, "")
+}
 
 // elemWrites encodes the element records a tx changed (every element when
 // it replaced them all).
-func elemWrites(st *crdt.State, t *touch) []Elem {
+func elemWrites(st *crdt.State, all bool, members, fields map[string]struct{}) []Elem {
 	var out []Elem
-	if t.all {
+	if all {
 		for m, dots := range st.Set {
 			out = append(out, Elem{Kind: crdt.ElemMember, Name: m, Data: crdt.AppendMember(nil, dots)})
 		}
@@ -882,14 +896,14 @@ func elemWrites(st *crdt.State, t *touch) []Elem {
 		}
 		return out
 	}
-	for m := range t.members {
+	for m := range members {
 		el := Elem{Kind: crdt.ElemMember, Name: m}
 		if dots, ok := st.Set[m]; ok {
 			el.Data = crdt.AppendMember(nil, dots)
 		}
 		out = append(out, el)
 	}
-	for f := range t.fields {
+	for f := range fields {
 		el := Elem{Kind: crdt.ElemField, Name: f}
 		if r, ok := st.Hash[f]; ok {
 			el.Data = crdt.AppendField(nil, r)

@@ -24,21 +24,36 @@ func (f *fakeClock) Add(d time.Duration) {
 }
 
 type memStore struct {
-	mu     sync.Mutex
-	writes []Write
-	deltas []crdt.KeyDelta
+	mu      sync.Mutex
+	writes  []Write
+	deltas  []crdt.KeyDelta
+	inbound []crdt.KeyDelta
 }
 
 type done struct{}
 
 func (done) Wait() error { return nil }
 
-func (m *memStore) Submit(w []Write, d []crdt.KeyDelta) Ticket {
+func (m *memStore) Submit(w []Write, d, in []crdt.KeyDelta) Ticket {
 	m.mu.Lock()
 	m.writes = append(m.writes, w...)
 	m.deltas = append(m.deltas, d...)
+	m.inbound = append(m.inbound, in...)
 	m.mu.Unlock()
 	return done{}
+}
+
+// checkpoint stores the states of the keys changed since the last one.
+func (m *memStore) checkpoint(t testing.TB, ks *Keyspace) {
+	t.Helper()
+	if _, err := ks.Checkpoint(3, func(ws []Write) error {
+		m.mu.Lock()
+		m.writes = append(m.writes, ws...)
+		m.mu.Unlock()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func newKS(stable bool) (*Keyspace, *fakeClock, *memStore) {
@@ -95,6 +110,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 		t.Fatalf("size after expiry %d/%d", n, x)
 	}
 	// the expiry became a delete delta and, with no peers, a deleted record
+	store.checkpoint(t, ks)
 	deletes := 0
 	for _, w := range store.writes {
 		if w.Header == nil {
@@ -126,6 +142,7 @@ func TestTombstonesKeptUntilStable(t *testing.T) {
 	if ks.Stats.Tombstones.Load() != 1 {
 		t.Fatalf("tombstones %d", ks.Stats.Tombstones.Load())
 	}
+	store.checkpoint(t, ks)
 	last := store.writes[len(store.writes)-1]
 	if last.Header == nil {
 		t.Fatal("tombstone not persisted")
@@ -239,8 +256,14 @@ func TestElementWritesStaySmall(t *testing.T) {
 		members = append(members, []byte(fmt.Sprint("m", i)))
 	}
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), members)); return nil })
+	store.checkpoint(t, ks)
+	if n := len(store.writes[len(store.writes)-1].Elems); n != 5000 {
+		t.Fatalf("first checkpoint wrote %d members", n)
+	}
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("new")})); return nil })
+	store.checkpoint(t, ks)
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SRem(tx.State(k), [][]byte{[]byte("m7")})); return nil })
+	store.checkpoint(t, ks)
 	w := store.writes[len(store.writes)-2:]
 	if w[0].ReplaceAll || len(w[0].Elems) != 1 || w[0].Elems[0].Name != "new" || w[0].Elems[0].Data == nil {
 		t.Fatalf("SADD wrote %d elements (replace all %v)", len(w[0].Elems), w[0].ReplaceAll)
@@ -253,7 +276,8 @@ func TestElementWritesStaySmall(t *testing.T) {
 	}
 	// DEL replaces everything: the record says so
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.Delete(tx.State(k))); return nil })
-	if last := store.writes[len(store.writes)-1]; last.Header != nil {
-		t.Fatalf("deleted key still has a header")
+	store.checkpoint(t, ks)
+	if last := store.writes[len(store.writes)-1]; last.Header != nil || !last.ReplaceAll {
+		t.Fatalf("deleted key still has a header (or keeps its members)")
 	}
 }

@@ -21,7 +21,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < per; i++ {
-				s.Submit([]Write{{Key: "k" + strconv.Itoa(w*per+i), Header: []byte("0123456789")}}, []crdt.KeyDelta{delta("m")}).Wait()
+				s.Submit([]Write{{Key: "k" + strconv.Itoa(w*per+i), Header: []byte("0123456789")}}, []crdt.KeyDelta{delta("m")}, nil).Wait()
 			}
 		}(w)
 	}

@@ -95,9 +95,17 @@ type Store struct {
 	done     chan struct{}
 	outSeq   uint64 // last outbox sequence durable
 	assigned uint64 // last outbox sequence handed to Badger (commit loop only)
+	inSeq    uint64 // last inbound sequence handed to Badger (commit loop only)
 	inflight sync.WaitGroup
 	slots    chan struct{}
 	trimmed  uint64 // outbox entries <= trimmed are gone
+	// published: outbox entries <= published are shipped (or need not be);
+	// they are trimmed once a checkpoint covers them too
+	published uint64
+	ckptOut   uint64 // the last checkpoint covers outbox entries <= ckptOut
+	ckptIn    uint64 // and inbound entries <= ckptIn
+	inTrimmed uint64 // inbound entries <= inTrimmed are gone
+	sinceCkpt int64  // log bytes written since the last checkpoint began
 
 	stats Stats
 }
@@ -143,32 +151,50 @@ type Stats struct {
 	LastSyncUnix  int64
 	Errors        uint64
 	Splits        uint64
+	// Checkpoints written, the keys they wrote, the last one's duration
+	Checkpoints     uint64
+	CheckpointKeys  uint64
+	LastCheckpointS float64
+	LastCheckpoint  int64 // unix seconds
+	LogBytes        int64 // log written since the last checkpoint began
 }
 
 // Group is one group commit; Wait blocks until it is durable.
 type Group struct {
-	writes []Write
-	deltas []crdt.KeyDelta
-	bytes  int
-	done   chan struct{}
-	err    error
-	seq    uint64 // outbox sequence of the group's deltas (0: none)
-	start  time.Time
+	writes  []Write
+	deltas  []crdt.KeyDelta
+	inbound []crdt.KeyDelta
+	bytes   int
+	barrier bool // commit even when empty
+	done    chan struct{}
+	err     error
+	seq     uint64 // outbox sequence of the group's deltas (0: none)
+	// the last outbox and inbound sequences assigned before this group
+	outBase, inBase uint64
+	start           time.Time
 }
 
 // Seq returns the outbox sequence holding the group's deltas (after Wait).
 func (g *Group) Seq() uint64 { return g.seq }
 
+// Bases returns the last outbox and inbound sequences of the groups before
+// this one (after Wait): the log position this group starts at.
+func (g *Group) Bases() (out, in uint64) { return g.outBase, g.inBase }
+
 // Wait blocks until the group is committed and returns its error.
 func (g *Group) Wait() error { <-g.done; return g.err }
 
 var (
-	prefixKey    = byte('k')
-	prefixOutbox = byte('o')
-	prefixElem   = byte('e')
-	metaOutSeq   = []byte("m:outseq")
-	metaTrimmed  = []byte("m:trimmed")
-	metaRegion   = []byte("m:region")
+	prefixKey     = byte('k')
+	prefixOutbox  = byte('o')
+	prefixElem    = byte('e')
+	prefixInbound = byte('i')
+	metaOutSeq    = []byte("m:outseq")
+	metaInSeq     = []byte("m:inseq")
+	metaTrimmed   = []byte("m:trimmed")
+	metaPublished = []byte("m:published")
+	metaCkpt      = []byte("m:ckpt")
+	metaRegion    = []byte("m:region")
 )
 
 // ErrClosed is returned for writes submitted after Close.
@@ -212,6 +238,16 @@ func Open(opts Options) (*Store, error) {
 		s.outSeq = readUint(txn, metaOutSeq)
 		s.assigned = s.outSeq
 		s.trimmed = readUint(txn, metaTrimmed)
+		s.published = max(readUint(txn, metaPublished), s.trimmed)
+		s.inSeq = readUint(txn, metaInSeq)
+		if item, err := txn.Get(metaCkpt); err == nil {
+			v, _ := item.ValueCopy(nil)
+			if len(v) == 16 {
+				s.ckptOut = binary.BigEndian.Uint64(v)
+				s.ckptIn = binary.BigEndian.Uint64(v[8:])
+			}
+		}
+		s.inTrimmed = s.ckptIn
 		return nil
 	}); err != nil {
 		db.Close()
@@ -252,17 +288,24 @@ func StateKey(db int, key string) []byte {
 	return append(b, key...)
 }
 
-func outboxKey(seq uint64) []byte {
+func outboxKey(seq uint64) []byte { return seqKey(prefixOutbox, seq) }
+
+func inboundKey(seq uint64) []byte { return seqKey(prefixInbound, seq) }
+
+func seqKey(prefix byte, seq uint64) []byte {
 	b := make([]byte, 9)
-	b[0] = prefixOutbox
+	b[0] = prefix
 	binary.BigEndian.PutUint64(b[1:], seq)
 	return b
 }
 
-// Submit adds writes and their deltas to the group being formed and returns
-// it. The caller submits while holding the locks of the keys written, so two
-// writes of one key reach the store in the order they were made.
-func (s *Store) Submit(writes []Write, deltas []crdt.KeyDelta) *Group {
+// Submit adds writes and deltas to the group being formed and returns it:
+// deltas are local (the outbox, shipped to peers), inbound are what the
+// caller merged from elsewhere (peers' deltas, repairs); both are the log
+// that recovery replays over the last checkpoint. The caller submits while
+// holding the locks of the keys written, so two writes of one key reach the
+// store in the order they were made.
+func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -274,6 +317,7 @@ func (s *Store) Submit(writes []Write, deltas []crdt.KeyDelta) *Group {
 	g := s.open
 	g.writes = append(g.writes, writes...)
 	g.deltas = append(g.deltas, deltas...)
+	g.inbound = append(g.inbound, inbound...)
 	for _, w := range writes {
 		g.bytes += len(w.Key) + len(w.Header)
 	}
@@ -292,7 +336,7 @@ func (s *Store) commitLoop() {
 		for {
 			s.mu.Lock()
 			g := s.open
-			if len(g.writes) == 0 && len(g.deltas) == 0 {
+			if len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 && !g.barrier {
 				s.mu.Unlock()
 				break
 			}
@@ -323,25 +367,32 @@ func (s *Store) commitAsync(g *Group) {
 	if needsSnapshot {
 		s.inflight.Wait()
 	}
-	// the group's deltas become outbox entries of at most MaxEntryBytes
-	// each (one message each on the stream), under consecutive sequences
-	var entries [][]byte
-	var seqs []uint64
-	for rest := g.deltas; len(rest) > 0; {
-		n, size := 0, 0
-		for n < len(rest) && (n == 0 || size < s.opts.MaxEntryBytes) {
-			size += approxDeltaSize(rest[n])
-			n++
-		}
-		s.assigned++
-		seqs = append(seqs, s.assigned)
-		entries = append(entries, crdt.AppendBatch(nil, rest[:n]))
-		rest = rest[n:]
+	g.outBase, g.inBase = s.assigned, s.inSeq
+	if len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 {
+		// an empty barrier: durable once every group before it is
+		s.inflight.Wait()
+		s.finish(g, 0, false, nil)
+		return
 	}
+	// the group's deltas become outbox entries of at most MaxEntryBytes
+	// each (one message each on the stream), under consecutive sequences;
+	// inbound deltas likewise become inbound log entries
+	seqs, entries := s.cut(g.deltas, &s.assigned)
+	inSeqs, inEntries := s.cut(g.inbound, &s.inSeq)
 	seq := uint64(0)
 	if len(seqs) > 0 {
 		seq = seqs[len(seqs)-1]
 	}
+	logBytes := 0
+	for _, e := range entries {
+		logBytes += len(e)
+	}
+	for _, e := range inEntries {
+		logBytes += len(e)
+	}
+	s.mu.Lock()
+	s.sinceCkpt += int64(logBytes)
+	s.mu.Unlock()
 	g.start = time.Now()
 	txn := s.db.NewTransaction(true)
 	err := func() error {
@@ -350,12 +401,17 @@ func (s *Store) commitAsync(g *Group) {
 				return err
 			}
 		}
+		for i, e := range inEntries {
+			if err := setInbound(txn, inSeqs[i], e); err != nil {
+				return err
+			}
+		}
 		return s.applyWrites(txn, g.writes)
 	}()
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		txn.Discard()
 		s.inflight.Wait()
-		err = s.commitSplit(seqs, entries, g.writes)
+		err = s.commitSplit(seqs, entries, inSeqs, inEntries, g.writes)
 		s.finish(g, seq, true, err)
 		return
 	}
@@ -408,6 +464,32 @@ func (s *Store) finish(g *Group, seq uint64, split bool, err error) {
 		}
 	}
 	close(g.done)
+}
+
+// cut encodes deltas as log entries of at most MaxEntryBytes each, under
+// consecutive sequences after *last (which it advances).
+func (s *Store) cut(deltas []crdt.KeyDelta, last *uint64) (seqs []uint64, entries [][]byte) {
+	for rest := deltas; len(rest) > 0; {
+		n, size := 0, 0
+		for n < len(rest) && (n == 0 || size < s.opts.MaxEntryBytes) {
+			size += approxDeltaSize(rest[n])
+			n++
+		}
+		*last++
+		seqs = append(seqs, *last)
+		entries = append(entries, crdt.AppendBatch(make([]byte, 0, size+64), rest[:n]))
+		rest = rest[n:]
+	}
+	return seqs, entries
+}
+
+func setInbound(txn *badger.Txn, seq uint64, entry []byte) error {
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], seq)
+	if err := txn.Set(inboundKey(seq), entry); err != nil {
+		return err
+	}
+	return txn.Set(metaInSeq, v[:])
 }
 
 func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
@@ -509,12 +591,22 @@ func elemPrefix(db int, key string) []byte {
 	return append(b, key...)
 }
 
-func (s *Store) commitSplit(seqs []uint64, entries [][]byte, writes []Write) error {
+func (s *Store) commitSplit(seqs []uint64, entries [][]byte, inSeqs []uint64, inEntries [][]byte, writes []Write) error {
 	for i, e := range entries {
 		if err := s.db.Update(func(txn *badger.Txn) error { return setOutbox(txn, seqs[i], e) }); err != nil {
 			return err
 		}
 	}
+	for i, e := range inEntries {
+		if err := s.db.Update(func(txn *badger.Txn) error { return setInbound(txn, inSeqs[i], e) }); err != nil {
+			return err
+		}
+	}
+	return s.writeSplit(writes)
+}
+
+// writeSplit applies writes in as few transactions as Badger allows.
+func (s *Store) writeSplit(writes []Write) error {
 	for len(writes) > 0 {
 		n := len(writes)
 		for {
@@ -572,6 +664,10 @@ type Loader struct {
 	Header func(db int, key string, header []byte) error
 	Elem   func(db int, key string, kind byte, name string, data []byte) error
 	Replay func(seq uint64, batch []byte) error
+	// Covered, when set, gets the log entries still stored that the last
+	// checkpoint covers (outbox entries not yet published): they can
+	// rebuild a key whose stored record is damaged.
+	Covered func(seq uint64, batch []byte) error
 	// Corrupt is told of a key whose stored record failed its checksum
 	// (the record is not passed on).
 	Corrupt func(db int, key string) error
@@ -603,9 +699,11 @@ func unseal(v []byte) ([]byte, bool) {
 	return body, crc32.Checksum(body, castagnoli) == binary.LittleEndian.Uint32(v[len(v)-4:])
 }
 
-// Load calls l.Header for every stored key, l.Elem for every element record,
-// then l.Replay for every outbox entry not yet trimmed (merging them again is
-// harmless and repairs a crash between a split commit's parts).
+// Load calls l.Header for every stored key, l.Elem for every element record
+// (the last checkpoint), then l.Replay for every log entry after it: the
+// outbox entries (local deltas) and the inbound entries (merged deltas)
+// written since. Merging is idempotent, so an entry the checkpoint already
+// covers in part is harmless.
 func (s *Store) Load(l Loader) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		scan := func(prefix byte, fn func(k, v []byte) error) error {
@@ -652,17 +750,50 @@ func (s *Store) Load(l Loader) error {
 		}); err != nil {
 			return err
 		}
-		return scan(prefixOutbox, func(k, v []byte) error {
-			return l.Replay(binary.BigEndian.Uint64(k[1:]), v)
+		s.mu.Lock()
+		ckptOut, ckptIn := s.ckptOut, s.ckptIn
+		s.mu.Unlock()
+		if err := scan(prefixOutbox, func(k, v []byte) error {
+			if seq := binary.BigEndian.Uint64(k[1:]); seq > ckptOut {
+				return l.Replay(seq, v)
+			} else if l.Covered != nil {
+				return l.Covered(seq, v)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return scan(prefixInbound, func(k, v []byte) error {
+			if seq := binary.BigEndian.Uint64(k[1:]); seq > ckptIn {
+				return l.Replay(seq, v)
+			} else if l.Covered != nil {
+				return l.Covered(seq, v)
+			}
+			return nil
 		})
 	})
 }
 
-// OutboxSeq returns the last outbox sequence written and the trim point.
-func (s *Store) OutboxSeq() (last, trimmed uint64) {
+// OutboxSeq returns the last outbox sequence written and the last one
+// published (TrimOutbox's mark).
+func (s *Store) OutboxSeq() (last, published uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.outSeq, s.trimmed
+	return s.outSeq, s.published
+}
+
+// InboundSeq returns the last inbound log sequence assigned.
+func (s *Store) InboundSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inSeq
+}
+
+// Trimmed returns the outbox trim point: entries <= it are gone.
+func (s *Store) Trimmed() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.trimmed
 }
 
 // ReadOutbox returns up to max entries after seq, in order.
@@ -683,40 +814,120 @@ func (s *Store) ReadOutbox(after uint64, max int) (seqs []uint64, entries [][]by
 	return
 }
 
-// TrimOutbox deletes outbox entries up to and including seq; call it only
-// once they are safely elsewhere (acknowledged by the stream, or with no
-// peers to ship to).
+// TrimOutbox records that outbox entries up to and including seq are
+// safely elsewhere (acknowledged by the stream, or with no peers to ship
+// to); they are deleted once a checkpoint covers them too (until then they
+// are also the log recovery replays).
 func (s *Store) TrimOutbox(seq uint64) error {
 	s.mu.Lock()
-	from := s.trimmed
 	if seq > s.outSeq {
 		seq = s.outSeq
 	}
-	s.mu.Unlock()
-	if seq <= from {
+	if seq <= s.published {
+		s.mu.Unlock()
 		return nil
 	}
+	s.published = seq
+	s.mu.Unlock()
+	return s.trim()
+}
+
+// trim deletes the outbox entries both published and checkpointed and the
+// inbound entries checkpointed, and records the marks.
+func (s *Store) trim() error {
+	s.mu.Lock()
+	outFrom, outTo := s.trimmed, min(s.published, s.ckptOut)
+	inFrom, inTo := s.inTrimmed, s.ckptIn
+	published := s.published
+	s.mu.Unlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for q := from + 1; q <= seq; q++ {
+	for q := outFrom + 1; q <= outTo; q++ {
 		if err := wb.Delete(outboxKey(q)); err != nil {
 			return err
 		}
 	}
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], seq)
+	for q := inFrom + 1; q <= inTo; q++ {
+		if err := wb.Delete(inboundKey(q)); err != nil {
+			return err
+		}
+	}
+	var v, p [8]byte
+	binary.BigEndian.PutUint64(v[:], max(outTo, outFrom))
+	binary.BigEndian.PutUint64(p[:], published)
 	if err := wb.Set(metaTrimmed, v[:]); err != nil {
+		return err
+	}
+	if err := wb.Set(metaPublished, p[:]); err != nil {
 		return err
 	}
 	if err := wb.Flush(); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	if seq > s.trimmed {
-		s.trimmed = seq
-	}
+	s.trimmed = max(s.trimmed, outTo)
+	s.inTrimmed = max(s.inTrimmed, inTo)
 	s.mu.Unlock()
 	return nil
+}
+
+// Barrier returns the group being formed, which commits even if nothing
+// else joins it: once it is durable, so is everything submitted before
+// Barrier was called, and its Bases are the log position it starts at.
+func (s *Store) Barrier() *Group {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		g := newGroup()
+		g.err = ErrClosed
+		close(g.done)
+		return g
+	}
+	s.open.barrier = true
+	select {
+	case s.signal <- struct{}{}:
+	default:
+	}
+	return s.open
+}
+
+// WriteStates stores key states (a checkpoint's part) in transactions of
+// bounded size. Only checkpoints write key states, one at a time.
+func (s *Store) WriteStates(writes []Write) error {
+	return s.writeSplit(writes)
+}
+
+// Checkpointed records that the key states written so far cover every
+// outbox entry <= out and inbound entry <= in: recovery replays only what
+// follows, and the log up to there is trimmed (the outbox once published).
+func (s *Store) Checkpointed(out, in uint64, keys int, took time.Duration) error {
+	s.mu.Lock()
+	s.ckptOut, s.ckptIn = max(s.ckptOut, out), max(s.ckptIn, in)
+	var v [16]byte
+	binary.BigEndian.PutUint64(v[:], s.ckptOut)
+	binary.BigEndian.PutUint64(v[8:], s.ckptIn)
+	s.stats.Checkpoints++
+	s.stats.CheckpointKeys += uint64(keys)
+	s.stats.LastCheckpointS = took.Seconds()
+	s.stats.LastCheckpoint = time.Now().Unix()
+	s.mu.Unlock()
+	// deleting first is safe: the states already cover what is deleted
+	if err := s.trim(); err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaCkpt, v[:]) })
+}
+
+// LogBytes returns how much log was written since the last checkpoint
+// began (what recovery would replay) and resets the count when reset.
+func (s *Store) LogBytes(reset bool) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.sinceCkpt
+	if reset {
+		s.sinceCkpt = 0
+	}
+	return n
 }
 
 // OutboxNotify is signalled after a group with deltas commits.
@@ -741,6 +952,7 @@ func (s *Store) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.GroupSize, st.CommitSeconds = st.GroupSize.clone(), st.CommitSeconds.clone()
+	st.LogBytes = s.sinceCkpt
 	return st
 }
 

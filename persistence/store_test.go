@@ -33,7 +33,7 @@ func TestGroupCommitAndReload(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			g := s.Submit([]Write{{DB: i % 3, Key: fmt.Sprint("key", i), Header: []byte{byte(i)}}}, []crdt.KeyDelta{delta(fmt.Sprint(i))})
+			g := s.Submit([]Write{{DB: i % 3, Key: fmt.Sprint("key", i), Header: []byte{byte(i)}}}, []crdt.KeyDelta{delta(fmt.Sprint(i))}, nil)
 			if err := g.Wait(); err != nil {
 				t.Error(err)
 			}
@@ -69,13 +69,77 @@ func TestGroupCommitAndReload(t *testing.T) {
 	if err != nil || keys != 200 || deltas != 200 {
 		t.Fatalf("reload: err=%v keys=%d deltas=%d", err, keys, deltas)
 	}
-	// trimming removes entries and survives a reopen
+	// published entries stay until a checkpoint covers them too
 	if err := s.TrimOutbox(last); err != nil {
 		t.Fatal(err)
 	}
-	seqs, _, _ := s.ReadOutbox(0, 10)
-	if len(seqs) != 0 {
-		t.Fatalf("outbox after trim: %v", seqs)
+	if seqs, _, _ := s.ReadOutbox(0, 1000); len(seqs) != int(last) {
+		t.Fatalf("outbox after publishing, before a checkpoint: %v", seqs)
+	}
+	if err := s.Checkpointed(last-1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if seqs, _, _ := s.ReadOutbox(0, 1000); len(seqs) != 1 || seqs[0] != last {
+		t.Fatalf("outbox after a checkpoint up to %d: %v", last-1, seqs)
+	}
+}
+
+// The inbound log (deltas merged from elsewhere) and the outbox after the
+// last checkpoint are what Load replays; a checkpoint trims the inbound log
+// and the published outbox up to its position; a barrier commits even
+// when nothing joins it and tells the log position.
+func TestLogCheckpointAndReplay(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncEverysec)
+	if err := s.Barrier().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		if err := s.Submit(nil, []crdt.KeyDelta{delta(fmt.Sprint("out", i))}, []crdt.KeyDelta{delta(fmt.Sprint("in", i))}).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mark := s.Barrier()
+	if err := mark.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if out, in := mark.Bases(); out != 6 || in != 6 {
+		t.Fatalf("barrier after 6 groups at %d/%d", out, in)
+	}
+	if err := s.Submit(nil, nil, []crdt.KeyDelta{delta("in-late")}).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TrimOutbox(2); err != nil { // peers have 1-2
+		t.Fatal(err)
+	}
+	if err := s.Checkpointed(4, 4, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, FsyncEverysec)
+	defer s.Close()
+	var replayed []string
+	err := s.Load(Loader{Replay: func(seq uint64, b []byte) error {
+		kds, err := crdt.DecodeBatch(b)
+		for _, kd := range kds {
+			for m := range kd.Delta.Set {
+				replayed = append(replayed, m)
+			}
+		}
+		return err
+	}})
+	if want := "[out4 out5 in4 in5 in-late]"; err != nil || fmt.Sprint(replayed) != want {
+		t.Fatalf("replayed %v (%v), want %s", replayed, err, want)
+	}
+	// the outbox keeps what peers have not got (3, 4) and what follows
+	if seqs, _, _ := s.ReadOutbox(0, 100); fmt.Sprint(seqs) != "[3 4 5 6]" {
+		t.Fatalf("outbox %v", seqs)
+	}
+	if last, published := s.OutboxSeq(); last != 6 || published != 2 {
+		t.Fatalf("outbox seq %d published %d after reopen", last, published)
+	}
+	if s.InboundSeq() != 7 {
+		t.Fatalf("inbound seq %d", s.InboundSeq())
 	}
 }
 
@@ -83,10 +147,10 @@ func TestGroupCommitAndReload(t *testing.T) {
 func TestGroupLastWriteWinsAndDelete(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, FsyncNo)
-	s.Submit([]Write{{Key: "a", Header: []byte("1")}, {Key: "a", Header: []byte("2")}, {Key: "b", Header: []byte("x"), Elems: []Elem{{Kind: 's', Name: "m", Data: []byte("d")}}}}, nil).Wait()
-	s.Submit([]Write{{Key: "d", Header: []byte("x"), Elems: []Elem{{Kind: 's', Name: "p", Data: []byte("1")}}}, {Key: "d", ReplaceAll: true}}, nil).Wait()
-	s.Submit([]Write{{Key: "b", ReplaceAll: true}, {Key: "c", Header: []byte("h"), Elems: []Elem{{Kind: 's', Name: "m1", Data: []byte("1")}, {Kind: 'h', Name: "m2", Data: []byte("2")}}}}, nil).Wait()
-	s.Submit([]Write{{Key: "c", Header: []byte("h2"), Elems: []Elem{{Kind: 's', Name: "m1"}, {Kind: 's', Name: "m3", Data: []byte("3")}}}}, nil).Wait()
+	s.Submit([]Write{{Key: "a", Header: []byte("1")}, {Key: "a", Header: []byte("2")}, {Key: "b", Header: []byte("x"), Elems: []Elem{{Kind: 's', Name: "m", Data: []byte("d")}}}}, nil, nil).Wait()
+	s.Submit([]Write{{Key: "d", Header: []byte("x"), Elems: []Elem{{Kind: 's', Name: "p", Data: []byte("1")}}}, {Key: "d", ReplaceAll: true}}, nil, nil).Wait()
+	s.Submit([]Write{{Key: "b", ReplaceAll: true}, {Key: "c", Header: []byte("h"), Elems: []Elem{{Kind: 's', Name: "m1", Data: []byte("1")}, {Kind: 'h', Name: "m2", Data: []byte("2")}}}}, nil, nil).Wait()
+	s.Submit([]Write{{Key: "c", Header: []byte("h2"), Elems: []Elem{{Kind: 's', Name: "m1"}, {Kind: 's', Name: "m3", Data: []byte("3")}}}}, nil, nil).Wait()
 	s.Close()
 	s = open(t, dir, FsyncNo)
 	defer s.Close()
@@ -112,7 +176,7 @@ func TestHugeGroupSplits(t *testing.T) {
 	for i := 0; i < 100000; i++ {
 		ws = append(ws, Write{Key: fmt.Sprint(i), Header: []byte("0123456789")})
 	}
-	if err := s.Submit(ws, []crdt.KeyDelta{delta("m")}).Wait(); err != nil {
+	if err := s.Submit(ws, []crdt.KeyDelta{delta("m")}, nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
@@ -146,7 +210,7 @@ func TestOutboxEntriesBounded(t *testing.T) {
 	for i := 0; i < 500; i++ {
 		kds = append(kds, crdt.KeyDelta{Key: fmt.Sprint("k", i), Delta: crdt.SetString(&crdt.State{}, crdt.Op{HLC: crdt.HLC{Phys: 1, Region: "A"}}, val, false)})
 	}
-	if err := s.Submit(nil, kds).Wait(); err != nil {
+	if err := s.Submit(nil, kds, nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
 	seqs, entries, _ := s.ReadOutbox(0, 1000)

@@ -123,6 +123,11 @@ func (s *Server) Limits() *Limits { return &s.cfg.Limits }
 // Serve accepts connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
+	if s.closed { // Close ran before this listener was registered
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
 	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
 	for {

@@ -61,6 +61,11 @@ type Config struct {
 	// GCInterval is how often causally stable tombstones are collected
 	// (0: never).
 	GCInterval time.Duration
+	// CheckpointInterval and CheckpointLogBytes: key states are stored in
+	// the background (a checkpoint) this often, or as soon as this much log
+	// was written since the last one; recovery replays the log after it.
+	CheckpointInterval time.Duration
+	CheckpointLogBytes int64
 	// StreamMaxMsgs bounds this region's stream by message count (tests
 	// only: it makes a partitioned peer miss deltas).
 	StreamMaxMsgs int64
@@ -186,6 +191,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention == 0 {
 		c.Retention = 24 * time.Hour
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = 10 * time.Second
+	}
+	if c.CheckpointLogBytes == 0 {
+		c.CheckpointLogBytes = 64 << 20
+	}
+	if c.CheckpointInterval < 10*time.Millisecond || c.CheckpointLogBytes < 1<<20 {
+		return fmt.Errorf("--checkpoint-interval (>= 10ms) and --checkpoint-log-bytes (>= 1 MiB) out of range: %v, %d", c.CheckpointInterval, c.CheckpointLogBytes)
 	}
 	if c.Retention < time.Minute {
 		return fmt.Errorf("--retention %v: want at least 1m", c.Retention)

@@ -66,7 +66,7 @@ func (in *Instance) tombstoneGC(ctx context.Context, every time.Duration) {
 		}
 		// close the epoch: everything submitted before is in a durable group
 		n := in.KS.NewGCEpoch()
-		in.store.Submit([]persistence.Write{{Meta: true, Key: "gc-epoch", Header: []byte{1}}}, nil).Wait()
+		in.store.Submit([]persistence.Write{{Meta: true, Key: "gc-epoch", Header: []byte{1}}}, nil, nil).Wait()
 		last, _ := in.store.OutboxSeq()
 		open = append(open, gcEpoch{n: n, out: last, applied: in.Node.AppliedVector()})
 
@@ -176,7 +176,7 @@ func (in *Instance) SetRemoved(name string, removed bool) error {
 	}
 	in.removedMu.Unlock()
 	in.Log.Warn().Str("peer", name).Bool("removed", removed).Msg("peer removal changed: tombstone GC no longer waits for it")
-	return in.store.Submit([]persistence.Write{{Meta: true, Key: "removed-peers", Header: []byte(strings.Join(names, ","))}}, nil).Wait()
+	return in.store.Submit([]persistence.Write{{Meta: true, Key: "removed-peers", Header: []byte(strings.Join(names, ","))}}, nil, nil).Wait()
 }
 
 // activePeers are the peers GC waits for.

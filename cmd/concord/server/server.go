@@ -48,11 +48,21 @@ type Instance struct {
 	syncing   atomic.Bool     // started empty next to peers: not ready until resynced
 	cancel    context.CancelFunc
 	done      chan struct{}
+	ckptMu    sync.Mutex    // one checkpoint at a time
+	ckptDone  chan struct{} // the checkpoint loop stopped
+	crash     bool          // tests: Close without a last checkpoint
 }
 
 type storeAdapter struct{ s *persistence.Store }
 
-func (a storeAdapter) Submit(w []keyspace.Write, d []crdt.KeyDelta) keyspace.Ticket {
+func (a storeAdapter) Submit(w []keyspace.Write, d, in []crdt.KeyDelta) keyspace.Ticket {
+	return a.s.Submit(toStore(w), d, in)
+}
+
+func toStore(w []keyspace.Write) []persistence.Write {
+	if len(w) == 0 {
+		return nil
+	}
 	pw := make([]persistence.Write, len(w))
 	for i, x := range w {
 		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, Meta: x.Meta}
@@ -63,7 +73,7 @@ func (a storeAdapter) Submit(w []keyspace.Write, d []crdt.KeyDelta) keyspace.Tic
 			}
 		}
 	}
-	return a.s.Submit(pw, d)
+	return pw
 }
 
 // NewLogger builds the zerolog logger the config asks for.
@@ -128,7 +138,7 @@ func Start(cfg Config) (*Instance, error) {
 		// no peer can repair it: drop every record of the key, so that its
 		// surviving parts cannot come back on a later start
 		log.Error().Int("db", k.DB).Str("key", k.Key).Msg("stored state failed its checksum and no peer can repair it: key dropped")
-		if err := store.Submit([]persistence.Write{{DB: k.DB, Key: k.Key, ReplaceAll: true}}, nil).Wait(); err != nil {
+		if err := store.WriteStates([]persistence.Write{{DB: k.DB, Key: k.Key, ReplaceAll: true}}); err != nil {
 			store.Close()
 			return nil, err
 		}
@@ -211,7 +221,14 @@ func Start(cfg Config) (*Instance, error) {
 		go srv.Serve(tlsLn)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{})}
+	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{}), ckptDone: make(chan struct{})}
+	if len(corrupt) > 0 && !replicated {
+		// store the rebuilt (or dropped) keys whole now, over the damage
+		if err := in.checkpoint(); err != nil {
+			log.Error().Err(err).Msg("checkpoint after repairs failed")
+		}
+	}
+	go in.checkpointLoop(ctx)
 	if replicated {
 		pcfg := peering.Config{Region: cfg.Region, Dir: filepath.Join(cfg.Dir, "nats"), Listen: cfg.PeerListen,
 			External: cfg.NATS, Peers: cfg.Peers, Fsync: cfg.Fsync, Retention: cfg.Retention, Log: log, Token: cfg.PeerToken,
@@ -307,6 +324,27 @@ func Start(cfg Config) (*Instance, error) {
 func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt []keyspace.Key, err error) {
 	states := map[keyspace.Key]*crdt.State{}
 	damaged := map[keyspace.Key]bool{}
+	replay := func(seq uint64, b []byte, covered bool) error {
+		kds, err := crdt.DecodeBatch(b)
+		if err != nil {
+			return fmt.Errorf("log entry %d: %w", seq, err)
+		}
+		for _, kd := range kds {
+			k := keyspace.Key{DB: kd.DB, Key: kd.Key}
+			if kd.DB >= ks.DBs() || covered && !damaged[k] {
+				continue
+			}
+			if st := states[k]; st != nil && !damaged[k] {
+				ks.Load(k, st)
+				delete(states, k)
+			}
+			ks.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
+				tx.Restore(k, kd.Delta)
+				return nil
+			})
+		}
+		return nil
+	}
 	err = store.Load(persistence.Loader{
 		Header: func(db int, key string, b []byte) error {
 			st, err := crdt.DecodeState(b)
@@ -329,32 +367,9 @@ func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt 
 			damaged[keyspace.Key{DB: db, Key: key}] = true
 			return nil
 		},
-		Replay: func(seq uint64, b []byte) error {
-			kds, err := crdt.DecodeBatch(b)
-			if err != nil {
-				return fmt.Errorf("outbox entry %d: %w", seq, err)
-			}
-			for _, kd := range kds {
-				k := keyspace.Key{DB: kd.DB, Key: kd.Key}
-				if kd.DB >= ks.DBs() {
-					continue
-				}
-				if st := states[k]; st != nil {
-					ks.Load(k, st)
-					delete(states, k)
-				}
-				t, _ := ks.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
-					tx.Repair(k, kd.Delta)
-					return nil
-				})
-				if t != nil {
-					if err := t.Wait(); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		},
+		Replay: func(seq uint64, b []byte) error { return replay(seq, b, false) },
+		// entries a checkpoint covers still help rebuild a damaged key
+		Covered: func(seq uint64, b []byte) error { return replay(seq, b, true) },
 	})
 	for k := range damaged { // a key with any damaged record is not served
 		delete(states, k)
@@ -394,6 +409,14 @@ func (in *Instance) Close() error {
 	<-in.done
 	if in.Node != nil {
 		in.Node.Close()
+	}
+	<-in.ckptDone
+	if in.crash {
+		return in.store.Close()
+	}
+	// a last checkpoint: the next start replays (almost) nothing
+	if err := in.checkpoint(); err != nil {
+		in.Log.Error().Err(err).Msg("final checkpoint failed; the next start replays the log")
 	}
 	return in.store.Close()
 }
@@ -472,14 +495,18 @@ func b2i(b bool) int {
 
 func (i *info) Persistence() []string {
 	st := i.s.Stats()
-	last, trimmed := i.s.OutboxSeq()
+	last, _ := i.s.OutboxSeq()
+	trimmed, inSeq := i.s.Trimmed(), i.s.InboundSeq()
 	lsm, vlog := i.s.Size()
 	return []string{
 		fmt.Sprintf("group_commits:%d", st.Groups), fmt.Sprintf("group_commit_writes:%d", st.Writes),
 		fmt.Sprintf("fsyncs:%d", st.Syncs), fmt.Sprintf("last_fsync_time:%d", st.LastSyncUnix),
 		fmt.Sprintf("commit_errors:%d", st.Errors), fmt.Sprintf("outbox_seq:%d", last),
 		fmt.Sprintf("outbox_trimmed:%d", trimmed), fmt.Sprintf("badger_lsm_bytes:%d", lsm),
-		fmt.Sprintf("badger_vlog_bytes:%d", vlog),
+		fmt.Sprintf("badger_vlog_bytes:%d", vlog), fmt.Sprintf("checkpoints:%d", st.Checkpoints),
+		fmt.Sprintf("checkpoint_keys:%d", st.CheckpointKeys), fmt.Sprintf("last_checkpoint_time:%d", st.LastCheckpoint),
+		fmt.Sprintf("last_checkpoint_seconds:%.3f", st.LastCheckpointS), fmt.Sprintf("log_bytes_since_checkpoint:%d", st.LogBytes),
+		fmt.Sprintf("inbound_seq:%d", inSeq),
 	}
 }
 

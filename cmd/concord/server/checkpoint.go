@@ -1,0 +1,74 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"concord/keyspace"
+)
+
+// checkpointBatch is how many key states one checkpoint transaction holds.
+const checkpointBatch = 4096
+
+// checkpointLoop stores changed key states in the background: every
+// CheckpointInterval, or sooner once CheckpointLogBytes of log were written
+// since the last checkpoint (that bounds what recovery replays).
+func (in *Instance) checkpointLoop(ctx context.Context) {
+	defer close(in.ckptDone)
+	poll := min(in.cfg.CheckpointInterval, 100*time.Millisecond)
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Since(last) < in.cfg.CheckpointInterval && in.store.LogBytes(false) < in.cfg.CheckpointLogBytes {
+			continue
+		}
+		last = time.Now()
+		if err := in.checkpoint(); err != nil {
+			in.Log.Error().Err(err).Msg("checkpoint failed; the log is kept and the keys stay dirty")
+		}
+	}
+}
+
+// checkpoint stores the state of every key changed since the last one and
+// then lets the log before it go. The log position P is taken first (the
+// group being formed: every earlier group's changes are in memory); each
+// batch of captured states is stored only once the log holding the changes
+// it captured is durable (a barrier), so a crash never leaves a stored
+// state ahead of the log; once every batch is stored, P is recorded and the
+// log up to P trimmed. Recovery = stored states + the log after P.
+func (in *Instance) checkpoint() error {
+	in.ckptMu.Lock()
+	defer in.ckptMu.Unlock()
+	start := time.Now()
+	in.store.LogBytes(true)
+	mark := in.store.Barrier()
+	keys, err := in.KS.Checkpoint(checkpointBatch, func(ws []keyspace.Write) error {
+		if err := in.store.Barrier().Wait(); err != nil {
+			return err
+		}
+		return in.store.WriteStates(toStore(ws))
+	})
+	if err != nil {
+		return err
+	}
+	if err := mark.Wait(); err != nil {
+		return err
+	}
+	out, inb := mark.Bases()
+	if err := in.store.Checkpointed(out, inb, keys, time.Since(start)); err != nil {
+		return err
+	}
+	if keys > 0 {
+		in.Log.Debug().Int("keys", keys).Dur("took", time.Since(start)).Uint64("outbox", out).Uint64("inbound", inb).Msg("checkpoint")
+	}
+	return nil
+}
+
+// Checkpoint runs a checkpoint now (tests, and before a planned stop).
+func (in *Instance) Checkpoint() error { return in.checkpoint() }

@@ -1,0 +1,203 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"concord/crdt"
+	"concord/keyspace"
+	"concord/peering"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A crash (no final checkpoint) at any point recovers exactly the state the
+// region had: the last checkpoint's stored states plus the log after it
+// (local deltas and, with a peer, merged remote deltas). Checkpoints run at
+// random points, also concurrently with the writes, across several lives of
+// one data dir. Odd seeds run alone (deleted keys are dropped at once), even
+// seeds with a peer X (tombstones kept) whose deltas arrive in between.
+func TestCrashRecoversCheckpointPlusLog(t *testing.T) {
+	for seed := uint64(1); seed <= 6; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			dir := t.TempDir()
+			rng := rand.New(rand.NewPCG(seed, 7))
+			remoteSeq := uint64(0)
+			peer := seed%2 == 0
+			for life := 0; life < 3; life++ {
+				in := startForTest(t, dir, peer)
+				if life > 0 {
+					checkSame(t, "after restart", want(t, in), in)
+				}
+				runWorkload(t, in, rng, peer, &remoteSeq)
+				before := want(t, in)
+				in.crash = true
+				if err := in.Close(); err != nil {
+					t.Fatal(err)
+				}
+				in = startForTest(t, dir, peer)
+				checkSame(t, fmt.Sprintf("life %d after crash", life), before, in)
+				if b := in.store.Meta("applied:X"); remoteSeq > 0 && (len(b) != 8 || b[7] != byte(remoteSeq)) {
+					t.Fatalf("remote watermark %v, want %d", b, remoteSeq)
+				}
+				// a clean stop stores everything: nothing to replay next time
+				if err := in.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func startForTest(t *testing.T, dir string, peer bool) *Instance {
+	t.Helper()
+	cfg := Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error", DBs: 2, Region: "A",
+		CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
+	if peer { // X never runs: its deltas are handed to the apply path below
+		cfg.Bus, cfg.Peers = peering.NewBus(), map[string]string{"X": "mem"}
+	}
+	in, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// runWorkload writes through a real client, merges remote deltas through the
+// apply path, and checkpoints at random moments (one running alongside).
+func runWorkload(t *testing.T, in *Instance, rng *rand.Rand, peer bool, remoteSeq *uint64) {
+	t.Helper()
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: in.Addr(), DB: 0})
+	defer c.Close()
+	c1 := redis.NewClient(&redis.Options{Addr: in.Addr(), DB: 1})
+	defer c1.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // a checkpoint racing the writes
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if err := in.Checkpoint(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	key := func() string { return fmt.Sprint("k", rng.IntN(12)) }
+	for i := 0; i < 400; i++ {
+		cl := c
+		if rng.IntN(4) == 0 {
+			cl = c1
+		}
+		k := key()
+		var err error
+		switch rng.IntN(12) {
+		case 0:
+			err = cl.Set(ctx, k, fmt.Sprint("v", i), 0).Err()
+		case 1:
+			err = cl.IncrBy(ctx, "n"+k, int64(rng.IntN(9)-4)).Err()
+		case 2:
+			err = cl.IncrByFloat(ctx, "f"+k, 0.25).Err()
+		case 3:
+			err = cl.SAdd(ctx, "s"+k, fmt.Sprint("m", rng.IntN(6)), fmt.Sprint("m", rng.IntN(6))).Err()
+		case 4:
+			err = cl.SRem(ctx, "s"+k, fmt.Sprint("m", rng.IntN(6))).Err()
+		case 5:
+			err = cl.HSet(ctx, "h"+k, fmt.Sprint("f", rng.IntN(5)), i).Err()
+		case 6:
+			err = cl.HDel(ctx, "h"+k, fmt.Sprint("f", rng.IntN(5))).Err()
+		case 7:
+			err = cl.HIncrBy(ctx, "h"+k, "c", 3).Err()
+		case 8:
+			err = cl.Del(ctx, k, "s"+k, "h"+k).Err()
+		case 9:
+			err = cl.Expire(ctx, k, time.Hour).Err()
+		case 10:
+			if err = cl.Rename(ctx, "s"+k, "s"+key()).Err(); err != nil && err.Error() == "ERR no such key" {
+				err = nil
+			}
+		case 11:
+			if !peer {
+				continue
+			}
+			*remoteSeq++
+			applyRemote(t, in, rng, *remoteSeq)
+		}
+		if err != nil && err.Error() != "WRONGTYPE Operation against a key holding the wrong kind of value" {
+			t.Fatal(err)
+		}
+		if rng.IntN(50) == 0 {
+			if err := in.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
+
+// applyRemote merges a batch of region X's deltas through the apply path.
+func applyRemote(t *testing.T, in *Instance, rng *rand.Rand, seq uint64) {
+	t.Helper()
+	op := crdt.Op{HLC: crdt.HLC{Phys: time.Now().UnixMilli(), Log: uint32(seq), Region: "X"}}
+	k := fmt.Sprint("k", rng.IntN(12))
+	var batch []crdt.KeyDelta
+	switch rng.IntN(3) {
+	case 0:
+		batch = append(batch, crdt.KeyDelta{Key: "x" + k, Delta: crdt.SetString(&crdt.State{}, op, []byte(fmt.Sprint("remote", seq)), false)})
+	case 1:
+		batch = append(batch, crdt.KeyDelta{Key: "s" + k, Delta: crdt.SAdd(&crdt.State{}, op, [][]byte{[]byte(fmt.Sprint("r", seq))})})
+	default:
+		batch = append(batch, crdt.KeyDelta{DB: 1, Key: "n" + k, Delta: crdt.SetString(&crdt.State{}, op, []byte("7"), false)})
+	}
+	if err := (applier{in.KS}).ApplyBatch("X", seq, batch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// want returns every key's state (tombstones included).
+func want(t *testing.T, in *Instance) map[keyspace.Key]*crdt.State {
+	t.Helper()
+	out := map[keyspace.Key]*crdt.State{}
+	for db := 0; db < in.KS.DBs(); db++ {
+		cursor := uint64(0)
+		for {
+			keys, next := in.KS.ScanPage(db, cursor, 100, nil)
+			for _, k := range keys {
+				if st := in.KS.Snapshot(keyspace.Key{DB: db, Key: k}); st != nil {
+					out[keyspace.Key{DB: db, Key: k}] = st
+				}
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+	}
+	return out
+}
+
+func checkSame(t *testing.T, when string, before map[keyspace.Key]*crdt.State, in *Instance) {
+	t.Helper()
+	after := want(t, in)
+	for k, st := range before {
+		got := after[k]
+		if got == nil || !crdt.Equal(st, got) {
+			t.Fatalf("%s: key %v differs:\nbefore %+v\nafter  %+v", when, k, st, got)
+		}
+	}
+	for k := range after {
+		if before[k] == nil {
+			t.Fatalf("%s: key %v came back", when, k)
+		}
+	}
+}
