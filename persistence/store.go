@@ -141,7 +141,7 @@ func (h Hist) clone() Hist {
 
 // Stats are counters about commits, read with Stats().
 type Stats struct {
-	// GroupSize is the number of key writes per group commit; CommitSeconds
+	// GroupSize is the number of writes (deltas, metadata) per group commit; CommitSeconds
 	// the time from a group being handed to Badger to its being durable.
 	GroupSize     Hist
 	CommitSeconds Hist
@@ -448,8 +448,9 @@ func (s *Store) finish(g *Group, seq uint64, split bool, err error) {
 		s.stats.Splits++
 	}
 	s.stats.Groups++
-	s.stats.Writes += uint64(len(g.writes))
-	s.stats.GroupSize.observe(float64(len(g.writes)))
+	n := len(g.writes) + len(g.deltas) + len(g.inbound)
+	s.stats.Writes += uint64(n)
+	s.stats.GroupSize.observe(float64(n))
 	s.stats.CommitSeconds.observe(time.Since(g.start).Seconds())
 	if s.opts.Fsync == FsyncAlways {
 		s.stats.Syncs++
@@ -516,7 +517,7 @@ func (s *Store) applyWrites(txn *badger.Txn, writes []Write) error {
 		}
 		if w.ReplaceAll {
 			prefix := elemPrefix(w.DB, w.Key)
-			if err := s.deleteStoredElems(txn, prefix); err != nil {
+			if err := s.deleteStoredElems(txn.Delete, prefix); err != nil {
 				return err
 			}
 			for _, k := range pending[string(prefix)] {
@@ -556,7 +557,7 @@ func (s *Store) applyWrites(txn *badger.Txn, writes []Write) error {
 	return nil
 }
 
-func (s *Store) deleteStoredElems(txn *badger.Txn, prefix []byte) error {
+func (s *Store) deleteStoredElems(del func([]byte) error, prefix []byte) error {
 	var keys [][]byte
 	err := s.db.View(func(rt *badger.Txn) error {
 		it := rt.NewIterator(badger.IteratorOptions{Prefix: prefix})
@@ -570,7 +571,7 @@ func (s *Store) deleteStoredElems(txn *badger.Txn, prefix []byte) error {
 		return err
 	}
 	for _, k := range keys {
-		if err := txn.Delete(k); err != nil {
+		if err := del(k); err != nil {
 			return err
 		}
 	}
@@ -891,10 +892,53 @@ func (s *Store) Barrier() *Group {
 	return s.open
 }
 
-// WriteStates stores key states (a checkpoint's part) in transactions of
-// bounded size. Only checkpoints write key states, one at a time.
+// WriteStates stores key states (a checkpoint's part) through a Badger
+// write batch, which splits itself into transactions of the size Badger
+// allows: a key with a million changed members is stored like any other.
+// Only checkpoints (and startup repairs, before them) write key states, one
+// at a time, and a checkpoint names each key once, so a ReplaceAll sees every
+// earlier write of the key in the snapshot it reads the stored elements from.
+// A crash halfway is harmless: the checkpoint position is recorded only
+// after, and the log after the previous one is replayed over whatever
+// records were stored.
 func (s *Store) WriteStates(writes []Write) error {
-	return s.writeSplit(writes)
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, w := range writes {
+		if w.Meta {
+			if err := wb.Set(append([]byte("m:"), w.Key...), w.Header); err != nil {
+				return err
+			}
+			continue
+		}
+		if w.ReplaceAll {
+			if err := s.deleteStoredElems(wb.Delete, elemPrefix(w.DB, w.Key)); err != nil {
+				return err
+			}
+		}
+		if w.Header == nil {
+			if err := wb.Delete(StateKey(w.DB, w.Key)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := wb.Set(StateKey(w.DB, w.Key), sealed(w.Header)); err != nil {
+			return err
+		}
+		for _, e := range w.Elems {
+			k := ElemKey(w.DB, w.Key, e.Kind, e.Name)
+			var err error
+			if e.Data == nil {
+				err = wb.Delete(k)
+			} else {
+				err = wb.Set(k, sealed(e.Data))
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return wb.Flush()
 }
 
 // Checkpointed records that the key states written so far cover every

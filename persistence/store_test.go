@@ -41,7 +41,7 @@ func TestGroupCommitAndReload(t *testing.T) {
 	}
 	wg.Wait()
 	st := s.Stats()
-	if st.Writes != 200 || st.Groups == 0 || st.Groups > 200 {
+	if st.Writes != 400 || st.Groups == 0 || st.Groups > 200 { // 200 states + 200 deltas
 		t.Fatalf("stats %+v", st)
 	}
 	last, _ := s.OutboxSeq()
@@ -230,5 +230,34 @@ func TestOutboxEntriesBounded(t *testing.T) {
 	}
 	if total != 500 {
 		t.Fatalf("%d of 500 deltas", total)
+	}
+}
+
+// A checkpoint may store a key with more changed elements than one Badger
+// transaction holds, and replace them all later.
+func TestWriteStatesHugeKey(t *testing.T) {
+	s := open(t, t.TempDir(), FsyncEverysec)
+	defer s.Close()
+	const n = 300000
+	w := Write{Key: "big", Header: []byte("h")}
+	for i := 0; i < n; i++ {
+		w.Elems = append(w.Elems, Elem{Kind: 'h', Name: fmt.Sprint("field:", i), Data: []byte("0123456789")})
+	}
+	if err := s.WriteStates([]Write{w}); err != nil {
+		t.Fatal(err)
+	}
+	count := func() (elems int) {
+		s.Load(Loader{Header: func(int, string, []byte) error { return nil },
+			Elem: func(int, string, byte, string, []byte) error { elems++; return nil }})
+		return
+	}
+	if c := count(); c != n {
+		t.Fatalf("%d elements stored, want %d", c, n)
+	}
+	if err := s.WriteStates([]Write{{Key: "big", Header: []byte("h2"), ReplaceAll: true, Elems: []Elem{{Kind: 'h', Name: "only", Data: []byte("1")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if c := count(); c != 1 {
+		t.Fatalf("%d elements after replacing them all", c)
 	}
 }
