@@ -1,6 +1,7 @@
 package keyspace
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -279,5 +280,37 @@ func TestElementWritesStaySmall(t *testing.T) {
 	store.checkpoint(t, ks)
 	if last := store.writes[len(store.writes)-1]; last.Header != nil || !last.ReplaceAll {
 		t.Fatalf("deleted key still has a header (or keeps its members)")
+	}
+}
+
+// A key written many times between two checkpoints is stored once; a
+// checkpoint whose flush fails leaves its keys dirty for the next one, merged
+// with what changed since.
+func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
+	ks, _, store := newKS(true)
+	for i := 0; i < 100; i++ {
+		set(ks, "hot", fmt.Sprint(i), 0)
+	}
+	set(ks, "cold", "x", 0)
+	store.checkpoint(t, ks)
+	if len(store.writes) != 2 {
+		t.Fatalf("%d writes for 2 keys", len(store.writes))
+	}
+	if st, _ := crdt.DecodeState(store.writes[0].Header); st == nil {
+		t.Fatal("undecodable header")
+	}
+	if ks.Dirty() != 0 {
+		t.Fatalf("%d keys still dirty", ks.Dirty())
+	}
+	k := Key{Key: "s"}
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("a")})); return nil })
+	if _, err := ks.Checkpoint(10, func([]Write) error { return errors.New("disk full") }); err == nil {
+		t.Fatal("flush error not returned")
+	}
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("b")})); return nil })
+	store.writes = nil
+	store.checkpoint(t, ks)
+	if len(store.writes) != 1 || len(store.writes[0].Elems) != 2 {
+		t.Fatalf("after a failed checkpoint: %+v", store.writes)
 	}
 }

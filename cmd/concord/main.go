@@ -72,7 +72,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.PeerTLSKeyFile, "peer-tls-key-file", "", "its private key (PEM)")
 	fs.StringVar(&cfg.PeerTLSCAFile, "peer-tls-ca-cert-file", "", "the CA that signs every region's certificate (PEM)")
 	fs.DurationVar(&cfg.AntiEntropyInterval, "anti-entropy-interval", 30*time.Second, "how often hash trees are compared with each peer (0: never)")
-	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", 10*time.Second, "how often changed key states are stored in the background (recovery replays the log written since)")
+	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", time.Minute, "how often changed key states are stored in the background (recovery replays the log written since)")
 	fs.Int64Var(&cfg.CheckpointLogBytes, "checkpoint-log-bytes", 64<<20, "store key states as soon as this much log was written since the last checkpoint (bounds recovery time)")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Second, "how often tombstones every region has seen are dropped (0: never)")
 	fs.IntVar(&cfg.AntiEntropyBytesPerSec, "anti-entropy-bytes-per-sec", 16<<20, "bound on anti-entropy repair traffic")

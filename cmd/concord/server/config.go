@@ -193,7 +193,7 @@ func (c *Config) Validate() error {
 		c.Retention = 24 * time.Hour
 	}
 	if c.CheckpointInterval == 0 {
-		c.CheckpointInterval = 10 * time.Second
+		c.CheckpointInterval = time.Minute
 	}
 	if c.CheckpointLogBytes == 0 {
 		c.CheckpointLogBytes = 64 << 20
