@@ -406,7 +406,7 @@ func (s *Store) commitAsync(g *Group) {
 				return err
 			}
 		}
-		return s.applyWrites(txn, g.writes)
+		return s.applyWrites(txn.Set, txn.Delete, g.writes)
 	}()
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		txn.Discard()
@@ -506,43 +506,43 @@ func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
 // elements (read from a snapshot, not by iterating the transaction's pending
 // writes, which Badger sorts on every iterator) and those written earlier in
 // the same transaction.
-func (s *Store) applyWrites(txn *badger.Txn, writes []Write) error {
+func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) error, writes []Write) error {
 	var pending map[string][][]byte
 	for _, w := range writes {
 		if w.Meta {
-			if err := txn.Set(append([]byte("m:"), w.Key...), w.Header); err != nil {
+			if err := set(append([]byte("m:"), w.Key...), w.Header); err != nil {
 				return err
 			}
 			continue
 		}
 		if w.ReplaceAll {
 			prefix := elemPrefix(w.DB, w.Key)
-			if err := s.deleteStoredElems(txn.Delete, prefix); err != nil {
+			if err := s.deleteStoredElems(del, prefix); err != nil {
 				return err
 			}
 			for _, k := range pending[string(prefix)] {
-				if err := txn.Delete(k); err != nil {
+				if err := del(k); err != nil {
 					return err
 				}
 			}
 			delete(pending, string(prefix))
 		}
 		if w.Header == nil {
-			if err := txn.Delete(StateKey(w.DB, w.Key)); err != nil {
+			if err := del(StateKey(w.DB, w.Key)); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := txn.Set(StateKey(w.DB, w.Key), sealed(w.Header)); err != nil {
+		if err := set(StateKey(w.DB, w.Key), sealed(w.Header)); err != nil {
 			return err
 		}
 		for _, e := range w.Elems {
 			k := ElemKey(w.DB, w.Key, e.Kind, e.Name)
 			var err error
 			if e.Data == nil {
-				err = txn.Delete(k)
+				err = del(k)
 			} else {
-				err = txn.Set(k, sealed(e.Data))
+				err = set(k, sealed(e.Data))
 				if pending == nil {
 					pending = make(map[string][][]byte)
 				}
@@ -611,7 +611,7 @@ func (s *Store) writeSplit(writes []Write) error {
 	for len(writes) > 0 {
 		n := len(writes)
 		for {
-			err := s.db.Update(func(txn *badger.Txn) error { return s.applyWrites(txn, writes[:n]) })
+			err := s.db.Update(func(txn *badger.Txn) error { return s.applyWrites(txn.Set, txn.Delete, writes[:n]) })
 			if errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
 				n /= 2
 				continue
@@ -904,39 +904,8 @@ func (s *Store) Barrier() *Group {
 func (s *Store) WriteStates(writes []Write) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, w := range writes {
-		if w.Meta {
-			if err := wb.Set(append([]byte("m:"), w.Key...), w.Header); err != nil {
-				return err
-			}
-			continue
-		}
-		if w.ReplaceAll {
-			if err := s.deleteStoredElems(wb.Delete, elemPrefix(w.DB, w.Key)); err != nil {
-				return err
-			}
-		}
-		if w.Header == nil {
-			if err := wb.Delete(StateKey(w.DB, w.Key)); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := wb.Set(StateKey(w.DB, w.Key), sealed(w.Header)); err != nil {
-			return err
-		}
-		for _, e := range w.Elems {
-			k := ElemKey(w.DB, w.Key, e.Kind, e.Name)
-			var err error
-			if e.Data == nil {
-				err = wb.Delete(k)
-			} else {
-				err = wb.Set(k, sealed(e.Data))
-			}
-			if err != nil {
-				return err
-			}
-		}
+	if err := s.applyWrites(wb.Set, wb.Delete, writes); err != nil {
+		return err
 	}
 	return wb.Flush()
 }
