@@ -21,13 +21,13 @@ type dotGen struct {
 // seed taken from the HLC, far above any counter an earlier life of the key
 // used, so a region still holding that earlier life's tombstone cannot take
 // the new dots for ones it has seen.
-func newDotGen(s *State, op Op) *dotGen {
+func newDotGen(s *State, op Op) dotGen {
 	region := op.region()
 	if s.Ctx.IsEmpty() && op.HLC.Phys > 0 {
 		seed := uint64(op.HLC.Phys)<<22 | uint64(op.HLC.Log)&(1<<22-1)
-		return &dotGen{next: Dot{Region: region, N: seed}, seeded: true}
+		return dotGen{next: Dot{Region: region, N: seed}, seeded: true}
 	}
-	return &dotGen{next: s.Ctx.Next(region)}
+	return dotGen{next: s.Ctx.Next(region)}
 }
 
 // mark puts the seed's floor into a delta's context: every earlier dot of
@@ -133,6 +133,12 @@ func widen(s *State, d *State, keep Type) {
 	removalFloors(s, d, keep)
 }
 
+// regWithBase allocates a register and its one base together.
+type regWithBase struct {
+	r Reg
+	b [1]Base
+}
+
 // SetString assigns a string value, replacing whatever the key held (any
 // type), absorbing the increments it observed. keepTTL keeps the expiry.
 func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
@@ -148,7 +154,10 @@ func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
 	if s.Str != nil {
 		absorb = cloneCounts(s.Str.Counts)
 	}
-	d.Str = &Reg{Base: []Base{{Dot: dot, HLC: op.HLC, Val: append([]byte(nil), val...), Absorb: absorb}}}
+	rb := &regWithBase{}
+	rb.b[0] = Base{Dot: dot, HLC: op.HLC, Val: append([]byte(nil), val...), Absorb: absorb}
+	rb.r.Base = rb.b[:]
+	d.Str = &rb.r
 	if keepTTL {
 		d.Exp = append([]Exp(nil), s.Exp...)
 	}

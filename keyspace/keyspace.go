@@ -311,6 +311,7 @@ type Tx struct {
 	tptrs   [1]*touch
 	sbuf    [2]*shard
 	deltas  []crdt.KeyDelta
+	dbuf    [1]crdt.KeyDelta // deltas of a one-delta tx, without allocating
 	inbound []crdt.KeyDelta
 	meta    []Write
 	expired int
@@ -495,6 +496,9 @@ func (tx *Tx) Version(k Key) uint64 {
 // shipping.
 func (tx *Tx) Apply(k Key, d *crdt.State) {
 	tx.merge(k, d, false, "")
+	if tx.deltas == nil {
+		tx.deltas = tx.dbuf[:0]
+	}
 	tx.deltas = append(tx.deltas, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 }
 

@@ -33,7 +33,8 @@ type Conn struct {
 	ID      int64
 	srv     *Server
 	nc      net.Conn
-	w       *redcon.Writer
+	w       *redcon.Writer // writes into out; flush sends out to the socket
+	out     outBuf
 	Created time.Time
 
 	Proto   int // 2 or 3
@@ -179,4 +180,28 @@ func FormatDouble(f float64) string {
 		return "-inf"
 	}
 	return strconv.FormatFloat(f, 'g', 17, 64)
+}
+
+// outBuf collects a batch's replies (redcon's Writer flushes into it), so
+// the server knows their length without copying them.
+type outBuf struct{ b []byte }
+
+func (o *outBuf) Write(p []byte) (int, error) {
+	o.b = append(o.b, p...)
+	return len(p), nil
+}
+
+// flush sends the collected replies to the client.
+func (c *Conn) flush() error {
+	c.w.Flush()
+	if len(c.out.b) == 0 {
+		return nil
+	}
+	_, err := c.nc.Write(c.out.b)
+	if cap(c.out.b) > 1<<20 { // do not keep a big reply's buffer for good
+		c.out.b = nil
+	} else {
+		c.out.b = c.out.b[:0]
+	}
+	return err
 }

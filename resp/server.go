@@ -154,7 +154,8 @@ func (s *Server) Serve(ln net.Listener) error {
 
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
-	c := &Conn{ID: s.nextID.Add(1), srv: s, nc: nc, w: redcon.NewWriter(nc), Created: time.Now(), Proto: 2}
+	c := &Conn{ID: s.nextID.Add(1), srv: s, nc: nc, Created: time.Now(), Proto: 2}
+	c.w = redcon.NewWriter(&c.out)
 	c.LastCmd.Store(&nullName)
 	c.lastActive.Store(time.Now().UnixNano())
 	c.authed.Store(!s.cfg.NeedAuth())
@@ -202,7 +203,7 @@ func (s *Server) serveConn(nc net.Conn) {
 			if errors.As(err, &pe) {
 				s.Rejected.Add(1)
 				c.w.WriteError("ERR " + pe.Error())
-				c.w.Flush()
+				c.flush()
 			} else if !errors.Is(err, io.EOF) && !c.killed.Load() {
 				s.cfg.Log.Debug().Err(err).Int64("client", c.ID).Msg("read failed")
 			}
@@ -210,11 +211,13 @@ func (s *Server) serveConn(nc net.Conn) {
 		}
 		c.lastActive.Store(time.Now().UnixNano())
 		for _, cmd := range cmds {
-			mark := len(c.w.Buffer())
+			c.w.Flush() // into c.out: its length marks where this reply starts
+			mark := len(c.out.b)
 			s.Commands.Add(1)
 			s.handler.Serve(c, cmd.Args)
 			if c.ReplyMode == ReplyOff || c.ReplyMode == ReplySkip {
-				c.w.SetBuffer(c.w.Buffer()[:mark])
+				c.w.Flush()
+				c.out.b = c.out.b[:mark]
 				if c.ReplyMode == ReplySkip {
 					c.ReplyMode = ReplyOn
 				}
@@ -236,12 +239,13 @@ func (s *Server) serveConn(nc net.Conn) {
 				return
 			}
 		}
-		if s.overOutputLimit(c, int64(len(c.w.Buffer()))) {
+		c.w.Flush()
+		if s.overOutputLimit(c, int64(len(c.out.b))) {
 			s.OutputLimited.Add(1)
-			s.cfg.Log.Warn().Int64("client", c.ID).Str("addr", c.RemoteAddr()).Int("bytes", len(c.w.Buffer())).Msg("client closed for overcoming of output buffer limits")
+			s.cfg.Log.Warn().Int64("client", c.ID).Str("addr", c.RemoteAddr()).Int("bytes", len(c.out.b)).Msg("client closed for overcoming of output buffer limits")
 			return
 		}
-		if err := c.w.Flush(); err != nil || c.closeAfter || c.killed.Load() {
+		if err := c.flush(); err != nil || c.closeAfter || c.killed.Load() {
 			return
 		}
 	}
