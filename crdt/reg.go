@@ -148,8 +148,67 @@ func (r *Reg) Exists() bool {
 	if len(r.Base) > 0 {
 		return true
 	}
-	_, _, any := r.pending(nil)
-	return any
+	return r.hasPending(nil)
+}
+
+// hasPending reports whether any increment is unobserved by w (without
+// summing them).
+func (r *Reg) hasPending(w *Base) bool {
+	for _, c := range r.Counts {
+		if c.N > r.observed(w, c.Region).N {
+			return true
+		}
+	}
+	return false
+}
+
+// intGet is Get's fast path for integer registers: an integer (or no) base
+// plus integer increments whose sum fits in int64. handled=false sends the
+// caller to the exact path (floats, non-numeric bases, overflow).
+func (r *Reg) intGet(w *Base) (val []byte, exists, handled bool) {
+	var sum int64
+	any := false
+	for _, c := range r.Counts {
+		o := r.observed(w, c.Region)
+		if c.N <= o.N {
+			continue
+		}
+		if c.F != o.F {
+			return nil, false, false
+		}
+		any = true
+		var ok bool
+		if sum, ok = addInt64(sum, c.I-o.I); !ok {
+			return nil, false, false
+		}
+	}
+	if !any {
+		if w == nil {
+			return nil, false, true
+		}
+		return w.Val, true, true
+	}
+	var base int64
+	if w != nil {
+		iv, isInt := ParseInt(w.Val)
+		if !isInt {
+			return nil, false, false
+		}
+		base = iv
+	}
+	t, ok := addInt64(base, sum)
+	if !ok {
+		return nil, false, false
+	}
+	return strconv.AppendInt(nil, t, 10), true, true
+}
+
+func addInt64(a, b int64) (int64, bool) {
+	c := a + b
+	if (b > 0 && c < a) || (b < 0 && c > a) {
+		return 0, false
+	}
+	return c, true
 }
 
 // Get returns the register's value. dropped reports that the winning base is
@@ -160,6 +219,9 @@ func (r *Reg) Get() (val []byte, ok bool, dropped bool) {
 		return nil, false, false
 	}
 	w := r.Winner()
+	if val, exists, handled := r.intGet(w); handled {
+		return val, exists, false
+	}
 	sum, fsum, any := r.pending(w)
 	if !any {
 		if w == nil {
@@ -215,7 +277,7 @@ func (r *Reg) IntValue() (v int64, exists, ok, overflow bool) {
 	// a sum of increments outside int64 is Redis's overflow; a plain big
 	// number SET by a client is "not an integer", as in Redis
 	if _, isBig := new(big.Int).SetString(string(b), 10); isBig && len(b) > 18 {
-		_, _, summed := r.pending(r.Winner())
+		summed := r.hasPending(r.Winner())
 		return 0, true, false, summed
 	}
 	return 0, true, false, false
