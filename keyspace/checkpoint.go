@@ -15,13 +15,18 @@ type dirtyKey struct {
 // markDirty records t's changes to key for the next checkpoint: gone says
 // the key was removed from memory, hasElems that it holds members or
 // fields now.
-func (s *shard) markDirty(key string, t *touch, gone, hasElems bool) {
+func (s *shard) markDirty(key string, e *entry, t *touch, gone, hasElems bool) {
+	elems := t.elems || hasElems
+	plain := !elems && len(t.members) == 0 && len(t.fields) == 0
+	if plain && e.dirty && !gone {
+		return // already in the dirty map, nothing more to record
+	}
 	if s.dirty == nil {
 		s.dirty = make(map[string]*dirtyKey)
 	}
+	e.dirty = !gone
 	d, seen := s.dirty[key]
-	elems := t.elems || hasElems
-	if !elems && len(t.members) == 0 && len(t.fields) == 0 {
+	if plain {
 		if !seen {
 			s.dirty[key] = nil
 		}
@@ -92,6 +97,9 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			if len(s.dirty) > 0 {
 				for key, dk := range s.dirty {
 					writes = append(writes, s.capture(dbi, key, dk))
+					if e := s.m[key]; e != nil {
+						e.dirty = false
+					}
 				}
 				taken = append(taken, captured{s, s.dirty})
 				s.dirty = nil

@@ -216,6 +216,8 @@ type touch struct {
 type entry struct {
 	st   *crdt.State
 	live bool
+	// hasExp: the key is in its shard's exp map; dirty: in its dirty map
+	hasExp, dirty bool
 	ver  uint64
 	// digests (when Config.Digests): XOR of the elements', and the key's
 	elems, dig uint64
@@ -312,6 +314,11 @@ type Tx struct {
 	sbuf    [2]*shard
 	deltas  []crdt.KeyDelta
 	dbuf    [1]crdt.KeyDelta // deltas of a one-delta tx, without allocating
+	// the last key looked up and its entry (a command reads and writes
+	// the same key several times: one map lookup instead of four)
+	ck  Key
+	ce  *entry
+	cok bool
 	inbound []crdt.KeyDelta
 	meta    []Write
 	expired int
@@ -443,8 +450,7 @@ func (tx *Tx) touchOf(k Key) *touch {
 
 // lookup returns the entry of k, expiring it lazily if its deadline passed.
 func (tx *Tx) lookup(k Key) *entry {
-	s := tx.shard(k)
-	e := s.m[k.Key]
+	e := tx.find(k)
 	if e == nil || !e.live {
 		return e
 	}
@@ -452,6 +458,18 @@ func (tx *Tx) lookup(k Key) *entry {
 		tx.ks.Stats.ExpiredKeys.Add(1)
 		tx.Apply(k, crdt.Delete(e.st))
 	}
+	return e
+}
+
+// find returns k's entry (nil if none) through the tx's one-key cache;
+// entries are created only by merge and removed only by commit, which keep
+// it right.
+func (tx *Tx) find(k Key) *entry {
+	if tx.cok && tx.ck == k {
+		return tx.ce
+	}
+	e := tx.shard(k).m[k.Key]
+	tx.ck, tx.ce, tx.cok = k, e, true
 	return e
 }
 
@@ -515,10 +533,11 @@ func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
 
 func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	s := tx.shard(k)
-	e := s.m[k.Key]
+	e := tx.find(k)
 	if e == nil {
 		e = &entry{st: &crdt.State{}}
 		s.m[k.Key] = e
+		tx.ce = e
 	}
 	wasTomb := !e.live && !e.st.IsEmpty()
 	hadElems := len(e.st.Set) > 0 || len(e.st.Hash) > 0
@@ -550,8 +569,10 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	}
 	if at := e.st.ExpireAt(); live && at > 0 {
 		s.exp[k.Key] = at
-	} else {
+		e.hasExp = true
+	} else if e.hasExp {
 		delete(s.exp, k.Key)
+		e.hasExp = false
 	}
 	if wasTomb {
 		tx.ks.Stats.Tombstones.Add(-1)
@@ -640,7 +661,7 @@ func (tx *Tx) commit() Ticket {
 			}
 			gone = true
 		}
-		s.markDirty(k.Key, t, gone, len(e.st.Set) > 0 || len(e.st.Hash) > 0)
+		s.markDirty(k.Key, e, t, gone, len(e.st.Set) > 0 || len(e.st.Hash) > 0)
 	}
 	if len(tx.deltas) == 0 && len(tx.inbound) == 0 && len(tx.meta) == 0 || tx.ks.store == nil {
 		return nil
@@ -672,6 +693,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		s.live++
 		if at := st.ExpireAt(); at > 0 {
 			s.exp[k.Key] = at
+			e.hasExp = true
 		}
 	}
 	ks.clockMu.Lock()
