@@ -218,7 +218,7 @@ type entry struct {
 	live bool
 	// hasExp: the key is in its shard's exp map; dirty: in its dirty map
 	hasExp, dirty bool
-	ver  uint64
+	ver           uint64
 	// digests (when Config.Digests): XOR of the elements', and the key's
 	elems, dig uint64
 	// deadEpoch is the GC epoch in which this tombstone last changed (0: live)
@@ -316,9 +316,9 @@ type Tx struct {
 	dbuf    [1]crdt.KeyDelta // deltas of a one-delta tx, without allocating
 	// the last key looked up and its entry (a command reads and writes
 	// the same key several times: one map lookup instead of four)
-	ck  Key
-	ce  *entry
-	cok bool
+	ck      Key
+	ce      *entry
+	cok     bool
 	inbound []crdt.KeyDelta
 	meta    []Write
 	expired int
