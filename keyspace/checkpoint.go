@@ -77,6 +77,7 @@ type captured struct {
 func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, err error) {
 	var writes []Write
 	var taken []captured
+	var rest []restOf
 	send := func() error {
 		if len(writes) == 0 {
 			return nil
@@ -96,7 +97,11 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			s.mu.Lock()
 			if len(s.dirty) > 0 {
 				for key, dk := range s.dirty {
-					writes = append(writes, s.capture(dbi, key, dk))
+					w, more := s.capture(dbi, key, dk)
+					writes = append(writes, w)
+					if len(more) > 0 {
+						rest = append(rest, restOf{s, dbi, key, more})
+					}
 					if e := s.m[key]; e != nil {
 						e.dirty = false
 					}
@@ -106,6 +111,29 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			}
 			s.mu.Unlock()
 			ks.world.RUnlock()
+			// big keys' remaining elements, a chunk per lock hold: writes
+			// to such a key wait for one chunk, never for the whole key
+			for _, r := range rest {
+				for len(r.refs) > 0 {
+					n := min(captureChunk, len(r.refs))
+					ks.world.RLock()
+					r.s.mu.Lock()
+					var st *crdt.State
+					if e := r.s.m[r.key]; e != nil {
+						st = e.st
+					}
+					writes = append(writes, Write{DB: r.db, Key: r.key, ElemsOnly: true, Elems: encodeElems(st, r.refs[:n])})
+					r.s.mu.Unlock()
+					ks.world.RUnlock()
+					r.refs = r.refs[n:]
+					if len(writes) >= batch {
+						if err := send(); err != nil {
+							return keys, err
+						}
+					}
+				}
+			}
+			rest = rest[:0]
 			if len(writes) >= batch {
 				if err := send(); err != nil {
 					return keys, err
@@ -116,20 +144,38 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 	return keys, send()
 }
 
-// capture encodes one dirty key's write (called under the shard's lock).
-func (s *shard) capture(dbi int, key string, dk *dirtyKey) Write {
-	w := Write{DB: dbi, Key: key}
+// captureChunk is how many elements of one key a checkpoint encodes per
+// hold of its shard's lock.
+const captureChunk = 1024
+
+// restOf is the part of a big key's elements still to capture.
+type restOf struct {
+	s    *shard
+	db   int
+	key  string
+	refs []elemRef
+}
+
+// capture encodes one dirty key's write (called under the shard's lock): its
+// header and its first changed elements; more lists the rest, captured
+// after in chunks (each later chunk reflects a state at least as new, and
+// the log after the checkpoint's position covers every change either way).
+func (s *shard) capture(dbi int, key string, dk *dirtyKey) (w Write, more []elemRef) {
+	w = Write{DB: dbi, Key: key}
 	e := s.m[key]
 	if e == nil { // removed: drop its header and every element
 		w.ReplaceAll = dk != nil && dk.elems
-		return w
+		return w, nil
 	}
 	w.Header = crdt.AppendState(nil, e.st.Header())
 	if dk != nil {
 		w.ReplaceAll = dk.all && dk.elems
-		w.Elems = elemWrites(e.st, dk.all, dk.members, dk.fields)
+		refs := elemRefs(e.st, dk.all, dk.members, dk.fields)
+		n := min(captureChunk, len(refs))
+		w.Elems = encodeElems(e.st, refs[:n])
+		more = refs[n:]
 	}
-	return w
+	return w, more
 }
 
 // redirty puts back dirty sets whose states could not be stored.

@@ -28,6 +28,9 @@ type Write struct {
 	Header     []byte
 	ReplaceAll bool
 	Elems      []Elem
+	// ElemsOnly stores Elems and leaves the header alone (the rest of a
+	// big key's elements, captured in chunks).
+	ElemsOnly bool
 	// Meta stores Header under the metadata name Key (a watermark).
 	Meta bool
 }
@@ -909,32 +912,50 @@ func (tx *Tx) Restore(k Key, d *crdt.State) {
 	tx.merge(k, d, false, "")
 }
 
-// elemWrites encodes the element records a tx changed (every element when
-// it replaced them all).
-func elemWrites(st *crdt.State, all bool, members, fields map[string]struct{}) []Elem {
-	var out []Elem
+// elemRef names one element of a key.
+type elemRef struct {
+	kind byte
+	name string
+}
+
+// elemRefs lists the elements a write must store: every member and field
+// when all, else the ones named.
+func elemRefs(st *crdt.State, all bool, members, fields map[string]struct{}) []elemRef {
+	var out []elemRef
 	if all {
-		for m, dots := range st.Set {
-			out = append(out, Elem{Kind: crdt.ElemMember, Name: m, Data: crdt.AppendMember(nil, dots)})
+		for m := range st.Set {
+			out = append(out, elemRef{crdt.ElemMember, m})
 		}
-		for f, r := range st.Hash {
-			out = append(out, Elem{Kind: crdt.ElemField, Name: f, Data: crdt.AppendField(nil, r)})
+		for f := range st.Hash {
+			out = append(out, elemRef{crdt.ElemField, f})
 		}
 		return out
 	}
 	for m := range members {
-		el := Elem{Kind: crdt.ElemMember, Name: m}
-		if dots, ok := st.Set[m]; ok {
-			el.Data = crdt.AppendMember(nil, dots)
-		}
-		out = append(out, el)
+		out = append(out, elemRef{crdt.ElemMember, m})
 	}
 	for f := range fields {
-		el := Elem{Kind: crdt.ElemField, Name: f}
-		if r, ok := st.Hash[f]; ok {
-			el.Data = crdt.AppendField(nil, r)
+		out = append(out, elemRef{crdt.ElemField, f})
+	}
+	return out
+}
+
+// encodeElems encodes the current records of the named elements (nil Data:
+// the element is gone).
+func encodeElems(st *crdt.State, refs []elemRef) []Elem {
+	out := make([]Elem, len(refs))
+	for i, r := range refs {
+		out[i] = Elem{Kind: r.kind, Name: r.name}
+		if st == nil {
+			continue
 		}
-		out = append(out, el)
+		if r.kind == crdt.ElemMember {
+			if dots, ok := st.Set[r.name]; ok {
+				out[i].Data = crdt.AppendMember(nil, dots)
+			}
+		} else if reg, ok := st.Hash[r.name]; ok {
+			out[i].Data = crdt.AppendField(nil, reg)
+		}
 	}
 	return out
 }

@@ -71,6 +71,8 @@ type Write struct {
 	Header     []byte
 	ReplaceAll bool
 	Elems      []Elem
+	// ElemsOnly writes Elems and leaves the header alone.
+	ElemsOnly bool
 	// Meta writes Header under the metadata key Key (e.g. a watermark).
 	Meta bool
 }
@@ -527,14 +529,16 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 			}
 			delete(pending, string(prefix))
 		}
-		if w.Header == nil {
+		if w.Header == nil && !w.ElemsOnly {
 			if err := del(StateKey(w.DB, w.Key)); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := set(StateKey(w.DB, w.Key), sealed(w.Header)); err != nil {
-			return err
+		if !w.ElemsOnly {
+			if err := set(StateKey(w.DB, w.Key), sealed(w.Header)); err != nil {
+				return err
+			}
 		}
 		for _, e := range w.Elems {
 			k := ElemKey(w.DB, w.Key, e.Kind, e.Name)

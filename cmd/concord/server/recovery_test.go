@@ -136,6 +136,19 @@ func runWorkload(t *testing.T, in *Instance, rng *rand.Rand, peer bool, remoteSe
 		if err != nil && err.Error() != "WRONGTYPE Operation against a key holding the wrong kind of value" {
 			t.Fatal(err)
 		}
+		if rng.IntN(80) == 0 { // a set bigger than a checkpoint's capture chunk
+			var add, rem []any
+			for j := 0; j < 1500; j++ {
+				add = append(add, fmt.Sprint("b", rng.IntN(3000)))
+				rem = append(rem, fmt.Sprint("b", rng.IntN(3000)))
+			}
+			if err := cl.SAdd(ctx, "big", add...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cl.SRem(ctx, "big", rem[:500]...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if rng.IntN(50) == 0 {
 			if err := in.Checkpoint(); err != nil {
 				t.Fatal(err)

@@ -65,7 +65,7 @@ func toStore(w []keyspace.Write) []persistence.Write {
 	}
 	pw := make([]persistence.Write, len(w))
 	for i, x := range w {
-		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, Meta: x.Meta}
+		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, ElemsOnly: x.ElemsOnly, Meta: x.Meta}
 		if len(x.Elems) > 0 {
 			pw[i].Elems = make([]persistence.Elem, len(x.Elems))
 			for j, e := range x.Elems {
