@@ -87,7 +87,8 @@ type Elem struct {
 // Store is the Badger-backed durable store.
 type Store struct {
 	opts Options
-	db   *badger.DB
+	db   *badger.DB // the log: outbox, inbound log, metadata (Dir + "-log")
+	sdb  *badger.DB // key states, written by checkpoints (Dir)
 
 	mu       sync.Mutex
 	open     *Group
@@ -210,23 +211,36 @@ func Open(opts Options) (*Store, error) {
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = 768 << 10
 	}
-	bo := badger.DefaultOptions(opts.Dir).
-		WithSyncWrites(opts.Fsync == FsyncAlways).
-		WithLogger(badgerLogger{opts.Log}).
-		WithLoggingLevel(badger.WARNING).
-		WithNumVersionsToKeep(1).
-		WithBlockCacheSize(8 << 20).
-		WithIndexCacheSize(8 << 20).
-		WithMemTableSize(16 << 20).
-		WithNumMemtables(2).
-		WithValueThreshold(1 << 10).
-		WithDetectConflicts(false).
-		WithMetricsEnabled(false)
-	db, err := badger.Open(bo)
-	if err != nil {
-		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
+	open := func(dir string) (*badger.DB, error) {
+		db, err := badger.Open(badger.DefaultOptions(dir).
+			WithSyncWrites(opts.Fsync == FsyncAlways).
+			WithLogger(badgerLogger{opts.Log}).
+			WithLoggingLevel(badger.WARNING).
+			WithNumVersionsToKeep(1).
+			WithBlockCacheSize(8 << 20).
+			WithIndexCacheSize(8 << 20).
+			WithMemTableSize(16 << 20).
+			WithNumMemtables(2).
+			WithValueThreshold(1 << 10).
+			WithDetectConflicts(false).
+			WithMetricsEnabled(false))
+		if err != nil {
+			return nil, fmt.Errorf("open badger in %s: %w", dir, err)
+		}
+		return db, nil
 	}
-	s := &Store{opts: opts, db: db, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{}), slots: make(chan struct{}, 8)}
+	// two Badger databases, so that a checkpoint's big batches of key
+	// states never queue in front of the group commits of the log
+	sdb, err := open(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	db, err := open(opts.Dir + "-log")
+	if err != nil {
+		sdb.Close()
+		return nil, err
+	}
+	s := &Store{opts: opts, db: db, sdb: sdb, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{}), slots: make(chan struct{}, 8)}
 	s.open = newGroup()
 	s.stats.GroupSize = newHist(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 	s.stats.CommitSeconds = newHist(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
@@ -253,11 +267,13 @@ func Open(opts Options) (*Store, error) {
 		return nil
 	}); err != nil {
 		db.Close()
+		sdb.Close()
 		return nil, err
 	}
 	if opts.Region != "" {
 		if err := db.Update(func(txn *badger.Txn) error { return txn.Set(metaRegion, []byte(opts.Region)) }); err != nil {
 			db.Close()
+			sdb.Close()
 			return nil, err
 		}
 	}
@@ -370,6 +386,16 @@ func (s *Store) commitAsync(g *Group) {
 		s.inflight.Wait()
 	}
 	g.outBase, g.inBase = s.assigned, s.inSeq
+	if states := stateWrites(g.writes); len(states) > 0 {
+		// key states submitted directly (tests, startup repairs) are
+		// stored before the group's log entries
+		s.inflight.Wait()
+		if err := s.WriteStates(states); err != nil {
+			s.finish(g, 0, false, err)
+			return
+		}
+		g.writes = metaWrites(g.writes)
+	}
 	if len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 {
 		// an empty barrier: durable once every group before it is
 		s.inflight.Wait()
@@ -469,6 +495,26 @@ func (s *Store) finish(g *Group, seq uint64, split bool, err error) {
 	close(g.done)
 }
 
+func stateWrites(ws []Write) []Write {
+	var out []Write
+	for _, w := range ws {
+		if !w.Meta {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func metaWrites(ws []Write) []Write {
+	var out []Write
+	for _, w := range ws {
+		if w.Meta {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 // cut encodes deltas as log entries of at most MaxEntryBytes each, under
 // consecutive sequences after *last (which it advances).
 func (s *Store) cut(deltas []crdt.KeyDelta, last *uint64) (seqs []uint64, entries [][]byte) {
@@ -563,7 +609,7 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 
 func (s *Store) deleteStoredElems(del func([]byte) error, prefix []byte) error {
 	var keys [][]byte
-	err := s.db.View(func(rt *badger.Txn) error {
+	err := s.sdb.View(func(rt *badger.Txn) error {
 		it := rt.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -642,6 +688,10 @@ func (s *Store) syncLoop() {
 				s.opts.Log.Warn().Err(err).Msg("fsync failed")
 				continue
 			}
+			if err := s.sdb.Sync(); err != nil {
+				s.opts.Log.Warn().Err(err).Msg("fsync failed")
+				continue
+			}
 			s.mu.Lock()
 			s.stats.Syncs++
 			s.stats.LastSyncUnix = time.Now().Unix()
@@ -659,6 +709,8 @@ func (s *Store) gcLoop() {
 			return
 		case <-t.C:
 			for s.db.RunValueLogGC(0.5) == nil {
+			}
+			for s.sdb.RunValueLogGC(0.5) == nil {
 			}
 		}
 	}
@@ -710,8 +762,14 @@ func unseal(v []byte) ([]byte, bool) {
 // written since. Merging is idempotent, so an entry the checkpoint already
 // covers in part is harmless.
 func (s *Store) Load(l Loader) error {
-	return s.db.View(func(txn *badger.Txn) error {
+	return s.sdb.View(func(stxn *badger.Txn) error {
+		ltxn := s.db.NewTransaction(false)
+		defer ltxn.Discard()
 		scan := func(prefix byte, fn func(k, v []byte) error) error {
+			txn := stxn
+			if prefix == prefixOutbox || prefix == prefixInbound {
+				txn = ltxn
+			}
 			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{prefix}})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -906,7 +964,7 @@ func (s *Store) Barrier() *Group {
 // after, and the log after the previous one is replayed over whatever
 // records were stored.
 func (s *Store) WriteStates(writes []Write) error {
-	wb := s.db.NewWriteBatch()
+	wb := s.sdb.NewWriteBatch()
 	defer wb.Cancel()
 	if err := s.applyWrites(wb.Set, wb.Delete, writes); err != nil {
 		return err
@@ -928,6 +986,12 @@ func (s *Store) Checkpointed(out, in uint64, keys int, took time.Duration) error
 	s.stats.LastCheckpointS = took.Seconds()
 	s.stats.LastCheckpoint = time.Now().Unix()
 	s.mu.Unlock()
+	// the states must be durable before the log they cover goes
+	if s.opts.Fsync != FsyncNo {
+		if err := s.sdb.Sync(); err != nil {
+			return err
+		}
+	}
 	// deleting first is safe: the states already cover what is deleted
 	if err := s.trim(); err != nil {
 		return err
@@ -974,7 +1038,11 @@ func (s *Store) Stats() Stats {
 }
 
 // Size returns Badger's on-disk LSM and value log sizes.
-func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
+func (s *Store) Size() (lsm, vlog int64) {
+	l1, v1 := s.db.Size()
+	l2, v2 := s.sdb.Size()
+	return l1 + l2, v1 + v2
+}
 
 // Close commits what is pending, syncs and closes the database.
 func (s *Store) Close() error {
@@ -987,11 +1055,17 @@ func (s *Store) Close() error {
 	close(s.signal)
 	s.mu.Unlock()
 	<-s.done
-	if err := s.db.Sync(); err != nil {
-		s.db.Close()
-		return err
+	err := s.db.Sync()
+	if e := s.sdb.Sync(); err == nil {
+		err = e
 	}
-	return s.db.Close()
+	if e := s.db.Close(); err == nil {
+		err = e
+	}
+	if e := s.sdb.Close(); err == nil {
+		err = e
+	}
+	return err
 }
 
 type badgerLogger struct{ l zerolog.Logger }
