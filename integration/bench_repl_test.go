@@ -2,12 +2,16 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"concord/cmd/concord/server"
 )
 
 // BenchmarkReplicationLag drives SETs into region A of a three-region
@@ -31,6 +35,7 @@ func BenchmarkReplicationLag(b *testing.B) {
 	}
 	c := startCluster(b, 3)
 	a := c.regions["A"]
+	throughputWithReplication(b, c)
 	fmt.Printf("\n%-10s %-10s %-8s %-12s %-12s %-12s %-12s %s\n", "target/s", "achieved/s", "peer", "lag p50", "lag p99", "applied", "drain", "bounded")
 	for _, rate := range rates {
 		for _, r := range c.regions {
@@ -63,6 +68,52 @@ func BenchmarkReplicationLag(b *testing.B) {
 		}
 	}
 	b.ReportMetric(0, "ns/op") // the table is the result
+}
+
+// throughputWithReplication runs redis-benchmark SET -P 16 against a single
+// region and against region A of the cluster (replicating to B and C, all
+// in this process on the same cores) and prints both rates, their ratio,
+// and B's and C's lag behind A during the run.
+func throughputWithReplication(b *testing.B, c *cluster) {
+	rb, err := exec.LookPath("redis-benchmark")
+	if err != nil {
+		b.Skip("redis-benchmark not installed")
+	}
+	n := "300000"
+	if s := os.Getenv("BENCH_REPL_REQUESTS"); s != "" {
+		n = s
+	}
+	run := func(addr string) float64 {
+		host, port, _ := net.SplitHostPort(addr)
+		out, err := exec.Command(rb, "-h", host, "-p", port, "-c", "50", "-n", n, "-r", "100000", "-P", "16", "-t", "set", "--csv").CombinedOutput()
+		if err != nil {
+			b.Fatalf("redis-benchmark: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		f := strings.Split(lines[len(lines)-1], ",")
+		rps, _ := strconv.ParseFloat(strings.Trim(f[1], `"`), 64)
+		return rps
+	}
+	single, err := server.Start(server.Config{Addr: "127.0.0.1:0", Dir: b.TempDir(), LogLevel: "error"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	one := run(single.Addr())
+	single.Close()
+	for _, r := range c.regions {
+		if r.Node != nil {
+			r.Node.ResetLag()
+		}
+	}
+	three := run(c.regions["A"].Addr())
+	fmt.Printf("\nredis-benchmark SET -P 16 -c 50 -r 100000 -n %s: single region %.0f rps, region A of 3 (replicating) %.0f rps, ratio %.2f\n", n, one, three, three/one)
+	for _, peer := range []string{"B", "C"} {
+		for _, st := range c.regions[peer].Node.Status() {
+			if st.Name == "A" {
+				fmt.Printf("  lag of %s behind A during the run: p50 %v p99 %v over %d deltas\n", peer, st.LagP50, st.LagP99, st.Applied)
+			}
+		}
+	}
 }
 
 // drive writes SETs into region r at about rate per second for d and
