@@ -201,6 +201,7 @@ type shard struct {
 	// dirty: keys changed since the last checkpoint captured this shard
 	// (nil value: the header only; see dirtyKey)
 	dirty map[string]*dirtyKey
+	pend  []string // keys whose digest is stale (see settle)
 	live  int
 	bkt   [subBuckets]uint64 // XOR of the key digests of each bucket
 }
@@ -219,8 +220,9 @@ type touch struct {
 type entry struct {
 	st   *crdt.State
 	live bool
-	// hasExp: the key is in its shard's exp map; dirty: in its dirty map
-	hasExp, dirty bool
+	// hasExp: the key is in its shard's exp map; dirty: in its dirty map;
+	// digStale: dig awaits settle
+	hasExp, dirty, digStale bool
 	ver           uint64
 	// digests (when Config.Digests): XOR of the elements', and the key's
 	elems, dig uint64
@@ -238,11 +240,34 @@ func BucketOf(key string) int {
 	return int(hashKey(key)%shardCount)*subBuckets + subBucket(key)
 }
 
-// redigest recomputes e's key digest after a merge and updates its bucket.
+// redigest notes that e's key digest is stale after a merge: it is
+// recomputed (and its bucket updated) by settle, when anti-entropy reads
+// the digests, so a key written many times between two comparisons is
+// hashed once.
 func (s *shard) redigest(key string, e *entry) {
-	old := e.dig
-	e.dig = crdt.KeyDigest(key, crdt.HeaderDigest(e.st), e.elems)
-	s.bkt[subBucket(key)] ^= old ^ e.dig
+	if !e.digStale {
+		e.digStale = true
+		s.pend = append(s.pend, key)
+	}
+}
+
+// settle brings the stale key digests of the shard and its buckets up to
+// date (under the shard's lock). A bucket always holds the XOR of its keys'
+// e.dig, stale or not, so removing a key stays consistent before settling.
+func (s *shard) settle() {
+	for _, key := range s.pend {
+		if e := s.m[key]; e != nil && e.digStale {
+			old := e.dig
+			e.dig = crdt.KeyDigest(key, crdt.HeaderDigest(e.st), e.elems)
+			s.bkt[subBucket(key)] ^= old ^ e.dig
+			e.digStale = false
+		}
+	}
+	if cap(s.pend) > 4096 {
+		s.pend = nil
+	} else {
+		s.pend = s.pend[:0]
+	}
 }
 
 var version atomic.Uint64
@@ -982,6 +1007,7 @@ func (ks *Keyspace) Buckets(dbi int) []uint64 {
 	for i := range d.shards {
 		s := &d.shards[i]
 		s.mu.Lock()
+		s.settle()
 		copy(out[i*subBuckets:], s.bkt[:])
 		s.mu.Unlock()
 	}
@@ -1014,6 +1040,7 @@ func (ks *Keyspace) Digest(k Key) uint64 {
 	s := ks.dbs[k.DB].shardOf(k.Key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settle()
 	if e := s.m[k.Key]; e != nil {
 		return e.dig
 	}
