@@ -223,7 +223,7 @@ type entry struct {
 	// hasExp: the key is in its shard's exp map; dirty: in its dirty map;
 	// digStale: dig awaits settle
 	hasExp, dirty, digStale bool
-	ver           uint64
+	ver                     uint64
 	// digests (when Config.Digests): XOR of the elements', and the key's
 	elems, dig uint64
 	// deadEpoch is the GC epoch in which this tombstone last changed (0: live)
