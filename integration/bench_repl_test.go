@@ -110,7 +110,7 @@ func throughputWithReplication(b *testing.B, c *cluster) {
 	for _, peer := range []string{"B", "C"} {
 		for _, st := range c.regions[peer].Node.Status() {
 			if st.Name == "A" {
-				fmt.Printf("  lag of %s behind A during the run: p50 %v p99 %v over %d deltas\n", peer, st.LagP50, st.LagP99, st.Applied)
+				fmt.Printf("  lag of %s behind A during the run: p50 %v p99 %v over %d delta batches\n", peer, st.LagP50, st.LagP99, st.Applied)
 			}
 		}
 	}
