@@ -133,10 +133,19 @@ func widen(s *State, d *State, keep Type) {
 	removalFloors(s, d, keep)
 }
 
-// regWithBase allocates a register and its one base together.
-type regWithBase struct {
+// regAlloc allocates a register and room for one base together (one
+// allocation; a read reaches the base without another cache miss).
+type regAlloc struct {
 	r Reg
 	b [1]Base
+}
+
+// regWithBase is a delta's register with its one base and a short value,
+// in one allocation.
+type regWithBase struct {
+	r   Reg
+	b   [1]Base
+	val [8]byte
 }
 
 // SetString assigns a string value, replacing whatever the key held (any
@@ -155,7 +164,11 @@ func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
 		absorb = cloneCounts(s.Str.Counts)
 	}
 	rb := &regWithBase{}
-	rb.b[0] = Base{Dot: dot, HLC: op.HLC, Val: append([]byte(nil), val...), Absorb: absorb}
+	v := rb.val[:0:len(rb.val)]
+	if len(val) > len(rb.val) {
+		v = nil
+	}
+	rb.b[0] = Base{Dot: dot, HLC: op.HLC, Val: append(v, val...), Absorb: absorb}
 	rb.r.Base = rb.b[:]
 	d.Str = &rb.r
 	if keepTTL {

@@ -144,7 +144,9 @@ func (s *State) Merge(d *State) (conflicts int) {
 		if s.Str != nil || d.Str != nil {
 			a := s.Str
 			if a == nil {
-				a = &Reg{}
+				ra := &regAlloc{} // the register and room for its base, together
+				a = &ra.r
+				a.Base = ra.b[:0]
 			}
 			b := d.Str
 			if b == nil {
