@@ -152,7 +152,22 @@ type regWithBase struct {
 // type), absorbing the increments it observed. keepTTL keeps the expiry.
 func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
 	g := newDotGen(s, op)
-	d := &State{Ctx: s.Ctx.Clone(), StrT: op.HLC}
+	// the delta, its register, base, short value and a small version
+	// vector in one allocation (SET is the hottest write)
+	x := &setDelta{}
+	d := &x.st
+	d.StrT = op.HLC
+	if len(s.Ctx.VV) <= len(x.vv) {
+		d.Ctx.VV = append(x.vv[:0], s.Ctx.VV...)
+	} else {
+		d.Ctx.VV = append([]VVEntry(nil), s.Ctx.VV...)
+	}
+	if len(s.Ctx.Cloud) > 0 {
+		d.Ctx.Cloud = append([]Dot(nil), s.Ctx.Cloud...)
+	}
+	if len(d.Ctx.VV) == 0 {
+		d.Ctx.VV = nil
+	}
 	g.mark(&d.Ctx)
 	dot := g.take()
 	if s.Type() == TypeString {
@@ -163,7 +178,7 @@ func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
 	if s.Str != nil {
 		absorb = cloneCounts(s.Str.Counts)
 	}
-	rb := &regWithBase{}
+	rb := &x.reg
 	v := rb.val[:0:len(rb.val)]
 	if len(val) > len(rb.val) {
 		v = nil
@@ -176,6 +191,13 @@ func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
 	}
 	removalFloors(s, d, TypeString)
 	return d
+}
+
+// setDelta is SetString's delta with its parts, allocated together.
+type setDelta struct {
+	st  State
+	reg regWithBase
+	vv  [2]VVEntry
 }
 
 // IncrBy adds n to the key's counter.
