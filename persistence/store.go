@@ -1,9 +1,12 @@
-// Package persistence owns Concord's durable copy: one Badger database per
-// region holding every key's CRDT state, the outbox of local deltas waiting
-// to be shipped, and small metadata. Writes arrive in groups (group commit):
-// all state changes and deltas submitted while the previous group was being
-// written go into one Badger transaction with one outbox entry, so a burst of
-// N writes costs one commit and, under fsync=always, one fsync.
+// Package persistence owns Concord's durable copy, in two Badger databases
+// per region: the log (<dir>/badger-log: the outbox of local deltas waiting
+// to be shipped, the inbound log of deltas merged from elsewhere, and small
+// metadata such as watermarks) and the key states (<dir>/badger, written by
+// checkpoints). Writes arrive in groups (group commit): every delta
+// submitted while the previous group was being written goes into one Badger
+// transaction with one outbox entry, so a burst of N writes costs one commit
+// and, under fsync=always, one fsync. Recovery loads the states and replays
+// the log after the last checkpoint's position.
 package persistence
 
 import (
