@@ -140,6 +140,14 @@ type regAlloc struct {
 	b [1]Base
 }
 
+// newReg returns an empty register with room for one base in the same
+// allocation.
+func newReg() *Reg {
+	ra := &regAlloc{}
+	ra.r.Base = ra.b[:0]
+	return &ra.r
+}
+
 // regWithBase is a delta's register with its one base and a short value,
 // in one allocation.
 type regWithBase struct {
@@ -273,7 +281,10 @@ func ReplaceSet(s *State, op Op, members [][]byte) *State {
 // HSet assigns hash fields (pairs of field, value).
 func HSet(s *State, op Op, pairs [][]byte) *State {
 	g := newDotGen(s, op)
-	d := &State{Scoped: true, HashT: stamp(s, TypeHash, op), Hash: make(map[string]*Reg, len(pairs)/2)}
+	x := &hsetDelta{}
+	d := &x.st
+	d.Scoped, d.HashT, d.Hash = true, stamp(s, TypeHash, op), make(map[string]*Reg, len(pairs)/2)
+	d.Ctx.VV, d.Ctx.Cloud = x.vv[:0], x.cloud[:0]
 	g.mark(&d.Ctx)
 	for i := 0; i+1 < len(pairs); i += 2 {
 		f := string(pairs[i])
@@ -291,10 +302,31 @@ func HSet(s *State, op Op, pairs [][]byte) *State {
 			}
 		}
 		d.Ctx.Add(dot)
-		d.Hash[f] = &Reg{Base: []Base{{Dot: dot, HLC: op.HLC, Val: append([]byte(nil), pairs[i+1]...), Absorb: absorb}}}
+		rb := &regWithBase{}
+		v := rb.val[:0:len(rb.val)]
+		if len(pairs[i+1]) > len(rb.val) {
+			v = nil
+		}
+		rb.b[0] = Base{Dot: dot, HLC: op.HLC, Val: append(v, pairs[i+1]...), Absorb: absorb}
+		rb.r.Base = rb.b[:]
+		d.Hash[f] = &rb.r
+	}
+	if len(d.Ctx.VV) == 0 {
+		d.Ctx.VV = nil
+	}
+	if len(d.Ctx.Cloud) == 0 {
+		d.Ctx.Cloud = nil
 	}
 	widen(s, d, TypeHash)
 	return d
+}
+
+// hsetDelta is HSet's delta with room for a small causal context, in one
+// allocation.
+type hsetDelta struct {
+	st    State
+	vv    [2]VVEntry
+	cloud [2]Dot
 }
 
 // HDel removes hash fields.

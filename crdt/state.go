@@ -144,9 +144,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 		if s.Str != nil || d.Str != nil {
 			a := s.Str
 			if a == nil {
-				ra := &regAlloc{} // the register and room for its base, together
-				a = &ra.r
-				a.Base = ra.b[:0]
+				a = newReg()
 			}
 			b := d.Str
 			if b == nil {
@@ -233,7 +231,7 @@ func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 		if b == nil {
 			return 0
 		}
-		a = &Reg{}
+		a = newReg()
 	}
 	if b == nil {
 		b = &Reg{}
