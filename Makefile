@@ -68,7 +68,7 @@ bench-mem: build deps
 
 # Go benchmarks of the hot paths, with allocations.
 gobench:
-	$(GO) test -run XXX -bench . -benchmem ./crdt ./resp ./keyspace ./persistence
+	$(GO) test -run XXX -bench . -benchmem ./crdt ./resp ./keyspace ./persistence ./commands
 
 # Anti-entropy: resync of an empty region and compare of identical ones.
 bench-ae:
