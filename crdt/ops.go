@@ -156,6 +156,18 @@ type regWithBase struct {
 	val [8]byte
 }
 
+// set makes the register hold b with a copy of val (inline when short).
+func (rb *regWithBase) set(b Base, val []byte) *Reg {
+	v := rb.val[:0:len(rb.val)]
+	if len(val) > len(rb.val) {
+		v = nil
+	}
+	b.Val = append(v, val...)
+	rb.b[0] = b
+	rb.r.Base = rb.b[:]
+	return &rb.r
+}
+
 // SetString assigns a string value, replacing whatever the key held (any
 // type), absorbing the increments it observed. keepTTL keeps the expiry.
 func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
@@ -186,14 +198,7 @@ func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
 	if s.Str != nil {
 		absorb = cloneCounts(s.Str.Counts)
 	}
-	rb := &x.reg
-	v := rb.val[:0:len(rb.val)]
-	if len(val) > len(rb.val) {
-		v = nil
-	}
-	rb.b[0] = Base{Dot: dot, HLC: op.HLC, Val: append(v, val...), Absorb: absorb}
-	rb.r.Base = rb.b[:]
-	d.Str = &rb.r
+	d.Str = x.reg.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, val)
 	if keepTTL {
 		d.Exp = append([]Exp(nil), s.Exp...)
 	}
@@ -302,14 +307,7 @@ func HSet(s *State, op Op, pairs [][]byte) *State {
 			}
 		}
 		d.Ctx.Add(dot)
-		rb := &regWithBase{}
-		v := rb.val[:0:len(rb.val)]
-		if len(pairs[i+1]) > len(rb.val) {
-			v = nil
-		}
-		rb.b[0] = Base{Dot: dot, HLC: op.HLC, Val: append(v, pairs[i+1]...), Absorb: absorb}
-		rb.r.Base = rb.b[:]
-		d.Hash[f] = &rb.r
+		d.Hash[f] = new(regWithBase).set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1])
 	}
 	if len(d.Ctx.VV) == 0 {
 		d.Ctx.VV = nil

@@ -819,24 +819,22 @@ func (s *Store) Load(l Loader) error {
 		s.mu.Lock()
 		ckptOut, ckptIn := s.ckptOut, s.ckptIn
 		s.mu.Unlock()
-		if err := scan(prefixOutbox, func(k, v []byte) error {
-			if seq := binary.BigEndian.Uint64(k[1:]); seq > ckptOut {
-				return l.Replay(seq, v)
-			} else if l.Covered != nil {
-				return l.Covered(seq, v)
+		// the log after the checkpoint is replayed; what it covers only
+		// helps rebuild damaged keys
+		replay := func(ckpt uint64) func(k, v []byte) error {
+			return func(k, v []byte) error {
+				if seq := binary.BigEndian.Uint64(k[1:]); seq > ckpt {
+					return l.Replay(seq, v)
+				} else if l.Covered != nil {
+					return l.Covered(seq, v)
+				}
+				return nil
 			}
-			return nil
-		}); err != nil {
+		}
+		if err := scan(prefixOutbox, replay(ckptOut)); err != nil {
 			return err
 		}
-		return scan(prefixInbound, func(k, v []byte) error {
-			if seq := binary.BigEndian.Uint64(k[1:]); seq > ckptIn {
-				return l.Replay(seq, v)
-			} else if l.Covered != nil {
-				return l.Covered(seq, v)
-			}
-			return nil
-		})
+		return scan(prefixInbound, replay(ckptIn))
 	})
 }
 
