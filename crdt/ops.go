@@ -218,9 +218,19 @@ func IncrBy(s *State, op Op, n int64) *State {
 	c := s.Str.own(op.region())
 	c.N++
 	c.I += n
-	d := &State{Scoped: true, StrT: stamp(s, TypeString, op), Str: &Reg{Counts: []Count{c}}}
+	x := &incrDelta{} // the delta, its register and its count together
+	x.c[0] = c
+	x.r.Counts = x.c[:]
+	d := &x.st
+	d.Scoped, d.StrT, d.Str = true, stamp(s, TypeString, op), &x.r
 	widen(s, d, TypeString)
 	return d
+}
+
+type incrDelta struct {
+	st State
+	r  Reg
+	c  [1]Count
 }
 
 // IncrByFloat adds the exact amount r to the key's counter.

@@ -166,6 +166,20 @@ func (r *Reg) hasPending(w *Base) bool {
 // plus integer increments whose sum fits in int64. handled=false sends the
 // caller to the exact path (floats, non-numeric bases, overflow).
 func (r *Reg) intGet(w *Base) (val []byte, exists, handled bool) {
+	t, summed, exists, handled := r.intSum(w)
+	if !handled || !exists || !summed {
+		if handled && exists {
+			return w.Val, true, true
+		}
+		return nil, false, handled
+	}
+	return strconv.AppendInt(nil, t, 10), true, true
+}
+
+// intSum is the int64 value of an integer register: summed reports that
+// unobserved increments were added to the base (else the value is the
+// base's bytes as stored, and t is meaningful only when the base parses).
+func (r *Reg) intSum(w *Base) (t int64, summed, exists, handled bool) {
 	var sum int64
 	any := false
 	for _, c := range r.Counts {
@@ -174,33 +188,34 @@ func (r *Reg) intGet(w *Base) (val []byte, exists, handled bool) {
 			continue
 		}
 		if c.F != o.F {
-			return nil, false, false
+			return 0, false, false, false
 		}
 		any = true
 		var ok bool
 		if sum, ok = addInt64(sum, c.I-o.I); !ok {
-			return nil, false, false
+			return 0, false, false, false
 		}
 	}
 	if !any {
 		if w == nil {
-			return nil, false, true
+			return 0, false, false, true
 		}
-		return w.Val, true, true
+		t, _ = ParseInt(w.Val)
+		return t, false, true, true
 	}
 	var base int64
 	if w != nil {
 		iv, isInt := ParseInt(w.Val)
 		if !isInt {
-			return nil, false, false
+			return 0, false, false, false
 		}
 		base = iv
 	}
 	t, ok := addInt64(base, sum)
 	if !ok {
-		return nil, false, false
+		return 0, false, false, false
 	}
-	return strconv.AppendInt(nil, t, 10), true, true
+	return t, true, true, true
 }
 
 func addInt64(a, b int64) (int64, bool) {
@@ -267,6 +282,12 @@ func numberBytes(ibase *big.Int, fbase *big.Rat, sum *big.Int, fsum *big.Rat) []
 // IntValue returns the value as an int64 for INCR-style operations:
 // ok=false with overflow=true when it is an integer outside int64.
 func (r *Reg) IntValue() (v int64, exists, ok, overflow bool) {
+	if r != nil {
+		w := r.Winner()
+		if t, summed, exists, handled := r.intSum(w); handled && (summed || !exists) {
+			return t, exists, true, false
+		}
+	}
 	b, exists, _ := r.Get()
 	if !exists {
 		return 0, false, true, false

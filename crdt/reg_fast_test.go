@@ -30,7 +30,7 @@ func slowGet(r *Reg) ([]byte, bool) {
 	return w.Val, true
 }
 
-// The int64 fast path of Get agrees with the exact path on counters from
+// The int64 fast paths of Get and IntValue agree with the exact path on counters from
 // several regions with bases, absorbed increments and sums near overflow.
 func TestRegFastGetMatchesExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -55,6 +55,11 @@ func TestRegFastGetMatchesExact(t *testing.T) {
 		want, wok := slowGet(s.Str)
 		if ok != wok || !bytes.Equal(got, want) {
 			t.Fatalf("case %d: fast %q/%v, exact %q/%v (%+v)", i, got, ok, want, wok, s.Str)
+		}
+		v, exists, isInt, _ := s.Str.IntValue()
+		wv, wIsInt := ParseInt(want)
+		if exists != wok || (wok && isInt != wIsInt) || (isInt && wok && v != wv) {
+			t.Fatalf("case %d: IntValue %d/%v/%v, exact %q", i, v, exists, isInt, want)
 		}
 	}
 }
