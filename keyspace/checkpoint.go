@@ -71,7 +71,7 @@ type captured struct {
 // Checkpoint encodes the state of every key changed since the last
 // checkpoint, shard by shard (each under its lock, never the whole keyspace
 // at once), and hands the writes to flush in batches of about batch keys.
-// A batch flush fails to store is marked dirty again. The caller makes the
+// A batch that flush fails to store is marked dirty again. The caller makes the
 // log durable up to the capture before storing a batch, and records the log
 // position taken before Checkpoint began as covered once it returns nil.
 func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, err error) {
