@@ -50,13 +50,38 @@ func waitPort(port int) {
 	fail(fmt.Errorf("nothing listens on %d", port))
 }
 
+// pinning splits the cores between the servers and redis-benchmark with
+// taskset when there are more than 2 (and taskset exists): server cores
+// first, client cores second. On 2 cores everything shares them.
+func pinning() (server, client []string) {
+	n := runtime.NumCPU()
+	if n <= 2 || os.Getenv("BENCH_NO_PIN") != "" {
+		return nil, nil
+	}
+	ts, err := exec.LookPath("taskset")
+	if err != nil {
+		return nil, nil
+	}
+	half := n / 2
+	return []string{ts, "-c", fmt.Sprintf("0-%d", half-1)}, []string{ts, "-c", fmt.Sprintf("%d-%d", half, n-1)}
+}
+
+// command builds bin args, prefixed by a taskset pin when given.
+func command(pin []string, bin string, args ...string) *exec.Cmd {
+	if len(pin) > 0 {
+		return exec.Command(pin[0], append(append(append([]string{}, pin[1:]...), bin), args...)...)
+	}
+	return exec.Command(bin, args...)
+}
+
 func start(name string, bin string, args ...string) *server {
 	port := freePort()
 	var full []string
 	for _, a := range args {
 		full = append(full, strings.ReplaceAll(a, "PORT", strconv.Itoa(port)))
 	}
-	cmd := exec.Command(bin, full...)
+	pin, _ := pinning()
+	cmd := command(pin, bin, full...)
 	if err := cmd.Start(); err != nil {
 		fail(err)
 	}
@@ -85,7 +110,8 @@ type result struct{ rps, p50, p99 float64 }
 
 // bench runs redis-benchmark for one test and returns its CSV figures.
 func bench(port int, test string, pipeline, n, random int) result {
-	out, err := exec.Command("redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "50",
+	_, pin := pinning()
+	out, err := command(pin, "redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "50",
 		"-n", strconv.Itoa(n), "-r", strconv.Itoa(random), "-P", strconv.Itoa(pipeline), "-t", test, "--csv").Output()
 	if err != nil {
 		fail(fmt.Errorf("redis-benchmark %s: %v", test, err))
@@ -119,7 +145,11 @@ func main() {
 		return start("redis", "redis-server", "--port", "PORT", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
 			"--appendfsync", "everysec", "--dir", d)
 	}
-	fmt.Printf("cores: %d (redis-benchmark shares them with the server)\n", runtime.NumCPU())
+	if srv, cli := pinning(); srv != nil {
+		fmt.Printf("cores: %d (servers pinned to %s, redis-benchmark to %s)\n", runtime.NumCPU(), srv[2], cli[2])
+	} else {
+		fmt.Printf("cores: %d (redis-benchmark shares them with the server)\n", runtime.NumCPU())
+	}
 	if *mode == "memory" {
 		memory(newConcord, newRedis, quick)
 		return
