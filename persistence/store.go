@@ -987,8 +987,13 @@ func (s *Store) Checkpointed(out, in uint64, keys int, took time.Duration) error
 	s.stats.LastCheckpointS = took.Seconds()
 	s.stats.LastCheckpoint = time.Now().Unix()
 	s.mu.Unlock()
-	// the states must be durable before the log they cover goes
+	// the states must be durable before the log they cover goes; and the
+	// log first, so that no durable state holds a change whose log entry
+	// (the outbox: what peers receive) a power loss could still take
 	if s.opts.Fsync != FsyncNo {
+		if err := s.db.Sync(); err != nil {
+			return err
+		}
 		if err := s.sdb.Sync(); err != nil {
 			return err
 		}
