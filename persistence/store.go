@@ -536,21 +536,21 @@ func (s *Store) cut(deltas []crdt.KeyDelta, last *uint64) (seqs []uint64, entrie
 }
 
 func setInbound(txn *badger.Txn, seq uint64, entry []byte) error {
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], seq)
-	if err := txn.Set(inboundKey(seq), entry); err != nil {
-		return err
-	}
-	return txn.Set(metaInSeq, v[:])
+	return setLogEntry(txn, inboundKey(seq), metaInSeq, seq, entry)
 }
 
 func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
+	return setLogEntry(txn, outboxKey(seq), metaOutSeq, seq, entry)
+}
+
+// setLogEntry writes a log entry and the log's last sequence.
+func setLogEntry(txn *badger.Txn, key, lastKey []byte, seq uint64, entry []byte) error {
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], seq)
-	if err := txn.Set(outboxKey(seq), entry); err != nil {
+	if err := txn.Set(key, entry); err != nil {
 		return err
 	}
-	return txn.Set(metaOutSeq, v[:])
+	return txn.Set(lastKey, v[:])
 }
 
 // applyWrites applies writes in order. ReplaceAll deletes the key's stored
