@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"bytes"
 	"math"
 	"math/big"
 	"sort"
@@ -39,13 +40,10 @@ func cmdHSet(c *Ctx) {
 			return err
 		}
 		n := 0
-		seen := map[string]bool{}
 		for i := 2; i < len(c.Args); i += 2 {
-			f := string(c.Args[i])
-			if _, ok := st.Field(f); !ok && !seen[f] {
+			if !st.HasField(string(c.Args[i])) && !repeated(c.Args, i) {
 				n++
 			}
-			seen[f] = true
 		}
 		tx.Apply(k, crdt.HSet(st, tx.Op(), c.Args[2:]))
 		if c.Cmd.Name == "hmset" {
@@ -55,6 +53,17 @@ func cmdHSet(c *Ctx) {
 		}
 		return nil
 	})
+}
+
+// repeated reports whether field args[i] was named earlier in the
+// field/value pairs starting at args[2].
+func repeated(args [][]byte, i int) bool {
+	for j := 2; j < i; j += 2 {
+		if bytes.Equal(args[j], args[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 func cmdHSetNX(c *Ctx) {

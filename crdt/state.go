@@ -340,6 +340,10 @@ func (s *State) Members() []string {
 func (s *State) HasMember(m string) bool { _, ok := s.Set[m]; return ok }
 
 // Field returns a hash field's value.
+// HasField reports whether hash field f holds a value.
+func (s *State) HasField(f string) bool { return s.Hash[f].Exists() }
+
+// Field returns hash field f's value.
 func (s *State) Field(f string) ([]byte, bool) {
 	r := s.Hash[f]
 	if r == nil {
