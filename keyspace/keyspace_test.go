@@ -327,3 +327,67 @@ func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 		t.Fatalf("after a failed checkpoint: %+v", store.writes)
 	}
 }
+
+// Key digests are computed lazily (when read): a keyspace written many
+// times reports the same digests and roots as one loaded with the final
+// states, and a write after a read changes them again.
+func TestLazyDigestsMatchFreshOnes(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	a := New(Config{Region: "A", Now: clk.Now, Digests: true, Stable: func() bool { return false }}, &memStore{})
+	for i := 0; i < 300; i++ {
+		k := Key{Key: fmt.Sprint("k", i%37)}
+		a.Run([]Key{k}, func(tx *Tx) error {
+			if i%5 == 4 {
+				tx.Apply(k, crdt.Delete(tx.State(k)))
+			} else {
+				tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), []byte(fmt.Sprint(i)), false))
+			}
+			return nil
+		})
+		if i == 150 {
+			a.Roots() // settle halfway
+		}
+	}
+	fresh := func() *Keyspace {
+		b := New(Config{Region: "A", Now: clk.Now, Digests: true, Stable: func() bool { return false }}, &memStore{})
+		for i := 0; i < 37; i++ {
+			k := Key{Key: fmt.Sprint("k", i)}
+			if st := a.Snapshot(k); st != nil {
+				b.Load(k, st)
+			}
+		}
+		return b
+	}
+	b := fresh()
+	if fmt.Sprint(a.Roots()) != fmt.Sprint(b.Roots()) {
+		t.Fatal("roots of a written keyspace differ from a freshly loaded one")
+	}
+	for i := 0; i < 37; i++ {
+		k := Key{Key: fmt.Sprint("k", i)}
+		if a.Digest(k) != b.Digest(k) {
+			t.Fatalf("digest of %v differs", k)
+		}
+	}
+	before := fmt.Sprint(a.Roots())
+	set(a, "k3", "changed", 0)
+	if fmt.Sprint(a.Roots()) == before {
+		t.Fatal("a write after a read left the roots unchanged")
+	}
+	if fmt.Sprint(a.Roots()) != fmt.Sprint(fresh().Roots()) {
+		t.Fatal("roots differ after the second write")
+	}
+}
+
+// A key that loses its deadline leaves the expiry index (INFO keyspace
+// expires, the active expiry cycle).
+func TestExpiryIndexFollowsTheKey(t *testing.T) {
+	ks, _, _ := newKS(true)
+	set(ks, "a", "1", time.Hour)
+	if _, x := ks.Size(0); x != 1 {
+		t.Fatalf("%d keys with a deadline", x)
+	}
+	set(ks, "a", "2", 0) // SET drops the TTL
+	if n, x := ks.Size(0); n != 1 || x != 0 {
+		t.Fatalf("after SET without TTL: %d keys, %d with a deadline", n, x)
+	}
+}

@@ -113,8 +113,8 @@ func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 		n.peers = append(n.peers, &peer{name: name})
 	}
 	sort.Slice(n.peers, func(i, j int) bool { return n.peers[i].name < n.peers[j].name })
-	_, trimmed := src.OutboxSeq()
-	n.lastPub.Store(trimmed)
+	_, published := src.OutboxSeq()
+	n.lastPub.Store(published)
 	n.wg.Add(1)
 	go n.publishLoop()
 	for _, p := range n.peers {

@@ -14,7 +14,11 @@ import (
 
 // Outbox is the part of persistence peering drains.
 type Outbox interface {
-	OutboxSeq() (last, trimmed uint64)
+	// OutboxSeq returns the last outbox sequence written and the last one
+	// marked published (by TrimOutbox).
+	OutboxSeq() (last, published uint64)
+	// TrimOutbox marks entries up to seq published: they may go (the store
+	// keeps them until a checkpoint covers them too).
 	TrimOutbox(seq uint64) error
 }
 
@@ -28,8 +32,8 @@ func DiscardOutbox(ctx context.Context, o Outbox, every time.Duration, log zerol
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			last, trimmed := o.OutboxSeq()
-			if last > trimmed {
+			last, published := o.OutboxSeq()
+			if last > published {
 				if err := o.TrimOutbox(last); err != nil {
 					log.Warn().Err(err).Msg("outbox trim failed")
 				}

@@ -374,20 +374,10 @@ func (s *Store) commitLoop() {
 
 // commitAsync hands a group to Badger without waiting for it, so the next
 // group forms (and Badger batches several) while this one is written. Badger
-// applies commits in the order they are handed over. A group that replaces
-// stored elements, or is too big for one transaction, first waits for the
-// groups in flight.
+// applies commits in the order they are handed over. A group carrying key
+// states, or too big for one transaction, first waits for the groups in
+// flight.
 func (s *Store) commitAsync(g *Group) {
-	needsSnapshot := false
-	for _, w := range g.writes {
-		if w.ReplaceAll {
-			needsSnapshot = true
-			break
-		}
-	}
-	if needsSnapshot {
-		s.inflight.Wait()
-	}
 	g.outBase, g.inBase = s.assigned, s.inSeq
 	if states := stateWrites(g.writes); len(states) > 0 {
 		// key states submitted directly (tests, startup repairs) are

@@ -66,7 +66,7 @@ func (in *Instance) tombstoneGC(ctx context.Context, every time.Duration) {
 		}
 		// close the epoch: everything submitted before is in a durable group
 		n := in.KS.NewGCEpoch()
-		in.store.Submit([]persistence.Write{{Meta: true, Key: "gc-epoch", Header: []byte{1}}}, nil, nil).Wait()
+		in.store.Barrier().Wait()
 		last, _ := in.store.OutboxSeq()
 		open = append(open, gcEpoch{n: n, out: last, applied: in.Node.AppliedVector()})
 
