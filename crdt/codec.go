@@ -18,6 +18,7 @@ type encoder struct {
 	b     []byte
 	names []string // the region table; few regions, so a linear search
 	nbuf  [4]string
+	tbl   Regions // the packed form's shared table instead of names
 }
 
 func newEncoder() *encoder {
@@ -32,6 +33,10 @@ func (e *encoder) bytes(v []byte) { e.uv(uint64(len(v))); e.b = append(e.b, v...
 func (e *encoder) str(v string)   { e.uv(uint64(len(v))); e.b = append(e.b, v...) }
 
 func (e *encoder) region(r string) {
+	if e.tbl != nil {
+		e.uv(e.tbl.Index(r))
+		return
+	}
 	for i, n := range e.names {
 		if n == r {
 			e.uv(uint64(i))
@@ -161,6 +166,7 @@ func AppendBatch(dst []byte, batch []KeyDelta) []byte {
 type decoder struct {
 	b     []byte
 	names []string
+	tbl   Regions // see encoder.tbl
 	err   error
 }
 
@@ -217,6 +223,13 @@ func (d *decoder) str() string { return string(d.raw()) }
 
 func (d *decoder) region() string {
 	i := d.uv()
+	if d.tbl != nil {
+		n, ok := d.tbl.Name(i)
+		if !ok {
+			d.fail()
+		}
+		return n
+	}
 	if d.err != nil || i >= uint64(len(d.names)) {
 		d.fail()
 		return ""
