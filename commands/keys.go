@@ -74,7 +74,7 @@ func cmdKeys(c *Ctx) {
 	var out []string
 	for cur := uint64(0); ; {
 		var page []string
-		page, cur = c.ks.ScanPage(c.Conn.DB, cur, 1<<16, func(k string, _ *crdt.State) bool { return globMatch(pat, k, false) })
+		page, cur = c.ks.ScanPage(c.tx, c.Conn.DB, cur, 1<<16, func(k string, _ func() *crdt.State) bool { return globMatch(pat, k, false) })
 		out = append(out, page...)
 		if cur == 0 {
 			break
@@ -94,14 +94,14 @@ func cmdScan(c *Ctx) {
 		c.fail(err)
 		return
 	}
-	page, next := c.ks.ScanPage(c.Conn.DB, cur, sa.count, func(k string, st *crdt.State) bool {
-		return (!sa.hasM || globMatch(sa.match, k, false)) && (sa.typ == "" || strings.EqualFold(st.Type().String(), sa.typ))
+	page, next := c.ks.ScanPage(c.tx, c.Conn.DB, cur, sa.count, func(k string, st func() *crdt.State) bool {
+		return (!sa.hasM || globMatch(sa.match, k, false)) && (sa.typ == "" || strings.EqualFold(st().Type().String(), sa.typ))
 	})
 	c.scanReply(next, page)
 }
 
 func cmdRandomKey(c *Ctx) {
-	if k := c.ks.RandomKey(c.Conn.DB); k != "" {
+	if k := c.ks.RandomKey(c.tx, c.Conn.DB); k != "" {
 		c.Conn.BulkString(k)
 	} else {
 		c.Conn.Null()
@@ -239,7 +239,7 @@ func cmdMove(c *Ctx) {
 }
 
 func cmdDBSize(c *Ctx) {
-	n, _ := c.ks.Size(c.Conn.DB)
+	n, _ := c.ks.Size(c.tx, c.Conn.DB)
 	c.Conn.Int(int64(n))
 }
 

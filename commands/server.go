@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"sort"
 	"strings"
@@ -55,7 +56,7 @@ func humanBytes(n uint64) string {
 }
 
 // infoSection returns the lines of one INFO section.
-func (e *Engine) infoSection(name string) []string {
+func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 	ks := e.ks
 	switch name {
 	case "server":
@@ -85,7 +86,8 @@ func (e *Engine) infoSection(name string) []string {
 			fmt.Sprintf("used_memory_peak:%d", ms.HeapSys), fmt.Sprintf("total_system_memory:%d", ms.Sys),
 			"maxmemory:" + e.Config.Get("maxmemory"), "maxmemory_policy:" + e.Config.Get("maxmemory-policy"),
 			fmt.Sprintf("mem_fragmentation_ratio:%.2f", float64(rss)/float64(max(used, 1))),
-			"mem_allocator:go", fmt.Sprintf("gc_cycles:%d", ms.NumGC)}
+			"mem_allocator:go", fmt.Sprintf("gc_cycles:%d", ms.NumGC),
+			fmt.Sprintf("cold_keys:%d", ks.Stats.ColdKeys.Load()), fmt.Sprintf("cold_bytes:%d", ks.Stats.ColdBytes.Load())}
 	case "persistence":
 		lines := []string{"loading:0", "async_loading:0", "rdb_changes_since_last_save:0", "rdb_bgsave_in_progress:0",
 			"rdb_last_bgsave_status:ok", "aof_enabled:1", "aof_rewrite_in_progress:0", "aof_last_write_status:ok",
@@ -156,7 +158,7 @@ func (e *Engine) infoSection(name string) []string {
 	case "keyspace":
 		var out []string
 		for i := 0; i < ks.DBs(); i++ {
-			if n, x := ks.Size(i); n > 0 {
+			if n, x := ks.Size(in, i); n > 0 {
 				out = append(out, fmt.Sprintf("db%d:keys=%d,expires=%d,avg_ttl=0", i, n, x))
 			}
 		}
@@ -199,7 +201,7 @@ func cmdInfo(c *Ctx) {
 			continue
 		}
 		seen[s] = true
-		lines := c.e.infoSection(s)
+		lines := c.e.infoSection(c.tx, s)
 		if lines == nil && s != "modules" && s != "keyspace" && s != "errorstats" && s != "commandstats" {
 			continue
 		}
@@ -292,7 +294,7 @@ func cmdMemory(c *Ctx) {
 		c.Conn.BulkString("rss")
 		c.Conn.Int(int64(rssMemory()))
 	case sub == "purge":
-		runtime.GC()
+		debug.FreeOSMemory() // collect and hand free pages back to the OS
 		c.Conn.OK()
 	case sub == "help":
 		c.bulks([]string{"MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:", "DOCTOR", "STATS", "PURGE", "USAGE <key> [SAMPLES <count>]", "HELP"})

@@ -28,7 +28,9 @@ import (
 // startConcord starts a region in-process on a free port.
 func startConcord(t testing.TB, mod func(*server.Config)) *server.Instance {
 	t.Helper()
-	cfg := server.Config{Addr: "127.0.0.1:0", Region: "A", Dir: t.TempDir(), LogLevel: "warn"}
+	// keys go cold (packed) 30-60 ms after their last access: every test
+	// also exercises packing and unpacking between commands
+	cfg := server.Config{Addr: "127.0.0.1:0", Region: "A", Dir: t.TempDir(), LogLevel: "warn", ColdAfter: 30 * time.Millisecond}
 	if mod != nil {
 		mod(&cfg)
 	}

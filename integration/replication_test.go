@@ -71,7 +71,8 @@ func (c *cluster) start(t testing.TB, name, natsAddr string) {
 		}
 	}
 	cfg := server.Config{Addr: "127.0.0.1:0", Region: name, Dir: c.dirs[name], LogLevel: "warn",
-		PeerListen: natsAddr, Peers: peers, MetricsAddr: "127.0.0.1:0", PeerDownAfter: 300 * time.Millisecond}
+		PeerListen: natsAddr, Peers: peers, MetricsAddr: "127.0.0.1:0", PeerDownAfter: 300 * time.Millisecond,
+		ColdAfter: 30 * time.Millisecond}
 	if c.mod != nil {
 		c.mod(&cfg)
 	}

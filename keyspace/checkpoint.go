@@ -120,7 +120,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 					r.s.mu.Lock()
 					var st *crdt.State
 					if e := r.s.m[r.key]; e != nil {
-						st = e.st
+						st = ks.view(e)
 					}
 					writes = append(writes, Write{DB: r.db, Key: r.key, ElemsOnly: true, Elems: encodeElems(st, r.refs[:n])})
 					r.s.mu.Unlock()
@@ -167,12 +167,13 @@ func (s *shard) capture(dbi int, key string, dk *dirtyKey) (w Write, more []elem
 		w.ReplaceAll = dk != nil && dk.elems
 		return w, nil
 	}
-	w.Header = crdt.AppendState(nil, e.st.Header())
+	st := s.ks.view(e)
+	w.Header = crdt.AppendState(nil, st.Header())
 	if dk != nil {
 		w.ReplaceAll = dk.all && dk.elems
-		refs := elemRefs(e.st, dk.all, dk.members, dk.fields)
+		refs := elemRefs(st, dk.all, dk.members, dk.fields)
 		n := min(captureChunk, len(refs))
-		w.Elems = encodeElems(e.st, refs[:n])
+		w.Elems = encodeElems(st, refs[:n])
 		more = refs[n:]
 	}
 	return w, more

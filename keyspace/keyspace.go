@@ -93,6 +93,8 @@ type Keyspace struct {
 
 	gcEpoch atomic.Uint32 // current tombstone GC epoch (starts at 1)
 
+	regions regionTable // region names of packed (cold) entries
+
 	quarMu  sync.Mutex
 	quar    map[Key]bool // keys whose stored state failed its checksum, until repaired
 	quarAny atomic.Bool
@@ -153,7 +155,7 @@ func (ks *Keyspace) Snapshot(k Key) *crdt.State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.m[k.Key]; e != nil {
-		return e.st.Clone()
+		return ks.view(e).Clone()
 	}
 	return nil
 }
@@ -176,6 +178,10 @@ type Stats struct {
 	// FieldsGCd live keys whose removed fields' metadata was dropped.
 	TombstonesGCd atomic.Uint64
 	FieldsGCd     atomic.Uint64
+	// ColdKeys counts keys kept packed (see PackCold), ColdBytes their
+	// packed bytes.
+	ColdKeys  atomic.Int64
+	ColdBytes atomic.Int64
 }
 
 // Conflict is one resolution that discarded data.
@@ -196,6 +202,7 @@ type db struct {
 
 type shard struct {
 	mu  sync.Mutex
+	ks  *Keyspace
 	m   map[string]*entry
 	exp map[string]int64 // keys with a deadline
 	// dirty: keys changed since the last checkpoint captured this shard
@@ -230,9 +237,15 @@ func newEntry() *entry {
 	return &x.e
 }
 
+// An entry is warm (st set) or cold (st nil, packed holding the state's
+// crdt packed form). Every access through a Tx warms it; PackCold packs
+// entries nobody accessed since its previous run.
 type entry struct {
-	st   *crdt.State
-	live bool
+	st     *crdt.State
+	packed []byte
+	live   bool
+	// hot: accessed since the last PackCold
+	hot bool
 	// hasExp: the key is in its shard's exp map; dirty: in its dirty map;
 	// digStale: dig awaits settle
 	hasExp, dirty, digStale bool
@@ -271,7 +284,7 @@ func (s *shard) settle() {
 	for _, key := range s.pend {
 		if e := s.m[key]; e != nil && e.digStale {
 			old := e.dig
-			e.dig = crdt.KeyDigest(key, crdt.HeaderDigest(e.st), e.elems)
+			e.dig = crdt.KeyDigest(key, crdt.HeaderDigest(s.ks.view(e)), e.elems)
 			s.bkt[subBucket(key)] ^= old ^ e.dig
 			e.digStale = false
 		}
@@ -303,6 +316,7 @@ func New(cfg Config, store Store) *Keyspace {
 	for i := 0; i < cfg.DBs; i++ {
 		d := &db{}
 		for j := range d.shards {
+			d.shards[j].ks = ks
 			d.shards[j].m = make(map[string]*entry)
 			d.shards[j].exp = make(map[string]int64)
 		}
@@ -413,14 +427,41 @@ func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 // txPool recycles Tx values: a command's tx never outlives its Run.
 var txPool = sync.Pool{New: func() any { return new(Tx) }}
 
-// RunAll executes fn holding the whole keyspace (MULTI/EXEC, FLUSHALL).
+// RunAll executes fn holding the whole keyspace (MULTI/EXEC, FLUSHALL):
+// the world lock keeps other transactions out, and every shard's lock the
+// readers that take only a shard's lock (SCAN, DBSIZE, checkpoints' and
+// anti-entropy's reads). Readers called by fn pass its tx instead.
 func (ks *Keyspace) RunAll(fn func(tx *Tx) error) (Ticket, error) {
 	ks.world.Lock()
+	ks.eachShard(func(s *shard) { s.mu.Lock() })
 	tx := &Tx{ks: ks, all: true, now: ks.NowMs()}
 	err := fn(tx)
 	t := tx.commit()
+	ks.eachShard(func(s *shard) { s.mu.Unlock() })
 	ks.world.Unlock()
 	return t, err
+}
+
+func (ks *Keyspace) eachShard(fn func(s *shard)) {
+	for _, d := range ks.dbs {
+		for i := range d.shards {
+			fn(&d.shards[i])
+		}
+	}
+}
+
+// lockFor locks s for a reader, unless the reader runs inside a RunAll tx
+// (in), which holds every shard already.
+func (s *shard) lockFor(in *Tx) {
+	if in == nil || !in.all {
+		s.mu.Lock()
+	}
+}
+
+func (s *shard) unlockFor(in *Tx) {
+	if in == nil || !in.all {
+		s.mu.Unlock()
+	}
 }
 
 // InAll reports whether the tx holds the whole keyspace.
@@ -509,7 +550,14 @@ func (tx *Tx) find(k Key) *entry {
 	if tx.cok && tx.ck == k {
 		return tx.ce
 	}
-	e := tx.shard(k).m[k.Key]
+	s := tx.shard(k)
+	e := s.m[k.Key]
+	if e != nil {
+		if e.st == nil {
+			e = s.warm(k.Key, e)
+		}
+		e.hot = true
+	}
 	tx.ck, tx.ce, tx.cok = k, e, true
 	return e
 }
@@ -577,6 +625,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	e := tx.find(k)
 	if e == nil {
 		e = newEntry()
+		e.hot = true
 		s.m[k.Key] = e
 		tx.ce = e
 	}
@@ -725,6 +774,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		if old.live {
 			s.live--
 		}
+		s.forgetPacked(old)
 		s.bkt[subBucket(k.Key)] ^= old.dig
 	}
 	if ks.cfg.Digests {
@@ -763,24 +813,29 @@ func hlcsOf(st *crdt.State) []crdt.HLC {
 	return out
 }
 
-// Size returns the number of live keys and keys with a deadline in db.
-func (ks *Keyspace) Size(dbi int) (keys, expires int) {
+// Size returns the number of live keys and keys with a deadline in db; in
+// is the RunAll tx the caller runs in, or nil.
+func (ks *Keyspace) Size(in *Tx, dbi int) (keys, expires int) {
 	d := ks.dbs[dbi]
 	for i := range d.shards {
 		s := &d.shards[i]
-		s.mu.Lock()
+		s.lockFor(in)
 		keys += s.live
 		expires += len(s.exp)
-		s.mu.Unlock()
+		s.unlockFor(in)
 	}
 	return
 }
 
 // ScanPage returns up to count live keys of db from cursor on, and the next
 // cursor (0 when done). Keys present for the whole scan are returned at least
-// once. match filters keys when non-nil.
-func (ks *Keyspace) ScanPage(dbi int, cursor uint64, count int, match func(string, *crdt.State) bool) ([]string, uint64) {
+// once. match filters keys when non-nil (st returns the key's state: a cold
+// key is unpacked only if match asks). in is the RunAll tx the caller runs
+// in, or nil.
+func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match func(k string, st func() *crdt.State) bool) ([]string, uint64) {
 	d := ks.dbs[dbi]
+	var cur *entry
+	stOf := func() *crdt.State { return ks.view(cur) }
 	shardIdx := cursor >> 33
 	pos := cursor & (1<<33 - 1)
 	now := ks.NowMs()
@@ -791,21 +846,22 @@ func (ks *Keyspace) ScanPage(dbi int, cursor uint64, count int, match func(strin
 			h uint64
 			k string
 		}
-		s.mu.Lock()
+		s.lockFor(in)
 		cands := make([]hk, 0, len(s.m))
 		for k, e := range s.m {
 			if !e.live {
 				continue
 			}
-			if at := e.st.ExpireAt(); at > 0 && at <= now {
+			if at := s.expireAt(k, e); at > 0 && at <= now {
 				continue
 			}
 			h := (hashKey(k) >> 8) & 0xffffffff
-			if h >= pos && (match == nil || match(k, e.st)) {
+			cur = e
+			if h >= pos && (match == nil || match(k, stOf)) {
 				cands = append(cands, hk{h, k})
 			}
 		}
-		s.mu.Unlock()
+		s.unlockFor(in)
 		sort.Slice(cands, func(i, j int) bool { return cands[i].h < cands[j].h })
 		for i, c := range cands {
 			if len(out) >= count && (i == 0 || c.h != cands[i-1].h) {
@@ -819,28 +875,29 @@ func (ks *Keyspace) ScanPage(dbi int, cursor uint64, count int, match func(strin
 	return out, 0
 }
 
-// RandomKey returns a random live key of db, or "".
-func (ks *Keyspace) RandomKey(dbi int) string {
+// RandomKey returns a random live key of db, or ""; in is the RunAll tx the
+// caller runs in, or nil.
+func (ks *Keyspace) RandomKey(in *Tx, dbi int) string {
 	d := ks.dbs[dbi]
 	now := ks.NowMs()
 	start := rand.IntN(shardCount)
 	for i := 0; i < shardCount; i++ {
 		s := &d.shards[(start+i)%shardCount]
-		s.mu.Lock()
+		s.lockFor(in)
 		if s.live > 0 {
 			skip := rand.IntN(s.live)
 			for k, e := range s.m {
-				if !e.live || (e.st.ExpireAt() > 0 && e.st.ExpireAt() <= now) {
+				if at := s.expireAt(k, e); !e.live || (at > 0 && at <= now) {
 					continue
 				}
 				if skip <= 0 {
-					s.mu.Unlock()
+					s.unlockFor(in)
 					return k
 				}
 				skip--
 			}
 		}
-		s.mu.Unlock()
+		s.unlockFor(in)
 	}
 	return ""
 }
@@ -1115,7 +1172,7 @@ func (ks *Keyspace) StableTombstones(upTo uint32) []Key {
 // upTo or before (tombstone GC once every region has seen it).
 func (tx *Tx) Forget(k Key, upTo uint32) bool {
 	s := tx.shard(k)
-	e := s.m[k.Key]
+	e := tx.find(k)
 	if e != nil && e.live && e.metaEpoch > 0 && e.metaEpoch <= upTo {
 		// a live key: drop only its removed fields' lingering metadata
 		for f, r := range e.st.Hash {

@@ -92,7 +92,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 	set(ks, "a", "1", time.Second)
 	set(ks, "b", "2", time.Second)
 	set(ks, "c", "3", 0)
-	if n, x := ks.Size(0); n != 3 || x != 2 {
+	if n, x := ks.Size(nil, 0); n != 3 || x != 2 {
 		t.Fatalf("size %d/%d", n, x)
 	}
 	clk.Add(2 * time.Second)
@@ -107,7 +107,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 	if n != 1 || ks.Stats.ExpiredKeys.Load() != 2 {
 		t.Fatalf("sweep removed %d, expired_keys %d", n, ks.Stats.ExpiredKeys.Load())
 	}
-	if n, x := ks.Size(0); n != 1 || x != 0 {
+	if n, x := ks.Size(nil, 0); n != 1 || x != 0 {
 		t.Fatalf("size after expiry %d/%d", n, x)
 	}
 	// the expiry became a delete delta and, with no peers, a deleted record
@@ -121,7 +121,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 	if deletes != 2 {
 		t.Fatalf("%d deletes persisted", deletes)
 	}
-	keys, _ := ks.ScanPage(0, 0, 100, nil)
+	keys, _ := ks.ScanPage(nil, 0, 0, 100, nil)
 	if len(keys) != 1 || keys[0] != "c" {
 		t.Fatalf("scan %v", keys)
 	}
@@ -137,7 +137,7 @@ func TestTombstonesKeptUntilStable(t *testing.T) {
 	if _, ok := get(ks, "k"); ok {
 		t.Fatal("deleted key readable")
 	}
-	if n, _ := ks.Size(0); n != 0 {
+	if n, _ := ks.Size(nil, 0); n != 0 {
 		t.Fatalf("size %d", n)
 	}
 	if ks.Stats.Tombstones.Load() != 1 {
@@ -199,7 +199,7 @@ func TestScanSeesEveryStableKeyDespiteChurn(t *testing.T) {
 	cur := uint64(0)
 	for round := 0; ; round++ {
 		var page []string
-		page, cur = ks.ScanPage(0, cur, 37, nil)
+		page, cur = ks.ScanPage(nil, 0, cur, 37, nil)
 		for _, k := range page {
 			seen[k] = true
 		}
@@ -383,11 +383,11 @@ func TestLazyDigestsMatchFreshOnes(t *testing.T) {
 func TestExpiryIndexFollowsTheKey(t *testing.T) {
 	ks, _, _ := newKS(true)
 	set(ks, "a", "1", time.Hour)
-	if _, x := ks.Size(0); x != 1 {
+	if _, x := ks.Size(nil, 0); x != 1 {
 		t.Fatalf("%d keys with a deadline", x)
 	}
 	set(ks, "a", "2", 0) // SET drops the TTL
-	if n, x := ks.Size(0); n != 1 || x != 0 {
+	if n, x := ks.Size(nil, 0); n != 1 || x != 0 {
 		t.Fatalf("after SET without TTL: %d keys, %d with a deadline", n, x)
 	}
 }

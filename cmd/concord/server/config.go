@@ -66,6 +66,11 @@ type Config struct {
 	// was written since the last one; recovery replays the log after it.
 	CheckpointInterval time.Duration
 	CheckpointLogBytes int64
+	// ColdAfter: a key nobody read or wrote for this long (at most twice
+	// this) is kept packed in memory until its next access (0: never);
+	// keys with more than ColdMaxElements members or fields stay unpacked.
+	ColdAfter       time.Duration
+	ColdMaxElements int
 	// StreamMaxMsgs bounds this region's stream by message count (tests
 	// only: it makes a partitioned peer miss deltas).
 	StreamMaxMsgs int64
@@ -191,6 +196,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention == 0 {
 		c.Retention = 24 * time.Hour
+	}
+	if c.ColdMaxElements == 0 {
+		c.ColdMaxElements = 128
+	}
+	if c.ColdAfter < 0 || c.ColdMaxElements < 0 {
+		return fmt.Errorf("--cold-after and --cold-max-elements must not be negative: %v, %d", c.ColdAfter, c.ColdMaxElements)
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Minute

@@ -23,6 +23,8 @@ var (
 	mExpired     = prometheus.NewDesc("concord_expired_keys_total", "Keys removed because their deadline passed.", nil, nil)
 	mConflicts   = prometheus.NewDesc("concord_conflicts_total", "Conflict resolutions that discarded data, by kind.", []string{"kind"}, nil)
 	mTombstones  = prometheus.NewDesc("concord_tombstones", "Deleted keys kept for merging (until tombstone GC).", nil, nil)
+	mColdKeys    = prometheus.NewDesc("concord_cold_keys", "Keys kept packed in memory (not accessed for --cold-after).", nil, nil)
+	mColdBytes   = prometheus.NewDesc("concord_cold_bytes", "Bytes of the packed states of cold keys.", nil, nil)
 	mCommands    = prometheus.NewDesc("concord_commands_total", "Commands executed, by command.", []string{"cmd"}, nil)
 	mCmdErrors   = prometheus.NewDesc("concord_command_errors_total", "Commands rejected or failed, by command.", []string{"cmd"}, nil)
 	mClients     = prometheus.NewDesc("concord_connected_clients", "Connected clients.", nil, nil)
@@ -56,7 +58,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	in := c.in
 	ks := in.KS
 	for db := 0; db < ks.DBs(); db++ {
-		if n, _ := ks.Size(db); n > 0 {
+		if n, _ := ks.Size(nil, db); n > 0 {
 			ch <- prometheus.MustNewConstMetric(mKeys, prometheus.GaugeValue, float64(n), strconv.Itoa(db))
 		}
 	}
@@ -73,6 +75,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mAERounds, in.ae.rounds.Load())
 	counter(mRepaired, ks.Stats.KeysRepaired.Load())
 	ch <- prometheus.MustNewConstMetric(mTombstones, prometheus.GaugeValue, float64(ks.Stats.Tombstones.Load()))
+	ch <- prometheus.MustNewConstMetric(mColdKeys, prometheus.GaugeValue, float64(ks.Stats.ColdKeys.Load()))
+	ch <- prometheus.MustNewConstMetric(mColdBytes, prometheus.GaugeValue, float64(ks.Stats.ColdBytes.Load()))
 	for name, st := range in.Engine.CommandStats() {
 		counter(mCommands, st[0], name)
 		counter(mCmdErrors, st[1], name)

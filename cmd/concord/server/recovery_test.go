@@ -56,7 +56,7 @@ func TestCrashRecoversCheckpointPlusLog(t *testing.T) {
 func startForTest(t *testing.T, dir string, peer bool) *Instance {
 	t.Helper()
 	cfg := Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error", DBs: 2, Region: "A",
-		CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
+		CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40, ColdAfter: 5 * time.Millisecond}
 	if peer { // X never runs: its deltas are handed to the apply path below
 		cfg.Bus, cfg.Peers = peering.NewBus(), map[string]string{"X": "mem"}
 	}
@@ -185,7 +185,7 @@ func want(t *testing.T, in *Instance) map[keyspace.Key]*crdt.State {
 	for db := 0; db < in.KS.DBs(); db++ {
 		cursor := uint64(0)
 		for {
-			keys, next := in.KS.ScanPage(db, cursor, 100, nil)
+			keys, next := in.KS.ScanPage(nil, db, cursor, 100, nil)
 			for _, k := range keys {
 				if st := in.KS.Snapshot(keyspace.Key{DB: db, Key: k}); st != nil {
 					out[keyspace.Key{DB: db, Key: k}] = st

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -307,6 +308,9 @@ func Start(cfg Config) (*Instance, error) {
 		in.metricsLn = mln
 	}
 	go in.expireLoop(ctx, conf)
+	if cfg.ColdAfter > 0 {
+		go in.packLoop(ctx)
+	}
 	go in.conflictLog(ctx)
 	if !replicated {
 		go peering.DiscardOutbox(ctx, store, time.Second, log)
@@ -392,6 +396,32 @@ func (in *Instance) expireLoop(ctx context.Context, conf *commands.Config) {
 		in.KS.ExpireCycle(int(200 * conf.Int("active-expire-effort")))
 	}
 }
+
+// packLoop packs the keys nobody accessed during the last period (see
+// keyspace.PackCold). After packing many, it hands the freed memory back to
+// the OS at once (Go's scavenger would take minutes on an idle server).
+func (in *Instance) packLoop(ctx context.Context) {
+	t := time.NewTicker(in.cfg.ColdAfter)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		if n := in.KS.PackCold(in.cfg.ColdMaxElements); n > 0 {
+			if n >= freeAfterPacking {
+				debug.FreeOSMemory()
+			}
+			in.Log.Debug().Int("keys", n).Dur("took", time.Since(start)).Msg("packed cold keys")
+		}
+	}
+}
+
+// freeAfterPacking is how many keys packed at once make packLoop return
+// memory to the OS.
+const freeAfterPacking = 50000
 
 // Addr returns the address clients connect to.
 func (in *Instance) Addr() string { return in.ln.Addr().String() }

@@ -1,0 +1,194 @@
+package keyspace
+
+import (
+	"fmt"
+	"math/rand"
+	"sort"
+	"testing"
+	"time"
+
+	"concord/crdt"
+)
+
+// snapshots returns every key's state (tombstones included), as the codec's
+// canonical bytes are order-dependent, compared with crdt.Equal.
+func snapshots(ks *Keyspace, keys []Key) map[Key]*crdt.State {
+	out := map[Key]*crdt.State{}
+	for _, k := range keys {
+		if st := ks.Snapshot(k); st != nil {
+			out[k] = st
+		}
+	}
+	return out
+}
+
+// Keys packed by PackCold read, write, expire, scan, checkpoint and digest
+// exactly as if they had stayed unpacked: a keyspace that packs after every
+// step and one that never packs see the same random workload and must agree
+// on every state, every reply, every checkpoint write and every digest.
+func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
+	for seed := int64(1); seed <= 4; seed++ {
+		clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+		mk := func() (*Keyspace, *memStore) {
+			st := &memStore{}
+			return New(Config{Region: "A", DBs: 3, Now: clk.Now, Digests: true, Stable: func() bool { return seed%2 == 0 }}, st), st
+		}
+		cold, cstore := mk()
+		warm, wstore := mk()
+		rng := rand.New(rand.NewSource(seed))
+		var keys []Key
+		for i := 0; i < 40; i++ {
+			keys = append(keys, Key{DB: i % 3, Key: fmt.Sprint("k", i)})
+		}
+		packed := 0
+		for step := 0; step < 1500; step++ {
+			k := keys[rng.Intn(len(keys))]
+			op := rng.Intn(9)
+			arg := fmt.Sprint(rng.Intn(6))
+			ttl := int64(rng.Intn(3000))
+			reply := func(ks *Keyspace) string {
+				var out string
+				ks.Run([]Key{k}, func(tx *Tx) error {
+					st := tx.State(k)
+					switch op {
+					case 0:
+						tx.Apply(k, crdt.SetString(st, tx.Op(), []byte(arg), false))
+					case 1:
+						if tx.Type(k) == crdt.TypeNone || tx.Type(k) == crdt.TypeString {
+							tx.Apply(k, crdt.IncrBy(st, tx.Op(), 3))
+						}
+					case 2:
+						tx.Apply(k, crdt.SAdd(st, tx.Op(), [][]byte{[]byte(arg)}))
+					case 3:
+						tx.Apply(k, crdt.HSet(st, tx.Op(), [][]byte{[]byte("f" + arg), []byte(arg)}))
+					case 4:
+						tx.Apply(k, crdt.Delete(st))
+					case 5:
+						tx.Apply(k, crdt.Expire(st, tx.Op(), tx.NowMs()+ttl))
+					case 6:
+						tx.Apply(k, crdt.SRem(st, [][]byte{[]byte(arg)}))
+					}
+					if g := tx.Get(k); g != nil {
+						out = g.Type().String() + describe(g)
+					}
+					return nil
+				})
+				return out
+			}
+			rc, rw := reply(cold), reply(warm)
+			if rc != rw {
+				t.Fatalf("seed %d step %d: cold keyspace replied %q, warm %q", seed, step, rc, rw)
+			}
+			switch rng.Intn(10) {
+			case 0:
+				clk.Add(time.Duration(rng.Intn(1500)) * time.Millisecond)
+			case 1:
+				cstore.checkpoint(t, cold)
+				wstore.checkpoint(t, warm)
+			case 2:
+				cold.ExpireCycle(1000)
+				warm.ExpireCycle(1000)
+			}
+			packed += cold.PackCold(4) // twice per touch: hot, then packed
+			packed += cold.PackCold(4)
+		}
+		if packed == 0 || cold.Stats.ColdKeys.Load() == 0 {
+			t.Fatalf("nothing was packed (%d, %d)", packed, cold.Stats.ColdKeys.Load())
+		}
+		cs, ws := snapshots(cold, keys), snapshots(warm, keys)
+		if len(cs) != len(ws) {
+			t.Fatalf("seed %d: %d keys vs %d", seed, len(cs), len(ws))
+		}
+		for k, st := range ws {
+			if !crdt.Equal(cs[k], st) {
+				t.Fatalf("seed %d: %v differs after packing", seed, k)
+			}
+		}
+		if fmt.Sprint(cold.Roots()) != fmt.Sprint(warm.Roots()) {
+			t.Fatalf("seed %d: anti-entropy roots differ", seed)
+		}
+		for db := 0; db < 3; db++ {
+			sc, _ := cold.ScanPage(nil, db, 0, 1000, func(_ string, st func() *crdt.State) bool { return st().Type() == crdt.TypeSet })
+			sw, _ := warm.ScanPage(nil, db, 0, 1000, func(_ string, st func() *crdt.State) bool { return st().Type() == crdt.TypeSet })
+			sort.Strings(sc)
+			sort.Strings(sw)
+			if fmt.Sprint(sc) != fmt.Sprint(sw) {
+				t.Fatalf("SCAN TYPE set: %v vs %v", sc, sw)
+			}
+			nc, xc := cold.Size(nil, db)
+			nw, xw := warm.Size(nil, db)
+			if nc != nw || xc != xw {
+				t.Fatalf("sizes %d/%d vs %d/%d", nc, xc, nw, xw)
+			}
+		}
+		// what a checkpoint stores of cold keys is what it stores of warm ones
+		cstore.writes, wstore.writes = nil, nil
+		cold.PackCold(4)
+		cold.PackCold(4)
+		for _, k := range keys {
+			for _, ks := range []*Keyspace{cold, warm} {
+				s := ks.dbs[k.DB].shardOf(k.Key)
+				s.mu.Lock()
+				if s.dirty == nil {
+					s.dirty = map[string]*dirtyKey{}
+				}
+				s.dirty[k.Key] = &dirtyKey{all: true, elems: true}
+				s.mu.Unlock()
+			}
+		}
+		cstore.checkpoint(t, cold)
+		wstore.checkpoint(t, warm)
+		if a, b := canonWrites(cstore.writes), canonWrites(wstore.writes); a != b {
+			t.Fatalf("seed %d: checkpoints differ:\n%s\n%s", seed, a, b)
+		}
+	}
+}
+
+// describe renders a state's readable value.
+func describe(st *crdt.State) string {
+	switch st.Type() {
+	case crdt.TypeString:
+		v, _ := st.StrValue()
+		return string(v)
+	case crdt.TypeSet:
+		var m []string
+		for k := range st.Set {
+			m = append(m, k)
+		}
+		sort.Strings(m)
+		return fmt.Sprint(m, st.ExpireAt())
+	case crdt.TypeHash:
+		var m []string
+		for f, r := range st.Hash {
+			if v, ok, _ := r.Get(); ok {
+				m = append(m, f+"="+string(v))
+			}
+		}
+		sort.Strings(m)
+		return fmt.Sprint(m, st.ExpireAt())
+	}
+	return ""
+}
+
+// canonWrites renders checkpoint writes independent of order.
+func canonWrites(ws []Write) string {
+	var out []string
+	for _, w := range ws {
+		var h string
+		if w.Header != nil {
+			st, err := crdt.DecodeState(w.Header)
+			if err != nil {
+				return err.Error()
+			}
+			h = describe(st) + fmt.Sprint(st.ExpireAt(), st.Ctx)
+		}
+		var el []string
+		for _, e := range w.Elems {
+			el = append(el, fmt.Sprintf("%d:%s:%d", e.Kind, e.Name, len(e.Data)))
+		}
+		sort.Strings(el)
+		out = append(out, fmt.Sprintf("%d/%s %v %v %s %v", w.DB, w.Key, w.ReplaceAll, w.ElemsOnly, h, el))
+	}
+	sort.Strings(out)
+	return fmt.Sprint(out)
+}
