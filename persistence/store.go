@@ -214,7 +214,7 @@ func Open(opts Options) (*Store, error) {
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = 768 << 10
 	}
-	open := func(dir string) (*badger.DB, error) {
+	open := func(dir string, threshold int64) (*badger.DB, error) {
 		db, err := badger.Open(badger.DefaultOptions(dir).
 			WithSyncWrites(opts.Fsync == FsyncAlways).
 			WithLogger(badgerLogger{opts.Log}).
@@ -224,7 +224,7 @@ func Open(opts Options) (*Store, error) {
 			WithIndexCacheSize(8 << 20).
 			WithMemTableSize(16 << 20).
 			WithNumMemtables(2).
-			WithValueThreshold(1 << 10).
+			WithValueThreshold(threshold).
 			WithDetectConflicts(false).
 			WithMetricsEnabled(false))
 		if err != nil {
@@ -234,11 +234,16 @@ func Open(opts Options) (*Store, error) {
 	}
 	// two Badger databases, so that a checkpoint's big batches of key
 	// states never queue in front of the group commits of the log
-	sdb, err := open(opts.Dir)
+	sdb, err := open(opts.Dir, 1<<10)
 	if err != nil {
 		return nil, err
 	}
-	db, err := open(opts.Dir + "-log")
+	// the log's entries (at most MaxEntryBytes, below Badger's largest
+	// threshold) stay in the LSM tree instead of the value log: the value
+	// log is written through a memory map whose pages stay resident until
+	// value-log GC drops a whole file, while trimmed LSM entries go at the
+	// next compaction
+	db, err := open(opts.Dir+"-log", 1<<20)
 	if err != nil {
 		sdb.Close()
 		return nil, err

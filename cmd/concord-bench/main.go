@@ -91,14 +91,17 @@ func start(name string, bin string, args ...string) *server {
 
 func (s *server) stop() { s.cmd.Process.Kill(); s.cmd.Wait() }
 
-func (s *server) rss() int64 {
+func (s *server) rss() int64 { return s.status("VmRSS:") }
+
+// status reads a size field of the server's /proc status, in bytes.
+func (s *server) status(field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
 	if err != nil {
 		return 0
 	}
 	sc := bufio.NewScanner(strings.NewReader(string(b)))
 	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb * 1024
 		}
@@ -175,24 +178,39 @@ func main() {
 	}
 }
 
-// memory loads the same data into fresh servers and compares RSS growth.
+// memory loads the same data into fresh servers and compares RSS growth:
+// right after the load, and once settled (Concord's keys went cold, see
+// --cold-after, and both servers ran MEMORY PURGE). The anonymous part of
+// RSS is shown too: Concord's also counts Badger's memory-mapped files.
 func memory(newConcord, newRedis func() *server, quick bool) {
 	keys, members := 1000000, 1000000
 	if quick {
 		keys, members = 100000, 100000
 	}
-	measure := func(s *server, test string, n int) float64 {
-		before := s.rss()
-		if test == "set" {
-			bench(s.port, "set", 16, n*3, n) // -r n random keys, 3-byte values; enough requests to fill most of them
-		} else {
-			bench(s.port, "sadd", 16, n*3, n)
-		}
+	type rssAt struct{ loaded, settled, anon float64 }
+	measure := func(s *server, test string, n int) rssAt {
+		before, beforeAnon := s.rss(), s.status("RssAnon:")
+		bench(s.port, test, 16, n*3, n) // -r n random keys/members, enough requests to fill most of them
 		time.Sleep(500 * time.Millisecond)
-		items := count(s.port, test)
-		return float64(s.rss()-before) / float64(max(items, 1))
+		items := float64(max(count(s.port, test), 1))
+		var r rssAt
+		r.loaded = float64(s.rss()-before) / items
+		if s.name == "concord" && test == "set" {
+			// wait for the keys to go cold (the default --cold-after is
+			// 10 s: packed 10-20 s after their last write)
+			deadline := time.Now().Add(45 * time.Second)
+			for time.Now().Before(deadline) && float64(info(s.port, "memory", "cold_keys")) < 0.99*items {
+				time.Sleep(time.Second)
+			}
+		}
+		cli(s.port, "MEMORY", "PURGE")
+		time.Sleep(500 * time.Millisecond)
+		r.settled = float64(s.rss()-before) / items
+		r.anon = float64(s.status("RssAnon:")-beforeAnon) / items
+		return r
 	}
-	fmt.Printf("%-28s | %12s | %12s | %6s\n", "", "concord B", "redis B", "ratio")
+	fmt.Printf("%-30s | %-28s | %-28s | %-28s\n", "bytes of RSS", "after the load", "settled", "settled, anonymous only")
+	fmt.Printf("%-30s | %8s %8s %8s  | %8s %8s %8s  | %8s %8s %8s\n", "", "concord", "redis", "ratio", "concord", "redis", "ratio", "concord", "redis", "ratio")
 	for _, t := range []struct {
 		name, test string
 		n          int
@@ -201,8 +219,26 @@ func memory(newConcord, newRedis func() *server, quick bool) {
 		cb, rb := measure(c, t.test, t.n), measure(r, t.test, t.n)
 		c.stop()
 		r.stop()
-		fmt.Printf("%-28s | %12.1f | %12.1f | %6.2f\n", t.name, cb, rb, cb/rb)
+		fmt.Printf("%-30s | %8.0f %8.0f %7.2fx  | %8.0f %8.0f %7.2fx  | %8.0f %8.0f %7.2fx\n", t.name,
+			cb.loaded, rb.loaded, cb.loaded/rb.loaded, cb.settled, rb.settled, cb.settled/rb.settled, cb.anon, rb.anon, cb.anon/rb.anon)
 	}
+}
+
+// cli runs redis-cli against port and returns its output.
+func cli(port int, args ...string) string {
+	out, _ := exec.Command("redis-cli", append([]string{"-p", strconv.Itoa(port)}, args...)...).Output()
+	return string(out)
+}
+
+// info returns a numeric field of an INFO section (0 if absent).
+func info(port int, section, field string) int64 {
+	for _, line := range strings.Split(cli(port, "INFO", section), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 func count(port int, test string) int64 {
