@@ -37,7 +37,16 @@ func (s *shard) markDirty(key string, e *entry, t *touch, gone, hasElems bool) {
 		s.dirty[key] = d
 	}
 	d.merge(t.all || gone, elems, t.members, t.fields)
+	if n := len(d.members) + len(d.fields); n >= dirtyElemsAll && !gone && 2*n >= len(e.st.Set)+len(e.st.Hash) {
+		// most of a big key changed: rewriting it whole costs at most
+		// twice as much and drops a map of every changed element
+		d.all, d.members, d.fields = true, nil, nil
+	}
 }
+
+// dirtyElemsAll: a key with this many changed elements, half of its
+// elements or more, is rewritten whole by the next checkpoint.
+const dirtyElemsAll = 1024
 
 func (d *dirtyKey) merge(all, elems bool, members, fields map[string]struct{}) {
 	d.elems = d.elems || elems

@@ -391,3 +391,84 @@ func TestExpiryIndexFollowsTheKey(t *testing.T) {
 		t.Fatalf("after SET without TTL: %d keys, %d with a deadline", n, x)
 	}
 }
+
+// A big key most of whose elements changed is rewritten whole (no map of
+// every changed element kept until the checkpoint); a few changes to it are
+// written one by one.
+func TestMostlyChangedBigKeyRewrittenWhole(t *testing.T) {
+	ks, _, store := newKS(true)
+	k := Key{Key: "big"}
+	sadd := func(from, to int) {
+		for i := from; i < to; i += 100 {
+			ks.Run([]Key{k}, func(tx *Tx) error {
+				var ms [][]byte
+				for j := i; j < min(i+100, to); j++ {
+					ms = append(ms, []byte(fmt.Sprint("m", j)))
+				}
+				tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), ms))
+				return nil
+			})
+		}
+	}
+	elems := func() (n int, replace bool) {
+		for _, w := range store.writes {
+			n += len(w.Elems)
+			replace = replace || w.ReplaceAll
+		}
+		return
+	}
+	sadd(0, 3000)
+	s := ks.dbs[0].shardOf(k.Key)
+	if dk := s.dirty[k.Key]; dk == nil || !dk.all || dk.members != nil {
+		t.Fatalf("a new 3000-member set is tracked member by member: %+v", dk)
+	}
+	store.checkpoint(t, ks)
+	if n, replace := elems(); n != 3000 || !replace {
+		t.Fatalf("checkpoint of the new set: %d elements, replace %v", n, replace)
+	}
+	store.writes = nil
+	sadd(3000, 3010)
+	store.checkpoint(t, ks)
+	if n, replace := elems(); n != 10 || replace {
+		t.Fatalf("checkpoint of 10 new members: %d elements, replace %v", n, replace)
+	}
+}
+
+// Readers that take only a shard's lock (SCAN, DBSIZE, anti-entropy,
+// packing) run safely next to RunAll (MULTI/EXEC), which takes no shard
+// lock of its own per key: under -race this failed before RunAll held every
+// shard ("concurrent map read and map write").
+func TestReadersBesideRunAll(t *testing.T) {
+	ks, _, _ := newKS(true)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ks.ScanPage(nil, 0, 0, 100, func(_ string, st func() *crdt.State) bool { return st().Type() != crdt.TypeNone })
+			ks.Size(nil, 0)
+			ks.Snapshot(Key{Key: "k1"})
+			ks.Roots()
+			ks.PackCold(8)
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		ks.RunAll(func(tx *Tx) error {
+			for j := 0; j < 5; j++ {
+				k := Key{Key: fmt.Sprint("k", (i+j)%40)}
+				tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), []byte(fmt.Sprint(i)), false))
+				ks.ScanPage(tx, 0, 0, 10, nil) // a reader inside EXEC passes its tx
+				ks.Size(tx, 0)
+			}
+			return nil
+		})
+	}
+	close(stop)
+	wg.Wait()
+}
