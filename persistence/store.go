@@ -20,6 +20,7 @@ import (
 	"concord/crdt"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/rs/zerolog"
 )
 
@@ -214,8 +215,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = 768 << 10
 	}
-	open := func(dir string, threshold int64) (*badger.DB, error) {
+	open := func(dir string, threshold int64, compression options.CompressionType) (*badger.DB, error) {
 		db, err := badger.Open(badger.DefaultOptions(dir).
+			WithCompression(compression).
 			WithSyncWrites(opts.Fsync == FsyncAlways).
 			WithLogger(badgerLogger{opts.Log}).
 			WithLoggingLevel(badger.WARNING).
@@ -234,7 +236,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	// two Badger databases, so that a checkpoint's big batches of key
 	// states never queue in front of the group commits of the log
-	sdb, err := open(opts.Dir, 1<<10)
+	sdb, err := open(opts.Dir, 1<<10, options.Snappy)
 	if err != nil {
 		return nil, err
 	}
@@ -242,8 +244,9 @@ func Open(opts Options) (*Store, error) {
 	// threshold) stay in the LSM tree instead of the value log: the value
 	// log is written through a memory map whose pages stay resident until
 	// value-log GC drops a whole file, while trimmed LSM entries go at the
-	// next compaction
-	db, err := open(opts.Dir+"-log", 1<<20)
+	// next compaction; not compressed: entries live briefly (until the
+	// next checkpoint)
+	db, err := open(opts.Dir+"-log", 1<<20, options.None)
 	if err != nil {
 		sdb.Close()
 		return nil, err

@@ -115,6 +115,12 @@ func (g *guard) Read(p []byte) (int, error) {
 func (g *guard) fill() error {
 	if g.deadline != nil {
 		mid := g.st != gStart || len(g.line) > 0 || len(g.out) > 0
+		if mid && g.started.IsZero() {
+			// the clock of a partly received command starts when the
+			// read that began it ends (one clock read per such command,
+			// not one per command)
+			g.started = time.Now()
+		}
 		g.deadline(mid, g.started)
 	}
 	buf := g.in[:cap(g.in)]
@@ -146,7 +152,7 @@ func (g *guard) process() {
 		switch g.st {
 		case gStart:
 			g.cmdBytes = 0
-			g.started = time.Now()
+			g.started = time.Time{} // set by fill if the command spans reads
 			g.line = g.line[:0]
 			if b[0] == '*' {
 				g.st = gMultibulkLine
