@@ -26,3 +26,64 @@ func BenchmarkRunSet(b *testing.B) {
 type discard struct{}
 
 func (discard) Submit([]Write, []crdt.KeyDelta, []crdt.KeyDelta) Ticket { return done{} }
+
+// BenchmarkColdKeys measures, per key of a 100k-key keyspace: packing
+// (ns/op of "pack"), the sweep over keys already cold ("idle sweep": what
+// --cold-after costs a quiet server), and a read that unpacks ("warm").
+func BenchmarkColdKeys(b *testing.B) {
+	const n = 100000
+	setup := func() *Keyspace {
+		ks, _, _ := newKS(true)
+		ks.store = discard{}
+		v := []byte("xxx")
+		for i := 0; i < n; i++ {
+			k := Key{Key: "key:" + strconv.Itoa(i)}
+			ks.Run([]Key{k}, func(tx *Tx) error {
+				tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), v, false))
+				return nil
+			})
+		}
+		ks.PackCold(128) // clears the hot marks
+		return ks
+	}
+	b.Run("pack", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i += n {
+			b.StopTimer()
+			ks := setup()
+			b.StartTimer()
+			if got := ks.PackCold(128); got != n {
+				b.Fatalf("packed %d", got)
+			}
+		}
+	})
+	b.Run("idle sweep", func(b *testing.B) {
+		ks := setup()
+		ks.PackCold(128)
+		b.ResetTimer()
+		for i := 0; i < b.N; i += n {
+			ks.PackCold(128)
+		}
+	})
+	b.Run("warm", func(b *testing.B) {
+		ks := setup()
+		ks.PackCold(128)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if i%n == 0 && i > 0 {
+				b.StopTimer()
+				ks.PackCold(128)
+				ks.PackCold(128)
+				b.StartTimer()
+			}
+			k := Key{Key: "key:" + strconv.Itoa(i%n)}
+			ks.Run([]Key{k}, func(tx *Tx) error {
+				if tx.Get(k) == nil {
+					b.Fatal("key lost")
+				}
+				return nil
+			})
+		}
+	})
+}
