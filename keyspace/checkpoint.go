@@ -113,6 +113,8 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 					}
 					if e := s.m[key]; e != nil {
 						e.dirty = false
+					} else if _, off := s.cold.find(key, coldHash(key)); off >= 0 {
+						s.cold.setDirty(off, false)
 					}
 				}
 				taken = append(taken, captured{s, s.dirty})
@@ -128,9 +130,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 					ks.world.RLock()
 					r.s.mu.Lock()
 					var st *crdt.State
-					if e := r.s.m[r.key]; e != nil {
-						st = ks.view(e)
-					}
+					st = r.s.stateOf(r.key)
 					writes = append(writes, Write{DB: r.db, Key: r.key, ElemsOnly: true, Elems: encodeElems(st, r.refs[:n])})
 					r.s.mu.Unlock()
 					ks.world.RUnlock()
@@ -171,12 +171,11 @@ type restOf struct {
 // the log after the checkpoint's position covers every change either way).
 func (s *shard) capture(dbi int, key string, dk *dirtyKey) (w Write, more []elemRef) {
 	w = Write{DB: dbi, Key: key}
-	e := s.m[key]
-	if e == nil { // removed: drop its header and every element
+	st := s.stateOf(key)
+	if st == nil { // removed: drop its header and every element
 		w.ReplaceAll = dk != nil && dk.elems
 		return w, nil
 	}
-	st := s.ks.view(e)
 	w.Header = crdt.AppendState(nil, st.Header())
 	if dk != nil {
 		w.ReplaceAll = dk.all && dk.elems

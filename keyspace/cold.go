@@ -7,12 +7,13 @@ import (
 	"concord/crdt"
 )
 
-// Cold keys. A key nobody read or wrote between two runs of PackCold is
-// kept in crdt's packed form (a few dozen bytes for a small string key
-// instead of a ~550-byte *crdt.State with its maps, slices and timestamps)
-// and unpacked by the next access through a Tx. Readers outside a Tx
-// (checkpoints, anti-entropy digests, SCAN's type filter) unpack a
-// temporary copy and leave the entry cold.
+// Cold keys. A key nobody read or wrote between two runs of PackCold leaves
+// its shard's map for the shard's cold table, in crdt's packed form (a few
+// dozen bytes for a small string key instead of a ~550-byte *crdt.State
+// with its maps, slices and timestamps, plus its map slot, key string and
+// entry); the next access through a Tx moves it back. Readers outside a Tx
+// (checkpoints, anti-entropy, SCAN's type filter) unpack a temporary copy
+// and leave the key cold.
 
 // regionTable interns the region names of packed states: a handful of
 // names, read lock-free, appended under a lock.
@@ -55,50 +56,68 @@ func (t *regionTable) Name(i uint64) (string, bool) {
 	return (*p)[i], true
 }
 
-// view returns e's state: its own when warm, an unpacked copy when cold.
-// The caller must not modify it.
-func (ks *Keyspace) view(e *entry) *crdt.State {
-	if e.st != nil {
+func (ks *Keyspace) unpack(st *crdt.State, packed []byte) {
+	if err := crdt.UnpackInto(st, packed, &ks.regions); err != nil {
+		// our own bytes, in memory: a bug, not bad input
+		panic("keyspace: cannot unpack a cold key: " + err.Error())
+	}
+}
+
+// warm moves key from the cold table back into the map (under s.mu); nil
+// when key is not cold.
+func (s *shard) warm(key string) *entry {
+	slot, off := s.cold.find(key, coldHash(key))
+	if slot < 0 {
+		return nil
+	}
+	r, _, _ := s.cold.parse(off)
+	e := newEntry()
+	e.live, e.hasExp, e.dirty, e.ver, e.elems, e.dig = true, r.hasExp, r.dirty, r.ver, r.elems, r.dig
+	s.ks.unpack(e.st, r.packed)
+	s.ks.Stats.ColdKeys.Add(-1)
+	s.ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
+	s.cold.remove(slot, off)
+	s.m[key] = e
+	s.notePeak()
+	return e
+}
+
+// notePeak records the map's largest size: Go maps never shrink, so
+// PackCold rebuilds a map that emptied out.
+func (s *shard) notePeak() {
+	if n := len(s.m); n > s.peak {
+		s.peak = n
+	}
+}
+
+// coldState returns an unpacked copy of cold key's state (nil when key is
+// not cold) and the record's fields.
+func (s *shard) coldState(key string) (*crdt.State, coldRec, int) {
+	_, off := s.cold.find(key, coldHash(key))
+	if off < 0 {
+		return nil, coldRec{}, -1
+	}
+	r, _, _ := s.cold.parse(off)
+	st := &crdt.State{}
+	s.ks.unpack(st, r.packed)
+	return st, r, off
+}
+
+// stateOf returns key's state, warm or an unpacked copy of a cold one (nil
+// when absent); the caller must not modify it.
+func (s *shard) stateOf(key string) *crdt.State {
+	if e := s.m[key]; e != nil {
 		return e.st
 	}
-	st := &crdt.State{}
-	ks.unpack(st, e)
+	st, _, _ := s.coldState(key)
 	return st
 }
 
-func (ks *Keyspace) unpack(st *crdt.State, e *entry) {
-	if err := crdt.UnpackInto(st, e.packed, &ks.regions); err != nil {
-		// our own bytes, in memory: a bug, not bad input
-		panic("keyspace: cannot unpack a cold entry: " + err.Error())
-	}
-}
-
-// warm replaces the cold entry e of key with a warm one (under s.mu).
-func (s *shard) warm(key string, e *entry) *entry {
-	ne := newEntry()
-	st := ne.st
-	*ne = *e
-	ne.st, ne.packed = st, nil
-	s.ks.unpack(st, e)
-	s.forgetPacked(e)
-	s.m[key] = ne
-	return ne
-}
-
-// forgetPacked updates the cold-key counters for an entry leaving the map
-// or warming up.
-func (s *shard) forgetPacked(e *entry) {
-	if e.st == nil {
-		s.ks.Stats.ColdKeys.Add(-1)
-		s.ks.Stats.ColdBytes.Add(-int64(len(e.packed)))
-	}
-}
-
-// expireAt returns the deadline of the live key of e (0: none) without
-// unpacking it: the shard's expiry index holds the deadline of every live
-// key that has one.
-func (s *shard) expireAt(key string, e *entry) int64 {
-	if !e.hasExp {
+// expireAt returns the deadline of the live key of e (0: none) from the
+// shard's expiry index, which holds the deadline of every live key that
+// has one, warm or cold.
+func (s *shard) expireAt(key string, hasExp bool) int64 {
+	if !hasExp {
 		return 0
 	}
 	return s.exp[key]
@@ -107,10 +126,11 @@ func (s *shard) expireAt(key string, e *entry) int64 {
 // packYield is how many entries PackCold visits per lock hold.
 const packYield = 512
 
-// PackCold packs every warm key not accessed since the previous call and
-// holding at most maxElems members or fields (bigger keys stay warm: an
-// access would unpack them whole); it returns how many it packed. Run it
-// periodically: a key goes cold between one and two periods after its
+// PackCold moves into the shards' cold tables every live key not accessed
+// since the previous call and holding at most maxElems members or fields
+// (bigger keys stay warm: an access would unpack them whole; tombstones and
+// keys with GC metadata stay warm too); it returns how many it packed. Run
+// it periodically: a key goes cold between one and two periods after its
 // last access.
 func (ks *Keyspace) PackCold(maxElems int) int {
 	var buf []byte
@@ -136,24 +156,30 @@ func (ks *Keyspace) PackCold(maxElems int) int {
 						continue
 					}
 				}
-				if e.st == nil {
-					continue
-				}
 				if e.hot || e.digStale {
 					e.hot = false
 					continue
 				}
-				if len(e.st.Set)+len(e.st.Hash) > maxElems {
+				if !e.live || e.deadEpoch != 0 || e.metaEpoch != 0 || len(e.st.Set)+len(e.st.Hash) > maxElems {
 					continue
 				}
 				buf = crdt.AppendPacked(buf[:0], e.st, &ks.regions)
-				ne := &entry{}
-				*ne = *e
-				ne.st, ne.packed = nil, append(make([]byte, 0, len(buf)), buf...)
-				s.m[key] = ne
+				r := coldRec{hasExp: e.hasExp, dirty: e.dirty, ver: e.ver, elems: e.elems, dig: e.dig, packed: buf}
+				if !s.cold.add(key, coldHash(key), r, ks.cfg.Digests) {
+					continue
+				}
+				delete(s.m, key)
 				ks.Stats.ColdKeys.Add(1)
 				ks.Stats.ColdBytes.Add(int64(len(buf)))
 				n++
+			}
+			s.cold.trim()
+			if s.peak >= 64 && 4*len(s.m) <= s.peak {
+				m := make(map[string]*entry, len(s.m))
+				for k, e := range s.m {
+					m[k] = e
+				}
+				s.m, s.peak = m, len(m)
 			}
 			s.mu.Unlock()
 			ks.world.RUnlock()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +122,53 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 				t.Fatalf("sizes %d/%d vs %d/%d", nc, xc, nw, xw)
 			}
 		}
+		// key listings (FLUSHALL/SWAPDB, anti-entropy), RANDOMKEY and WATCH
+		// versions see cold keys
+		cold.PackCold(4)
+		cold.PackCold(4)
+		if cold.Stats.ColdKeys.Load() == 0 {
+			t.Fatal("no cold keys to list")
+		}
+		versions := func(ks *Keyspace) string {
+			var out []string
+			for _, k := range keys {
+				ks.Run([]Key{k}, func(tx *Tx) error { out = append(out, fmt.Sprint(tx.Version(k))); return nil })
+			}
+			return fmt.Sprint(out)
+		}
+		for db := 0; db < 3; db++ {
+			var lc, lw []string
+			cold.RunAll(func(tx *Tx) error { lc = tx.Keys(db); return nil })
+			warm.RunAll(func(tx *Tx) error { lw = tx.Keys(db); return nil })
+			sort.Strings(lc)
+			sort.Strings(lw)
+			if fmt.Sprint(lc) != fmt.Sprint(lw) {
+				t.Fatalf("Keys(%d): %v vs %v", db, lc, lw)
+			}
+			all := make([]int, NumBuckets)
+			for i := range all {
+				all[i] = i
+			}
+			kc, kw := cold.KeysIn(db, all), warm.KeysIn(db, all)
+			sort.Strings(kc)
+			sort.Strings(kw)
+			if fmt.Sprint(kc) != fmt.Sprint(kw) {
+				t.Fatalf("KeysIn(%d): %v vs %v", db, kc, kw)
+			}
+			if len(lw) > 0 {
+				if r := cold.RandomKey(nil, db); sort.SearchStrings(lw, r) == len(lw) || lw[sort.SearchStrings(lw, r)] != r {
+					t.Fatalf("RANDOMKEY returned %q, not a key of db %d", r, db)
+				}
+			}
+		}
+		versions(cold) // expires the keys whose deadline passed (a new version)
+		versions(warm)
+		before := versions(cold)
+		cold.PackCold(4)
+		cold.PackCold(4)
+		if after := versions(cold); after != before {
+			t.Fatalf("packing changed WATCH versions:\n%s\n%s", before, after)
+		}
 		// what a checkpoint stores of cold keys is what it stores of warm ones
 		cstore.writes, wstore.writes = nil, nil
 		cold.PackCold(4)
@@ -191,4 +239,57 @@ func canonWrites(ws []Write) string {
 	}
 	sort.Strings(out)
 	return fmt.Sprint(out)
+}
+
+// The cold table against a map: random adds, finds, removes, dirty flags
+// and iteration, through growth, tombstone reuse and compaction.
+func TestColdTableModel(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	var tbl coldTable
+	model := map[string]coldRec{}
+	for step := 0; step < 20000; step++ {
+		k := fmt.Sprint("key", rng.Intn(600))
+		h := coldHash(k)
+		slot, off := tbl.find(k, h)
+		m, ok := model[k]
+		if (slot >= 0) != ok {
+			t.Fatalf("step %d: find(%s) = %d, model has it: %v", step, k, slot, ok)
+		}
+		if ok {
+			r, key, _ := tbl.parse(off)
+			if string(key) != k || r.ver != m.ver || r.dig != m.dig || r.elems != m.elems || r.hasExp != m.hasExp || r.dirty != m.dirty || string(r.packed) != string(m.packed) {
+				t.Fatalf("step %d: record of %s = %+v, want %+v", step, k, r, m)
+			}
+			switch rng.Intn(3) {
+			case 0:
+				tbl.remove(slot, off)
+				delete(model, k)
+			case 1:
+				tbl.setDirty(off, !m.dirty)
+				m.dirty = !m.dirty
+				model[k] = m
+			}
+			continue
+		}
+		r := coldRec{hasExp: rng.Intn(2) == 0, dirty: rng.Intn(2) == 0, ver: rng.Uint64(), elems: rng.Uint64(), dig: rng.Uint64(),
+			packed: []byte(strings.Repeat("p", rng.Intn(300)))}
+		if !tbl.add(k, h, r, true) {
+			t.Fatal("add refused")
+		}
+		model[k] = r
+		if tbl.n != len(model) {
+			t.Fatalf("n %d, model %d", tbl.n, len(model))
+		}
+	}
+	seen := 0
+	tbl.each(func(_ int, key []byte, r coldRec) bool {
+		if m, ok := model[string(key)]; !ok || m.ver != r.ver {
+			t.Fatalf("each yields %s, not in the model", key)
+		}
+		seen++
+		return true
+	})
+	if seen != len(model) {
+		t.Fatalf("each yields %d records, model has %d", seen, len(model))
+	}
 }

@@ -154,8 +154,8 @@ func (ks *Keyspace) Snapshot(k Key) *crdt.State {
 	s := ks.dbs[k.DB].shardOf(k.Key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.m[k.Key]; e != nil {
-		return ks.view(e).Clone()
+	if st := s.stateOf(k.Key); st != nil {
+		return st.Clone()
 	}
 	return nil
 }
@@ -201,9 +201,11 @@ type db struct {
 }
 
 type shard struct {
-	mu  sync.Mutex
-	ks  *Keyspace
-	m   map[string]*entry
+	mu   sync.Mutex
+	ks   *Keyspace
+	m    map[string]*entry
+	peak int       // len(m)'s high-water mark (see notePeak)
+	cold coldTable // keys not accessed for a while (see PackCold)
 	exp map[string]int64 // keys with a deadline
 	// dirty: keys changed since the last checkpoint captured this shard
 	// (nil value: the header only; see dirtyKey)
@@ -237,13 +239,10 @@ func newEntry() *entry {
 	return &x.e
 }
 
-// An entry is warm (st set) or cold (st nil, packed holding the state's
-// crdt packed form). Every access through a Tx warms it; PackCold packs
-// entries nobody accessed since its previous run.
+// An entry is a warm key (cold keys live in the shard's cold table).
 type entry struct {
-	st     *crdt.State
-	packed []byte
-	live   bool
+	st   *crdt.State
+	live bool
 	// hot: accessed since the last PackCold
 	hot bool
 	// hasExp: the key is in its shard's exp map; dirty: in its dirty map;
@@ -284,7 +283,7 @@ func (s *shard) settle() {
 	for _, key := range s.pend {
 		if e := s.m[key]; e != nil && e.digStale {
 			old := e.dig
-			e.dig = crdt.KeyDigest(key, crdt.HeaderDigest(s.ks.view(e)), e.elems)
+			e.dig = crdt.KeyDigest(key, crdt.HeaderDigest(e.st), e.elems)
 			s.bkt[subBucket(key)] ^= old ^ e.dig
 			e.digStale = false
 		}
@@ -552,10 +551,10 @@ func (tx *Tx) find(k Key) *entry {
 	}
 	s := tx.shard(k)
 	e := s.m[k.Key]
-	if e != nil {
-		if e.st == nil {
-			e = s.warm(k.Key, e)
-		}
+	if e == nil && s.cold.n > 0 {
+		e = s.warm(k.Key)
+	}
+	if e != nil && !e.hot {
 		e.hot = true
 	}
 	tx.ck, tx.ce, tx.cok = k, e, true
@@ -627,6 +626,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		e = newEntry()
 		e.hot = true
 		s.m[k.Key] = e
+		s.notePeak()
 		tx.ce = e
 	}
 	wasTomb := !e.live && !e.st.IsEmpty()
@@ -774,14 +774,21 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		if old.live {
 			s.live--
 		}
-		s.forgetPacked(old)
 		s.bkt[subBucket(k.Key)] ^= old.dig
+	} else if slot, off := s.cold.find(k.Key, coldHash(k.Key)); slot >= 0 {
+		r, _, _ := s.cold.parse(off)
+		s.live--
+		s.bkt[subBucket(k.Key)] ^= r.dig
+		ks.Stats.ColdKeys.Add(-1)
+		ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
+		s.cold.remove(slot, off)
 	}
 	if ks.cfg.Digests {
 		e.elems = crdt.ElementsDigest(st)
 		s.redigest(k.Key, e)
 	}
 	s.m[k.Key] = e
+	s.notePeak()
 	if e.live {
 		s.live++
 		if at := st.ExpireAt(); at > 0 {
@@ -834,8 +841,15 @@ func (ks *Keyspace) Size(in *Tx, dbi int) (keys, expires int) {
 // in, or nil.
 func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match func(k string, st func() *crdt.State) bool) ([]string, uint64) {
 	d := ks.dbs[dbi]
-	var cur *entry
-	stOf := func() *crdt.State { return ks.view(cur) }
+	var cur *crdt.State
+	var curPacked []byte
+	stOf := func() *crdt.State {
+		if cur == nil {
+			cur = &crdt.State{}
+			ks.unpack(cur, curPacked)
+		}
+		return cur
+	}
 	shardIdx := cursor >> 33
 	pos := cursor & (1<<33 - 1)
 	now := ks.NowMs()
@@ -852,15 +866,27 @@ func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match fu
 			if !e.live {
 				continue
 			}
-			if at := s.expireAt(k, e); at > 0 && at <= now {
+			if at := s.expireAt(k, e.hasExp); at > 0 && at <= now {
 				continue
 			}
 			h := (hashKey(k) >> 8) & 0xffffffff
-			cur = e
+			cur = e.st
 			if h >= pos && (match == nil || match(k, stOf)) {
 				cands = append(cands, hk{h, k})
 			}
 		}
+		s.cold.each(func(_ int, kb []byte, r coldRec) bool {
+			if at := s.expireAt(string(kb), r.hasExp); at > 0 && at <= now {
+				return true
+			}
+			k := string(kb)
+			h := (hashKey(k) >> 8) & 0xffffffff
+			cur, curPacked = nil, r.packed
+			if h >= pos && (match == nil || match(k, stOf)) {
+				cands = append(cands, hk{h, k})
+			}
+			return true
+		})
 		s.unlockFor(in)
 		sort.Slice(cands, func(i, j int) bool { return cands[i].h < cands[j].h })
 		for i, c := range cands {
@@ -884,20 +910,33 @@ func (ks *Keyspace) RandomKey(in *Tx, dbi int) string {
 	for i := 0; i < shardCount; i++ {
 		s := &d.shards[(start+i)%shardCount]
 		s.lockFor(in)
+		found := ""
 		if s.live > 0 {
 			skip := rand.IntN(s.live)
 			for k, e := range s.m {
-				if at := s.expireAt(k, e); !e.live || (at > 0 && at <= now) {
+				if at := s.expireAt(k, e.hasExp); !e.live || (at > 0 && at <= now) {
 					continue
 				}
-				if skip <= 0 {
-					s.unlockFor(in)
-					return k
+				if found = k; skip <= 0 {
+					break
 				}
 				skip--
 			}
+			if skip > 0 || found == "" {
+				s.cold.each(func(_ int, kb []byte, r coldRec) bool {
+					if at := s.expireAt(string(kb), r.hasExp); at > 0 && at <= now {
+						return true
+					}
+					found = string(kb)
+					skip--
+					return skip >= 0
+				})
+			}
 		}
 		s.unlockFor(in)
+		if found != "" {
+			return found
+		}
 	}
 	return ""
 }
@@ -908,11 +947,16 @@ func (tx *Tx) Keys(dbi int) []string {
 	d := tx.ks.dbs[dbi]
 	var out []string
 	for i := range d.shards {
-		for k, e := range d.shards[i].m {
+		s := &d.shards[i]
+		for k, e := range s.m {
 			if e.live {
 				out = append(out, k)
 			}
 		}
+		s.cold.each(func(_ int, k []byte, _ coldRec) bool {
+			out = append(out, string(k))
+			return true
+		})
 	}
 	return out
 }
@@ -1102,6 +1146,12 @@ func (ks *Keyspace) KeysIn(dbi int, buckets []int) []string {
 				out = append(out, k)
 			}
 		}
+		s.cold.each(func(_ int, kb []byte, _ coldRec) bool {
+			if k := string(kb); subBucket(k) == sub {
+				out = append(out, k)
+			}
+			return true
+		})
 		s.mu.Unlock()
 	}
 	return out
@@ -1115,6 +1165,10 @@ func (ks *Keyspace) Digest(k Key) uint64 {
 	s.settle()
 	if e := s.m[k.Key]; e != nil {
 		return e.dig
+	}
+	if _, off := s.cold.find(k.Key, coldHash(k.Key)); off >= 0 {
+		r, _, _ := s.cold.parse(off)
+		return r.dig
 	}
 	return 0
 }
