@@ -204,9 +204,9 @@ type shard struct {
 	mu   sync.Mutex
 	ks   *Keyspace
 	m    map[string]*entry
-	peak int       // len(m)'s high-water mark (see notePeak)
-	cold coldTable // keys not accessed for a while (see PackCold)
-	exp map[string]int64 // keys with a deadline
+	peak int              // len(m)'s high-water mark (see notePeak)
+	cold coldTable        // keys not accessed for a while (see PackCold)
+	exp  map[string]int64 // keys with a deadline
 	// dirty: keys changed since the last checkpoint captured this shard
 	// (nil value: the header only; see dirtyKey)
 	dirty map[string]*dirtyKey
