@@ -4,7 +4,12 @@ import "concord/crdt"
 
 // dirtyKey is what changed in a key since the last checkpoint captured its
 // shard, beyond its header: which members and fields (or all of them).
-// Plain string keys never need one (a nil *dirtyKey in shard.dirty).
+//
+// A key changed since the last checkpoint is marked by its entry's (or cold
+// record's) dirty flag; the shard's dirty map holds only keys that need
+// more than their header stored (a *dirtyKey) and keys removed from memory
+// (nil: drop the stored header). A checkpoint takes the map, then walks the
+// shard for the remaining flags.
 type dirtyKey struct {
 	all     bool // rewrite every element (and drop the stored ones)
 	elems   bool // the key held members or fields at some point
@@ -18,13 +23,20 @@ type dirtyKey struct {
 func (s *shard) markDirty(key string, e *entry, t *touch, gone, hasElems bool) {
 	elems := t.elems || hasElems
 	plain := !elems && len(t.members) == 0 && len(t.fields) == 0
-	if plain && e.dirty && !gone {
-		return // already in the dirty map, nothing more to record
+	if e.dirty != !gone {
+		e.dirty = !gone
+		if gone {
+			s.flagged--
+		} else {
+			s.flagged++
+		}
+	}
+	if plain && !gone {
+		return // the flag says it all
 	}
 	if s.dirty == nil {
 		s.dirty = make(map[string]*dirtyKey)
 	}
-	e.dirty = !gone
 	d, seen := s.dirty[key]
 	if plain {
 		if !seen {
@@ -71,10 +83,12 @@ func (d *dirtyKey) merge(all, elems bool, members, fields map[string]struct{}) {
 }
 
 // captured is one shard's dirty set taken by a checkpoint, kept until its
-// states are stored (put back if storing fails).
+// states are stored (put back if storing fails): its dirty map and the keys
+// found by their flag.
 type captured struct {
-	s     *shard
-	dirty map[string]*dirtyKey
+	s       *shard
+	dirty   map[string]*dirtyKey
+	flagged []string
 }
 
 // Checkpoint encodes the state of every key changed since the last
@@ -104,21 +118,39 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			s := &d.shards[i]
 			ks.world.RLock()
 			s.mu.Lock()
-			if len(s.dirty) > 0 {
+			if len(s.dirty) > 0 || s.flagged > 0 {
+				c := captured{s: s, dirty: s.dirty}
 				for key, dk := range s.dirty {
 					w, more := s.capture(dbi, key, dk)
 					writes = append(writes, w)
 					if len(more) > 0 {
 						rest = append(rest, restOf{s, dbi, key, more})
 					}
-					if e := s.m[key]; e != nil {
-						e.dirty = false
-					} else if _, off := s.cold.find(key, coldHash(key)); off >= 0 {
-						s.cold.setDirty(off, false)
+					s.clearDirty(key)
+				}
+				s.dirty = nil
+				if s.flagged > 0 {
+					for key, e := range s.m {
+						if e.dirty {
+							e.dirty = false
+							s.flagged--
+							c.flagged = append(c.flagged, key)
+						}
+					}
+					s.cold.each(func(off int, kb []byte, r coldRec) bool {
+						if r.dirty {
+							s.cold.setDirty(off, false)
+							s.flagged--
+							c.flagged = append(c.flagged, string(kb))
+						}
+						return true
+					})
+					for _, key := range c.flagged {
+						w, _ := s.capture(dbi, key, nil)
+						writes = append(writes, w)
 					}
 				}
-				taken = append(taken, captured{s, s.dirty})
-				s.dirty = nil
+				taken = append(taken, c)
 			}
 			s.mu.Unlock()
 			ks.world.RUnlock()
@@ -187,11 +219,48 @@ func (s *shard) capture(dbi int, key string, dk *dirtyKey) (w Write, more []elem
 	return w, more
 }
 
+// clearDirty clears key's dirty flag, on its entry or cold record.
+func (s *shard) clearDirty(key string) {
+	if e := s.m[key]; e != nil {
+		if e.dirty {
+			e.dirty = false
+			s.flagged--
+		}
+	} else if _, off := s.cold.find(key, coldHash(key)); off >= 0 {
+		if r, _, _ := s.cold.parse(off); r.dirty {
+			s.cold.setDirty(off, false)
+			s.flagged--
+		}
+	}
+}
+
+// setDirty sets key's dirty flag (a key gone since has its own record in
+// the dirty map).
+func (s *shard) setDirty(key string) {
+	if e := s.m[key]; e != nil {
+		if !e.dirty {
+			e.dirty = true
+			s.flagged++
+		}
+	} else if _, off := s.cold.find(key, coldHash(key)); off >= 0 {
+		if r, _, _ := s.cold.parse(off); !r.dirty {
+			s.cold.setDirty(off, true)
+			s.flagged++
+		}
+	}
+}
+
 // redirty puts back dirty sets whose states could not be stored.
 func (ks *Keyspace) redirty(taken []captured) {
 	for _, c := range taken {
 		ks.world.RLock()
 		c.s.mu.Lock()
+		for _, key := range c.flagged {
+			c.s.setDirty(key)
+		}
+		for key := range c.dirty {
+			c.s.setDirty(key)
+		}
 		if c.s.dirty == nil {
 			c.s.dirty = c.dirty
 		} else {
@@ -218,6 +287,17 @@ func (ks *Keyspace) Dirty() int {
 			s := &d.shards[i]
 			s.mu.Lock()
 			n += len(s.dirty)
+			for k, e := range s.m {
+				if _, inMap := s.dirty[k]; e.dirty && !inMap {
+					n++
+				}
+			}
+			s.cold.each(func(_ int, k []byte, r coldRec) bool {
+				if _, inMap := s.dirty[string(k)]; r.dirty && !inMap {
+					n++
+				}
+				return true
+			})
 			s.mu.Unlock()
 		}
 	}

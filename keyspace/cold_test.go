@@ -93,6 +93,8 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 			packed += cold.PackCold(4) // twice per touch: hot, then packed
 			packed += cold.PackCold(4)
 		}
+		checkFlagged(t, cold)
+		checkFlagged(t, warm)
 		if packed == 0 || cold.Stats.ColdKeys.Load() == 0 {
 			t.Fatalf("nothing was packed (%d, %d)", packed, cold.Stats.ColdKeys.Load())
 		}

@@ -208,8 +208,10 @@ type shard struct {
 	cold coldTable        // keys not accessed for a while (see PackCold)
 	exp  map[string]int64 // keys with a deadline
 	// dirty: keys changed since the last checkpoint captured this shard
-	// (nil value: the header only; see dirtyKey)
-	dirty map[string]*dirtyKey
+	// that need more than their header stored, or were removed (see
+	// dirtyKey); flagged: entries and cold records with their dirty flag
+	dirty   map[string]*dirtyKey
+	flagged int
 	pend  []string // keys whose digest is stale (see settle)
 	live  int
 	bkt   [subBuckets]uint64 // XOR of the key digests of each bucket
@@ -774,10 +776,16 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		if old.live {
 			s.live--
 		}
+		if old.dirty {
+			s.flagged--
+		}
 		s.bkt[subBucket(k.Key)] ^= old.dig
 	} else if slot, off := s.cold.find(k.Key, coldHash(k.Key)); slot >= 0 {
 		r, _, _ := s.cold.parse(off)
 		s.live--
+		if r.dirty {
+			s.flagged--
+		}
 		s.bkt[subBucket(k.Key)] ^= r.dig
 		ks.Stats.ColdKeys.Add(-1)
 		ks.Stats.ColdBytes.Add(-int64(len(r.packed)))

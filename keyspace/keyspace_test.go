@@ -317,14 +317,57 @@ func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 	}
 	k := Key{Key: "s"}
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("a")})); return nil })
+	set(ks, "plain", "1", 0)
+	set(ks, "packed", "2", 0)
+	ks.PackCold(8)
+	ks.PackCold(8) // "packed" (and "plain") go cold with their dirty flag
+	if ks.Stats.ColdKeys.Load() == 0 {
+		t.Fatal("nothing packed")
+	}
 	if _, err := ks.Checkpoint(10, func([]Write) error { return errors.New("disk full") }); err == nil {
 		t.Fatal("flush error not returned")
 	}
+	checkFlagged(t, ks)
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("b")})); return nil })
 	store.writes = nil
 	store.checkpoint(t, ks)
-	if len(store.writes) != 1 || len(store.writes[0].Elems) != 2 {
+	got := map[string]int{}
+	for _, w := range store.writes {
+		got[w.Key] = len(w.Elems)
+	}
+	if len(store.writes) != 3 || got["s"] != 2 || got["plain"] != 0 || got["packed"] != 0 {
 		t.Fatalf("after a failed checkpoint: %+v", store.writes)
+	}
+	checkFlagged(t, ks)
+	if ks.Dirty() != 0 {
+		t.Fatalf("%d keys dirty after the checkpoint", ks.Dirty())
+	}
+}
+
+// checkFlagged verifies each shard's count of dirty flags.
+func checkFlagged(t *testing.T, ks *Keyspace) {
+	t.Helper()
+	for dbi, d := range ks.dbs {
+		for i := range d.shards {
+			s := &d.shards[i]
+			s.mu.Lock()
+			n := 0
+			for _, e := range s.m {
+				if e.dirty {
+					n++
+				}
+			}
+			s.cold.each(func(_ int, _ []byte, r coldRec) bool {
+				if r.dirty {
+					n++
+				}
+				return true
+			})
+			if n != s.flagged {
+				t.Fatalf("db %d shard %d: %d dirty flags, counted %d", dbi, i, n, s.flagged)
+			}
+			s.mu.Unlock()
+		}
 	}
 }
 
