@@ -212,9 +212,9 @@ type shard struct {
 	// dirtyKey); flagged: entries and cold records with their dirty flag
 	dirty   map[string]*dirtyKey
 	flagged int
-	pend  []string // keys whose digest is stale (see settle)
-	live  int
-	bkt   [subBuckets]uint64 // XOR of the key digests of each bucket
+	pend    []string // keys whose digest is stale (see settle)
+	live    int
+	bkt     [subBuckets]uint64 // XOR of the key digests of each bucket
 }
 
 // touch records what a tx changed in one key, for persistence.
