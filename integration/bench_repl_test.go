@@ -33,7 +33,8 @@ func BenchmarkReplicationLag(b *testing.B) {
 	if s, err := strconv.Atoi(os.Getenv("BENCH_REPL_SECONDS")); err == nil && s > 0 {
 		secs = s
 	}
-	c := startCluster(b, 3)
+	// the production default, not the tests' 30 ms (packing between commands)
+	c := startCluster(b, 3, func(cfg *server.Config) { cfg.ColdAfter = coldAfter })
 	a := c.regions["A"]
 	throughputWithReplication(b, c)
 	fmt.Printf("\n%-10s %-10s %-8s %-12s %-12s %-12s %-12s %s\n", "target/s", "achieved/s", "peer", "lag p50", "lag p99", "applied", "drain", "bounded")
@@ -70,6 +71,9 @@ func BenchmarkReplicationLag(b *testing.B) {
 	b.ReportMetric(0, "ns/op") // the table is the result
 }
 
+// coldAfter is the production default of --cold-after.
+var coldAfter = 10 * time.Second
+
 // throughputWithReplication runs redis-benchmark SET -P 16 against a single
 // region and against region A of the cluster (replicating to B and C, all
 // in this process on the same cores) and prints both rates, their ratio,
@@ -94,7 +98,7 @@ func throughputWithReplication(b *testing.B, c *cluster) {
 		rps, _ := strconv.ParseFloat(strings.Trim(f[1], `"`), 64)
 		return rps
 	}
-	single, err := server.Start(server.Config{Addr: "127.0.0.1:0", Dir: b.TempDir(), LogLevel: "error"})
+	single, err := server.Start(server.Config{Addr: "127.0.0.1:0", Dir: b.TempDir(), LogLevel: "error", ColdAfter: coldAfter})
 	if err != nil {
 		b.Fatal(err)
 	}

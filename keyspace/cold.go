@@ -128,21 +128,24 @@ const packYield = 512
 
 // PackCold moves into the shards' cold tables every live key not accessed
 // since the previous call and holding at most maxElems members or fields
-// (bigger keys stay warm: an access would unpack them whole; tombstones and
-// keys with GC metadata stay warm too); it returns how many it packed. Run
-// it periodically: a key goes cold between one and two periods after its
-// last access.
-func (ks *Keyspace) PackCold(maxElems int) int {
+// (bigger keys stay warm: an access would unpack them whole; tombstones,
+// keys with GC metadata and keys whose anti-entropy digest awaits
+// recomputation stay warm too); it returns how many it packed. Run it
+// periodically: a key goes cold between one and two periods after its last
+// access.
+func (ks *Keyspace) PackCold(maxElems int) int { return ks.PackColdPart(maxElems, 0, 1) }
+
+// PackColdPart is PackCold over the shards whose index is part modulo
+// parts: calling it for every part in turn spreads a sweep's work over a
+// period instead of a burst.
+func (ks *Keyspace) PackColdPart(maxElems, part, parts int) int {
 	var buf []byte
 	n := 0
 	for _, d := range ks.dbs {
-		for i := range d.shards {
+		for i := part; i < shardCount; i += parts {
 			s := &d.shards[i]
 			ks.world.RLock()
 			s.mu.Lock()
-			if len(s.pend) > 0 {
-				s.settle() // digests read the warm state
-			}
 			seen := 0
 			for key, e := range s.m {
 				if seen++; seen%packYield == 0 {

@@ -90,6 +90,10 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 				cold.ExpireCycle(1000)
 				warm.ExpireCycle(1000)
 			}
+			if step%3 == 0 {
+				cold.Roots() // anti-entropy settles the digests: keys may go cold
+				warm.Roots()
+			}
 			packed += cold.PackCold(4) // twice per touch: hot, then packed
 			packed += cold.PackCold(4)
 		}
@@ -126,6 +130,7 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 		}
 		// key listings (FLUSHALL/SWAPDB, anti-entropy), RANDOMKEY and WATCH
 		// versions see cold keys
+		cold.Roots()
 		cold.PackCold(4)
 		cold.PackCold(4)
 		if cold.Stats.ColdKeys.Load() == 0 {
@@ -166,6 +171,7 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 		versions(cold) // expires the keys whose deadline passed (a new version)
 		versions(warm)
 		before := versions(cold)
+		cold.Roots()
 		cold.PackCold(4)
 		cold.PackCold(4)
 		if after := versions(cold); after != before {
@@ -173,6 +179,7 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 		}
 		// what a checkpoint stores of cold keys is what it stores of warm ones
 		cstore.writes, wstore.writes = nil, nil
+		cold.Roots()
 		cold.PackCold(4)
 		cold.PackCold(4)
 		for _, k := range keys {
@@ -293,5 +300,24 @@ func TestColdTableModel(t *testing.T) {
 	})
 	if seen != len(model) {
 		t.Fatalf("each yields %d records, model has %d", seen, len(model))
+	}
+}
+
+// A sweep in parts covers every shard once.
+func TestPackColdInParts(t *testing.T) {
+	ks, _, _ := newKS(true)
+	for i := 0; i < 500; i++ {
+		set(ks, fmt.Sprint("k", i), "v", 0)
+	}
+	for round := 0; round < 2; round++ {
+		if n := ks.Stats.ColdKeys.Load(); n != 0 {
+			t.Fatalf("%d keys cold before their second sweep", n)
+		}
+		for part := 0; part < 7; part++ {
+			ks.PackColdPart(8, part, 7)
+		}
+	}
+	if n := ks.Stats.ColdKeys.Load(); n != 500 {
+		t.Fatalf("%d of 500 idle keys packed by a sweep in parts", n)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -398,30 +397,26 @@ func (in *Instance) expireLoop(ctx context.Context, conf *commands.Config) {
 }
 
 // packLoop packs the keys nobody accessed during the last period (see
-// keyspace.PackCold). After packing many, it hands the freed memory back to
-// the OS at once (Go's scavenger would take minutes on an idle server).
+// keyspace.PackCold). The memory they held returns to the OS as Go's
+// scavenger releases it (after the next collection); MEMORY PURGE does it at
+// once — not done here: it stalls every allocating goroutine meanwhile.
 func (in *Instance) packLoop(ctx context.Context) {
-	t := time.NewTicker(in.cfg.ColdAfter)
+	// one sweep per period, spread over it in parts (a burst would delay
+	// commands and the apply path)
+	parts := int(min(64, max(1, in.cfg.ColdAfter/(10*time.Millisecond))))
+	t := time.NewTicker(in.cfg.ColdAfter / time.Duration(parts))
 	defer t.Stop()
-	for {
+	for part := 0; ; part = (part + 1) % parts {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		start := time.Now()
-		if n := in.KS.PackCold(in.cfg.ColdMaxElements); n > 0 {
-			if n >= freeAfterPacking {
-				debug.FreeOSMemory()
-			}
-			in.Log.Debug().Int("keys", n).Dur("took", time.Since(start)).Msg("packed cold keys")
+		if n := in.KS.PackColdPart(in.cfg.ColdMaxElements, part, parts); n > 0 {
+			in.Log.Debug().Int("keys", n).Int("part", part).Msg("packed cold keys")
 		}
 	}
 }
-
-// freeAfterPacking is how many keys packed at once make packLoop return
-// memory to the OS.
-const freeAfterPacking = 50000
 
 // Addr returns the address clients connect to.
 func (in *Instance) Addr() string { return in.ln.Addr().String() }
