@@ -247,8 +247,8 @@ type entry struct {
 	live bool
 	// hot: accessed since the last PackCold
 	hot bool
-	// hasExp: the key is in its shard's exp map; dirty: in its dirty map;
-	// digStale: dig awaits settle
+	// hasExp: the key is in its shard's exp map; dirty: changed since the
+	// last checkpoint captured its shard; digStale: dig awaits settle
 	hasExp, dirty, digStale bool
 	ver                     uint64
 	// digests (when Config.Digests): XOR of the elements', and the key's
