@@ -299,18 +299,8 @@ func (d *decoder) state() *State {
 	if flags&4 != 0 {
 		s.Str = d.reg()
 	}
-	n = d.count(2)
-	if n > 0 {
-		s.Set = make(map[string][]Dot, n)
-	}
-	for i := 0; i < n && d.err == nil; i++ {
-		m := d.str()
-		k := d.count(2)
-		ds := make([]Dot, 0, k)
-		for j := 0; j < k && d.err == nil; j++ {
-			ds = append(ds, d.dot())
-		}
-		s.Set[m] = ds
+	if n = d.count(2); n > 0 {
+		s.Set = d.members(n, d.dot)
 	}
 	n = d.count(4)
 	if n > 0 {
@@ -325,6 +315,21 @@ func (d *decoder) state() *State {
 		s.Exp = append(s.Exp, Exp{Dot: d.dot(), At: d.iv()})
 	}
 	return s
+}
+
+// members reads n set members, each a name and its dots (read by dot).
+func (d *decoder) members(n int, dot func() Dot) map[string][]Dot {
+	set := make(map[string][]Dot, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		m := d.str()
+		k := d.count(2)
+		ds := make([]Dot, 0, k)
+		for j := 0; j < k && d.err == nil; j++ {
+			ds = append(ds, dot())
+		}
+		set[m] = ds
+	}
+	return set
 }
 
 func (d *decoder) header(b []byte) {

@@ -211,17 +211,7 @@ func UnpackInto(s *State, b []byte, tbl Regions) error {
 		s.Str = u.reg(s.StrT)
 	}
 	if flags&pkSet != 0 {
-		n := d.count(2)
-		s.Set = make(map[string][]Dot, n)
-		for i := 0; i < n && d.err == nil; i++ {
-			m := d.str()
-			k := d.count(2)
-			ds := make([]Dot, 0, k)
-			for j := 0; j < k && d.err == nil; j++ {
-				ds = append(ds, u.dot())
-			}
-			s.Set[m] = ds
-		}
+		s.Set = d.members(d.count(2), u.dot)
 	}
 	if flags&pkHash != 0 {
 		n := d.count(3)
