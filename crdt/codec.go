@@ -99,14 +99,7 @@ func (e *encoder) state(s *State) {
 	if s.Str != nil {
 		e.reg(s.Str)
 	}
-	e.uv(uint64(len(s.Set)))
-	for m, ds := range s.Set {
-		e.str(m)
-		e.uv(uint64(len(ds)))
-		for _, d := range ds {
-			e.dot(d)
-		}
-	}
+	e.members(s.Set, e.dot)
 	e.uv(uint64(len(s.Hash)))
 	for f, r := range s.Hash {
 		e.str(f)
@@ -116,6 +109,18 @@ func (e *encoder) state(s *State) {
 	for _, x := range s.Exp {
 		e.dot(x.Dot)
 		e.iv(x.At)
+	}
+}
+
+// members writes set members, each a name and its dots (written by dot).
+func (e *encoder) members(set map[string][]Dot, dot func(Dot)) {
+	e.uv(uint64(len(set)))
+	for m, ds := range set {
+		e.str(m)
+		e.uv(uint64(len(ds)))
+		for _, d := range ds {
+			dot(d)
+		}
 	}
 }
 

@@ -85,14 +85,7 @@ func AppendPacked(dst []byte, s *State, tbl Regions) []byte {
 		p.reg(s.Str, s.StrT)
 	}
 	if flags&pkSet != 0 {
-		e.uv(uint64(len(s.Set)))
-		for m, ds := range s.Set {
-			e.str(m)
-			e.uv(uint64(len(ds)))
-			for _, d := range ds {
-				p.dot(d)
-			}
-		}
+		e.members(s.Set, p.dot)
 	}
 	if flags&pkHash != 0 {
 		e.uv(uint64(len(s.Hash)))
