@@ -87,7 +87,8 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 			"maxmemory:" + e.Config.Get("maxmemory"), "maxmemory_policy:" + e.Config.Get("maxmemory-policy"),
 			fmt.Sprintf("mem_fragmentation_ratio:%.2f", float64(rss)/float64(max(used, 1))),
 			"mem_allocator:go", fmt.Sprintf("gc_cycles:%d", ms.NumGC),
-			fmt.Sprintf("cold_keys:%d", ks.Stats.ColdKeys.Load()), fmt.Sprintf("cold_bytes:%d", ks.Stats.ColdBytes.Load())}
+			fmt.Sprintf("cold_keys:%d", ks.Stats.ColdKeys.Load()), fmt.Sprintf("cold_bytes:%d", ks.Stats.ColdBytes.Load()),
+			fmt.Sprintf("warm_keys:%d", ks.Stats.WarmKeys.Load())}
 	case "persistence":
 		lines := []string{"loading:0", "async_loading:0", "rdb_changes_since_last_save:0", "rdb_bgsave_in_progress:0",
 			"rdb_last_bgsave_status:ok", "aof_enabled:1", "aof_rewrite_in_progress:0", "aof_last_write_status:ok",

@@ -76,6 +76,7 @@ func (s *shard) warm(key string) *entry {
 	s.ks.unpack(e.st, r.packed)
 	s.ks.Stats.ColdKeys.Add(-1)
 	s.ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
+	s.ks.Stats.WarmKeys.Add(1)
 	s.cold.remove(slot, off)
 	s.m[key] = e
 	s.notePeak()
@@ -172,6 +173,7 @@ func (ks *Keyspace) PackColdPart(maxElems, part, parts int) int {
 					continue
 				}
 				delete(s.m, key)
+				ks.Stats.WarmKeys.Add(-1)
 				ks.Stats.ColdKeys.Add(1)
 				ks.Stats.ColdBytes.Add(int64(len(buf)))
 				n++

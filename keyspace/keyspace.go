@@ -179,9 +179,10 @@ type Stats struct {
 	TombstonesGCd atomic.Uint64
 	FieldsGCd     atomic.Uint64
 	// ColdKeys counts keys kept packed (see PackCold), ColdBytes their
-	// packed bytes.
+	// packed bytes; WarmKeys the keys (tombstones included) in the maps.
 	ColdKeys  atomic.Int64
 	ColdBytes atomic.Int64
+	WarmKeys  atomic.Int64
 }
 
 // Conflict is one resolution that discarded data.
@@ -629,6 +630,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		e.hot = true
 		s.m[k.Key] = e
 		s.notePeak()
+		tx.ks.Stats.WarmKeys.Add(1)
 		tx.ce = e
 	}
 	wasTomb := !e.live && !e.st.IsEmpty()
@@ -749,6 +751,7 @@ func (tx *Tx) commit() Ticket {
 		if !e.live && (tx.ks.cfg.Stable() || t.forget) {
 			if s.m[k.Key] == e {
 				delete(s.m, k.Key)
+				tx.ks.Stats.WarmKeys.Add(-1)
 				s.bkt[subBucket(k.Key)] ^= e.dig
 			}
 			gone = true
@@ -780,16 +783,19 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 			s.flagged--
 		}
 		s.bkt[subBucket(k.Key)] ^= old.dig
-	} else if slot, off := s.cold.find(k.Key, coldHash(k.Key)); slot >= 0 {
-		r, _, _ := s.cold.parse(off)
-		s.live--
-		if r.dirty {
-			s.flagged--
+	} else {
+		ks.Stats.WarmKeys.Add(1)
+		if slot, off := s.cold.find(k.Key, coldHash(k.Key)); slot >= 0 {
+			r, _, _ := s.cold.parse(off)
+			s.live--
+			if r.dirty {
+				s.flagged--
+			}
+			s.bkt[subBucket(k.Key)] ^= r.dig
+			ks.Stats.ColdKeys.Add(-1)
+			ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
+			s.cold.remove(slot, off)
 		}
-		s.bkt[subBucket(k.Key)] ^= r.dig
-		ks.Stats.ColdKeys.Add(-1)
-		ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
-		s.cold.remove(slot, off)
 	}
 	if ks.cfg.Digests {
 		e.elems = crdt.ElementsDigest(st)

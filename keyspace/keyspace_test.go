@@ -344,9 +344,16 @@ func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 	}
 }
 
-// checkFlagged verifies each shard's count of dirty flags.
+// checkFlagged verifies each shard's count of dirty flags, and the
+// keyspace's counts of warm and cold keys.
 func checkFlagged(t *testing.T, ks *Keyspace) {
 	t.Helper()
+	warm, cold := 0, 0
+	defer func() {
+		if int64(warm) != ks.Stats.WarmKeys.Load() || int64(cold) != ks.Stats.ColdKeys.Load() {
+			t.Fatalf("%d warm and %d cold keys, counted %d and %d", warm, cold, ks.Stats.WarmKeys.Load(), ks.Stats.ColdKeys.Load())
+		}
+	}()
 	for dbi, d := range ks.dbs {
 		for i := range d.shards {
 			s := &d.shards[i]
@@ -366,6 +373,8 @@ func checkFlagged(t *testing.T, ks *Keyspace) {
 			if n != s.flagged {
 				t.Fatalf("db %d shard %d: %d dirty flags, counted %d", dbi, i, n, s.flagged)
 			}
+			warm += len(s.m)
+			cold += s.cold.n
 			s.mu.Unlock()
 		}
 	}
@@ -402,6 +411,7 @@ func TestLazyDigestsMatchFreshOnes(t *testing.T) {
 		return b
 	}
 	b := fresh()
+	checkFlagged(t, b)
 	if fmt.Sprint(a.Roots()) != fmt.Sprint(b.Roots()) {
 		t.Fatal("roots of a written keyspace differ from a freshly loaded one")
 	}

@@ -74,6 +74,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.DurationVar(&cfg.AntiEntropyInterval, "anti-entropy-interval", 30*time.Second, "how often hash trees are compared with each peer (0: never)")
 	fs.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", time.Minute, "how often changed key states are stored in the background (recovery replays the log written since)")
 	fs.DurationVar(&cfg.ColdAfter, "cold-after", 10*time.Second, "keep a key packed in memory once nobody read or wrote it for this long (at most twice this; 0: never): a small string key takes ~10x less memory, its next access unpacks it")
+	fs.IntVar(&cfg.ColdMaxWarm, "cold-max-warm", 1000000, "while more keys than this are warm (unpacked), keys go cold 1-2 s after their last access instead of --cold-after: bounds the memory of a bulk load (0: no limit)")
 	fs.IntVar(&cfg.ColdMaxElements, "cold-max-elements", 128, "keys with more members or fields than this are never packed (an access would unpack them whole)")
 	fs.Int64Var(&cfg.CheckpointLogBytes, "checkpoint-log-bytes", 64<<20, "store key states as soon as this much log was written since the last checkpoint (bounds recovery time)")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Second, "how often tombstones every region has seen are dropped (0: never)")

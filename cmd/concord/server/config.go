@@ -71,6 +71,9 @@ type Config struct {
 	// keys with more than ColdMaxElements members or fields stay unpacked.
 	ColdAfter       time.Duration
 	ColdMaxElements int
+	// ColdMaxWarm: while more keys than this are warm (in memory unpacked),
+	// keys go cold after one second instead of ColdAfter (0: no limit).
+	ColdMaxWarm int
 	// StreamMaxMsgs bounds this region's stream by message count (tests
 	// only: it makes a partitioned peer miss deltas).
 	StreamMaxMsgs int64
@@ -200,8 +203,8 @@ func (c *Config) Validate() error {
 	if c.ColdMaxElements == 0 {
 		c.ColdMaxElements = 128
 	}
-	if c.ColdAfter < 0 || c.ColdMaxElements < 0 {
-		return fmt.Errorf("--cold-after and --cold-max-elements must not be negative: %v, %d", c.ColdAfter, c.ColdMaxElements)
+	if c.ColdAfter < 0 || c.ColdMaxElements < 0 || c.ColdMaxWarm < 0 {
+		return fmt.Errorf("--cold-after, --cold-max-elements and --cold-max-warm must not be negative: %v, %d, %d", c.ColdAfter, c.ColdMaxElements, c.ColdMaxWarm)
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Minute

@@ -402,21 +402,37 @@ func (in *Instance) expireLoop(ctx context.Context, conf *commands.Config) {
 // once — not done here: it stalls every allocating goroutine meanwhile.
 func (in *Instance) packLoop(ctx context.Context) {
 	// one sweep per period, spread over it in parts (a burst would delay
-	// commands and the apply path)
-	parts := int(min(64, max(1, in.cfg.ColdAfter/(10*time.Millisecond))))
-	t := time.NewTicker(in.cfg.ColdAfter / time.Duration(parts))
-	defer t.Stop()
-	for part := 0; ; part = (part + 1) % parts {
+	// commands and the apply path); the period shrinks to pressurePeriod
+	// while more than ColdMaxWarm keys are warm, checked at every tick
+	partsOf := func(period time.Duration) int { return int(min(64, max(1, period/(10*time.Millisecond)))) }
+	shortest := min(in.cfg.ColdAfter, pressurePeriod)
+	tick := time.NewTicker(shortest / time.Duration(partsOf(shortest)))
+	defer tick.Stop()
+	last := time.Now()
+	for part := 0; ; {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick.C:
 		}
+		period := in.cfg.ColdAfter
+		if limit := in.cfg.ColdMaxWarm; limit > 0 && in.KS.Stats.WarmKeys.Load() > int64(limit) {
+			period = shortest
+		}
+		parts := partsOf(period)
+		if time.Since(last) < period/time.Duration(parts) {
+			continue
+		}
+		last = time.Now()
+		part = (part + 1) % parts
 		if n := in.KS.PackColdPart(in.cfg.ColdMaxElements, part, parts); n > 0 {
 			in.Log.Debug().Int("keys", n).Int("part", part).Msg("packed cold keys")
 		}
 	}
 }
+
+// pressurePeriod is the sweep period while too many keys are warm.
+const pressurePeriod = time.Second
 
 // Addr returns the address clients connect to.
 func (in *Instance) Addr() string { return in.ln.Addr().String() }

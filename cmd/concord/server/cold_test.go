@@ -1,0 +1,45 @@
+package server
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"concord/crdt"
+	"concord/keyspace"
+)
+
+// With more than --cold-max-warm keys warm, keys go cold within a second or
+// two of their last write even though --cold-after is an hour (a bulk load
+// does not keep every key unpacked); without the limit nothing goes cold.
+func TestColdMaxWarmBoundsWarmKeys(t *testing.T) {
+	for _, limit := range []int{100, 0} {
+		in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", ColdAfter: time.Hour, ColdMaxWarm: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2000; i++ {
+			k := keyspace.Key{Key: fmt.Sprint("bulk:", i)}
+			in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
+				tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), []byte("v"), false))
+				return nil
+			})
+		}
+		wait := 1500 * time.Millisecond // long enough for two sweeps under pressure
+		if limit > 0 {
+			wait = 4 * time.Second
+		}
+		deadline := time.Now().Add(wait)
+		for time.Now().Before(deadline) && (limit == 0 || in.KS.Stats.WarmKeys.Load() > int64(limit)) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		warm, cold := in.KS.Stats.WarmKeys.Load(), in.KS.Stats.ColdKeys.Load()
+		in.Close()
+		if limit > 0 && (warm > int64(limit) || cold < 1900) {
+			t.Fatalf("limit %d: %d keys warm, %d cold after %v", limit, warm, cold, wait)
+		}
+		if limit == 0 && cold != 0 {
+			t.Fatalf("no limit, --cold-after 1h: %d keys went cold", cold)
+		}
+	}
+}
