@@ -226,7 +226,7 @@ func (s *shard) clearDirty(key string) {
 			e.dirty = false
 			s.flagged--
 		}
-	} else if _, off := s.cold.find(key, coldHash(key)); off >= 0 {
+	} else if _, off := s.cold.lookup(key); off >= 0 {
 		if r, _, _ := s.cold.parse(off); r.dirty {
 			s.cold.setDirty(off, false)
 			s.flagged--
@@ -242,7 +242,7 @@ func (s *shard) setDirty(key string) {
 			e.dirty = true
 			s.flagged++
 		}
-	} else if _, off := s.cold.find(key, coldHash(key)); off >= 0 {
+	} else if _, off := s.cold.lookup(key); off >= 0 {
 		if r, _, _ := s.cold.parse(off); !r.dirty {
 			s.cold.setDirty(off, true)
 			s.flagged++

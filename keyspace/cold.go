@@ -66,7 +66,7 @@ func (ks *Keyspace) unpack(st *crdt.State, packed []byte) {
 // warm moves key from the cold table back into the map (under s.mu); nil
 // when key is not cold.
 func (s *shard) warm(key string) *entry {
-	slot, off := s.cold.find(key, coldHash(key))
+	slot, off := s.cold.lookup(key)
 	if slot < 0 {
 		return nil
 	}
@@ -91,26 +91,19 @@ func (s *shard) notePeak() {
 	}
 }
 
-// coldState returns an unpacked copy of cold key's state (nil when key is
-// not cold) and the record's fields.
-func (s *shard) coldState(key string) (*crdt.State, coldRec, int) {
-	_, off := s.cold.find(key, coldHash(key))
-	if off < 0 {
-		return nil, coldRec{}, -1
-	}
-	r, _, _ := s.cold.parse(off)
-	st := &crdt.State{}
-	s.ks.unpack(st, r.packed)
-	return st, r, off
-}
-
 // stateOf returns key's state, warm or an unpacked copy of a cold one (nil
 // when absent); the caller must not modify it.
 func (s *shard) stateOf(key string) *crdt.State {
 	if e := s.m[key]; e != nil {
 		return e.st
 	}
-	st, _, _ := s.coldState(key)
+	_, off := s.cold.lookup(key)
+	if off < 0 {
+		return nil
+	}
+	r, _, _ := s.cold.parse(off)
+	st := &crdt.State{}
+	s.ks.unpack(st, r.packed)
 	return st
 }
 

@@ -108,6 +108,9 @@ func (t *coldTable) find(key string, h uint64) (slot, off int) {
 	}
 }
 
+// lookup is find with key's hash computed.
+func (t *coldTable) lookup(key string) (slot, off int) { return t.find(key, coldHash(key)) }
+
 // add appends key's record; it reports false when the arena is full (the
 // key then stays warm).
 func (t *coldTable) add(key string, h uint64, r coldRec, digests bool) bool {

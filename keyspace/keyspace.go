@@ -785,7 +785,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		s.bkt[subBucket(k.Key)] ^= old.dig
 	} else {
 		ks.Stats.WarmKeys.Add(1)
-		if slot, off := s.cold.find(k.Key, coldHash(k.Key)); slot >= 0 {
+		if slot, off := s.cold.lookup(k.Key); slot >= 0 {
 			r, _, _ := s.cold.parse(off)
 			s.live--
 			if r.dirty {
@@ -890,10 +890,10 @@ func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match fu
 			}
 		}
 		s.cold.each(func(_ int, kb []byte, r coldRec) bool {
-			if at := s.expireAt(string(kb), r.hasExp); at > 0 && at <= now {
+			k := string(kb)
+			if at := s.expireAt(k, r.hasExp); at > 0 && at <= now {
 				return true
 			}
-			k := string(kb)
 			h := (hashKey(k) >> 8) & 0xffffffff
 			cur, curPacked = nil, r.packed
 			if h >= pos && (match == nil || match(k, stOf)) {
@@ -926,25 +926,29 @@ func (ks *Keyspace) RandomKey(in *Tx, dbi int) string {
 		s.lockFor(in)
 		found := ""
 		if s.live > 0 {
+			// the skip-th live key not past its deadline, warm ones first
+			// (the last one if fewer: s.live counts keys not yet expired)
 			skip := rand.IntN(s.live)
 			for k, e := range s.m {
-				if at := s.expireAt(k, e.hasExp); !e.live || (at > 0 && at <= now) {
-					continue
+				if at := s.expireAt(k, e.hasExp); e.live && (at == 0 || at > now) {
+					if found = k; skip == 0 {
+						break
+					}
+					skip--
 				}
-				if found = k; skip <= 0 {
-					break
-				}
-				skip--
 			}
 			if skip > 0 || found == "" {
+				var pick []byte
 				s.cold.each(func(_ int, kb []byte, r coldRec) bool {
-					if at := s.expireAt(string(kb), r.hasExp); at > 0 && at <= now {
-						return true
+					if at := s.expireAt(string(kb), r.hasExp); at == 0 || at > now {
+						pick = kb
+						skip--
 					}
-					found = string(kb)
-					skip--
 					return skip >= 0
 				})
+				if pick != nil {
+					found = string(pick)
+				}
 			}
 		}
 		s.unlockFor(in)
@@ -1180,7 +1184,7 @@ func (ks *Keyspace) Digest(k Key) uint64 {
 	if e := s.m[k.Key]; e != nil {
 		return e.dig
 	}
-	if _, off := s.cold.find(k.Key, coldHash(k.Key)); off >= 0 {
+	if _, off := s.cold.lookup(k.Key); off >= 0 {
 		r, _, _ := s.cold.parse(off)
 		return r.dig
 	}

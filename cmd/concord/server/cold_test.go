@@ -1,12 +1,16 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"concord/crdt"
 	"concord/keyspace"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // With more than --cold-max-warm keys warm, keys go cold within a second or
@@ -34,6 +38,24 @@ func TestColdMaxWarmBoundsWarmKeys(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		warm, cold := in.KS.Stats.WarmKeys.Load(), in.KS.Stats.ColdKeys.Load()
+		// INFO memory reports the same counts (read again if a sweep moved
+		// keys meanwhile)
+		cl := redis.NewClient(&redis.Options{Addr: in.Addr()})
+		for try := 0; ; try++ {
+			w, c := in.KS.Stats.WarmKeys.Load(), in.KS.Stats.ColdKeys.Load()
+			info, err := cl.Info(context.Background(), "memory").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok := strings.Contains(info, fmt.Sprintf("cold_keys:%d\r\n", c)) && strings.Contains(info, fmt.Sprintf("warm_keys:%d\r\n", w))
+			if ok {
+				break
+			}
+			if try == 5 {
+				t.Fatalf("INFO memory does not report %d warm, %d cold keys:\n%s", w, c, info)
+			}
+		}
+		cl.Close()
 		in.Close()
 		if limit > 0 && (warm > int64(limit) || cold < 1900) {
 			t.Fatalf("limit %d: %d keys warm, %d cold after %v", limit, warm, cold, wait)
