@@ -1,12 +1,13 @@
-// Package persistence owns Concord's durable copy, in two Badger databases
-// per region: the log (<dir>/badger-log: the outbox of local deltas waiting
-// to be shipped, the inbound log of deltas merged from elsewhere, and small
-// metadata such as watermarks) and the key states (<dir>/badger, written by
-// checkpoints). Writes arrive in groups (group commit): every delta
-// submitted while the previous group was being written goes into one Badger
-// transaction with one outbox entry, so a burst of N writes costs one commit
-// and, under fsync=always, one fsync. Recovery loads the states and replays
-// the log after the last checkpoint's position.
+// Package persistence owns Concord's durable copy of a region: the log (an
+// append-only file log in segments, like Redis's AOF: the outbox of local
+// deltas waiting to be shipped, the inbound log of deltas merged from
+// elsewhere, and small metadata such as watermarks) and the key states (a
+// Badger database written by checkpoints). Writes arrive in groups (group
+// commit): every delta submitted while the previous group was being
+// written goes into one log frame with one outbox entry, written with one
+// write(2), so a burst of N writes costs one write and, under
+// fsync=always, one fsync. Recovery loads the states and replays the log
+// after the last checkpoint's position.
 package persistence
 
 import (
@@ -33,7 +34,10 @@ const (
 
 // Options configure a Store.
 type Options struct {
+	// Dir holds the key states (a Badger database); LogDir the log
+	// (default: Dir + "-wal").
 	Dir    string
+	LogDir string
 	Fsync  string
 	Region string
 	Log    zerolog.Logger
@@ -43,6 +47,10 @@ type Options struct {
 	// deltas are split across entries beyond it (0: 768 KiB, under NATS's
 	// default 1 MiB max payload).
 	MaxEntryBytes int
+	// SegmentBytes is the size past which the log starts a new segment
+	// file (0: 64 MiB); a segment is deleted once a checkpoint covers it and
+	// peers have its outbox entries.
+	SegmentBytes int64
 }
 
 // approxDeltaSize estimates a delta's encoded size, to cut outbox entries.
@@ -91,8 +99,9 @@ type Elem struct {
 // Store is the Badger-backed durable store.
 type Store struct {
 	opts Options
-	db   *badger.DB // the log: outbox, inbound log, metadata (Dir + "-log")
+	log  *wal       // outbox, inbound log, metadata (LogDir)
 	sdb  *badger.DB // key states, written by checkpoints (Dir)
+	fr   frame      // the frame being built (commit loop only)
 
 	mu       sync.Mutex
 	open     *Group
@@ -103,8 +112,6 @@ type Store struct {
 	outSeq   uint64 // last outbox sequence durable
 	assigned uint64 // last outbox sequence handed to Badger (commit loop only)
 	inSeq    uint64 // last inbound sequence handed to Badger (commit loop only)
-	inflight sync.WaitGroup
-	slots    chan struct{}
 	trimmed  uint64 // outbox entries <= trimmed are gone
 	// published: outbox entries <= published are shipped (or need not be);
 	// they are trimmed once a checkpoint covers them too
@@ -157,7 +164,6 @@ type Stats struct {
 	Syncs         uint64
 	LastSyncUnix  int64
 	Errors        uint64
-	Splits        uint64
 	// Checkpoints written, the keys they wrote, the last one's duration
 	Checkpoints     uint64
 	CheckpointKeys  uint64
@@ -191,11 +197,13 @@ func (g *Group) Bases() (out, in uint64) { return g.outBase, g.inBase }
 // Wait blocks until the group is committed and returns its error.
 func (g *Group) Wait() error { <-g.done; return g.err }
 
+func (g *Group) empty() bool {
+	return len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 && !g.barrier
+}
+
 var (
 	prefixKey     = byte('k')
-	prefixOutbox  = byte('o')
 	prefixElem    = byte('e')
-	prefixInbound = byte('i')
 	metaOutSeq    = []byte("m:outseq")
 	metaInSeq     = []byte("m:inseq")
 	metaTrimmed   = []byte("m:trimmed")
@@ -207,7 +215,7 @@ var (
 // ErrClosed is returned for writes submitted after Close.
 var ErrClosed = errors.New("persistence: store closed")
 
-// Open opens (or creates) the store in opts.Dir.
+// Open opens (or creates) the store in opts.Dir and opts.LogDir.
 func Open(opts Options) (*Store, error) {
 	if opts.MaxGroupBytes <= 0 {
 		opts.MaxGroupBytes = 8 << 20
@@ -215,77 +223,62 @@ func Open(opts Options) (*Store, error) {
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = 768 << 10
 	}
-	open := func(dir string, threshold int64, compression options.CompressionType) (*badger.DB, error) {
-		db, err := badger.Open(badger.DefaultOptions(dir).
-			WithCompression(compression).
-			WithSyncWrites(opts.Fsync == FsyncAlways).
-			WithLogger(badgerLogger{opts.Log}).
-			WithLoggingLevel(badger.WARNING).
-			WithNumVersionsToKeep(1).
-			WithBlockCacheSize(8 << 20).
-			WithIndexCacheSize(8 << 20).
-			WithMemTableSize(16 << 20).
-			WithNumMemtables(2).
-			WithValueThreshold(threshold).
-			WithDetectConflicts(false).
-			WithMetricsEnabled(false))
-		if err != nil {
-			return nil, fmt.Errorf("open badger in %s: %w", dir, err)
-		}
-		return db, nil
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = 64 << 20
 	}
-	// two Badger databases, so that a checkpoint's big batches of key
-	// states never queue in front of the group commits of the log
-	sdb, err := open(opts.Dir, 1<<10, options.Snappy)
-	if err != nil {
-		return nil, err
+	if opts.LogDir == "" {
+		opts.LogDir = opts.Dir + "-wal"
 	}
-	// the log's entries (at most MaxEntryBytes, below Badger's largest
-	// threshold) stay in the LSM tree instead of the value log: the value
-	// log is written through a memory map whose pages stay resident until
-	// value-log GC drops a whole file, while trimmed LSM entries go at the
-	// next compaction; not compressed: entries live briefly (until the
-	// next checkpoint)
-	db, err := open(opts.Dir+"-log", 1<<20, options.None)
+	sdb, err := badger.Open(badger.DefaultOptions(opts.Dir).
+		WithCompression(options.Snappy).
+		WithSyncWrites(opts.Fsync == FsyncAlways).
+		WithLogger(badgerLogger{opts.Log}).
+		WithLoggingLevel(badger.WARNING).
+		WithNumVersionsToKeep(1).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithValueThreshold(1 << 10).
+		WithDetectConflicts(false).
+		WithMetricsEnabled(false))
 	if err != nil {
+		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
+	}
+	log, err := openLog(opts)
+	if err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("open the log in %s: %w", opts.LogDir, err)
+	}
+	s := &Store{opts: opts, log: log, sdb: sdb, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{})}
+	fail := func(err error) (*Store, error) {
+		log.close()
 		sdb.Close()
 		return nil, err
 	}
-	s := &Store{opts: opts, db: db, sdb: sdb, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{}), slots: make(chan struct{}, 8)}
 	s.open = newGroup()
 	s.stats.GroupSize = newHist(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 	s.stats.CommitSeconds = newHist(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
-	if err := s.db.View(func(txn *badger.Txn) error {
-		if item, err := txn.Get(metaRegion); err == nil {
-			v, _ := item.ValueCopy(nil)
-			if opts.Region != "" && string(v) != opts.Region {
-				return fmt.Errorf("data dir %s belongs to region %q, not %q", opts.Dir, v, opts.Region)
-			}
-		}
-		s.outSeq = readUint(txn, metaOutSeq)
-		s.assigned = s.outSeq
-		s.trimmed = readUint(txn, metaTrimmed)
-		s.published = max(readUint(txn, metaPublished), s.trimmed)
-		s.inSeq = readUint(txn, metaInSeq)
-		if item, err := txn.Get(metaCkpt); err == nil {
-			v, _ := item.ValueCopy(nil)
-			if len(v) == 16 {
-				s.ckptOut = binary.BigEndian.Uint64(v)
-				s.ckptIn = binary.BigEndian.Uint64(v[8:])
-			}
-		}
-		s.inTrimmed = s.ckptIn
-		return nil
-	}); err != nil {
-		db.Close()
-		sdb.Close()
-		return nil, err
+	region := log.meta(string(metaRegion))
+	if region != nil && opts.Region != "" && string(region) != opts.Region {
+		return fail(fmt.Errorf("data dir %s belongs to region %q, not %q", opts.Dir, region, opts.Region))
 	}
-	if opts.Region != "" {
-		if err := db.Update(func(txn *badger.Txn) error { return txn.Set(metaRegion, []byte(opts.Region)) }); err != nil {
-			db.Close()
-			sdb.Close()
-			return nil, err
+	s.outSeq = max(readUint(log.meta(string(metaOutSeq))), log.lastOut)
+	s.assigned = s.outSeq
+	s.trimmed = readUint(log.meta(string(metaTrimmed)))
+	s.published = max(readUint(log.meta(string(metaPublished))), s.trimmed)
+	s.inSeq = max(readUint(log.meta(string(metaInSeq))), log.lastIn)
+	if v := log.meta(string(metaCkpt)); len(v) == 16 {
+		s.ckptOut = binary.BigEndian.Uint64(v)
+		s.ckptIn = binary.BigEndian.Uint64(v[8:])
+	}
+	s.inTrimmed = s.ckptIn
+	if err := log.drop(s.trimmed, s.inTrimmed, s.published, false); err != nil {
+		return fail(err)
+	}
+	if region == nil && opts.Region != "" {
+		if err := log.setMetas(opts.Fsync != FsyncNo, metaRegion, []byte(opts.Region)); err != nil {
+			return fail(err)
 		}
 	}
 	go s.commitLoop()
@@ -296,17 +289,14 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
-func readUint(txn *badger.Txn, k []byte) uint64 {
-	item, err := txn.Get(k)
-	if err != nil {
-		return 0
-	}
-	v, _ := item.ValueCopy(nil)
+func readUint(v []byte) uint64 {
 	if len(v) != 8 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(v)
 }
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func newGroup() *Group { return &Group{done: make(chan struct{})} }
 
@@ -315,17 +305,6 @@ func StateKey(db int, key string) []byte {
 	b := make([]byte, 0, 2+len(key))
 	b = append(b, prefixKey, byte(db))
 	return append(b, key...)
-}
-
-func outboxKey(seq uint64) []byte { return seqKey(prefixOutbox, seq) }
-
-func inboundKey(seq uint64) []byte { return seqKey(prefixInbound, seq) }
-
-func seqKey(prefix byte, seq uint64) []byte {
-	b := make([]byte, 9)
-	b[0] = prefix
-	binary.BigEndian.PutUint64(b[1:], seq)
-	return b
 }
 
 // Submit adds writes and deltas to the group being formed and returns it:
@@ -350,10 +329,7 @@ func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
 	for _, w := range writes {
 		g.bytes += len(w.Key) + len(w.Header)
 	}
-	select {
-	case s.signal <- struct{}{}:
-	default:
-	}
+	s.wake()
 	s.mu.Unlock()
 	return g
 }
@@ -365,101 +341,67 @@ func (s *Store) commitLoop() {
 		for {
 			s.mu.Lock()
 			g := s.open
-			if len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 && !g.barrier {
+			if g.empty() {
 				s.mu.Unlock()
 				break
 			}
 			s.open = newGroup()
 			s.mu.Unlock()
-			s.commitAsync(g)
+			s.commit(g)
 		}
 		if !more {
-			s.inflight.Wait()
 			return
 		}
 	}
 }
 
-// commitAsync hands a group to Badger without waiting for it, so the next
-// group forms (and Badger batches several) while this one is written. Badger
-// applies commits in the order they are handed over. A group carrying key
-// states, or too big for one transaction, first waits for the groups in
-// flight.
-func (s *Store) commitAsync(g *Group) {
+func (s *Store) wake() {
+	select {
+	case s.signal <- struct{}{}:
+	default:
+	}
+}
+
+// commit writes a group as one log frame (its deltas cut into outbox
+// entries, its inbound deltas into inbound entries, its metadata) with one
+// write(2) and, under fsync=always, one fsync; the next group forms
+// meanwhile. Key states in a group (tests, startup repairs) are stored
+// first.
+func (s *Store) commit(g *Group) {
 	g.outBase, g.inBase = s.assigned, s.inSeq
 	if states := stateWrites(g.writes); len(states) > 0 {
-		// key states submitted directly (tests, startup repairs) are
-		// stored before the group's log entries
-		s.inflight.Wait()
 		if err := s.WriteStates(states); err != nil {
-			s.finish(g, 0, false, err)
+			s.finish(g, 0, err)
 			return
 		}
 		g.writes = metaWrites(g.writes)
 	}
-	if len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 {
-		// an empty barrier: durable once every group before it is
-		s.inflight.Wait()
-		s.finish(g, 0, false, nil)
-		return
+	g.start = time.Now()
+	fr := &s.fr
+	fr.reset()
+	logBytes := s.cut(fr, itemOut, g.deltas, &s.assigned)
+	logBytes += s.cut(fr, itemIn, g.inbound, &s.inSeq)
+	for _, w := range g.writes {
+		fr.setMeta("m:"+w.Key, w.Header)
 	}
-	// the group's deltas become outbox entries of at most MaxEntryBytes
-	// each (one message each on the stream), under consecutive sequences;
-	// inbound deltas likewise become inbound log entries
-	seqs, entries := s.cut(g.deltas, &s.assigned)
-	inSeqs, inEntries := s.cut(g.inbound, &s.inSeq)
 	seq := uint64(0)
-	if len(seqs) > 0 {
-		seq = seqs[len(seqs)-1]
-	}
-	logBytes := 0
-	for _, e := range entries {
-		logBytes += len(e)
-	}
-	for _, e := range inEntries {
-		logBytes += len(e)
+	if len(g.deltas) > 0 {
+		seq = s.assigned
 	}
 	s.mu.Lock()
 	s.sinceCkpt += int64(logBytes)
 	s.mu.Unlock()
-	g.start = time.Now()
-	txn := s.db.NewTransaction(true)
-	err := func() error {
-		for i, e := range entries {
-			if err := setOutbox(txn, seqs[i], e); err != nil {
-				return err
-			}
-		}
-		for i, e := range inEntries {
-			if err := setInbound(txn, inSeqs[i], e); err != nil {
-				return err
-			}
-		}
-		return s.applyWrites(txn.Set, txn.Delete, g.writes)
-	}()
-	if errors.Is(err, badger.ErrTxnTooBig) {
-		txn.Discard()
-		s.inflight.Wait()
-		err = s.commitSplit(seqs, entries, inSeqs, inEntries, g.writes)
-		s.finish(g, seq, true, err)
-		return
+	s.log.mu.Lock()
+	err := s.log.write(fr, s.opts.Fsync == FsyncAlways)
+	s.log.mu.Unlock()
+	if cap(fr.b) > 4*s.opts.MaxGroupBytes {
+		fr.b = nil // a huge group's buffer is not kept
 	}
-	if err != nil {
-		txn.Discard()
-		s.finish(g, seq, false, err)
-		return
-	}
-	s.slots <- struct{}{}
-	s.inflight.Add(1)
-	txn.CommitWith(func(err error) {
-		s.finish(g, seq, false, err)
-		<-s.slots
-		s.inflight.Done()
-	})
+	s.finish(g, seq, err)
 }
 
 // finish records a group's outcome and releases its waiters.
-func (s *Store) finish(g *Group, seq uint64, split bool, err error) {
+func (s *Store) finish(g *Group, seq uint64, err error) {
 	if err != nil {
 		s.mu.Lock()
 		s.stats.Errors++
@@ -471,16 +413,15 @@ func (s *Store) finish(g *Group, seq uint64, split bool, err error) {
 	}
 	s.mu.Lock()
 	if seq > s.outSeq {
-		s.outSeq = seq // a later group is durable only once earlier ones are
-	}
-	if split {
-		s.stats.Splits++
+		s.outSeq = seq
 	}
 	s.stats.Groups++
 	n := len(g.writes) + len(g.deltas) + len(g.inbound)
 	s.stats.Writes += uint64(n)
 	s.stats.GroupSize.observe(float64(n))
-	s.stats.CommitSeconds.observe(time.Since(g.start).Seconds())
+	if !g.start.IsZero() {
+		s.stats.CommitSeconds.observe(time.Since(g.start).Seconds())
+	}
 	if s.opts.Fsync == FsyncAlways {
 		s.stats.Syncs++
 		s.stats.LastSyncUnix = time.Now().Unix()
@@ -516,9 +457,11 @@ func metaWrites(ws []Write) []Write {
 	return out
 }
 
-// cut encodes deltas as log entries of at most MaxEntryBytes each, under
-// consecutive sequences after *last (which it advances).
-func (s *Store) cut(deltas []crdt.KeyDelta, last *uint64) (seqs []uint64, entries [][]byte) {
+// cut appends deltas to the frame as log entries of at most
+// MaxEntryBytes each, under consecutive sequences after *last (which it
+// advances), and returns the bytes appended.
+func (s *Store) cut(fr *frame, kind byte, deltas []crdt.KeyDelta, last *uint64) int {
+	start := len(fr.b)
 	for rest := deltas; len(rest) > 0; {
 		n, size := 0, 0
 		for n < len(rest) && (n == 0 || size < s.opts.MaxEntryBytes) {
@@ -526,29 +469,11 @@ func (s *Store) cut(deltas []crdt.KeyDelta, last *uint64) (seqs []uint64, entrie
 			n++
 		}
 		*last++
-		seqs = append(seqs, *last)
-		entries = append(entries, crdt.AppendBatch(make([]byte, 0, size+64), rest[:n]))
+		batch := rest[:n]
+		fr.entry(kind, *last, func(b []byte) []byte { return crdt.AppendBatch(b, batch) })
 		rest = rest[n:]
 	}
-	return seqs, entries
-}
-
-func setInbound(txn *badger.Txn, seq uint64, entry []byte) error {
-	return setLogEntry(txn, inboundKey(seq), metaInSeq, seq, entry)
-}
-
-func setOutbox(txn *badger.Txn, seq uint64, entry []byte) error {
-	return setLogEntry(txn, outboxKey(seq), metaOutSeq, seq, entry)
-}
-
-// setLogEntry writes a log entry and the log's last sequence.
-func setLogEntry(txn *badger.Txn, key, lastKey []byte, seq uint64, entry []byte) error {
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], seq)
-	if err := txn.Set(key, entry); err != nil {
-		return err
-	}
-	return txn.Set(lastKey, v[:])
+	return len(fr.b) - start
 }
 
 // applyWrites applies writes in order. ReplaceAll deletes the key's stored
@@ -643,40 +568,6 @@ func elemPrefix(db int, key string) []byte {
 	return append(b, key...)
 }
 
-func (s *Store) commitSplit(seqs []uint64, entries [][]byte, inSeqs []uint64, inEntries [][]byte, writes []Write) error {
-	for i, e := range entries {
-		if err := s.db.Update(func(txn *badger.Txn) error { return setOutbox(txn, seqs[i], e) }); err != nil {
-			return err
-		}
-	}
-	for i, e := range inEntries {
-		if err := s.db.Update(func(txn *badger.Txn) error { return setInbound(txn, inSeqs[i], e) }); err != nil {
-			return err
-		}
-	}
-	return s.writeSplit(writes)
-}
-
-// writeSplit applies writes in as few transactions as Badger allows.
-func (s *Store) writeSplit(writes []Write) error {
-	for len(writes) > 0 {
-		n := len(writes)
-		for {
-			err := s.db.Update(func(txn *badger.Txn) error { return s.applyWrites(txn.Set, txn.Delete, writes[:n]) })
-			if errors.Is(err, badger.ErrTxnTooBig) && n > 1 {
-				n /= 2
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			break
-		}
-		writes = writes[n:]
-	}
-	return nil
-}
-
 func (s *Store) syncLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -685,7 +576,7 @@ func (s *Store) syncLoop() {
 		case <-s.done:
 			return
 		case <-t.C:
-			if err := s.db.Sync(); err != nil {
+			if err := s.log.sync(); err != nil {
 				s.opts.Log.Warn().Err(err).Msg("fsync failed")
 				continue
 			}
@@ -709,8 +600,6 @@ func (s *Store) gcLoop() {
 		case <-s.done:
 			return
 		case <-t.C:
-			for s.db.RunValueLogGC(0.5) == nil {
-			}
 			for s.sdb.RunValueLogGC(0.5) == nil {
 			}
 		}
@@ -764,14 +653,8 @@ func unseal(v []byte) ([]byte, bool) {
 // covers in part is harmless.
 func (s *Store) Load(l Loader) error {
 	return s.sdb.View(func(stxn *badger.Txn) error {
-		ltxn := s.db.NewTransaction(false)
-		defer ltxn.Discard()
 		scan := func(prefix byte, fn func(k, v []byte) error) error {
-			txn := stxn
-			if prefix == prefixOutbox || prefix == prefixInbound {
-				txn = ltxn
-			}
-			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{prefix}})
+			it := stxn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{prefix}})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
 				v, err := it.Item().ValueCopy(nil)
@@ -815,24 +698,20 @@ func (s *Store) Load(l Loader) error {
 			return err
 		}
 		s.mu.Lock()
-		ckptOut, ckptIn := s.ckptOut, s.ckptIn
+		ckptOut, ckptIn, trimmed := s.ckptOut, s.ckptIn, s.trimmed
 		s.mu.Unlock()
 		// the log after the checkpoint is replayed; what it covers only
 		// helps rebuild damaged keys
-		replay := func(ckpt uint64) func(k, v []byte) error {
-			return func(k, v []byte) error {
-				if seq := binary.BigEndian.Uint64(k[1:]); seq > ckpt {
-					return l.Replay(seq, v)
-				} else if l.Covered != nil {
-					return l.Covered(seq, v)
-				}
-				return nil
+		return s.log.replay(func(kind byte, seq uint64, entry []byte) error {
+			entry = append([]byte(nil), entry...)
+			switch {
+			case kind == itemIn && seq > ckptIn, kind == itemOut && seq > ckptOut:
+				return l.Replay(seq, entry)
+			case kind == itemOut && seq > trimmed && l.Covered != nil:
+				return l.Covered(seq, entry)
 			}
-		}
-		if err := scan(prefixOutbox, replay(ckptOut)); err != nil {
-			return err
-		}
-		return scan(prefixInbound, replay(ckptIn))
+			return nil
+		})
 	})
 }
 
@@ -860,20 +739,7 @@ func (s *Store) Trimmed() uint64 {
 
 // ReadOutbox returns up to max entries after seq, in order.
 func (s *Store) ReadOutbox(after uint64, max int) (seqs []uint64, entries [][]byte, err error) {
-	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{prefixOutbox}})
-		defer it.Close()
-		for it.Seek(outboxKey(after + 1)); it.Valid() && len(seqs) < max; it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			seqs = append(seqs, binary.BigEndian.Uint64(it.Item().Key()[1:]))
-			entries = append(entries, v)
-		}
-		return nil
-	})
-	return
+	return s.log.readOut(after, max)
 }
 
 // TrimOutbox records that outbox entries up to and including seq are
@@ -891,39 +757,26 @@ func (s *Store) TrimOutbox(seq uint64) error {
 	}
 	s.published = seq
 	s.mu.Unlock()
-	return s.trim()
+	return s.trim(false)
 }
 
-// trim deletes the outbox entries both published and checkpointed and the
-// inbound entries checkpointed, and records the marks.
-func (s *Store) trim() error {
+// trim drops the outbox entries both published and checkpointed and the
+// inbound entries checkpointed (the log segments holding only those) and
+// records the marks; rotate starts a new segment first, so that the one
+// being written can go too.
+func (s *Store) trim(rotate bool) error {
 	s.mu.Lock()
-	outFrom, outTo := s.trimmed, min(s.published, s.ckptOut)
-	inFrom, inTo := s.inTrimmed, s.ckptIn
+	outTo := max(s.trimmed, min(s.published, s.ckptOut))
+	inTo := max(s.inTrimmed, s.ckptIn)
+	var ckpt [16]byte
+	binary.BigEndian.PutUint64(ckpt[:], s.ckptOut)
+	binary.BigEndian.PutUint64(ckpt[8:], s.ckptIn)
 	published := s.published
 	s.mu.Unlock()
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for q := outFrom + 1; q <= outTo; q++ {
-		if err := wb.Delete(outboxKey(q)); err != nil {
-			return err
-		}
-	}
-	for q := inFrom + 1; q <= inTo; q++ {
-		if err := wb.Delete(inboundKey(q)); err != nil {
-			return err
-		}
-	}
-	var v, p [8]byte
-	binary.BigEndian.PutUint64(v[:], max(outTo, outFrom))
-	binary.BigEndian.PutUint64(p[:], published)
-	if err := wb.Set(metaTrimmed, v[:]); err != nil {
+	if err := s.log.setMetas(false, metaTrimmed, u64(outTo), metaPublished, u64(published), metaCkpt, ckpt[:]); err != nil {
 		return err
 	}
-	if err := wb.Set(metaPublished, p[:]); err != nil {
-		return err
-	}
-	if err := wb.Flush(); err != nil {
+	if err := s.log.drop(outTo, inTo, published, rotate); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -946,10 +799,7 @@ func (s *Store) Barrier() *Group {
 		return g
 	}
 	s.open.barrier = true
-	select {
-	case s.signal <- struct{}{}:
-	default:
-	}
+	s.wake()
 	return s.open
 }
 
@@ -977,9 +827,6 @@ func (s *Store) WriteStates(writes []Write) error {
 func (s *Store) Checkpointed(out, in uint64, keys int, took time.Duration) error {
 	s.mu.Lock()
 	s.ckptOut, s.ckptIn = max(s.ckptOut, out), max(s.ckptIn, in)
-	var v [16]byte
-	binary.BigEndian.PutUint64(v[:], s.ckptOut)
-	binary.BigEndian.PutUint64(v[8:], s.ckptIn)
 	s.stats.Checkpoints++
 	s.stats.CheckpointKeys += uint64(keys)
 	s.stats.LastCheckpointS = took.Seconds()
@@ -989,18 +836,14 @@ func (s *Store) Checkpointed(out, in uint64, keys int, took time.Duration) error
 	// log first, so that no durable state holds a change whose log entry
 	// (the outbox: what peers receive) a power loss could still take
 	if s.opts.Fsync != FsyncNo {
-		if err := s.db.Sync(); err != nil {
+		if err := s.log.sync(); err != nil {
 			return err
 		}
 		if err := s.sdb.Sync(); err != nil {
 			return err
 		}
 	}
-	// deleting first is safe: the states already cover what is deleted
-	if err := s.trim(); err != nil {
-		return err
-	}
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaCkpt, v[:]) })
+	return s.trim(true)
 }
 
 // LogBytes returns how much log was written since the last checkpoint
@@ -1019,17 +862,7 @@ func (s *Store) LogBytes(reset bool) int64 {
 func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
 
 // Meta reads a metadata value written with a Meta write.
-func (s *Store) Meta(key string) []byte {
-	var v []byte
-	s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(append([]byte("m:"), key...))
-		if err == nil {
-			v, _ = item.ValueCopy(nil)
-		}
-		return nil
-	})
-	return v
-}
+func (s *Store) Meta(key string) []byte { return s.log.meta("m:" + key) }
 
 // Stats returns commit counters.
 func (s *Store) Stats() Stats {
@@ -1041,14 +874,15 @@ func (s *Store) Stats() Stats {
 	return st
 }
 
-// Size returns Badger's on-disk LSM and value log sizes.
-func (s *Store) Size() (lsm, vlog int64) {
-	l1, v1 := s.db.Size()
-	l2, v2 := s.sdb.Size()
-	return l1 + l2, v1 + v2
+// Size returns the key states' on-disk sizes (Badger's LSM tree and value
+// log) and the log's (segment files and their bytes).
+func (s *Store) Size() (lsm, vlog int64, segments int, logBytes int64) {
+	lsm, vlog = s.sdb.Size()
+	segments, logBytes = s.log.size()
+	return
 }
 
-// Close commits what is pending, syncs and closes the database.
+// Close commits what is pending, syncs and closes the store.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -1059,11 +893,8 @@ func (s *Store) Close() error {
 	close(s.signal)
 	s.mu.Unlock()
 	<-s.done
-	err := s.db.Sync()
+	err := s.log.close()
 	if e := s.sdb.Sync(); err == nil {
-		err = e
-	}
-	if e := s.db.Close(); err == nil {
 		err = e
 	}
 	if e := s.sdb.Close(); err == nil {

@@ -98,7 +98,7 @@ func Start(cfg Config) (*Instance, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create --dir: %w", err)
 	}
-	store, err := persistence.Open(persistence.Options{Dir: filepath.Join(cfg.Dir, "badger"), Fsync: cfg.Fsync, Region: cfg.Region, Log: log})
+	store, err := persistence.Open(persistence.Options{Dir: filepath.Join(cfg.Dir, "badger"), LogDir: filepath.Join(cfg.Dir, "log"), Fsync: cfg.Fsync, Region: cfg.Region, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -538,7 +538,7 @@ func (i *info) Persistence() []string {
 	st := i.s.Stats()
 	last, _ := i.s.OutboxSeq()
 	trimmed, inSeq := i.s.Trimmed(), i.s.InboundSeq()
-	lsm, vlog := i.s.Size()
+	lsm, vlog, segs, logSize := i.s.Size()
 	return []string{
 		fmt.Sprintf("group_commits:%d", st.Groups), fmt.Sprintf("group_commit_writes:%d", st.Writes),
 		fmt.Sprintf("fsyncs:%d", st.Syncs), fmt.Sprintf("last_fsync_time:%d", st.LastSyncUnix),
@@ -547,7 +547,7 @@ func (i *info) Persistence() []string {
 		fmt.Sprintf("badger_vlog_bytes:%d", vlog), fmt.Sprintf("checkpoints:%d", st.Checkpoints),
 		fmt.Sprintf("checkpoint_keys:%d", st.CheckpointKeys), fmt.Sprintf("last_checkpoint_time:%d", st.LastCheckpoint),
 		fmt.Sprintf("last_checkpoint_seconds:%.3f", st.LastCheckpointS), fmt.Sprintf("log_bytes_since_checkpoint:%d", st.LogBytes),
-		fmt.Sprintf("inbound_seq:%d", inSeq),
+		fmt.Sprintf("inbound_seq:%d", inSeq), fmt.Sprintf("log_segments:%d", segs), fmt.Sprintf("log_file_bytes:%d", logSize),
 	}
 }
 
