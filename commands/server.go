@@ -22,6 +22,9 @@ var serverCmds = []*Cmd{
 	{Name: "slowlog", Arity: -2, Flags: []string{"admin", "loading", "stale"}, Group: "server", Summary: "A container for slow log commands.", Since: "2.2.12", Fn: cmdSlowlog},
 	{Name: "debug", Arity: -2, Flags: []string{"admin", "noscript", "loading", "stale"}, Group: "server", Summary: "A container for debugging commands.", Since: "1.0.0", Fn: cmdDebug},
 	{Name: "lastsave", Arity: 1, Flags: []string{"loading", "stale", "fast"}, Group: "server", Summary: "Returns the Unix timestamp of the last successful save to disk.", Since: "1.0.0", Fn: cmdLastSave},
+	{Name: "save", Arity: 1, Flags: []string{"admin", "noscript", "no_multi"}, Group: "server", Summary: "Synchronously saves the database(s) to disk (a checkpoint).", Since: "1.0.0", Fn: cmdSave},
+	{Name: "bgsave", Arity: -1, Flags: []string{"admin", "noscript"}, Group: "server", Summary: "Asynchronously saves the database(s) to disk (a checkpoint).", Since: "1.0.0", Fn: cmdBgsave},
+	{Name: "bgrewriteaof", Arity: 1, Flags: []string{"admin", "noscript"}, Group: "server", Summary: "Asynchronously rewrites the append-only file to disk (a checkpoint, which drops the log it covers).", Since: "1.0.0", Fn: cmdBgsave},
 	{Name: "concord", Arity: -2, Flags: []string{"admin"}, Group: "server", Summary: "Concord's own commands: CONFLICTS [COUNT n], REGION, PEERS [LIST | REMOVE name | RESTORE name].", Since: "7.2.4", Fn: cmdConcord},
 }
 
@@ -90,8 +93,13 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 			fmt.Sprintf("cold_keys:%d", ks.Stats.ColdKeys.Load()), fmt.Sprintf("cold_bytes:%d", ks.Stats.ColdBytes.Load()),
 			fmt.Sprintf("warm_keys:%d", ks.Stats.WarmKeys.Load())}
 	case "persistence":
-		lines := []string{"loading:0", "async_loading:0", "rdb_changes_since_last_save:0", "rdb_bgsave_in_progress:0",
-			"rdb_last_bgsave_status:ok", "aof_enabled:1", "aof_rewrite_in_progress:0", "aof_last_write_status:ok",
+		saving, last := false, e.started.Unix()
+		if e.Saver != nil {
+			saving, last = e.Saver.Saving(), e.Saver.LastSave()
+		}
+		lines := []string{"loading:0", "async_loading:0", fmt.Sprintf("rdb_bgsave_in_progress:%d", b2i(saving)),
+			fmt.Sprintf("rdb_last_save_time:%d", last), "rdb_last_bgsave_status:ok", "aof_enabled:1",
+			fmt.Sprintf("aof_rewrite_in_progress:%d", b2i(saving)), "aof_last_write_status:ok",
 			"appendfsync:" + e.Config.Get("appendfsync")}
 		if e.Info != nil {
 			lines = append(lines, e.Info.Persistence()...)
@@ -354,7 +362,45 @@ func cmdDebug(c *Ctx) {
 	c.fail(Error("ERR DEBUG " + strings.ToUpper(c.arg(1)) + " is not supported by Concord (only DEBUG SLEEP)"))
 }
 
-func cmdLastSave(c *Ctx) { c.Conn.Int(time.Now().Unix()) }
+func cmdLastSave(c *Ctx) {
+	if c.e.Saver == nil {
+		c.Conn.Int(c.e.started.Unix())
+		return
+	}
+	c.Conn.Int(c.e.Saver.LastSave())
+}
+
+func cmdSave(c *Ctx) {
+	if c.e.Saver == nil {
+		c.fail(Error("ERR this server has no persistence"))
+		return
+	}
+	if err := c.e.Saver.Save(); err != nil {
+		c.fail(Error("ERR " + err.Error()))
+		return
+	}
+	c.Conn.OK()
+}
+
+// cmdBgsave is BGSAVE [SCHEDULE] and BGREWRITEAOF: both start a checkpoint.
+func cmdBgsave(c *Ctx) {
+	aof := c.Cmd.Name == "bgrewriteaof"
+	switch {
+	case len(c.Args) > 2 || len(c.Args) == 2 && !c.argIs(1, "schedule"):
+		c.fail(ErrSyntax)
+	case c.e.Saver == nil:
+		c.fail(Error("ERR this server has no persistence"))
+	case c.e.Saver.BackgroundSave():
+		c.Conn.Simple(map[bool]string{false: "Background saving started", true: "Background append only file rewriting started"}[aof])
+	case len(c.Args) == 2:
+		go c.e.Saver.Save() // after the one running
+		c.Conn.Simple("Background saving scheduled")
+	case aof:
+		c.fail(Error("ERR Background append only file rewriting already in progress"))
+	default:
+		c.fail(Error("ERR Background save already in progress"))
+	}
+}
 
 func cmdConcord(c *Ctx) {
 	switch {

@@ -105,6 +105,7 @@ type Engine struct {
 	Info    InfoSource
 	Repl    Replication
 	Peers   PeerAdmin
+	Saver   Saver
 	ACL     *ACL
 	started time.Time
 	slow    slowlog
@@ -122,6 +123,20 @@ type Engine struct {
 type InfoSource interface {
 	Persistence() []string
 	Replication() []string
+}
+
+// Saver is what SAVE, BGSAVE, BGREWRITEAOF and LASTSAVE need: Concord's
+// save is a checkpoint (the key states changed since the last one are
+// stored and the log they cover dropped), Redis's RDB save and AOF rewrite
+// in one.
+type Saver interface {
+	Save() error
+	// BackgroundSave starts a checkpoint unless one is running (false).
+	BackgroundSave() bool
+	Saving() bool
+	// LastSave is the Unix time of the last successful checkpoint (of the
+	// start when none ran yet).
+	LastSave() int64
 }
 
 // PeerAdmin is what CONCORD PEERS needs: the peers and which of them were

@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"concord/cmd/concord/server"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -147,4 +151,70 @@ func TestLatencyAndOutputLimit(t *testing.T) {
 
 func raw2(t *testing.T, addr string, args ...string) (string, error) {
 	return dialRaw(t, addr).do(args)
+}
+
+// SAVE, BGSAVE and BGREWRITEAOF run a checkpoint (key states stored, the log
+// they cover dropped), with Redis's replies; LASTSAVE and INFO persistence
+// tell when the last one ended; the log they cover is dropped.
+func TestSaveCommands(t *testing.T) {
+	in := startConcord(t, func(c *server.Config) { c.CheckpointInterval = time.Hour })
+	c := client(t, in.Addr())
+	info := func(field string) int64 {
+		s, _ := c.Info(ctx, "persistence").Result()
+		for _, l := range strings.Split(s, "\r\n") {
+			if v, ok := strings.CutPrefix(l, field+":"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		t.Fatalf("INFO persistence has no %s:\n%s", field, s)
+		return 0
+	}
+	start, _ := c.LastSave(ctx).Result()
+	if now := time.Now().Unix(); start > now || start < now-60 {
+		t.Fatalf("LASTSAVE before any save %d (now %d)", start, now)
+	}
+	before := info("checkpoints")
+	for i := 0; i < 100; i++ {
+		c.Set(ctx, fmt.Sprint("saved:", i), i, 0)
+	}
+	if info("log_bytes_since_checkpoint") == 0 {
+		t.Fatal("writes logged nothing")
+	}
+	if r, err := c.Save(ctx).Result(); err != nil || r != "OK" {
+		t.Fatalf("SAVE: %q %v", r, err)
+	}
+	if info("checkpoints") != before+1 || info("log_bytes_since_checkpoint") != 0 || info("checkpoint_keys") < 100 {
+		t.Fatalf("SAVE ran no checkpoint of the 100 keys")
+	}
+	if last, _ := c.LastSave(ctx).Result(); last < start || last != info("rdb_last_save_time") {
+		t.Fatalf("LASTSAVE %d after SAVE (start %d, INFO %d)", last, start, info("rdb_last_save_time"))
+	}
+	c.Set(ctx, "saved:bg", "x", 0)
+	for _, cmd := range []struct{ args []any }{{[]any{"BGSAVE"}}, {[]any{"BGREWRITEAOF"}}} {
+		r, err := c.Do(ctx, cmd.args...).Text()
+		if err != nil && !strings.Contains(err.Error(), "already in progress") || err == nil && !strings.HasPrefix(r, "Background ") {
+			t.Fatalf("%v: %q %v", cmd.args, r, err)
+		}
+		checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			if info("rdb_bgsave_in_progress") != 0 {
+				return fmt.Errorf("still saving")
+			}
+			return nil
+		})
+	}
+	if err := c.Do(ctx, "BGSAVE", "NOW").Err(); err == nil || !strings.Contains(err.Error(), "syntax error") {
+		t.Fatalf("BGSAVE NOW: %v", err)
+	}
+	if info("checkpoints") < before+2 || info("log_bytes_since_checkpoint") != 0 {
+		t.Fatalf("BGSAVE ran no checkpoint")
+	}
+	// the log the checkpoints cover goes once the outbox is published
+	// (no peers: at once): one segment left, the one being written
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		if n := info("log_segments"); n != 1 {
+			return fmt.Errorf("%d log segments after SAVE", n)
+		}
+		return nil
+	})
 }

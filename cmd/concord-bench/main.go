@@ -180,7 +180,8 @@ func main() {
 
 // memory loads the same data into fresh servers and compares RSS growth:
 // right after the load, and once settled (Concord's keys went cold, see
-// --cold-after, and both servers ran MEMORY PURGE). The anonymous part of
+// --cold-after, Concord ran a checkpoint (SAVE) and both servers ran
+// MEMORY PURGE). The anonymous part of
 // RSS is shown too: Concord's also counts Badger's memory-mapped files.
 func memory(newConcord, newRedis func() *server, quick bool) {
 	keys, members := 1000000, 1000000
@@ -202,6 +203,11 @@ func memory(newConcord, newRedis func() *server, quick bool) {
 			for time.Now().Before(deadline) && float64(info(s.port, "memory", "cold_keys")) < 0.99*items {
 				time.Sleep(time.Second)
 			}
+		}
+		if s.name == "concord" {
+			// the steady state has had a checkpoint: store the loaded
+			// keys now (SAVE), not in the middle of the measurement
+			cli(s.port, "SAVE")
 		}
 		cli(s.port, "MEMORY", "PURGE")
 		time.Sleep(500 * time.Millisecond)

@@ -72,3 +72,41 @@ func (in *Instance) checkpoint() error {
 
 // Checkpoint runs a checkpoint now (tests, and before a planned stop).
 func (in *Instance) Checkpoint() error { return in.checkpoint() }
+
+// Save is SAVE: a checkpoint now (after the one running, if any).
+func (in *Instance) Save() error {
+	err := in.checkpoint()
+	if err != nil {
+		in.Log.Error().Err(err).Msg("checkpoint (SAVE) failed; the log is kept and the keys stay dirty")
+	}
+	return err
+}
+
+// BackgroundSave is BGSAVE: a checkpoint in the background, unless one is
+// running.
+func (in *Instance) BackgroundSave() bool {
+	if !in.ckptMu.TryLock() {
+		return false
+	}
+	in.ckptMu.Unlock()
+	if !in.bgsave.CompareAndSwap(false, true) {
+		return false
+	}
+	go func() {
+		defer in.bgsave.Store(false)
+		in.Save()
+	}()
+	return true
+}
+
+// Saving tells whether a BGSAVE is running.
+func (in *Instance) Saving() bool { return in.bgsave.Load() }
+
+// LastSave is LASTSAVE: when the last checkpoint ended (the start time
+// before any).
+func (in *Instance) LastSave() int64 {
+	if t := in.store.Stats().LastCheckpoint; t > 0 {
+		return t
+	}
+	return in.started.Unix()
+}

@@ -49,6 +49,8 @@ type Instance struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	ckptMu    sync.Mutex    // one checkpoint at a time
+	started   time.Time
+	bgsave    atomic.Bool // a BGSAVE is running
 	ckptDone  chan struct{} // the checkpoint loop stopped
 	crash     bool          // tests: Close without a last checkpoint
 }
@@ -221,7 +223,9 @@ func Start(cfg Config) (*Instance, error) {
 		go srv.Serve(tlsLn)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{}), ckptDone: make(chan struct{})}
+	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{}), ckptDone: make(chan struct{}), started: time.Now()}
+	eng.Saver = in
+	inf.in = in
 	if len(corrupt) > 0 && !replicated {
 		// store the rebuilt (or dropped) keys whole now, over the damage
 		if err := in.checkpoint(); err != nil {
@@ -269,7 +273,6 @@ func Start(cfg Config) (*Instance, error) {
 		}
 		in.Node = node
 		inf.node = node
-		inf.in = in
 		eng.Peers = in
 		if b := store.Meta("removed-peers"); len(b) > 0 {
 			in.removed = map[string]bool{}
@@ -539,7 +542,7 @@ func (i *info) Persistence() []string {
 	last, _ := i.s.OutboxSeq()
 	trimmed, inSeq := i.s.Trimmed(), i.s.InboundSeq()
 	lsm, vlog, segs, logSize := i.s.Size()
-	return []string{
+	lines := []string{
 		fmt.Sprintf("group_commits:%d", st.Groups), fmt.Sprintf("group_commit_writes:%d", st.Writes),
 		fmt.Sprintf("fsyncs:%d", st.Syncs), fmt.Sprintf("last_fsync_time:%d", st.LastSyncUnix),
 		fmt.Sprintf("commit_errors:%d", st.Errors), fmt.Sprintf("outbox_seq:%d", last),
@@ -549,6 +552,7 @@ func (i *info) Persistence() []string {
 		fmt.Sprintf("last_checkpoint_seconds:%.3f", st.LastCheckpointS), fmt.Sprintf("log_bytes_since_checkpoint:%d", st.LogBytes),
 		fmt.Sprintf("inbound_seq:%d", inSeq), fmt.Sprintf("log_segments:%d", segs), fmt.Sprintf("log_file_bytes:%d", logSize),
 	}
+	return append([]string{fmt.Sprintf("aof_current_size:%d", logSize)}, lines...)
 }
 
 func (i *info) Replication() []string {
