@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"concord/crdt"
@@ -121,7 +123,8 @@ type Store struct {
 	inTrimmed uint64 // inbound entries <= inTrimmed are gone
 	sinceCkpt int64  // log bytes written since the last checkpoint began
 
-	stats Stats
+	stats       Stats
+	residentErr atomic.Bool // dropResident failed once (not logged again)
 }
 
 // Hist is a fixed-bucket histogram (cumulative counts at each bound).
@@ -237,7 +240,7 @@ func Open(opts Options) (*Store, error) {
 		WithNumVersionsToKeep(1).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(8 << 20).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(8 << 20).
 		WithNumMemtables(2).
 		WithValueThreshold(1 << 10).
 		WithDetectConflicts(false).
@@ -592,17 +595,38 @@ func (s *Store) syncLoop() {
 	}
 }
 
+// gcLoop runs Badger's value log GC every minute and reclaims the
+// resident pages of the key states' files every 5 s.
 func (s *Store) gcLoop() {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
-	for {
+	for i := 1; ; i++ {
 		select {
 		case <-s.done:
 			return
 		case <-t.C:
-			for s.sdb.RunValueLogGC(0.5) == nil {
+			if i%12 == 0 {
+				for s.sdb.RunValueLogGC(0.5) == nil {
+				}
 			}
+			s.dropResident()
 		}
+	}
+}
+
+// dropResident reclaims the resident pages of the key states' memory-mapped
+// files (see dropResident in resident_linux.go): read at startup and
+// written by checkpoints, they are not what the process works with.
+func (s *Store) dropResident() {
+	dir, err := filepath.Abs(s.opts.Dir)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err == nil {
+		_, err = dropResident(dir)
+	}
+	if err != nil && s.residentErr.CompareAndSwap(false, true) {
+		s.opts.Log.Debug().Err(err).Msg("cannot reclaim the pages of mapped files")
 	}
 }
 
@@ -652,6 +676,7 @@ func unseal(v []byte) ([]byte, bool) {
 // written since. Merging is idempotent, so an entry the checkpoint already
 // covers in part is harmless.
 func (s *Store) Load(l Loader) error {
+	defer s.dropResident() // the pages Load read are not read again
 	return s.sdb.View(func(stxn *badger.Txn) error {
 		scan := func(prefix byte, fn func(k, v []byte) error) error {
 			it := stxn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{prefix}})
@@ -843,7 +868,9 @@ func (s *Store) Checkpointed(out, in uint64, keys int, took time.Duration) error
 			return err
 		}
 	}
-	return s.trim(true)
+	err := s.trim(true)
+	s.dropResident()
+	return err
 }
 
 // LogBytes returns how much log was written since the last checkpoint

@@ -209,6 +209,10 @@ func memory(newConcord, newRedis func() *server, quick bool) {
 			// keys now (SAVE), not in the middle of the measurement
 			cli(s.port, "SAVE")
 		}
+		// settled: background work done (Badger's flush of what SAVE
+		// wrote, Concord's reclaim of mapped file pages every 5 s), freed
+		// memory returned
+		time.Sleep(12 * time.Second)
 		cli(s.port, "MEMORY", "PURGE")
 		time.Sleep(500 * time.Millisecond)
 		r.settled = float64(s.rss()-before) / items
