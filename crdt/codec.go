@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"sync"
 )
 
 // Encoding: a version byte, then a table of region names, then the state
@@ -25,6 +26,22 @@ func newEncoder() *encoder {
 	e := &encoder{b: make([]byte, 0, 96)}
 	e.names = e.nbuf[:0]
 	return e
+}
+
+// encoders recycles the encoders of AppendState and AppendBatch: their
+// buffer is copied out by finish, so it can serve the next encoding (one
+// allocation, and its growth, less per group commit and checkpointed key).
+var encoders = sync.Pool{New: func() any { return newEncoder() }}
+
+func getEncoder() *encoder { return encoders.Get().(*encoder) }
+
+func putEncoder(e *encoder) {
+	if cap(e.b) > 1<<20 {
+		return
+	}
+	e.b, e.names, e.tbl = e.b[:0], e.nbuf[:0], nil
+	clear(e.nbuf[:])
+	encoders.Put(e)
 }
 
 func (e *encoder) uv(v uint64)    { e.b = binary.AppendUvarint(e.b, v) }
@@ -144,9 +161,11 @@ func (e *encoder) finish(dst []byte) []byte {
 
 // AppendState appends the encoding of s to dst.
 func AppendState(dst []byte, s *State) []byte {
-	e := newEncoder()
+	e := getEncoder()
 	e.state(s)
-	return e.finish(dst)
+	dst = e.finish(dst)
+	putEncoder(e)
+	return dst
 }
 
 // KeyDelta is one key's delta inside a batch.
@@ -158,14 +177,16 @@ type KeyDelta struct {
 
 // AppendBatch encodes a batch of key deltas (one outbox entry).
 func AppendBatch(dst []byte, batch []KeyDelta) []byte {
-	e := newEncoder()
+	e := getEncoder()
 	e.uv(uint64(len(batch)))
 	for _, kd := range batch {
 		e.uv(uint64(kd.DB))
 		e.str(kd.Key)
 		e.state(kd.Delta)
 	}
-	return e.finish(dst)
+	dst = e.finish(dst)
+	putEncoder(e)
+	return dst
 }
 
 type decoder struct {

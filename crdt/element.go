@@ -20,19 +20,23 @@ func (s *State) Header() *State {
 
 // AppendMember encodes the dots of a set member.
 func AppendMember(dst []byte, dots []Dot) []byte {
-	e := newEncoder()
+	e := getEncoder()
 	e.uv(uint64(len(dots)))
 	for _, d := range dots {
 		e.dot(d)
 	}
-	return e.finish(dst)
+	dst = e.finish(dst)
+	putEncoder(e)
+	return dst
 }
 
 // AppendField encodes a hash field's register.
 func AppendField(dst []byte, r *Reg) []byte {
-	e := newEncoder()
+	e := getEncoder()
 	e.reg(r)
-	return e.finish(dst)
+	dst = e.finish(dst)
+	putEncoder(e)
+	return dst
 }
 
 // AddElement decodes an element record into s.
