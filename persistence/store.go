@@ -349,6 +349,14 @@ func (s *Store) commitLoop() {
 				break
 			}
 			s.open = newGroup()
+			// room for as many deltas as this group has: Submit's appends
+			// then rarely grow the slices
+			if n := min(len(g.deltas), 4096); n > 0 {
+				s.open.deltas = make([]crdt.KeyDelta, 0, n)
+			}
+			if n := min(len(g.inbound), 4096); n > 0 {
+				s.open.inbound = make([]crdt.KeyDelta, 0, n)
+			}
 			s.mu.Unlock()
 			s.commit(g)
 		}

@@ -234,9 +234,36 @@ func (g *guard) count(n int) bool {
 	return true
 }
 
+// parseLen reads a length line's number as strconv.ParseInt would (a sign,
+// decimal digits) without allocating; more than 18 digits is refused (every
+// limit is below 10^18).
+func parseLen(b []byte) (int64, bool) {
+	neg := false
+	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
+		neg, b = b[0] == '-', b[1:]
+	}
+	for len(b) > 1 && b[0] == '0' {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
 func (g *guard) multibulk(line []byte) {
-	n, err := strconv.ParseInt(string(line), 10, 64)
-	if err != nil || n > g.lim.MaxMultibulkLen {
+	n, ok := parseLen(line)
+	if !ok || n > g.lim.MaxMultibulkLen {
 		g.fail("invalid multibulk length")
 		return
 	}
@@ -265,8 +292,8 @@ func (g *guard) bulkHeader(line []byte) {
 		g.fail("expected '$', got '" + c + "'")
 		return
 	}
-	n, err := strconv.ParseInt(string(line[1:]), 10, 64)
-	if err != nil || n < 0 || n > g.lim.MaxBulkLen {
+	n, ok := parseLen(line[1:])
+	if !ok || n < 0 || n > g.lim.MaxBulkLen {
 		g.fail("invalid bulk length")
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -198,3 +199,29 @@ func newTestReader(r io.Reader, lim *Limits) *redcon.Reader {
 }
 
 func newWriterForBench(w io.Writer) *redcon.Writer { return redcon.NewWriter(w) }
+
+// parseLen agrees with strconv.ParseInt wherever a length can pass a limit
+// (magnitude below 10^18) and refuses everything else.
+func TestParseLenMatchesParseInt(t *testing.T) {
+	inputs := []string{"", "0", "5", "-1", "+7", "-", "+", "12a", " 1", "1 ", "007",
+		"999999999999999999", "1000000000000000000", "9223372036854775807", "-9223372036854775808", "99999999999999999999", "-0000000000000000001", "+00000000000000000000000000042"}
+	r := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "0123456789-+ x"
+	for i := 0; i < 20000; i++ {
+		b := make([]byte, r.IntN(21))
+		for j := range b {
+			b[j] = alphabet[r.IntN(len(alphabet))]
+		}
+		inputs = append(inputs, string(b))
+	}
+	for _, in := range inputs {
+		got, ok := parseLen([]byte(in))
+		want, err := strconv.ParseInt(in, 10, 64)
+		switch {
+		case ok && (err != nil || got != want):
+			t.Fatalf("parseLen(%q) = %d, ParseInt: %d %v", in, got, want, err)
+		case !ok && err == nil && want < 1e18 && want > -1e18:
+			t.Fatalf("parseLen(%q) refused what ParseInt reads as %d", in, want)
+		}
+	}
+}
