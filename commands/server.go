@@ -106,10 +106,7 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 		}
 		return lines
 	case "stats":
-		var calls uint64
-		for _, st := range e.stats {
-			calls += st.calls.Load()
-		}
+		calls := e.Calls()
 		acc, rej := uint64(0), uint64(0)
 		if e.srv != nil {
 			acc, rej = e.srv.Accepted.Load(), e.srv.Rejected.Load()

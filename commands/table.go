@@ -272,6 +272,15 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 
 var ctxPool = sync.Pool{New: func() any { return new(Ctx) }}
 
+// Calls returns how many commands ran (INFO's total_commands_processed).
+func (e *Engine) Calls() uint64 {
+	var n uint64
+	for _, st := range e.stats {
+		n += st.calls.Load()
+	}
+	return n
+}
+
 func (e *Engine) call(c *Ctx) {
 	start := time.Now()
 	c.Cmd.Fn(c)

@@ -64,6 +64,7 @@ func (in *Instance) checkpoint() error {
 	if err := in.store.Checkpointed(out, inb, keys, time.Since(start)); err != nil {
 		return err
 	}
+	in.freed.Add(int64(keys))
 	if keys > 0 {
 		in.Log.Debug().Int("keys", keys).Dur("took", time.Since(start)).Uint64("outbox", out).Uint64("inbound", inb).Msg("checkpoint")
 	}

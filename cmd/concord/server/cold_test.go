@@ -65,3 +65,50 @@ func TestColdMaxWarmBoundsWarmKeys(t *testing.T) {
 		}
 	}
 }
+
+// Once sweeps packed many keys, an idle server returns the free memory to
+// the OS (FreeOSMemory: Go would otherwise keep the heap's high-water mark
+// resident); a server serving commands meanwhile does not pause for it.
+func TestIdleServerReturnsMemoryAfterPacking(t *testing.T) {
+	old := gcAfterPacked
+	gcAfterPacked = 500
+	defer func() { gcAfterPacked = old }()
+	for _, busy := range []bool{false, true} {
+		in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", ColdAfter: 200 * time.Millisecond, CheckpointInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := redis.NewClient(&redis.Options{Addr: in.Addr()})
+		for i := 0; i < 2000; i++ {
+			cl.Set(context.Background(), fmt.Sprint("k", i), "v", 0)
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // a client that keeps the server busy (or not)
+			defer close(done)
+			for busy {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+					cl.Ping(context.Background())
+				}
+			}
+		}()
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) && (in.KS.Stats.ColdKeys.Load() < 2000 || in.released.Load() == 0) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		close(stop)
+		<-done
+		cold, released := in.KS.Stats.ColdKeys.Load(), in.released.Load()
+		cl.Close()
+		in.Close()
+		if cold < 2000 {
+			t.Fatalf("busy=%v: %d of 2000 keys cold", busy, cold)
+		}
+		if busy && released != 0 || !busy && released == 0 {
+			t.Fatalf("busy=%v: memory returned %d times", busy, released)
+		}
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,9 +50,11 @@ type Instance struct {
 	syncing   atomic.Bool     // started empty next to peers: not ready until resynced
 	cancel    context.CancelFunc
 	done      chan struct{}
-	ckptMu    sync.Mutex    // one checkpoint at a time
+	ckptMu    sync.Mutex // one checkpoint at a time
 	started   time.Time
-	bgsave    atomic.Bool // a BGSAVE is running
+	bgsave    atomic.Bool   // a BGSAVE is running
+	freed     atomic.Int64  // keys packed or checkpointed since packLoop last asked for a collection
+	released  atomic.Int64  // times packLoop returned free memory to the OS
 	ckptDone  chan struct{} // the checkpoint loop stopped
 	crash     bool          // tests: Close without a last checkpoint
 }
@@ -412,6 +416,8 @@ func (in *Instance) packLoop(ctx context.Context) {
 	tick := time.NewTicker(shortest / time.Duration(partsOf(shortest)))
 	defer tick.Stop()
 	last := time.Now()
+	release := false
+	lastCalls := uint64(0)
 	for part := 0; ; {
 		select {
 		case <-ctx.Done():
@@ -429,10 +435,42 @@ func (in *Instance) packLoop(ctx context.Context) {
 		last = time.Now()
 		part = (part + 1) % parts
 		if n := in.KS.PackColdPart(in.cfg.ColdMaxElements, part, parts); n > 0 {
+			in.freed.Add(int64(n))
 			in.Log.Debug().Int("keys", n).Int("part", part).Msg("packed cold keys")
+		}
+		// once sweeps packed many keys (or a checkpoint stored many: its
+		// encodings are garbage now), collect: the heap goal drops to
+		// twice what is live and Go's background scavenger returns the
+		// rest to the OS (at ~1% of CPU). Otherwise the heap's high-water
+		// mark stays resident until a collection happens on its own, and
+		// an idle server has none for two minutes. (Not FreeOSMemory: it
+		// returns everything at once under the heap lock, a pause.)
+		if part != parts-1 {
+			continue
+		}
+		// and once no command ran and no peer's delta was applied during a
+		// whole sweep after that, return the free memory at once (the
+		// pause of FreeOSMemory delays no one)
+		calls := in.Engine.Calls() + uint64(in.KS.Stats.RemoteApplied.Load())
+		if release && calls == lastCalls {
+			release = false
+			debug.FreeOSMemory()
+			in.released.Add(1)
+			in.Log.Debug().Msg("idle: returned free memory to the OS")
+		}
+		lastCalls = calls
+		if in.freed.Load() >= gcAfterPacked {
+			in.freed.Store(0)
+			release = true
+			runtime.GC()
 		}
 	}
 }
+
+// gcAfterPacked is how many keys packed (or checkpointed) ask for a
+// collection (a 3-byte string key frees ~500 B of heap when packed); a
+// variable for tests.
+var gcAfterPacked int64 = 50000
 
 // pressurePeriod is the sweep period while too many keys are warm.
 const pressurePeriod = time.Second
