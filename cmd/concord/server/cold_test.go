@@ -70,9 +70,9 @@ func TestColdMaxWarmBoundsWarmKeys(t *testing.T) {
 // the OS (FreeOSMemory: Go would otherwise keep the heap's high-water mark
 // resident); a server serving commands meanwhile does not pause for it.
 func TestIdleServerReturnsMemoryAfterPacking(t *testing.T) {
-	old := gcAfterPacked
-	gcAfterPacked = 500
-	defer func() { gcAfterPacked = old }()
+	old, oldIdle := gcAfterPacked, idleBeforeRelease
+	gcAfterPacked, idleBeforeRelease = 500, 300*time.Millisecond
+	defer func() { gcAfterPacked, idleBeforeRelease = old, oldIdle }()
 	for _, busy := range []bool{false, true} {
 		in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", ColdAfter: 200 * time.Millisecond, CheckpointInterval: time.Hour})
 		if err != nil {

@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -53,7 +52,7 @@ type Instance struct {
 	ckptMu    sync.Mutex // one checkpoint at a time
 	started   time.Time
 	bgsave    atomic.Bool   // a BGSAVE is running
-	freed     atomic.Int64  // keys packed or checkpointed since packLoop last asked for a collection
+	freed     atomic.Int64  // keys packed or checkpointed since packLoop last returned memory
 	released  atomic.Int64  // times packLoop returned free memory to the OS
 	ckptDone  chan struct{} // the checkpoint loop stopped
 	crash     bool          // tests: Close without a last checkpoint
@@ -417,7 +416,7 @@ func (in *Instance) packLoop(ctx context.Context) {
 	defer tick.Stop()
 	last := time.Now()
 	release := false
-	lastCalls := uint64(0)
+	lastCalls, lastActive := uint64(0), time.Now()
 	for part := 0; ; {
 		select {
 		case <-ctx.Done():
@@ -439,38 +438,39 @@ func (in *Instance) packLoop(ctx context.Context) {
 			in.Log.Debug().Int("keys", n).Int("part", part).Msg("packed cold keys")
 		}
 		// once sweeps packed many keys (or a checkpoint stored many: its
-		// encodings are garbage now), collect: the heap goal drops to
-		// twice what is live and Go's background scavenger returns the
-		// rest to the OS (at ~1% of CPU). Otherwise the heap's high-water
-		// mark stays resident until a collection happens on its own, and
-		// an idle server has none for two minutes. (Not FreeOSMemory: it
-		// returns everything at once under the heap lock, a pause.)
+		// encodings are garbage now) and then no command ran and no peer's
+		// delta was applied for idleBeforeRelease, collect and return the
+		// free memory to the OS. A busy server collects on its own and Go's
+		// scavenger returns what exceeds the next heap goal; an idle one
+		// has no collection for two minutes and keeps the heap's
+		// high-water mark resident. FreeOSMemory pauses allocations while
+		// it works: only a server idle that long takes it.
 		if part != parts-1 {
 			continue
 		}
-		// and once no command ran and no peer's delta was applied during a
-		// whole sweep after that, return the free memory at once (the
-		// pause of FreeOSMemory delays no one)
-		calls := in.Engine.Calls() + uint64(in.KS.Stats.RemoteApplied.Load())
-		if release && calls == lastCalls {
+		if in.freed.Load() >= gcAfterPacked {
+			in.freed.Store(0)
+			release = true
+		}
+		if calls := in.Engine.Calls() + uint64(in.KS.Stats.RemoteApplied.Load()); calls != lastCalls {
+			lastCalls, lastActive = calls, time.Now()
+		} else if release && time.Since(lastActive) >= idleBeforeRelease {
 			release = false
 			debug.FreeOSMemory()
 			in.released.Add(1)
 			in.Log.Debug().Msg("idle: returned free memory to the OS")
 		}
-		lastCalls = calls
-		if in.freed.Load() >= gcAfterPacked {
-			in.freed.Store(0)
-			release = true
-			runtime.GC()
-		}
 	}
 }
 
-// gcAfterPacked is how many keys packed (or checkpointed) ask for a
-// collection (a 3-byte string key frees ~500 B of heap when packed); a
-// variable for tests.
+// gcAfterPacked is how many keys packed (or checkpointed) make an idle
+// server return free memory (a 3-byte string key frees ~500 B of heap when
+// packed); a variable for tests.
 var gcAfterPacked int64 = 50000
+
+// idleBeforeRelease is how long a server must have been idle before it
+// returns free memory to the OS at once (a variable for tests).
+var idleBeforeRelease = 10 * time.Second
 
 // pressurePeriod is the sweep period while too many keys are warm.
 const pressurePeriod = time.Second
