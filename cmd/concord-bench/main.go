@@ -180,8 +180,7 @@ func main() {
 
 // memory loads the same data into fresh servers and compares RSS growth:
 // right after the load, and once settled (Concord's keys went cold, see
-// --cold-after, Concord ran a checkpoint (SAVE) and both servers ran
-// MEMORY PURGE). The anonymous part of
+// --cold-after, Concord ran a checkpoint (SAVE), then 25 s idle). The anonymous part of
 // RSS is shown too: Concord's also counts Badger's memory-mapped files.
 func memory(newConcord, newRedis func() *server, quick bool) {
 	keys, members := 1000000, 1000000
@@ -209,12 +208,11 @@ func memory(newConcord, newRedis func() *server, quick bool) {
 			// keys now (SAVE), not in the middle of the measurement
 			cli(s.port, "SAVE")
 		}
-		// settled: background work done (Badger's flush of what SAVE
-		// wrote, Concord's reclaim of mapped file pages every 5 s), freed
-		// memory returned
-		time.Sleep(12 * time.Second)
-		cli(s.port, "MEMORY", "PURGE")
-		time.Sleep(500 * time.Millisecond)
+		// settled: 25 s later, idle, without MEMORY PURGE: background work
+		// done (Badger's flush of what SAVE wrote, Concord's reclaim of
+		// mapped file pages every 5 s, its return of free memory once idle
+		// for 10 s; jemalloc's decay in Redis)
+		time.Sleep(25 * time.Second)
 		r.settled = float64(s.rss()-before) / items
 		r.anon = float64(s.status("RssAnon:")-beforeAnon) / items
 		return r

@@ -48,12 +48,17 @@ func (in *Instance) checkpoint() error {
 	start := time.Now()
 	in.store.LogBytes(true)
 	mark := in.store.Barrier()
+	records := 0 // keys and elements stored: their encodings are garbage after
 	keys, err := in.KS.Checkpoint(checkpointBatch, func(ws []keyspace.Write) error {
 		if err := in.store.Barrier().Wait(); err != nil {
 			return err
 		}
+		for _, w := range ws {
+			records += 1 + len(w.Elems)
+		}
 		return in.store.WriteStates(toStore(ws))
 	})
+	in.freed.Add(int64(records))
 	if err != nil {
 		return err
 	}
@@ -64,7 +69,6 @@ func (in *Instance) checkpoint() error {
 	if err := in.store.Checkpointed(out, inb, keys, time.Since(start)); err != nil {
 		return err
 	}
-	in.freed.Add(int64(keys))
 	if keys > 0 {
 		in.Log.Debug().Int("keys", keys).Dur("took", time.Since(start)).Uint64("outbox", out).Uint64("inbound", inb).Msg("checkpoint")
 	}
