@@ -66,6 +66,10 @@ type Config struct {
 	// was written since the last one; recovery replays the log after it.
 	CheckpointInterval time.Duration
 	CheckpointLogBytes int64
+	// LogSegmentBytes: the log starts a new segment file past this size
+	// (and at every checkpoint); a segment is deleted once a checkpoint
+	// covers it and peers have its outbox entries.
+	LogSegmentBytes int64
 	// ColdAfter: a key nobody read or wrote for this long (at most twice
 	// this) is kept packed in memory until its next access (0: never);
 	// keys with more than ColdMaxElements members or fields stay unpacked.
@@ -211,6 +215,12 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointLogBytes == 0 {
 		c.CheckpointLogBytes = 64 << 20
+	}
+	if c.LogSegmentBytes == 0 {
+		c.LogSegmentBytes = 64 << 20
+	}
+	if c.LogSegmentBytes < 64<<10 {
+		return fmt.Errorf("--log-segment-bytes %d: want at least 64 KiB", c.LogSegmentBytes)
 	}
 	if c.CheckpointInterval < 10*time.Millisecond || c.CheckpointLogBytes < 1<<20 {
 		return fmt.Errorf("--checkpoint-interval (>= 10ms) and --checkpoint-log-bytes (>= 1 MiB) out of range: %v, %d", c.CheckpointInterval, c.CheckpointLogBytes)
