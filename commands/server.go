@@ -24,6 +24,7 @@ var serverCmds = []*Cmd{
 	{Name: "lastsave", Arity: 1, Flags: []string{"loading", "stale", "fast"}, Group: "server", Summary: "Returns the Unix timestamp of the last successful save to disk.", Since: "1.0.0", Fn: cmdLastSave},
 	{Name: "save", Arity: 1, Flags: []string{"admin", "noscript", "no_multi"}, Group: "server", Summary: "Synchronously saves the database(s) to disk (a checkpoint).", Since: "1.0.0", Fn: cmdSave},
 	{Name: "bgsave", Arity: -1, Flags: []string{"admin", "noscript"}, Group: "server", Summary: "Asynchronously saves the database(s) to disk (a checkpoint).", Since: "1.0.0", Fn: cmdBgsave},
+	{Name: "shutdown", Arity: -1, Flags: []string{"admin", "noscript", "loading", "stale", "no_multi"}, Group: "server", Summary: "Synchronously saves the database(s) to disk and shuts down the server.", Since: "1.0.0", Fn: cmdShutdown},
 	{Name: "bgrewriteaof", Arity: 1, Flags: []string{"admin", "noscript"}, Group: "server", Summary: "Asynchronously rewrites the append-only file to disk (a checkpoint, which drops the log it covers).", Since: "1.0.0", Fn: cmdBgsave},
 	{Name: "concord", Arity: -2, Flags: []string{"admin"}, Group: "server", Summary: "Concord's own commands: CONFLICTS [COUNT n], REGION, PEERS [LIST | REMOVE name | RESTORE name].", Since: "7.2.4", Fn: cmdConcord},
 }
@@ -377,6 +378,36 @@ func cmdSave(c *Ctx) {
 		return
 	}
 	c.Conn.OK()
+}
+
+// cmdShutdown is SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT]: the
+// connection closes without a reply, as in Redis, and the server stops.
+func cmdShutdown(c *Ctx) {
+	save, saveArgs := true, 0
+	for _, a := range c.Args[1:] {
+		switch strings.ToLower(string(a)) {
+		case "nosave":
+			save, saveArgs = false, saveArgs+1
+		case "save":
+			saveArgs++
+		case "now", "force":
+		case "abort":
+			c.fail(Error("ERR No shutdown in progress."))
+			return
+		default:
+			c.fail(ErrSyntax)
+			return
+		}
+	}
+	switch {
+	case saveArgs > 1:
+		c.fail(ErrSyntax)
+	case c.e.Saver == nil:
+		c.fail(Error("ERR this server cannot be shut down from a client"))
+	default:
+		c.e.Saver.Shutdown(save)
+		c.Conn.CloseAfterReply()
+	}
 }
 
 // cmdBgsave is BGSAVE [SCHEDULE] and BGREWRITEAOF: both start a checkpoint.

@@ -125,7 +125,7 @@ type InfoSource interface {
 	Replication() []string
 }
 
-// Saver is what SAVE, BGSAVE, BGREWRITEAOF and LASTSAVE need: Concord's
+// Saver is what SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE and SHUTDOWN need: Concord's
 // save is a checkpoint (the key states changed since the last one are
 // stored and the log they cover dropped), Redis's RDB save and AOF rewrite
 // in one.
@@ -137,6 +137,10 @@ type Saver interface {
 	// LastSave is the Unix time of the last successful checkpoint (of the
 	// start when none ran yet).
 	LastSave() int64
+	// Shutdown stops the server in the background (after a last
+	// checkpoint when save is set; without one the next start replays
+	// the log: nothing acknowledged is lost either way).
+	Shutdown(save bool)
 }
 
 // PeerAdmin is what CONCORD PEERS needs: the peers and which of them were

@@ -218,3 +218,46 @@ func TestSaveCommands(t *testing.T) {
 		return nil
 	})
 }
+
+// SHUTDOWN stops the process (exit status 0, no reply on the connection,
+// as in Redis); with a last checkpoint or, under NOSAVE, without one: the
+// next start has every acknowledged write either way.
+func TestShutdownCommand(t *testing.T) {
+	dir := t.TempDir()
+	for i, args := range [][]string{{"SHUTDOWN"}, {"SHUTDOWN", "NOSAVE", "NOW"}} {
+		p := startProc(t, "--dir", dir, "--log-level", "info")
+		c := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1})
+		if err := c.Set(ctx, fmt.Sprint("before-shutdown-", i), "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Do(ctx, "SHUTDOWN", "ABORT").Err(); err == nil || !strings.Contains(err.Error(), "No shutdown in progress") {
+			t.Fatalf("SHUTDOWN ABORT: %v", err)
+		}
+		if err := c.Do(ctx, "SHUTDOWN", "SAVE", "NOSAVE").Err(); err == nil || !strings.Contains(err.Error(), "syntax") {
+			t.Fatalf("SHUTDOWN SAVE NOSAVE: %v", err)
+		}
+		anys := make([]any, len(args))
+		for j, a := range args {
+			anys[j] = a
+		}
+		if err := c.Do(ctx, anys...).Err(); err == nil {
+			t.Fatalf("%v replied", args)
+		}
+		c.Close()
+		exited := make(chan error, 1)
+		go func() { exited <- p.cmd.Wait() }()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("%v: exit %v\n%s", args, err, p.log.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%v: still running\n%s", args, p.log.String())
+		}
+	}
+	p := startProc(t, "--dir", dir)
+	c := client(t, p.addr)
+	if n, _ := c.Exists(ctx, "before-shutdown-0", "before-shutdown-1").Result(); n != 2 {
+		t.Fatalf("%d of 2 keys after SHUTDOWN and SHUTDOWN NOSAVE", n)
+	}
+}

@@ -31,8 +31,12 @@ func main() {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
-	in.Log.Info().Msg("shutting down")
+	select {
+	case <-sig:
+		in.Log.Info().Msg("shutting down")
+	case <-in.Stopped():
+		in.Log.Info().Msg("shut down by SHUTDOWN")
+	}
 	if err := in.Close(); err != nil {
 		in.Log.Error().Err(err).Msg("close failed")
 		os.Exit(1)

@@ -56,6 +56,11 @@ type Instance struct {
 	released  atomic.Int64  // times packLoop returned free memory to the OS
 	ckptDone  chan struct{} // the checkpoint loop stopped
 	crash     bool          // tests: Close without a last checkpoint
+	nosave    atomic.Bool   // SHUTDOWN NOSAVE: likewise
+	closeOnce sync.Once
+	closeErr  error
+	stopOnce  sync.Once
+	stopped   chan struct{}
 }
 
 type storeAdapter struct{ s *persistence.Store }
@@ -226,7 +231,7 @@ func Start(cfg Config) (*Instance, error) {
 		go srv.Serve(tlsLn)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{}), ckptDone: make(chan struct{}), started: time.Now()}
+	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{}), ckptDone: make(chan struct{}), started: time.Now(), stopped: make(chan struct{})}
 	eng.Saver = in
 	inf.in = in
 	if len(corrupt) > 0 && !replicated {
@@ -478,8 +483,30 @@ const pressurePeriod = time.Second
 // Addr returns the address clients connect to.
 func (in *Instance) Addr() string { return in.ln.Addr().String() }
 
-// Close stops serving, commits what is pending and closes the store.
+// Close stops serving, commits what is pending and closes the store (once;
+// later calls wait for the first and return its error).
 func (in *Instance) Close() error {
+	in.closeOnce.Do(func() { in.closeErr = in.close() })
+	return in.closeErr
+}
+
+// Shutdown is SHUTDOWN: Close in the background, with or without the last
+// checkpoint; Stopped is closed once it is done.
+func (in *Instance) Shutdown(save bool) {
+	in.stopOnce.Do(func() {
+		in.nosave.Store(!save)
+		go func() {
+			in.Close()
+			close(in.stopped)
+		}()
+	})
+}
+
+// Stopped is closed once a SHUTDOWN has closed the instance (Close's
+// error is then Close's return value).
+func (in *Instance) Stopped() <-chan struct{} { return in.stopped }
+
+func (in *Instance) close() error {
 	in.cancel()
 	if in.metricsLn != nil {
 		in.metricsLn.Close()
@@ -493,7 +520,7 @@ func (in *Instance) Close() error {
 		in.Node.Close()
 	}
 	<-in.ckptDone
-	if in.crash {
+	if in.crash || in.nosave.Load() {
 		return in.store.Close()
 	}
 	// a last checkpoint: the next start replays (almost) nothing
