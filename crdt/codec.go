@@ -303,12 +303,42 @@ func (d *decoder) reg() *Reg {
 	return r
 }
 
+// regInto reads a register into rb when it has one base (a SET's delta),
+// else into a new register.
+func (d *decoder) regInto(rb *regWithBase) *Reg {
+	save := d.b
+	if n := d.count(6); n != 1 || d.err != nil {
+		d.b = save
+		return d.reg()
+	}
+	b := Base{Dot: d.dot(), HLC: d.hlc()}
+	val := d.raw()
+	b.Absorb = d.counts()
+	r := rb.set(b, val)
+	r.Counts = d.counts()
+	r.Floor = d.counts()
+	return r
+}
+
 func (d *decoder) state() *State {
-	s := &State{}
 	flags := d.uv()
+	// a state with a string register (a SET's delta, most of what peers
+	// send) comes in one allocation with its register, base, short value
+	// and a small version vector, like SetString's
+	var x *setDelta
+	var s *State
+	if flags&4 != 0 {
+		x = &setDelta{}
+		s = &x.st
+	} else {
+		s = &State{}
+	}
 	s.Scoped = flags&1 != 0
 	s.ExpTouched = flags&2 != 0
 	n := d.count(2)
+	if x != nil && n > 0 && n <= len(x.vv) {
+		s.Ctx.VV = x.vv[:0]
+	}
 	for i := 0; i < n && d.err == nil; i++ {
 		r := d.region()
 		v := d.uv()
@@ -322,8 +352,8 @@ func (d *decoder) state() *State {
 		s.Ctx.Add(d.dot())
 	}
 	s.StrT, s.SetT, s.HashT = d.hlc(), d.hlc(), d.hlc()
-	if flags&4 != 0 {
-		s.Str = d.reg()
+	if x != nil {
+		s.Str = d.regInto(&x.reg)
 	}
 	if n = d.count(2); n > 0 {
 		s.Set = d.members(n, d.dot)
