@@ -98,7 +98,7 @@ type Elem struct {
 	Data []byte
 }
 
-// Store is the Badger-backed durable store.
+// Store is the durable store: the file log and the key states in Badger.
 type Store struct {
 	opts Options
 	log  *wal       // outbox, inbound log, metadata (LogDir)
@@ -112,8 +112,8 @@ type Store struct {
 	closed   bool
 	done     chan struct{}
 	outSeq   uint64 // last outbox sequence durable
-	assigned uint64 // last outbox sequence handed to Badger (commit loop only)
-	inSeq    uint64 // last inbound sequence handed to Badger (commit loop only)
+	assigned uint64 // last outbox sequence written to the log (commit loop only)
+	inSeq    uint64 // last inbound sequence written to the log (commit loop only)
 	trimmed  uint64 // outbox entries <= trimmed are gone
 	// published: outbox entries <= published are shipped (or need not be);
 	// they are trimmed once a checkpoint covers them too
@@ -159,7 +159,7 @@ func (h Hist) clone() Hist {
 // Stats are counters about commits, read with Stats().
 type Stats struct {
 	// GroupSize is the number of writes (deltas, metadata) per group commit; CommitSeconds
-	// the time from a group being handed to Badger to its being durable.
+	// the time from a group being encoded to its being written (and fsynced).
 	GroupSize     Hist
 	CommitSeconds Hist
 	Groups        uint64
