@@ -95,7 +95,7 @@ func TestIdleServerReturnsMemoryAfterPacking(t *testing.T) {
 				}
 			}
 		}()
-		deadline := time.Now().Add(3 * time.Second)
+		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) && (in.KS.Stats.ColdKeys.Load() < 2000 || in.released.Load() == 0) {
 			time.Sleep(20 * time.Millisecond)
 		}

@@ -52,8 +52,8 @@ type Instance struct {
 	ckptMu    sync.Mutex // one checkpoint at a time
 	started   time.Time
 	bgsave    atomic.Bool   // a BGSAVE is running
-	freed     atomic.Int64  // keys packed or checkpointed since packLoop last returned memory
-	released  atomic.Int64  // times packLoop returned free memory to the OS
+	freed     atomic.Int64  // keys packed or records checkpointed since memLoop last took note
+	released  atomic.Int64  // times memLoop returned free memory to the OS
 	ckptDone  chan struct{} // the checkpoint loop stopped
 	crash     bool          // tests: Close without a last checkpoint
 	nosave    atomic.Bool   // SHUTDOWN NOSAVE: likewise
@@ -321,6 +321,7 @@ func Start(cfg Config) (*Instance, error) {
 	if cfg.ColdAfter > 0 {
 		go in.packLoop(ctx)
 	}
+	go in.memLoop(ctx)
 	go in.conflictLog(ctx)
 	if !replicated {
 		go peering.DiscardOutbox(ctx, store, time.Second, log)
@@ -420,8 +421,6 @@ func (in *Instance) packLoop(ctx context.Context) {
 	tick := time.NewTicker(shortest / time.Duration(partsOf(shortest)))
 	defer tick.Stop()
 	last := time.Now()
-	release := false
-	lastCalls, lastActive := uint64(0), time.Now()
 	for part := 0; ; {
 		select {
 		case <-ctx.Done():
@@ -442,16 +441,27 @@ func (in *Instance) packLoop(ctx context.Context) {
 			in.freed.Add(int64(n))
 			in.Log.Debug().Int("keys", n).Int("part", part).Msg("packed cold keys")
 		}
-		// once sweeps packed many keys (or a checkpoint stored many: its
-		// encodings are garbage now) and then no command ran and no peer's
-		// delta was applied for idleBeforeRelease, collect and return the
-		// free memory to the OS. A busy server collects on its own and Go's
-		// scavenger returns what exceeds the next heap goal; an idle one
-		// has no collection for two minutes and keeps the heap's
-		// high-water mark resident. FreeOSMemory pauses allocations while
-		// it works: only a server idle that long takes it.
-		if part != parts-1 {
-			continue
+	}
+}
+
+// memLoop returns free memory to the OS once sweeps packed many keys (or a
+// checkpoint stored many: its encodings are garbage now) and then no
+// command ran and no peer's delta was applied for idleBeforeRelease. A busy
+// server collects on its own and Go's scavenger returns what exceeds the
+// next heap goal; an idle one has no collection for two minutes and keeps
+// the heap's high-water mark resident. FreeOSMemory (a collection, then
+// everything free returned) pauses allocations while it works: only a
+// server idle that long takes it.
+func (in *Instance) memLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	release := false
+	lastCalls, lastActive := uint64(0), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 		if in.freed.Load() >= gcAfterPacked {
 			in.freed.Store(0)
