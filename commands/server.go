@@ -94,11 +94,12 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 			fmt.Sprintf("cold_keys:%d", ks.Stats.ColdKeys.Load()), fmt.Sprintf("cold_bytes:%d", ks.Stats.ColdBytes.Load()),
 			fmt.Sprintf("warm_keys:%d", ks.Stats.WarmKeys.Load())}
 	case "persistence":
-		saving, last := false, e.started.Unix()
+		saving, last, changes := false, e.started.Unix(), uint64(0)
 		if e.Saver != nil {
-			saving, last = e.Saver.Saving(), e.Saver.LastSave()
+			saving, last, changes = e.Saver.Saving(), e.Saver.LastSave(), e.Saver.ChangesSinceSave()
 		}
-		lines := []string{"loading:0", "async_loading:0", fmt.Sprintf("rdb_bgsave_in_progress:%d", b2i(saving)),
+		lines := []string{"loading:0", "async_loading:0", fmt.Sprintf("rdb_changes_since_last_save:%d", changes),
+			fmt.Sprintf("rdb_bgsave_in_progress:%d", b2i(saving)),
 			fmt.Sprintf("rdb_last_save_time:%d", last), "rdb_last_bgsave_status:ok", "aof_enabled:1",
 			fmt.Sprintf("aof_rewrite_in_progress:%d", b2i(saving)), "aof_last_write_status:ok",
 			"appendfsync:" + e.Config.Get("appendfsync")}

@@ -137,6 +137,9 @@ type Saver interface {
 	// LastSave is the Unix time of the last successful checkpoint (of the
 	// start when none ran yet).
 	LastSave() int64
+	// ChangesSinceSave counts the writes logged (local and merged from
+	// peers) since the last checkpoint began.
+	ChangesSinceSave() uint64
 	// Shutdown stops the server in the background (after a last
 	// checkpoint when save is set; without one the next start replays
 	// the log: nothing acknowledged is lost either way).

@@ -47,6 +47,7 @@ func (in *Instance) checkpoint() error {
 	defer in.ckptMu.Unlock()
 	start := time.Now()
 	in.store.LogBytes(true)
+	in.savedWrites.Store(in.store.Stats().Writes)
 	mark := in.store.Barrier()
 	records := 0 // keys and elements stored: their encodings are garbage after
 	keys, err := in.KS.Checkpoint(checkpointBatch, func(ws []keyspace.Write) error {
@@ -102,6 +103,12 @@ func (in *Instance) BackgroundSave() bool {
 		in.Save()
 	}()
 	return true
+}
+
+// ChangesSinceSave is INFO's rdb_changes_since_last_save: the writes
+// logged since the last checkpoint began.
+func (in *Instance) ChangesSinceSave() uint64 {
+	return in.store.Stats().Writes - in.savedWrites.Load()
 }
 
 // Saving tells whether a BGSAVE is running.
