@@ -283,13 +283,11 @@ func cmdMemory(c *Ctx) {
 	switch {
 	case sub == "usage" && (len(c.Args) == 3 || (len(c.Args) == 5 && c.argIs(3, "samples"))):
 		c.run1(2, func(tx *keyspace.Tx, k keyspace.Key) error {
-			st := tx.Get(k)
-			if st == nil {
+			if n, ok := tx.Usage(k); ok {
+				c.Conn.Int(n)
+			} else {
 				c.Conn.Null()
-				return nil
 			}
-			// the encoded CRDT state plus map entry and pointer overhead
-			c.Conn.Int(int64(len(crdt.AppendState(nil, st)) + len(k.Key) + 96))
 			return nil
 		})
 	case sub == "doctor":

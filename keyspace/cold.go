@@ -3,6 +3,7 @@ package keyspace
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"concord/crdt"
 )
@@ -115,6 +116,33 @@ func (s *shard) expireAt(key string, hasExp bool) int64 {
 		return 0
 	}
 	return s.exp[key]
+}
+
+// Usage estimates the memory k takes, for MEMORY USAGE, without moving a
+// cold key back into the map: a cold key's record and index slot; a warm
+// key's entry and state (the struct plus what its encoding holds) and map
+// slot. False when k is absent or expired (its deletion is left to the
+// next access or the expiry cycle).
+func (tx *Tx) Usage(k Key) (int64, bool) {
+	s := tx.shard(k)
+	if e := s.m[k.Key]; e != nil || s.cold.n == 0 {
+		if e == nil || !e.live {
+			return 0, false
+		}
+		if at := e.st.ExpireAt(); at > 0 && at <= tx.now {
+			return 0, false
+		}
+		return int64(unsafe.Sizeof(entryWithState{})+48+uintptr(len(k.Key))) + int64(len(crdt.AppendState(nil, e.st))), true
+	}
+	slot, off := s.cold.lookup(k.Key)
+	if slot < 0 {
+		return 0, false
+	}
+	r, _, end := s.cold.parse(off)
+	if at := s.expireAt(k.Key, r.hasExp); at > 0 && at <= tx.now {
+		return 0, false
+	}
+	return int64(end-off) + 8*4/3, true // the record, an index slot at 3/4 load
 }
 
 // packYield is how many entries PackCold visits per lock hold.

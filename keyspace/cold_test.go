@@ -321,3 +321,38 @@ func TestPackColdInParts(t *testing.T) {
 		t.Fatalf("%d of 500 idle keys packed by a sweep in parts", n)
 	}
 }
+
+// MEMORY USAGE's estimate reads a cold key where it is (it stays cold) and
+// shows what packing saves; an expired key, warm or cold, has none.
+func TestUsageLeavesColdKeysCold(t *testing.T) {
+	ks, clk, _ := newKS(true)
+	set(ks, "k", "value", 0)
+	set(ks, "ttl", "value", time.Second)
+	usage := func(key string) (n int64, ok bool) {
+		k := Key{Key: key}
+		ks.Run([]Key{k}, func(tx *Tx) error { n, ok = tx.Usage(k); return nil })
+		return
+	}
+	warm, ok := usage("k")
+	if !ok || warm < 300 {
+		t.Fatalf("warm key: %d %v", warm, ok)
+	}
+	ks.PackCold(128)
+	if got := ks.PackCold(128); got != 2 {
+		t.Fatalf("packed %d keys", got)
+	}
+	cold, ok := usage("k")
+	if !ok || cold <= 0 || cold >= warm/4 {
+		t.Fatalf("cold key: %d %v (warm %d)", cold, ok, warm)
+	}
+	if ks.Stats.ColdKeys.Load() != 2 {
+		t.Fatalf("MEMORY USAGE warmed a key: %d cold", ks.Stats.ColdKeys.Load())
+	}
+	if _, ok := usage("missing"); ok {
+		t.Fatal("usage of a missing key")
+	}
+	clk.Add(2 * time.Second)
+	if _, ok := usage("ttl"); ok {
+		t.Fatal("usage of an expired cold key")
+	}
+}
