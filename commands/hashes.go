@@ -1,7 +1,6 @@
 package commands
 
 import (
-	"bytes"
 	"math"
 	"math/big"
 	"sort"
@@ -39,13 +38,8 @@ func cmdHSet(c *Ctx) {
 		if err != nil {
 			return err
 		}
-		n := 0
-		for i := 2; i < len(c.Args); i += 2 {
-			if !st.HasField(string(c.Args[i])) && !repeated(c.Args, i) {
-				n++
-			}
-		}
-		tx.Apply(k, crdt.HSet(st, tx.Op(), c.Args[2:]))
+		d, n := crdt.HSetAdded(st, tx.Op(), c.Args[2:])
+		tx.Apply(k, d)
 		if c.Cmd.Name == "hmset" {
 			c.Conn.OK()
 		} else {
@@ -53,17 +47,6 @@ func cmdHSet(c *Ctx) {
 		}
 		return nil
 	})
-}
-
-// repeated reports whether field args[i] was named earlier in the
-// field/value pairs starting at args[2].
-func repeated(args [][]byte, i int) bool {
-	for j := 2; j < i; j += 2 {
-		if bytes.Equal(args[j], args[i]) {
-			return true
-		}
-	}
-	return false
 }
 
 func cmdHSetNX(c *Ctx) {

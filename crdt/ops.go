@@ -295,6 +295,15 @@ func ReplaceSet(s *State, op Op, members [][]byte) *State {
 
 // HSet assigns hash fields (pairs of field, value).
 func HSet(s *State, op Op, pairs [][]byte) *State {
+	d, _ := HSetAdded(s, op, pairs)
+	return d
+}
+
+// HSetAdded is HSet that also counts the fields it adds (absent from s;
+// a field named twice counts once): HSET's reply, without a second lookup
+// of every field in a big hash.
+func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
+	added := 0
 	g := newDotGen(s, op)
 	x := &hsetDelta{}
 	d := &x.st
@@ -305,7 +314,8 @@ func HSet(s *State, op Op, pairs [][]byte) *State {
 		f := string(pairs[i])
 		dot := g.take()
 		var absorb []Count
-		if old := s.Hash[f]; old != nil {
+		old := s.Hash[f]
+		if old != nil {
 			absorb = cloneCounts(old.Counts)
 			for _, b := range old.Base {
 				d.Ctx.Add(b.Dot)
@@ -315,6 +325,8 @@ func HSet(s *State, op Op, pairs [][]byte) *State {
 			for _, b := range prev.Base {
 				d.Ctx.Add(b.Dot)
 			}
+		} else if !old.Exists() {
+			added++
 		}
 		d.Ctx.Add(dot)
 		d.Hash[f] = new(regWithBase).set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1])
@@ -326,7 +338,7 @@ func HSet(s *State, op Op, pairs [][]byte) *State {
 		d.Ctx.Cloud = nil
 	}
 	widen(s, d, TypeHash)
-	return d
+	return d, added
 }
 
 // hsetDelta is HSet's delta with room for a small causal context, in one
