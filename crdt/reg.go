@@ -166,6 +166,12 @@ func (r *Reg) hasPending(w *Base) bool {
 // plus integer increments whose sum fits in int64. handled=false sends the
 // caller to the exact path (floats, non-numeric bases, overflow).
 func (r *Reg) intGet(w *Base) (val []byte, exists, handled bool) {
+	if len(r.Counts) == 0 { // a plain SET value: its bytes, unparsed
+		if w == nil {
+			return nil, false, true
+		}
+		return w.Val, true, true
+	}
 	t, summed, exists, handled := r.intSum(w)
 	if !handled || !exists || !summed {
 		if handled && exists {
