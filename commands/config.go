@@ -110,6 +110,9 @@ func NewConfig() *Config {
 	add(&Param{Name: "latency-monitor-threshold", Value: "0", Check: intParam(0, 1<<40), Effect: "milliseconds above which commands are recorded for LATENCY LATEST/HISTORY (0: off)"})
 	add(&Param{Name: "client-output-buffer-limit", Value: "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60", Check: checkOutputLimit,
 		Effect: "per client class: hard limit, soft limit, soft seconds on pending reply bytes; a normal client over it is closed (pubsub and replica classes are stored only: Concord has neither)"})
+	add(&Param{Name: "maxmemory", Value: "0", Check: intParam(0, 1<<50), Effect: "bytes of heap (INFO used_memory) above which commands that may add data are refused with -OOM, as under Redis's noeviction (0: no limit); deltas from peers are still applied"})
+	add(&Param{Name: "maxmemory-policy", Value: "noeviction", Check: enumParam("noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"),
+		Effect: "accepted; every policy acts as noeviction: Concord does not evict (an eviction in one region would be a delete replicated to all)"})
 	add(&Param{Name: "loglevel", Value: "notice", Check: enumParam("debug", "verbose", "notice", "warning", "nothing"), Effect: "log verbosity (Concord maps it onto zerolog levels)"})
 	// Accepted for compatibility, no effect in Concord.
 	for _, p := range []struct{ n, v string }{
@@ -124,7 +127,7 @@ func NewConfig() *Config {
 		{"stream-node-max-bytes", "4096"}, {"stream-node-max-entries", "100"},
 		{"activerehashing", "yes"}, {"lazyfree-lazy-eviction", "no"}, {"lazyfree-lazy-expire", "no"},
 		{"lazyfree-lazy-server-del", "no"}, {"lazyfree-lazy-user-del", "no"}, {"lazyfree-lazy-user-flush", "no"},
-		{"maxmemory", "0"}, {"maxmemory-policy", "noeviction"}, {"maxmemory-samples", "5"},
+		{"maxmemory-samples", "5"},
 		{"notify-keyspace-events", ""}, {"lua-time-limit", "5000"}, {"busy-reply-threshold", "5000"},
 		{"tcp-keepalive", "300"},
 		{"lfu-log-factor", "10"}, {"lfu-decay-time", "1"},

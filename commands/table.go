@@ -8,6 +8,7 @@ package commands
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -34,6 +35,7 @@ type Cmd struct {
 	ACL     []string
 	Subs    []*Cmd
 	Fn      func(c *Ctx)
+	denyOOM bool // the "denyoom" flag: refused over maxmemory
 }
 
 // cmdStats are one engine's counters for one command (INFO commandstats).
@@ -113,6 +115,8 @@ type Engine struct {
 	// settings read on every command, cached from CONFIG
 	latencyThreshold atomic.Int64
 	slowlogThreshold atomic.Int64
+	maxMemory        atomic.Int64 // maxmemory (0: none)
+	usedMem          atomic.Int64 // heap in use, sampled by RefreshMemory
 	srv              *resp.Server
 	mu               sync.Mutex
 	errs             map[string]uint64 // error counts by prefix
@@ -162,18 +166,29 @@ type Replication interface {
 	NumPeers() int
 }
 
+// groups are the command tables, one per file.
+func groups() [][]*Cmd {
+	return [][]*Cmd{stringCmds, counterCmds, setCmds, hashCmds, keyCmds, expireCmds, connCmds, serverCmds, multiCmds,
+		{commandCmd, waitCmd, aclCmd, latencyCmd}}
+}
+
+// flags derived from the tables once (every engine shares them).
+func init() {
+	for _, group := range groups() {
+		for _, cmd := range group {
+			cmd.denyOOM = slices.Contains(cmd.Flags, "denyoom")
+		}
+	}
+}
+
 // New builds the command table over ks.
 func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 	e := &Engine{cmds: make(map[string]*Cmd), ks: ks, Config: cfg, started: time.Now(), errs: map[string]uint64{}}
-	for _, group := range [][]*Cmd{stringCmds, counterCmds, setCmds, hashCmds, keyCmds, expireCmds, connCmds, serverCmds, multiCmds} {
+	for _, group := range groups() {
 		for _, cmd := range group {
 			e.cmds[cmd.Name] = cmd
 		}
 	}
-	e.cmds["command"] = commandCmd
-	e.cmds["wait"] = waitCmd
-	e.cmds["acl"] = aclCmd
-	e.cmds["latency"] = latencyCmd
 	e.ACL = newACL(e)
 	cache := func(string) {
 		e.latencyThreshold.Store(cfg.Int("latency-monitor-threshold"))
@@ -186,7 +201,21 @@ func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 	for _, c := range e.cmds {
 		e.stats[c] = &cmdStats{}
 	}
+	limit := func(string) { e.maxMemory.Store(cfg.Int("maxmemory")) }
+	limit("")
+	cfg.OnSet("maxmemory", limit)
 	return e
+}
+
+// RefreshMemory samples the heap in use for maxmemory (the server calls it
+// a few times a second: reading it on every write would cost more than
+// the write).
+func (e *Engine) RefreshMemory() { e.usedMem.Store(int64(usedMemory())) }
+
+// overMemory reports whether commands that may add data are refused.
+func (e *Engine) overMemory() bool {
+	lim := e.maxMemory.Load()
+	return lim > 0 && e.usedMem.Load() > lim
 }
 
 // Attach gives the engine the server it runs on (CLIENT LIST, INFO clients).
@@ -264,6 +293,13 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 			}
 			return
 		}
+	}
+	if cmd.denyOOM && e.overMemory() {
+		e.reject(cmd, conn, "OOM command not allowed when used memory > 'maxmemory'.")
+		if conn.InMulti {
+			conn.MultiErr = true
+		}
+		return
 	}
 	if conn.InMulti && !multiOK[cmd.Name] {
 		conn.Queue = append(conn.Queue, cloneArgs(args))

@@ -261,3 +261,49 @@ func TestShutdownCommand(t *testing.T) {
 		t.Fatalf("%d of 2 keys after SHUTDOWN and SHUTDOWN NOSAVE", n)
 	}
 }
+
+// Over maxmemory, commands that may add data are refused with Redis's OOM
+// error (noeviction; every policy acts so: Concord does not evict), also
+// when queued in MULTI (EXEC then aborts); reads and deletes go on.
+func TestMaxmemoryRefusesWrites(t *testing.T) {
+	in := startConcord(t, nil)
+	c := client(t, in.Addr())
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigSet(ctx, "maxmemory", "1kb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	const oom = "OOM command not allowed when used memory > 'maxmemory'."
+	checkFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+		if err := c.Set(ctx, "k2", "v", 0).Err(); err == nil || err.Error() != oom {
+			return fmt.Errorf("SET over maxmemory: %v", err)
+		}
+		return nil
+	})
+	if err := c.SAdd(ctx, "s", "m").Err(); err == nil || err.Error() != oom {
+		t.Fatalf("SADD over maxmemory: %v", err)
+	}
+	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("GET over maxmemory: %q %v", v, err)
+	}
+	if n, err := c.Del(ctx, "k").Result(); err != nil || n != 1 {
+		t.Fatalf("DEL over maxmemory: %d %v", n, err)
+	}
+	_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "k3", "v", 0)
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "EXECABORT") {
+		t.Fatalf("MULTI SET EXEC over maxmemory: %v", err)
+	}
+	if err := c.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "k2", "v", 0).Err(); err != nil {
+		t.Fatalf("SET without a limit: %v", err)
+	}
+}

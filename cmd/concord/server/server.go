@@ -453,16 +453,21 @@ func (in *Instance) packLoop(ctx context.Context) {
 // the heap's high-water mark resident. FreeOSMemory (a collection, then
 // everything free returned) pauses allocations while it works: only a
 // server idle that long takes it.
+// It also samples the heap for maxmemory every 100 ms.
 func (in *Instance) memLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	release := false
 	lastCalls, lastActive := uint64(0), time.Now()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		in.Engine.RefreshMemory()
+		if tick%10 != 0 {
+			continue
 		}
 		if in.freed.Load() >= gcAfterPacked {
 			in.freed.Store(0)
