@@ -72,6 +72,7 @@ type wal struct {
 	// the largest outbox and inbound sequences ever written (each new
 	// segment records them, with the rest of the metadata)
 	lastOut, lastIn uint64
+	syncFile        func(*os.File) error // (*os.File).Sync; tests fail it
 	buf             []byte
 }
 
@@ -226,7 +227,7 @@ func openWAL(dir string, segBytes int64, syncs bool, log zerolog.Logger) (*wal, 
 	if err != nil {
 		return nil, err
 	}
-	w := &wal{dir: dir, segBytes: segBytes, syncs: syncs, log: log, metas: make(map[string][]byte)}
+	w := &wal{dir: dir, segBytes: segBytes, syncs: syncs, log: log, metas: make(map[string][]byte), syncFile: (*os.File).Sync}
 	var ns []uint64
 	for _, e := range names {
 		var n uint64
@@ -387,11 +388,6 @@ func (w *wal) write(fr *frame, sync bool) error {
 		}
 		return err
 	}
-	if sync {
-		if err := seg.f.Sync(); err != nil {
-			return err
-		}
-	}
 	for _, l := range fr.outs {
 		l.seg, l.off = seg, seg.size+l.off
 		w.outIdx = append(w.outIdx, l)
@@ -407,7 +403,25 @@ func (w *wal) write(fr *frame, sync bool) error {
 		w.metas[k] = append([]byte(nil), v...)
 	}
 	seg.size += int64(len(b))
+	if sync {
+		return w.fsync(seg.f)
+	}
 	return nil
+}
+
+// fsync syncs f; a failure is sticky (every later write fails until a
+// restart reads the log back): after a failed fsync the kernel may have
+// dropped the dirty pages, so what the log holds is no longer known, as
+// Redis stops accepting writes when its AOF cannot be synced.
+func (w *wal) fsync(f *os.File) error {
+	err := w.syncFile(f)
+	if err != nil && !errors.Is(err, os.ErrClosed) && w.broken == nil {
+		w.broken = fmt.Errorf("fsync of the log failed, writes refused until a restart: %w", err)
+	}
+	if errors.Is(err, os.ErrClosed) {
+		return nil // rotated meanwhile: rotation synced it
+	}
+	return err
 }
 
 // setMetas writes metadata values in one frame.
@@ -436,9 +450,16 @@ func (w *wal) sync() error {
 	w.mu.Lock()
 	f := w.cur().f
 	w.mu.Unlock()
-	err := f.Sync()
+	err := w.syncFile(f)
 	if errors.Is(err, os.ErrClosed) {
 		return nil // rotated meanwhile: rotation synced it
+	}
+	if err != nil {
+		w.mu.Lock()
+		if w.broken == nil {
+			w.broken = fmt.Errorf("fsync of the log failed, writes refused until a restart: %w", err)
+		}
+		w.mu.Unlock()
 	}
 	return err
 }

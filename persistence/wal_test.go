@@ -233,3 +233,40 @@ func TestLogMigratedFromBadger(t *testing.T) {
 		t.Fatalf("outbox after 2: %v", seqs)
 	}
 }
+
+// A failed fsync of the log fails its group and every later write until a
+// restart (the kernel may have dropped the pages); what was written before
+// stays readable, and a restart reads the log back and writes again.
+func TestLogFsyncFailureIsSticky(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncAlways)
+	if err := s.Submit(nil, []crdt.KeyDelta{delta("ok")}, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s.log.mu.Lock()
+	s.log.syncFile = func(*os.File) error { return fmt.Errorf("EIO") }
+	s.log.mu.Unlock()
+	if err := s.Submit(nil, []crdt.KeyDelta{delta("failed")}, nil).Wait(); err == nil {
+		t.Fatal("a group whose fsync failed was acknowledged")
+	}
+	s.log.mu.Lock()
+	s.log.syncFile = (*os.File).Sync
+	s.log.mu.Unlock()
+	if err := s.Submit(nil, []crdt.KeyDelta{delta("after")}, nil).Wait(); err == nil {
+		t.Fatal("a write after a failed fsync was acknowledged")
+	}
+	if seqs, entries, err := s.ReadOutbox(0, 10); err != nil || len(seqs) != 2 || len(entries) != 2 {
+		t.Fatalf("outbox after the failure: %v %d entries, %v", seqs, len(entries), err)
+	} else if kds, err := crdt.DecodeBatch(entries[1]); err != nil || len(kds) != 1 {
+		t.Fatalf("the entry written before the failed fsync reads back wrong: %v", err)
+	}
+	s.Close()
+	s = open(t, dir, FsyncAlways)
+	defer s.Close()
+	if err := s.Submit(nil, []crdt.KeyDelta{delta("restarted")}, nil).Wait(); err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	if got := fmt.Sprint(replayed(t, s)); got != "[ok failed restarted]" {
+		t.Fatalf("replayed %s", got)
+	}
+}
