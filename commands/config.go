@@ -94,7 +94,7 @@ func NewConfig() *Config {
 	add(&Param{Name: "bind", ReadOnly: true, Effect: "listen address (--addr)"})
 	add(&Param{Name: "port", ReadOnly: true, Value: "6379", Effect: "listen port (--addr)"})
 	add(&Param{Name: "databases", ReadOnly: true, Value: "16", Effect: "number of databases"})
-	add(&Param{Name: "appendfsync", Aliases: []string{"fsync"}, Value: "everysec", Check: enumParam("always", "everysec", "no"), ReadOnly: true, Effect: "fsync policy of Badger and JetStream (--fsync); fixed at start"})
+	add(&Param{Name: "appendfsync", Aliases: []string{"fsync"}, Value: "everysec", Check: enumParam("always", "everysec", "no"), ReadOnly: true, Effect: "fsync policy of the log, Badger and JetStream (--fsync); fixed at start"})
 	add(&Param{Name: "requirepass", Check: anyParam, Effect: "the default user's password for AUTH; empty makes the default user nopass"})
 	add(&Param{Name: "aclfile", ReadOnly: true, Effect: "ACL file loaded at start and by ACL LOAD, written by ACL SAVE (--aclfile)"})
 	add(&Param{Name: "proto-max-bulk-len", Value: "536870912", Check: intParam(1<<20, 1<<40), Effect: "largest bulk string a client may send and largest string value"})

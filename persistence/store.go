@@ -43,8 +43,6 @@ type Options struct {
 	Fsync  string
 	Region string
 	Log    zerolog.Logger
-	// MaxGroupBytes bounds how much one group commit carries (0: 8 MiB).
-	MaxGroupBytes int
 	// MaxEntryBytes bounds one outbox entry (one stream message); a group's
 	// deltas are split across entries beyond it (0: 768 KiB, under NATS's
 	// default 1 MiB max payload).
@@ -180,7 +178,6 @@ type Group struct {
 	writes  []Write
 	deltas  []crdt.KeyDelta
 	inbound []crdt.KeyDelta
-	bytes   int
 	barrier bool // commit even when empty
 	done    chan struct{}
 	err     error
@@ -220,9 +217,6 @@ var ErrClosed = errors.New("persistence: store closed")
 
 // Open opens (or creates) the store in opts.Dir and opts.LogDir.
 func Open(opts Options) (*Store, error) {
-	if opts.MaxGroupBytes <= 0 {
-		opts.MaxGroupBytes = 8 << 20
-	}
 	if opts.MaxEntryBytes <= 0 {
 		opts.MaxEntryBytes = 768 << 10
 	}
@@ -329,9 +323,6 @@ func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
 	g.writes = append(g.writes, writes...)
 	g.deltas = append(g.deltas, deltas...)
 	g.inbound = append(g.inbound, inbound...)
-	for _, w := range writes {
-		g.bytes += len(w.Key) + len(w.Header)
-	}
 	s.wake()
 	s.mu.Unlock()
 	return g
@@ -365,6 +356,10 @@ func (s *Store) commitLoop() {
 		}
 	}
 }
+
+// keepFrameBytes: a frame buffer grown past it (a huge group) is dropped
+// after its commit instead of kept for the next one.
+const keepFrameBytes = 32 << 20
 
 func (s *Store) wake() {
 	select {
@@ -405,7 +400,7 @@ func (s *Store) commit(g *Group) {
 	s.log.mu.Lock()
 	err := s.log.write(fr, s.opts.Fsync == FsyncAlways)
 	s.log.mu.Unlock()
-	if cap(fr.b) > 4*s.opts.MaxGroupBytes {
+	if cap(fr.b) > keepFrameBytes {
 		fr.b = nil // a huge group's buffer is not kept
 	}
 	s.finish(g, seq, err)
@@ -626,7 +621,7 @@ func (s *Store) gcLoop() {
 // files (see dropResident in resident_linux.go): read at startup and
 // written by checkpoints, they are not what the process works with.
 func (s *Store) dropResident() {
-	dir, err := filepath.Abs(s.opts.Dir)
+	dir, err := filepath.Abs(s.opts.Dir) // as /proc/self/maps names it
 	if err == nil {
 		dir, err = filepath.EvalSymlinks(dir)
 	}

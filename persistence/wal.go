@@ -404,22 +404,22 @@ func (w *wal) write(fr *frame, sync bool) error {
 	}
 	seg.size += int64(len(b))
 	if sync {
-		return w.fsync(seg.f)
+		return w.synced(w.syncFile(seg.f))
 	}
 	return nil
 }
 
-// fsync syncs f; a failure is sticky (every later write fails until a
-// restart reads the log back): after a failed fsync the kernel may have
-// dropped the dirty pages, so what the log holds is no longer known, as
-// Redis stops accepting writes when its AOF cannot be synced.
-func (w *wal) fsync(f *os.File) error {
-	err := w.syncFile(f)
-	if err != nil && !errors.Is(err, os.ErrClosed) && w.broken == nil {
-		w.broken = fmt.Errorf("fsync of the log failed, writes refused until a restart: %w", err)
-	}
+// synced reports how a Sync of a segment went, with w.mu held. A failure
+// is sticky (every later write fails until a restart reads the log back):
+// after a failed fsync the kernel may have dropped the dirty pages, so what
+// the log holds is no longer known; Redis likewise stops accepting writes
+// when its AOF cannot be synced.
+func (w *wal) synced(err error) error {
 	if errors.Is(err, os.ErrClosed) {
 		return nil // rotated meanwhile: rotation synced it
+	}
+	if err != nil && w.broken == nil {
+		w.broken = fmt.Errorf("fsync of the log failed, writes refused until a restart: %w", err)
 	}
 	return err
 }
@@ -445,23 +445,15 @@ func (w *wal) meta(key string) []byte {
 	return nil
 }
 
-// sync fsyncs the segment being written.
+// sync fsyncs the segment being written (outside w.mu: appends go on).
 func (w *wal) sync() error {
 	w.mu.Lock()
 	f := w.cur().f
 	w.mu.Unlock()
 	err := w.syncFile(f)
-	if errors.Is(err, os.ErrClosed) {
-		return nil // rotated meanwhile: rotation synced it
-	}
-	if err != nil {
-		w.mu.Lock()
-		if w.broken == nil {
-			w.broken = fmt.Errorf("fsync of the log failed, writes refused until a restart: %w", err)
-		}
-		w.mu.Unlock()
-	}
-	return err
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.synced(err)
 }
 
 // drop deletes the segments (but the last) whose outbox entries are all

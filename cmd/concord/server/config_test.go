@@ -1,8 +1,13 @@
 package server
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"concord/crdt"
+	"concord/keyspace"
 )
 
 // Validate fills the log's segment size and refuses one too small to hold
@@ -15,5 +20,28 @@ func TestConfigLogSegmentBytes(t *testing.T) {
 	c = Config{LogSegmentBytes: 1000}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--log-segment-bytes") {
 		t.Fatalf("1000-byte segments: %v", err)
+	}
+}
+
+// --log-segment-bytes reaches the log: a small size makes several segments.
+func TestLogSegmentBytesReachesTheLog(t *testing.T) {
+	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", LogSegmentBytes: 64 << 10, CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	val := make([]byte, 1000)
+	for i := 0; i < 300; i++ {
+		k := keyspace.Key{Key: fmt.Sprint("k", i)}
+		t2, _ := in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
+			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), val, false))
+			return nil
+		})
+		if t2 != nil {
+			t2.Wait()
+		}
+	}
+	if _, _, segs, bytes := in.store.Size(); segs < 3 {
+		t.Fatalf("%d segments for %d bytes of log with 64 KiB segments", segs, bytes)
 	}
 }
