@@ -135,7 +135,11 @@ func bench(port int, test string, pipeline, n, random int) result {
 func main() {
 	mode := flag.String("mode", "throughput", "throughput or memory")
 	concordBin := flag.String("concord", "./concord", "concord binary")
+	bareAddr := flag.String("serve-bare", "", "internal: serve the bare goroutine-per-connection baseline on this address")
 	flag.Parse()
+	if *bareAddr != "" {
+		fail(serveBare(*bareAddr))
+	}
 	quick := os.Getenv("BENCH_QUICK") != ""
 	dir, _ := os.MkdirTemp("", "concord-bench")
 	defer os.RemoveAll(dir)
@@ -174,6 +178,28 @@ func main() {
 			cr := bench(c.port, test, p, n, 100000)
 			rr := bench(r.port, test, p, n, 100000)
 			fmt.Printf("%-6s %-3d | %12.0f %8.3f %8.3f | %12.0f %8.3f %8.3f | %6.2f\n", strings.ToUpper(test), p, cr.rps, cr.p50, cr.p99, rr.rps, rr.p50, rr.p99, cr.rps/rr.rps)
+		}
+	}
+	ceiling(r, n)
+}
+
+// ceiling runs SET and GET against the bare baseline (redcon, one goroutine
+// per connection, a locked map, nothing else) and Redis: what any Go server
+// of this shape reaches on this machine, the ceiling of Concord's ratio.
+func ceiling(r *server, n int) {
+	self, err := os.Executable()
+	if err != nil {
+		fail(err)
+	}
+	b := start("bare", self, "-serve-bare", "127.0.0.1:PORT")
+	defer b.stop()
+	fmt.Printf("\nceiling: a bare redcon server (goroutine per connection, a map, no persistence) vs Redis\n")
+	fmt.Printf("%-6s %-3s | %12s %8s | %12s %8s | %6s\n", "test", "P", "bare rps", "p50 ms", "redis rps", "p50 ms", "ratio")
+	for _, p := range []int{1, 16} {
+		for _, test := range []string{"set", "get"} {
+			br := bench(b.port, test, p, n, 100000)
+			rr := bench(r.port, test, p, n, 100000)
+			fmt.Printf("%-6s %-3d | %12.0f %8.3f | %12.0f %8.3f | %6.2f\n", strings.ToUpper(test), p, br.rps, br.p50, rr.rps, rr.p50, br.rps/rr.rps)
 		}
 	}
 }
