@@ -136,9 +136,13 @@ func main() {
 	mode := flag.String("mode", "throughput", "throughput or memory")
 	concordBin := flag.String("concord", "./concord", "concord binary")
 	bareAddr := flag.String("serve-bare", "", "internal: serve the bare goroutine-per-connection baseline on this address")
+	loopAddr := flag.String("serve-loop", "", "internal: serve the bare event-loop baseline on this address")
 	flag.Parse()
 	if *bareAddr != "" {
 		fail(serveBare(*bareAddr))
+	}
+	if *loopAddr != "" {
+		fail(serveLoop(*loopAddr))
 	}
 	quick := os.Getenv("BENCH_QUICK") != ""
 	dir, _ := os.MkdirTemp("", "concord-bench")
@@ -183,23 +187,28 @@ func main() {
 	ceiling(r, n)
 }
 
-// ceiling runs SET and GET against the bare baseline (redcon, one goroutine
-// per connection, a locked map, nothing else) and Redis: what any Go server
-// of this shape reaches on this machine, the ceiling of Concord's ratio.
+// ceiling runs SET and GET against two bare baselines, a locked map and
+// nothing else, and Redis: redcon's own server (one goroutine per
+// connection, Concord's shape) and one epoll loop on one thread (Redis's
+// shape). What a Go server of each shape reaches on this machine.
 func ceiling(r *server, n int) {
 	self, err := os.Executable()
 	if err != nil {
 		fail(err)
 	}
-	b := start("bare", self, "-serve-bare", "127.0.0.1:PORT")
-	defer b.stop()
-	fmt.Printf("\nceiling: a bare redcon server (goroutine per connection, a map, no persistence) vs Redis\n")
-	fmt.Printf("%-6s %-3s | %12s %8s | %12s %8s | %6s\n", "test", "P", "bare rps", "p50 ms", "redis rps", "p50 ms", "ratio")
+	g := start("bare", self, "-serve-bare", "127.0.0.1:PORT")
+	defer g.stop()
+	l := start("loop", self, "-serve-loop", "127.0.0.1:PORT")
+	defer l.stop()
+	fmt.Printf("\nceiling: bare Go servers (a map, no persistence): goroutine per connection (redcon) and one epoll loop, vs Redis\n")
+	fmt.Printf("%-6s %-3s | %12s %8s | %12s %8s | %12s %8s | %6s %6s\n", "test", "P", "goroutine", "p50 ms", "loop rps", "p50 ms", "redis rps", "p50 ms", "g/r", "loop/r")
 	for _, p := range []int{1, 16} {
 		for _, test := range []string{"set", "get"} {
-			br := bench(b.port, test, p, n, 100000)
+			gr := bench(g.port, test, p, n, 100000)
+			lr := bench(l.port, test, p, n, 100000)
 			rr := bench(r.port, test, p, n, 100000)
-			fmt.Printf("%-6s %-3d | %12.0f %8.3f | %12.0f %8.3f | %6.2f\n", strings.ToUpper(test), p, br.rps, br.p50, rr.rps, rr.p50, br.rps/rr.rps)
+			fmt.Printf("%-6s %-3d | %12.0f %8.3f | %12.0f %8.3f | %12.0f %8.3f | %6.2f %6.2f\n", strings.ToUpper(test), p,
+				gr.rps, gr.p50, lr.rps, lr.p50, rr.rps, rr.p50, gr.rps/rr.rps, lr.rps/rr.rps)
 		}
 	}
 }
