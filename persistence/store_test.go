@@ -267,3 +267,36 @@ func TestWriteStatesHugeKey(t *testing.T) {
 		t.Fatalf("%d elements after replacing them all", c)
 	}
 }
+
+// Writers waiting on their own commits share groups: the commit loop lets
+// the writers that are runnable join a group before it is written (as
+// Redis writes its AOF once per event-loop pass), instead of writing the
+// first one alone.
+func TestConcurrentWritersShareGroups(t *testing.T) {
+	s := open(t, t.TempDir(), FsyncEverysec)
+	defer s.Close()
+	const writers, each = 50, 200
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if err := s.Submit(nil, []crdt.KeyDelta{delta("m")}, nil).Wait(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	per := float64(st.Writes) / float64(st.Groups)
+	t.Logf("%d writes in %d groups (%.1f per group)", st.Writes, st.Groups, per)
+	if st.Writes < writers*each {
+		t.Fatalf("writes %d, want %d", st.Writes, writers*each)
+	}
+	if per < 8 {
+		t.Fatalf("%.2f writes per group: concurrent writers are not sharing groups", per)
+	}
+}
