@@ -5,7 +5,6 @@ package main
 import (
 	"net"
 	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -54,40 +53,6 @@ func serveLoop(addr string) error {
 		syscall.SetNonblock(fd, true)
 		loops[i%len(loops)].add(fd)
 	}
-}
-
-type bareMap struct {
-	mu sync.RWMutex
-	m  map[string][]byte
-}
-
-func (s *bareMap) serve(out []byte, args [][]byte) []byte {
-	switch strings.ToLower(string(args[0])) {
-	case "set":
-		if len(args) < 3 {
-			return redcon.AppendError(out, "ERR wrong number of arguments for 'set' command")
-		}
-		s.mu.Lock()
-		s.m[string(args[1])] = append([]byte(nil), args[2]...)
-		s.mu.Unlock()
-		return redcon.AppendOK(out)
-	case "get":
-		if len(args) < 2 {
-			return redcon.AppendError(out, "ERR wrong number of arguments for 'get' command")
-		}
-		s.mu.RLock()
-		v, ok := s.m[string(args[1])]
-		s.mu.RUnlock()
-		if !ok {
-			return redcon.AppendNull(out)
-		}
-		return redcon.AppendBulk(out, v)
-	case "config":
-		return redcon.AppendArray(out, 0)
-	case "ping":
-		return redcon.AppendString(out, "PONG")
-	}
-	return redcon.AppendOK(out)
 }
 
 type evConn struct {
