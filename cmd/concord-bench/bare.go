@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"strings"
 	"sync"
 
@@ -10,9 +11,9 @@ import (
 // serveBare serves SET and GET from a locked map with redcon's own server
 // (one goroutine per connection): the baseline that shows how far a Go
 // server of this shape gets on this machine before any of Concord's work.
-func serveBare(addr string) error {
+func serveBare(ln net.Listener) error {
 	store := &bareMap{m: make(map[string][]byte)}
-	return redcon.ListenAndServe(addr, func(conn redcon.Conn, cmd redcon.Command) {
+	return redcon.Serve(ln, func(conn redcon.Conn, cmd redcon.Command) {
 		conn.WriteRaw(store.serve(nil, cmd.Args))
 	}, nil, nil)
 }

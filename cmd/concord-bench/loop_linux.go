@@ -12,46 +12,37 @@ import (
 )
 
 // serveLoop serves the same SET/GET map as serveBare, Redis's way: one
-// epoll loop on one locked thread (GOMAXPROCS 1) owns every connection,
-// reads each ready client, runs its commands and writes its replies, with
-// no goroutine per connection. It measures what the event-loop shape buys
-// on this machine. (Two loops on two cores shared with redis-benchmark
-// measured worse at P=1: 46k vs 60-66k rps.)
-func serveLoop(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+// epoll loop on one locked thread owns every connection, reads each ready
+// client, runs its commands and writes its replies, with no goroutine per
+// connection (the -serve-loop process also runs with GOMAXPROCS 1). It
+// measures what the event-loop shape buys on this machine. (Two loops on
+// two cores shared with redis-benchmark measured worse at P=1: 46k vs
+// 60-66k rps.)
+func serveLoop(ln net.Listener) error {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return err
 	}
-	runtime.GOMAXPROCS(1)
-	store := &bareMap{m: make(map[string][]byte)}
-	loops := make([]*evLoop, 1)
-	for i := range loops {
-		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
-		if err != nil {
-			return err
-		}
-		loops[i] = &evLoop{epfd: fd, conns: make(map[int]*evConn), store: store}
-		go func(l *evLoop) { runtime.LockOSThread(); l.run() }(loops[i])
-	}
-	for i := 0; ; i++ {
+	l := &evLoop{epfd: epfd, conns: make(map[int]*evConn), store: &bareMap{m: make(map[string][]byte)}}
+	go func() { runtime.LockOSThread(); l.run() }()
+	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			return err
 		}
-		tc := nc.(*net.TCPConn)
-		tc.SetNoDelay(true)
-		f, err := tc.File() // a dup the loop owns; Go's poller keeps none
+		nc.(*net.TCPConn).SetNoDelay(true)
+		f, err := nc.(*net.TCPConn).File() // a dup the loop owns (blocking mode)
 		nc.Close()
 		if err != nil {
 			continue
 		}
-		fd, err := syscall.Dup(int(f.Fd()))
+		fd, err := syscall.Dup(int(f.Fd())) // f's own fd closes with f
 		f.Close()
 		if err != nil {
 			continue
 		}
 		syscall.SetNonblock(fd, true)
-		loops[i%len(loops)].add(fd)
+		l.add(fd)
 	}
 }
 

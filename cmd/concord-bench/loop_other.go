@@ -2,7 +2,10 @@
 
 package main
 
-import "errors"
+import (
+	"errors"
+	"net"
+)
 
 // serveLoop needs epoll.
-func serveLoop(addr string) error { return errors.New("the event-loop baseline needs Linux") }
+func serveLoop(ln net.Listener) error { return errors.New("the event-loop baseline needs Linux") }

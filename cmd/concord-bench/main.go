@@ -138,11 +138,18 @@ func main() {
 	bareAddr := flag.String("serve-bare", "", "internal: serve the bare goroutine-per-connection baseline on this address")
 	loopAddr := flag.String("serve-loop", "", "internal: serve the bare event-loop baseline on this address")
 	flag.Parse()
-	if *bareAddr != "" {
-		fail(serveBare(*bareAddr))
-	}
-	if *loopAddr != "" {
-		fail(serveLoop(*loopAddr))
+	if *bareAddr != "" || *loopAddr != "" {
+		serve := serveBare
+		addr := *bareAddr
+		if *loopAddr != "" {
+			runtime.GOMAXPROCS(1)
+			serve, addr = serveLoop, *loopAddr
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fail(err)
+		}
+		fail(serve(ln))
 	}
 	quick := os.Getenv("BENCH_QUICK") != ""
 	dir, _ := os.MkdirTemp("", "concord-bench")

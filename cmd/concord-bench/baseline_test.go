@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bufio"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The ceiling table is only meaningful if the baselines really serve SET
+// and GET: each must store and return values, answer pipelined commands in
+// order, and put a command back together when it arrives in pieces.
+func TestBaselinesServeSetAndGet(t *testing.T) {
+	servers := map[string]func(net.Listener) error{"goroutine": serveBare}
+	if runtime.GOOS == "linux" {
+		servers["loop"] = serveLoop
+	}
+	for name, serve := range servers {
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go serve(ln)
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			rd := bufio.NewReader(c)
+			line := func() string {
+				s, err := rd.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.TrimRight(s, "\r\n")
+			}
+			// pipelined: a SET, two GETs, an unknown key
+			c.Write([]byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabc\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*2\r\n$3\r\nget\r\n$1\r\nk\r\n*2\r\n$3\r\nGET\r\n$1\r\nx\r\n"))
+			want := []string{"+OK", "$3", "abc", "$3", "abc", "$-1"}
+			for _, w := range want {
+				if got := line(); got != w {
+					t.Fatalf("got %q, want %q", got, w)
+				}
+			}
+			// one command in three pieces
+			for _, part := range []string{"*3\r\n$3\r\nSE", "T\r\n$1\r\nk\r\n$2\r", "\nxy\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"} {
+				c.Write([]byte(part))
+				time.Sleep(20 * time.Millisecond)
+			}
+			for _, w := range []string{"+OK", "$2", "xy"} {
+				if got := line(); got != w {
+					t.Fatalf("split command: got %q, want %q", got, w)
+				}
+			}
+		})
+	}
+}
