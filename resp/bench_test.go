@@ -21,21 +21,19 @@ func (l *loopReader) Read(p []byte) (int, error) {
 }
 
 // BenchmarkGuardedReader measures parsing pipelined SETs through the guard
-// and redcon's reader.
+// and redcon's ReadNextCommand.
 func BenchmarkGuardedReader(b *testing.B) {
 	cmd := "*3\r\n$3\r\nSET\r\n$10\r\nkey:123456\r\n$3\r\nxxx\r\n"
 	src := &loopReader{data: []byte(strings.Repeat(cmd, 256))}
 	lim := Limits{}
 	lim.Validate()
-	rd := newTestReader(src, &lim)
+	g := newGuard(src, &lim, func() bool { return true })
 	b.SetBytes(int64(len(cmd)))
 	b.ReportAllocs()
-	for n := 0; n < b.N; {
-		cmds, err := rd.ReadCommands()
-		if err != nil {
+	for n := 0; n < b.N; n++ {
+		if _, err := g.next(true); err != nil {
 			b.Fatal(err)
 		}
-		n += len(cmds)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"io"
 	"strconv"
 	"time"
+
+	"github.com/tidwall/redcon"
 )
 
 // Limits bound what a client may send. Zero fields take Redis's defaults in
@@ -56,11 +58,12 @@ const (
 	gInline
 )
 
-// guard sits between the socket and redcon's reader: it parses the RESP
-// framing itself, checks every length against the limits before anything is
+// guard sits between the socket and the server: it parses the RESP framing
+// itself, checks every length against the limits before anything is
 // buffered for it, turns inline commands into RESP, drops empty commands,
-// and hands on only bytes it has validated. redcon's reader never sees a
-// length it could overflow or loop on.
+// and keeps only bytes it has validated. redcon's ReadNextCommand then cuts
+// the complete commands out of those bytes without copying them: it never
+// sees a length it could overflow or loop on.
 type guard struct {
 	src    io.Reader
 	lim    *Limits
@@ -68,14 +71,17 @@ type guard struct {
 
 	in       []byte // raw bytes read, not yet consumed
 	inStart  int
-	out      []byte // validated bytes ready for the reader
+	out      []byte // validated bytes; out[pos:] not yet handed out
+	pos      int
+	ready    int      // complete commands in out[pos:]
+	argv     [][]byte // the last command's arguments (reused)
 	st       gstate
 	line     []byte // header or inline line being collected
 	args     int64  // bulks left in the current multibulk
 	bulkLeft int64  // body bytes (incl. CRLF) left
 	cmdBytes int64
 	err      error
-	oneCmd   bool // a complete command was produced in this Read
+	oneCmd   bool // a complete command was produced since the last read
 	// deadline, when set, is told before each socket read whether a command
 	// is partly received (and since when) so it can set the read deadline.
 	deadline func(midCommand bool, started time.Time)
@@ -86,22 +92,26 @@ func newGuard(src io.Reader, lim *Limits, authed func() bool) *guard {
 	return &guard{src: src, lim: lim, authed: authed, in: make([]byte, 0, 16<<10)}
 }
 
-// Read returns validated bytes. Before AUTH it stops at every command
-// boundary, so the limits that apply follow the AUTH that precedes them.
-func (g *guard) Read(p []byte) (int, error) {
-	for {
-		if len(g.out) > 0 {
-			n := copy(p, g.out)
-			g.out = g.out[n:]
-			if len(g.out) == 0 {
-				g.out = g.out[:0:0]
-			}
-			return n, nil
-		}
+// errFraming is a command the guard validated that redcon would not cut out
+// the same way: a bug, never a client's fault; the client is closed.
+var errFraming = &ProtocolError{Msg: "internal framing mismatch"}
+
+// next returns the arguments of the next complete command. With wait it
+// reads the socket until there is one; without, it returns nil when no
+// complete command is buffered (it still validates bytes already read, so
+// the commands pipelined behind an AUTH meet the limits that follow it).
+// The arguments point into the guard's buffer: they are valid until the
+// next call, and a handler that keeps one must copy it.
+func (g *guard) next(wait bool) ([][]byte, error) {
+	for g.ready == 0 {
 		if g.err != nil {
-			return 0, g.err
+			return nil, g.err
 		}
+		g.compact()
 		if g.inStart >= len(g.in) {
+			if !wait {
+				return nil, nil
+			}
 			if err := g.fill(); err != nil {
 				g.err = err
 				continue
@@ -110,11 +120,33 @@ func (g *guard) Read(p []byte) (int, error) {
 		g.oneCmd = false
 		g.process()
 	}
+	complete, args, _, left, err := redcon.ReadNextCommand(g.out[g.pos:], g.argv[:0])
+	if err != nil || !complete || len(args) == 0 {
+		g.ready, g.err = 0, errFraming
+		return nil, g.err
+	}
+	g.argv = args
+	g.pos = len(g.out) - len(left)
+	g.ready--
+	return args, nil
+}
+
+// compact drops the bytes already handed out, keeping a partial command.
+func (g *guard) compact() {
+	if g.pos == 0 {
+		return
+	}
+	if g.pos == len(g.out) && cap(g.out) > 1<<20 { // do not keep a big command's buffer
+		g.out = nil
+	} else {
+		g.out = g.out[:copy(g.out, g.out[g.pos:])]
+	}
+	g.pos = 0
 }
 
 func (g *guard) fill() error {
 	if g.deadline != nil {
-		mid := g.st != gStart || len(g.line) > 0 || len(g.out) > 0
+		mid := g.st != gStart || len(g.line) > 0 || len(g.out) > g.pos
 		if mid && g.started.IsZero() {
 			// the clock of a partly received command starts when the
 			// read that began it ends (one clock read per such command,
@@ -217,6 +249,7 @@ func (g *guard) process() {
 				if g.args == 0 {
 					g.st = gStart
 					g.oneCmd = true
+					g.ready++
 				} else {
 					g.st = gBulkHeader
 				}
@@ -335,6 +368,7 @@ func (g *guard) inline(line []byte) {
 		g.out = append(g.out, '\r', '\n')
 	}
 	g.oneCmd = true
+	g.ready++
 }
 
 func indexByte(b []byte, c byte) int {

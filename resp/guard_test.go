@@ -3,6 +3,7 @@ package resp
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -178,24 +179,54 @@ func FuzzGuard(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		lim := Limits{MaxBulkLen: 1 << 16, MaxMultibulkLen: 1 << 10}
 		lim.Validate()
-		rd := newTestReader(bytes.NewReader(b), &lim)
-		for i := 0; i < 1000; i++ {
-			cmds, err := rd.ReadCommands()
-			if err != nil {
-				return
-			}
-			for _, c := range cmds {
-				if len(c.Args) == 0 {
-					t.Fatal("empty command")
-				}
-			}
+		whole, werr := readAllCommands(newGuard(bytes.NewReader(b), &lim, func() bool { return true }))
+		// the same bytes in pieces of 1..7 bytes give the same commands
+		split, serr := readAllCommands(newGuard(&chunkReader{b: b, n: 1 + len(b)%7}, &lim, func() bool { return true }))
+		if werr == errFraming || serr == errFraming {
+			t.Fatalf("guard and redcon disagree on %q", b)
+		}
+		if strings.Join(whole, "|") != strings.Join(split, "|") || (werr == nil) != (serr == nil) {
+			t.Fatalf("whole %q (%v), split %q (%v)", whole, werr, split, serr)
 		}
 	})
 }
 
-// newTestReader returns redcon's reader behind the guard (used by fuzzing).
-func newTestReader(r io.Reader, lim *Limits) *redcon.Reader {
-	return redcon.NewReader(newGuard(r, lim, func() bool { return true }))
+// readAllCommands returns every command the guard produces (each joined
+// with spaces) and the error that ended them (nil at EOF).
+func readAllCommands(g *guard) ([]string, error) {
+	var cmds []string
+	for {
+		args, err := g.next(true)
+		if err == io.EOF {
+			return cmds, nil
+		}
+		if err != nil {
+			return cmds, err
+		}
+		if len(args) == 0 {
+			return cmds, errors.New("empty command")
+		}
+		cmds = append(cmds, string(bytes.Join(args, []byte(" "))))
+		if len(cmds) > 1000 {
+			return cmds, nil
+		}
+	}
+}
+
+// chunkReader returns at most n bytes per Read.
+type chunkReader struct {
+	b []byte
+	n int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), r.n, len(r.b))
+	copy(p, r.b[:k])
+	r.b = r.b[k:]
+	return k, nil
 }
 
 func newWriterForBench(w io.Writer) *redcon.Writer { return redcon.NewWriter(w) }
@@ -222,6 +253,40 @@ func TestParseLenMatchesParseInt(t *testing.T) {
 			t.Fatalf("parseLen(%q) = %d, ParseInt: %d %v", in, got, want, err)
 		case !ok && err == nil && want < 1e18 && want > -1e18:
 			t.Fatalf("parseLen(%q) refused what ParseInt reads as %d", in, want)
+		}
+	}
+}
+
+// keeper keeps the argument of each command without copying it, and
+// replies with what the previous command's argument reads now.
+type keeper struct{ kept []byte }
+
+func (k *keeper) Serve(c *Conn, args [][]byte) {
+	c.BulkString(string(k.kept))
+	k.kept = args[len(args)-1]
+}
+func (k *keeper) Closed(c *Conn) {}
+
+// With PoisonArgs a handler that keeps an argument past Serve sees it
+// overwritten: the trap that make test sets for every handler.
+func TestPoisonArgsCatchesKeptArguments(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		s := NewServer(Config{PoisonArgs: on}, &keeper{})
+		s.cfg.PoisonArgs = on // whatever the environment says
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Serve(ln)
+		got := send(t, ln.Addr().String(), "*2\r\n$4\r\nECHO\r\n$3\r\nabc\r\n*2\r\n$4\r\nECHO\r\n$1\r\nx\r\n")
+		s.Close()
+		// served in one batch: unpoisoned, the kept slice still reads abc
+		want := "$0\r\n\r\n$3\r\nabc\r\n"
+		if on {
+			want = "$0\r\n\r\n$3\r\n###\r\n"
+		}
+		if got != want {
+			t.Fatalf("poison %v: got %q, want %q", on, got, want)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,9 @@ var nullName = "NULL"
 
 // Handler serves commands.
 type Handler interface {
-	// Serve runs one command; args[0] is its name.
+	// Serve runs one command; args[0] is its name. The arguments point
+	// into the connection's read buffer and are valid only until Serve
+	// returns: a handler that keeps one (MULTI's queue) copies it.
 	Serve(c *Conn, args [][]byte)
 	// Closed is called once when a connection ends.
 	Closed(c *Conn)
@@ -46,6 +49,11 @@ type Config struct {
 	// OutputLimit returns the hard limit, soft limit and soft duration on a
 	// client's pending reply bytes (0: none); a client over it is closed.
 	OutputLimit func() (hard, soft int64, softFor time.Duration)
+	// PoisonArgs overwrites every command's arguments once it is served, so
+	// that a handler keeping one without copying it fails its tests. The
+	// environment variable CONCORD_POISON_ARGS=1 turns it on (make test
+	// does).
+	PoisonArgs bool
 }
 
 // DeniedMessage is Redis's reply to a non-loopback client in protected mode.
@@ -113,6 +121,9 @@ func NewServer(cfg Config, h Handler) *Server {
 	}
 	if cfg.OutputLimit == nil {
 		cfg.OutputLimit = func() (int64, int64, time.Duration) { return 0, 0, 0 }
+	}
+	if os.Getenv("CONCORD_POISON_ARGS") == "1" {
+		cfg.PoisonArgs = true
 	}
 	return &Server{cfg: cfg, handler: h, clients: make(map[int64]*Conn)}
 }
@@ -195,9 +206,8 @@ func (s *Server) serveConn(nc net.Conn) {
 			nc.SetReadDeadline(dl)
 		}
 	}
-	rd := redcon.NewReader(g)
 	for {
-		cmds, err := rd.ReadCommands()
+		args, err := g.next(true)
 		if err != nil {
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
@@ -210,11 +220,17 @@ func (s *Server) serveConn(nc net.Conn) {
 			return
 		}
 		c.lastActive.Store(time.Now().UnixNano())
-		for _, cmd := range cmds {
+		// serve every complete command buffered, then send their replies
+		// together (a protocol error behind them is reported on the next
+		// round, after these replies)
+		for ; args != nil; args, _ = g.next(false) {
 			c.w.Flush() // into c.out: its length marks where this reply starts
 			mark := len(c.out.b)
 			s.Commands.Add(1)
-			s.handler.Serve(c, cmd.Args)
+			s.handler.Serve(c, args)
+			if s.cfg.PoisonArgs {
+				poison(args)
+			}
 			if c.ReplyMode == ReplyOff || c.ReplyMode == ReplySkip {
 				c.w.Flush()
 				c.out.b = c.out.b[:mark]
@@ -247,6 +263,15 @@ func (s *Server) serveConn(nc net.Conn) {
 		}
 		if err := c.flush(); err != nil || c.closeAfter || c.killed.Load() {
 			return
+		}
+	}
+}
+
+// poison overwrites served arguments (see Config.PoisonArgs).
+func poison(args [][]byte) {
+	for _, a := range args {
+		for i := range a {
+			a[i] = '#'
 		}
 	}
 }
