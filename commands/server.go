@@ -140,7 +140,8 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 		}
 		return lines
 	case "cpu":
-		return []string{fmt.Sprintf("used_cpu_sys:%.6f", 0.0), fmt.Sprintf("used_cpu_user:%.6f", 0.0), fmt.Sprintf("goroutines:%d", runtime.NumGoroutine())}
+		sys, user := processCPU()
+		return []string{fmt.Sprintf("used_cpu_sys:%.6f", sys.Seconds()), fmt.Sprintf("used_cpu_user:%.6f", user.Seconds()), fmt.Sprintf("goroutines:%d", runtime.NumGoroutine())}
 	case "commandstats":
 		var out []string
 		for _, c := range e.sorted() {

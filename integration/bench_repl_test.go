@@ -5,13 +5,17 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"concord/cmd/concord/server"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // BenchmarkReplicationLag drives SETs into region A of a three-region
@@ -102,15 +106,37 @@ func throughputWithReplication(b *testing.B, c *cluster) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	cpu0 := processCPU()
 	one := run(single.Addr())
+	cpuOne := processCPU() - cpu0
 	single.Close()
 	for _, r := range c.regions {
 		if r.Node != nil {
 			r.Node.ResetLag()
 		}
 	}
+	// BENCH_REPL_PROFILE=file: a CPU profile of the replicated run only
+	if f := os.Getenv("BENCH_REPL_PROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pprof.StartCPUProfile(out)
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
+	cpu0 = processCPU()
 	three := run(c.regions["A"].Addr())
+	cpuThree := processCPU() - cpu0
+	reqs, _ := strconv.ParseFloat(n, 64)
 	fmt.Printf("\nredis-benchmark SET -P 16 -c 50 -r 100000 -n %s: single region %.0f rps, region A of 3 (replicating) %.0f rps, ratio %.2f\n", n, one, three, three/one)
+	// the three regions and their NATS servers share this process's cores:
+	// what each SET costs all of them together says how much of the ratio
+	// is the cores, not region A
+	fmt.Printf("  server CPU per SET (this process, all regions): single %.1f µs, three regions %.1f µs (%.2fx)\n",
+		cpuOne.Seconds()*1e6/reqs, cpuThree.Seconds()*1e6/reqs, cpuThree.Seconds()/cpuOne.Seconds())
+	if os.Getenv("BENCH_REPL_PROCS") != "0" {
+		ownCPU(b, run, reqs)
+	}
 	for _, peer := range []string{"B", "C"} {
 		for _, st := range c.regions[peer].Node.Status() {
 			if st.Name == "A" {
@@ -118,6 +144,35 @@ func throughputWithReplication(b *testing.B, c *cluster) {
 			}
 		}
 	}
+}
+
+// ownCPU measures what replication costs region A itself: the same
+// redis-benchmark run against a single concord process and against region A
+// of three processes, with each one's CPU per SET from its INFO cpu. The
+// processes still share this machine's cores (so the rates say little), but
+// A's CPU per SET is what bounds A on cores of its own.
+func ownCPU(b *testing.B, run func(addr string) float64, reqs float64) {
+	measure := func(addr string) (rps, usPerSet float64) {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		defer c.Close()
+		before := infoCPU(b, c)
+		rps = run(addr)
+		return rps, (infoCPU(b, c) - before) * 1e6 / reqs
+	}
+	single := startProc(b, "--region", "S", "--dir", b.TempDir())
+	oneRate, oneCPU := measure(single.addr)
+	single.kill9()
+	pc := startProcCluster(b, 3, "everysec")
+	threeRate, threeCPU := measure(pc.procs["A"].addr)
+	fmt.Printf("  as processes: single %.0f rps at %.1f µs CPU per SET; region A of 3 %.0f rps at %.1f µs CPU per SET in A (%.2fx): on cores of its own A would serve %.2fx a single region\n",
+		oneRate, oneCPU, threeRate, threeCPU, threeCPU/oneCPU, oneCPU/threeCPU)
+}
+
+// processCPU returns the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // drive writes SETs into region r at about rate per second for d and

@@ -16,7 +16,7 @@ type procCluster struct {
 	fsync string
 }
 
-func startProcCluster(t *testing.T, n int, fsync string) *procCluster {
+func startProcCluster(t testing.TB, n int, fsync string) *procCluster {
 	t.Helper()
 	pc := &procCluster{cluster: &cluster{links: map[string]map[string]*proxy{}, dirs: map[string]string{}, clients: map[string]*redis.Client{}},
 		procs: map[string]*proc{}, nats: map[string]string{}, fsync: fsync}
@@ -40,7 +40,7 @@ func startProcCluster(t *testing.T, n int, fsync string) *procCluster {
 	return pc
 }
 
-func (pc *procCluster) startProc(t *testing.T, name string) {
+func (pc *procCluster) startProc(t testing.TB, name string) {
 	t.Helper()
 	args := []string{"--region", name, "--dir", pc.dirs[name], "--fsync", pc.fsync, "--peer-listen", pc.nats[name]}
 	for _, other := range pc.names {

@@ -307,3 +307,49 @@ func TestMaxmemoryRefusesWrites(t *testing.T) {
 		t.Fatalf("SET without a limit: %v", err)
 	}
 }
+
+// infoCPU reads INFO cpu's used_cpu_sys + used_cpu_user in seconds.
+func infoCPU(t testing.TB, c *redis.Client) float64 {
+	t.Helper()
+	info, err := c.Info(ctx, "cpu").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total, seen := 0.0, 0
+	for _, line := range strings.Split(info, "\r\n") {
+		for _, f := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(line, f); ok {
+				x, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%q: %v", line, err)
+				}
+				total += x
+				seen++
+			}
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("INFO cpu without used_cpu_sys/used_cpu_user:\n%s", info)
+	}
+	return total
+}
+
+// INFO cpu reports the CPU the server has used, as Redis does (benchmarks
+// read it to compare CPU per request).
+func TestInfoCPUCounts(t *testing.T) {
+	in := startConcord(t, nil)
+	c := client(t, in.Addr())
+	before := infoCPU(t, c)
+	for i := 0; i < 20; i++ {
+		p := c.Pipeline()
+		for j := 0; j < 1000; j++ {
+			p.Set(ctx, fmt.Sprint("k", j), "v", 0)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := infoCPU(t, c); after <= before || before <= 0 {
+		t.Fatalf("used CPU %v then %v after 20000 SETs", before, after)
+	}
+}
