@@ -12,6 +12,11 @@ import (
 // The same form carries persisted states and shipped deltas.
 const codecVersion = 1
 
+// envelopeVersion starts a stream message that carries several batches in
+// order (AppendEnvelope); a message that starts with codecVersion is one
+// batch (AppendBatch).
+const envelopeVersion = 2
+
 // ErrCorrupt is returned by decoders for input they cannot read.
 var ErrCorrupt = errors.New("crdt: corrupt encoding")
 
@@ -412,6 +417,41 @@ func DecodeState(b []byte) (*State, error) {
 		return nil, d.err
 	}
 	return s, nil
+}
+
+// AppendEnvelope appends one message carrying the encoded batches in order
+// (each written by AppendBatch): a publisher ships several small batches as
+// one stream message.
+func AppendEnvelope(dst []byte, batches [][]byte) []byte {
+	dst = append(dst, envelopeVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(batches)))
+	for _, b := range batches {
+		dst = binary.AppendUvarint(dst, uint64(len(b)))
+		dst = append(dst, b...)
+	}
+	return dst
+}
+
+// DecodeMessage decodes a stream message, one batch or an envelope of
+// batches, into their deltas in order.
+func DecodeMessage(b []byte) ([]KeyDelta, error) {
+	if len(b) == 0 || b[0] != envelopeVersion {
+		return DecodeBatch(b)
+	}
+	d := decoder{b: b[1:]}
+	n := d.count(2) // a batch is at least a length and a version byte
+	var out []KeyDelta
+	for i := 0; i < n && d.err == nil; i++ {
+		kds, err := DecodeBatch(d.raw())
+		if d.err != nil || err != nil {
+			return nil, ErrCorrupt
+		}
+		out = append(out, kds...)
+	}
+	if d.err != nil || len(d.b) != 0 {
+		return nil, ErrCorrupt
+	}
+	return out, nil
 }
 
 // DecodeBatch decodes a batch written by AppendBatch.

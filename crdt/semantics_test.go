@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -170,6 +171,55 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte{1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		kds, err := DecodeBatch(b)
+		if err != nil {
+			return
+		}
+		for _, kd := range kds {
+			_ = fmt.Sprint(view(kd.Delta))
+		}
+	})
+}
+
+// An envelope decodes to its batches' deltas in order, a plain batch is a
+// message too, and any byte of damage is refused.
+func TestEnvelopeRoundTrip(t *testing.T) {
+	op := func(n int64) Op { return Op{HLC: HLC{Phys: n, Region: "A"}} }
+	b1 := AppendBatch(nil, []KeyDelta{{DB: 0, Key: "a", Delta: SetString(&State{}, op(1), []byte("x"), false)}})
+	b2 := AppendBatch(nil, []KeyDelta{{DB: 3, Key: "b", Delta: SAdd(&State{}, op(2), [][]byte{[]byte("m")})}, {DB: 0, Key: "c", Delta: Delete(&State{})}})
+	env := AppendEnvelope(nil, [][]byte{b1, b2})
+	got, err := DecodeMessage(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, kd := range got {
+		keys = append(keys, fmt.Sprint(kd.DB, kd.Key))
+	}
+	if strings.Join(keys, ",") != "0a,3b,0c" {
+		t.Fatalf("keys %v", keys)
+	}
+	if v, _ := got[0].Delta.StrValue(); string(v) != "x" {
+		t.Fatalf("value %q", v)
+	}
+	if one, err := DecodeMessage(b2); err != nil || len(one) != 2 {
+		t.Fatalf("plain batch: %v %v", one, err)
+	}
+	for cut := 0; cut < len(env); cut++ {
+		if _, err := DecodeMessage(env[:cut]); err == nil {
+			t.Fatalf("envelope cut at %d decoded", cut)
+		}
+	}
+	if _, err := DecodeMessage(append(env, 0)); err == nil {
+		t.Fatal("trailing byte accepted")
+	}
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	b := AppendBatch(nil, []KeyDelta{{DB: 1, Key: "k", Delta: SAdd(&State{}, Op{HLC: HLC{Phys: 1, Region: "A"}}, [][]byte{[]byte("m")})}})
+	f.Add(AppendEnvelope(nil, [][]byte{b, b}))
+	f.Add([]byte{2, 1, 3, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kds, err := DecodeMessage(b)
 		if err != nil {
 			return
 		}

@@ -135,7 +135,7 @@ func throughputWithReplication(b *testing.B, c *cluster) {
 	fmt.Printf("  server CPU per SET (this process, all regions): single %.1f µs, three regions %.1f µs (%.2fx)\n",
 		cpuOne.Seconds()*1e6/reqs, cpuThree.Seconds()*1e6/reqs, cpuThree.Seconds()/cpuOne.Seconds())
 	if os.Getenv("BENCH_REPL_PROCS") != "0" {
-		ownCPU(b, run, reqs)
+		ownCPU(b, 30000)
 	}
 	for _, peer := range []string{"B", "C"} {
 		for _, st := range c.regions[peer].Node.Status() {
@@ -146,26 +146,28 @@ func throughputWithReplication(b *testing.B, c *cluster) {
 	}
 }
 
-// ownCPU measures what replication costs region A itself: the same
-// redis-benchmark run against a single concord process and against region A
-// of three processes, with each one's CPU per SET from its INFO cpu. The
-// processes still share this machine's cores (so the rates say little), but
-// A's CPU per SET is what bounds A on cores of its own.
-func ownCPU(b *testing.B, run func(addr string) float64, reqs float64) {
-	measure := func(addr string) (rps, usPerSet float64) {
-		c := redis.NewClient(&redis.Options{Addr: addr})
-		defer c.Close()
-		before := infoCPU(b, c)
-		rps = run(addr)
-		return rps, (infoCPU(b, c) - before) * 1e6 / reqs
+// ownCPU measures what replication costs region A itself: SETs at a fixed
+// rate (below what the shared cores can carry, so that neither run is
+// starved) into a single concord process and into region A of three
+// processes, with each one's CPU per SET from its INFO cpu. B and C share
+// the cores, so A's figure includes what that sharing costs it (cache,
+// scheduling): an upper bound on what replication costs A.
+func ownCPU(b *testing.B, rate int) {
+	const secs = 3
+	measure := func(c *cluster, name string) float64 {
+		before := infoCPU(b, c.clients[name])
+		n := drive(c, name, rate, secs*time.Second)
+		return (infoCPU(b, c.clients[name]) - before) * 1e6 / float64(max(n, 1))
 	}
 	single := startProc(b, "--region", "S", "--dir", b.TempDir())
-	oneRate, oneCPU := measure(single.addr)
+	sc := &cluster{clients: map[string]*redis.Client{"S": redis.NewClient(&redis.Options{Addr: single.addr})}}
+	one := measure(sc, "S")
+	sc.clients["S"].Close()
 	single.kill9()
 	pc := startProcCluster(b, 3, "everysec")
-	threeRate, threeCPU := measure(pc.procs["A"].addr)
-	fmt.Printf("  as processes: single %.0f rps at %.1f µs CPU per SET; region A of 3 %.0f rps at %.1f µs CPU per SET in A (%.2fx): on cores of its own A would serve %.2fx a single region\n",
-		oneRate, oneCPU, threeRate, threeCPU, threeCPU/oneCPU, oneCPU/threeCPU)
+	three := measure(pc.cluster, "A")
+	fmt.Printf("  as processes, %d SET/s (pipelines of %d): %.1f µs CPU per SET in a single region, %.1f in region A of 3 (%.2fx, at most what replication costs A)\n",
+		rate, max(1, rate/8/100), one, three, three/one)
 }
 
 // processCPU returns the CPU time (user and system) this process has used.

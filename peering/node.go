@@ -3,6 +3,7 @@ package peering
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,10 @@ type Config struct {
 	ServerTLS, ClientTLS *tls.Config
 	// Transport overrides NATS (tests use NewBus().Transport).
 	Transport Transport
+	// MaxMessage bounds a stream message: consecutive outbox entries are
+	// shipped together in one message (an envelope) up to this many bytes
+	// (default 1 MiB); an entry bigger than it goes alone.
+	MaxMessage int
 }
 
 // Source is the part of persistence the publisher drains.
@@ -95,6 +100,9 @@ type peer struct {
 func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 	if cfg.Retention <= 0 {
 		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = 1 << 20
 	}
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = 8 << 30
@@ -180,12 +188,19 @@ func (n *Node) publishLoop() {
 			if err != nil || len(seqs) == 0 {
 				break
 			}
-			acked, err := n.t.PublishBatch(n.ctx, seqs, entries)
+			// ship consecutive entries together: fewer stream messages,
+			// deliveries and acks per write (each message costs the
+			// stream a store and every peer a delivery and an ack)
+			lasts, msgs := n.envelopes(seqs, entries)
+			acked, err := n.t.PublishBatch(n.ctx, lasts, msgs)
+			from := 0
 			for i, s := range acked {
-				n.recordPublished(seqs[i], s)
+				for ; from < len(seqs) && seqs[from] <= lasts[i]; from++ {
+					n.recordPublished(seqs[from], s)
+				}
 			}
 			if len(acked) > 0 {
-				done := seqs[len(acked)-1]
+				done := lasts[len(acked)-1]
 				n.lastPub.Store(done)
 				if terr := n.src.TrimOutbox(done); terr != nil {
 					n.cfg.Log.Warn().Err(terr).Msg("outbox trim failed")
@@ -198,6 +213,30 @@ func (n *Node) publishLoop() {
 			}
 		}
 	}
+}
+
+// envelopes groups consecutive outbox entries into stream messages of at
+// most MaxMessage bytes; it returns each message and the outbox seq of its
+// last entry (the message's ID: a retried publish that ends at the same
+// entry is de-duplicated, and it can only contain what the first attempt
+// did, since publishing resumes after the last acknowledged entry).
+func (n *Node) envelopes(seqs []uint64, entries [][]byte) (lasts []uint64, msgs [][]byte) {
+	limit := n.cfg.MaxMessage
+	for i := 0; i < len(entries); {
+		j, size := i+1, len(entries[i])
+		for j < len(entries) && size+len(entries[j])+2*binary.MaxVarintLen64 <= limit {
+			size += len(entries[j]) + binary.MaxVarintLen64
+			j++
+		}
+		msg := entries[i]
+		if j > i+1 {
+			msg = crdt.AppendEnvelope(make([]byte, 0, size+2*binary.MaxVarintLen64), entries[i:j])
+		}
+		lasts = append(lasts, seqs[j-1])
+		msgs = append(msgs, msg)
+		i = j
+	}
+	return lasts, msgs
 }
 
 func (n *Node) recordPublished(outSeq, streamSeq uint64) {
@@ -216,7 +255,7 @@ func (n *Node) recordPublished(outSeq, streamSeq uint64) {
 
 // applyEntry is the apply path for one entry of a peer's stream.
 func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
-	batch, err := crdt.DecodeBatch(data)
+	batch, err := crdt.DecodeMessage(data)
 	if err != nil {
 		p.errors.Add(1)
 		n.cfg.Log.Error().Err(err).Str("peer", p.name).Uint64("seq", seq).Msg("undecodable delta batch; skipped")

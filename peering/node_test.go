@@ -94,23 +94,30 @@ type nopApplier struct{}
 
 func (nopApplier) ApplyBatch(string, uint64, []crdt.KeyDelta) error { return nil }
 
-// Redelivered (duplicated) messages never count an increment twice.
+// Redelivered (duplicated) messages never count an increment twice, with
+// each outbox entry in a message of its own and with entries shipped
+// together in envelopes (fewer messages than entries).
 func TestRedeliveryDoesNotDoubleCount(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		maxMessage int
+	}{{"one entry per message", 1}, {"envelopes", 0}} {
+		t.Run(tc.name, func(t *testing.T) { testRedelivery(t, tc.maxMessage) })
+	}
+}
+
+func testRedelivery(t *testing.T, maxMessage int) {
 	outA := newMemOutbox()
-	a, err := Start(Config{Region: "A", Dir: t.TempDir(), Listen: "127.0.0.1:0", Peers: map[string]string{"B": "nats://127.0.0.1:1"}, Log: zerolog.Nop()}, outA, nopApplier{})
+	a, err := Start(Config{Region: "A", Dir: t.TempDir(), Listen: "127.0.0.1:0", Peers: map[string]string{"B": "nats://127.0.0.1:1"}, Log: zerolog.Nop(), MaxMessage: maxMessage}, outA, nopApplier{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
 	ksB := keyspace.New(keyspace.Config{Region: "B", Stable: func() bool { return false }}, nil)
 	fl := &flaky{ks: ksB}
-	b, err := Start(Config{Region: "B", Dir: t.TempDir(), Peers: map[string]string{"A": "nats://" + a.ListenAddr()}, Log: zerolog.Nop()}, newMemOutbox(), fl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 
-	// region A's counter: 100 batches of increments 1..100
+	// region A's counter: 100 batches of increments 1..100, written before
+	// B starts so that they wait in the outbox together
 	st := &crdt.State{}
 	clock := crdt.NewClock("A")
 	want := int64(0)
@@ -120,6 +127,11 @@ func TestRedeliveryDoesNotDoubleCount(t *testing.T) {
 		want += i
 		outA.add(crdt.AppendBatch(nil, []crdt.KeyDelta{{Key: "n", Delta: d}}))
 	}
+	b, err := Start(Config{Region: "B", Dir: t.TempDir(), Peers: map[string]string{"A": "nats://" + a.ListenAddr()}, Log: zerolog.Nop()}, newMemOutbox(), fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	var got int64
 	for time.Now().Before(deadline) {
@@ -129,7 +141,7 @@ func TestRedeliveryDoesNotDoubleCount(t *testing.T) {
 			}
 			return nil
 		})
-		if got == want && fl.calls.Load() >= 150 {
+		if got == want && (maxMessage != 1 || fl.calls.Load() >= 150) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -137,12 +149,25 @@ func TestRedeliveryDoesNotDoubleCount(t *testing.T) {
 	if got != want {
 		t.Fatalf("counter %d, want %d", got, want)
 	}
-	if fl.calls.Load() < 150 {
-		t.Fatalf("only %d deliveries: redelivery did not happen", fl.calls.Load())
+	calls := fl.calls.Load()
+	switch {
+	case maxMessage == 1 && calls < 150:
+		t.Fatalf("only %d deliveries: redelivery did not happen", calls)
+	case maxMessage != 1 && (calls < 2 || calls >= 100):
+		t.Fatalf("%d deliveries for 100 entries: not shipped together, or not redelivered", calls)
 	}
-	// everything published was trimmed from A's outbox
+	// everything published was trimmed from A's outbox, and every entry
+	// maps to the stream message that carried it
 	if last, trimmed := outA.OutboxSeq(); trimmed != last {
 		t.Fatalf("outbox trimmed to %d of %d", trimmed, last)
+	}
+	for seq := uint64(1); seq <= 100; seq++ {
+		a.seqMu.Lock()
+		_, ok := a.published[seq]
+		a.seqMu.Unlock()
+		if !ok {
+			t.Fatalf("outbox entry %d has no stream sequence", seq)
+		}
 	}
 }
 
