@@ -43,6 +43,7 @@ integration: deps
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeState -fuzztime $(FUZZTIME) ./crdt
 	$(GO) test -run XXX -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME) ./crdt
+	$(GO) test -run XXX -fuzz FuzzDecodeMessage -fuzztime $(FUZZTIME) ./crdt
 	$(GO) test -run XXX -fuzz FuzzGuard -fuzztime $(FUZZTIME) ./resp
 	$(GO) test -run XXX -fuzz FuzzACLRules -fuzztime $(FUZZTIME) ./commands
 
