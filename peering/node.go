@@ -49,7 +49,9 @@ type Config struct {
 	Transport Transport
 	// MaxMessage bounds a stream message: consecutive outbox entries are
 	// shipped together in one message (an envelope) up to this many bytes
-	// (default 1 MiB); an entry bigger than it goes alone.
+	// (default 768 KiB, the size entries are split at, so that a message
+	// fits an external NATS's default 1 MiB max_payload); an entry bigger
+	// than it goes alone.
 	MaxMessage int
 }
 
@@ -102,7 +104,7 @@ func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 		cfg.Retention = 24 * time.Hour
 	}
 	if cfg.MaxMessage <= 0 {
-		cfg.MaxMessage = 1 << 20
+		cfg.MaxMessage = 768 << 10
 	}
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = 8 << 30
