@@ -31,19 +31,37 @@ func cmdWait(c *Ctx) {
 		return
 	}
 	t := c.Conn.LastWrite
-	if err := t.Wait(); err != nil {
-		c.fail(err)
+	if c.tx != nil {
+		// inside EXEC: like Redis's blocking commands in a transaction, no
+		// waiting (EXEC holds its keys' locks): the count as it stands
+		var seq uint64
+		if s, ok := t.(interface{ Seq() uint64 }); ok {
+			seq = s.Seq()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		c.Conn.Int(int64(c.e.Repl.WaitApplied(ctx, seq, int(n))))
 		return
 	}
-	var seq uint64
-	if s, ok := t.(interface{ Seq() uint64 }); ok {
-		seq = s.Seq()
-	}
-	ctx := context.Background()
-	if ms > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
-		defer cancel()
-	}
-	c.Conn.Int(int64(c.e.Repl.WaitApplied(ctx, seq, int(n))))
+	cc := *c // the Ctx goes back to its pool when the handler returns
+	cc.Args = nil
+	// the wait itself holds up only this client (an event loop serves the
+	// others meanwhile)
+	c.Conn.Block(func() {
+		if err := t.Wait(); err != nil {
+			cc.fail(err)
+			return
+		}
+		var seq uint64
+		if s, ok := t.(interface{ Seq() uint64 }); ok {
+			seq = s.Seq()
+		}
+		ctx := context.Background()
+		if ms > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+			defer cancel()
+		}
+		cc.Conn.Int(int64(cc.e.Repl.WaitApplied(ctx, seq, int(n))))
+	})
 }

@@ -102,7 +102,10 @@ type Store struct {
 	opts Options
 	log  *wal       // outbox, inbound log, metadata (LogDir)
 	sdb  *badger.DB // key states, written by checkpoints (Dir)
-	fr   frame      // the frame being built (commit loop only)
+	fr   frame      // the frame being built (under commitMu)
+	// commitMu orders commits: the commit loop's and CommitNow's
+	commitMu sync.Mutex
+	held     atomic.Bool // see Hold
 
 	mu       sync.Mutex
 	open     *Group
@@ -324,9 +327,27 @@ func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
 	g.writes = append(g.writes, writes...)
 	g.deltas = append(g.deltas, deltas...)
 	g.inbound = append(g.inbound, inbound...)
-	s.wake()
+	if !s.held.Load() {
+		s.wake()
+	}
 	s.mu.Unlock()
 	return g
+}
+
+// Hold, while on, keeps Submit from waking the commit loop: an event loop
+// holds the store while it runs a pass and commits the pass's writes
+// itself (CommitNow); other goroutines' writes submitted meanwhile go into
+// that group, or the commit loop is woken for them when the hold ends.
+func (s *Store) Hold(on bool) {
+	s.held.Store(on)
+	if on {
+		return
+	}
+	s.mu.Lock()
+	if !s.open.empty() {
+		s.wake()
+	}
+	s.mu.Unlock()
 }
 
 func (s *Store) commitLoop() {
@@ -339,10 +360,12 @@ func (s *Store) commitLoop() {
 			// once per event-loop pass (at pipeline 1 groups were 1.1
 			// writes, now ~5; SET P=1 +10-20%)
 			runtime.Gosched()
+			s.commitMu.Lock()
 			s.mu.Lock()
 			g := s.open
 			if g.empty() {
 				s.mu.Unlock()
+				s.commitMu.Unlock()
 				break
 			}
 			s.open = newGroup()
@@ -356,11 +379,29 @@ func (s *Store) commitLoop() {
 			}
 			s.mu.Unlock()
 			s.commit(g)
+			s.commitMu.Unlock()
 		}
 		if !more {
 			return
 		}
 	}
+}
+
+// CommitNow commits the writes submitted so far in the caller's goroutine
+// (after any group being committed): an event loop commits its pass's
+// writes itself instead of handing them to the commit loop and waiting.
+func (s *Store) CommitNow() {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	g := s.open
+	if g.empty() || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.open = newGroup()
+	s.mu.Unlock()
+	s.commit(g)
 }
 
 // keepFrameBytes: a frame buffer grown past it (a huge group) is dropped

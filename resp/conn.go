@@ -62,6 +62,29 @@ type Conn struct {
 	closeAfter bool
 	softSince  time.Time // when the output first exceeded the soft limit
 	killed     atomic.Bool
+
+	// under the event loop (g != nil): the socket, the reader, how much of
+	// out is written, and the state of a blocking command
+	fd          int
+	g           *guard
+	outOff      int
+	inPass      bool
+	blocked     bool
+	blockFn     func()
+	dropReplies bool
+}
+
+// Block runs fn, the waiting part of a command (WAIT), without holding up
+// other clients: under the event loop fn runs in a goroutine of its own
+// once the replies before it are sent, and this client's next commands
+// wait for it; with a goroutine per connection it runs here. fn writes the
+// command's reply.
+func (c *Conn) Block(fn func()) {
+	if c.g == nil {
+		fn()
+		return
+	}
+	c.blockFn = fn
 }
 
 // Authed reports whether the client has authenticated (or needs not).

@@ -54,6 +54,18 @@ type Config struct {
 	// environment variable CONCORD_POISON_ARGS=1 turns it on (make test
 	// does).
 	PoisonArgs bool
+	// EventLoop serves plain-TCP clients from one epoll loop on one thread
+	// (Linux; Redis's shape) instead of a goroutine per connection; TLS
+	// clients always get a goroutine.
+	EventLoop bool
+	// CommitNow, when set, commits the writes submitted so far in the
+	// caller's goroutine: the event loop calls it once per pass instead of
+	// handing its writes to the commit loop and waiting for it.
+	CommitNow func()
+	// HoldCommits(true) as a pass starts, (false) once it committed: the
+	// writes of a pass wait for its CommitNow instead of waking the commit
+	// loop one by one.
+	HoldCommits func(bool)
 }
 
 // DeniedMessage is Redis's reply to a non-loopback client in protected mode.
@@ -82,6 +94,10 @@ type Server struct {
 	Commands atomic.Uint64
 	// OutputLimited counts clients closed for their output buffer limit.
 	OutputLimited atomic.Uint64
+
+	loopOnce sync.Once
+	loop     *evLoop
+	loopErr  error
 }
 
 // overOutputLimit applies client-output-buffer-limit to a reply of n bytes.
@@ -159,12 +175,22 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		s.Accepted.Add(1)
 		s.wg.Add(1)
+		if tc, ok := nc.(*net.TCPConn); ok && s.cfg.EventLoop && hasLoop {
+			s.loopOnce.Do(func() { s.loop, s.loopErr = s.startLoop() })
+			if s.loopErr == nil {
+				if c := s.admit(nc); c != nil && !s.loop.add(c, tc) {
+					s.drop(c)
+				}
+				continue
+			}
+		}
 		go s.serveConn(nc)
 	}
 }
 
-func (s *Server) serveConn(nc net.Conn) {
-	defer s.wg.Done()
+// admit registers an accepted client, or refuses it (protected mode, max
+// clients) and returns nil; it owns the WaitGroup count of a refused one.
+func (s *Server) admit(nc net.Conn) *Conn {
 	c := &Conn{ID: s.nextID.Add(1), srv: s, nc: nc, Created: time.Now(), Proto: 2}
 	c.w = redcon.NewWriter(&c.out)
 	c.LastCmd.Store(&nullName)
@@ -173,17 +199,41 @@ func (s *Server) serveConn(nc net.Conn) {
 	if s.cfg.Protected() && !IsLoopback(nc.RemoteAddr()) {
 		nc.Write([]byte(DeniedMessage))
 		nc.Close()
-		return
+		s.wg.Done()
+		return nil
 	}
 	s.mu.Lock()
 	if len(s.clients) >= s.cfg.MaxClients || s.closed {
 		s.mu.Unlock()
 		nc.Write([]byte("-ERR max number of clients reached\r\n"))
 		nc.Close()
-		return
+		s.wg.Done()
+		return nil
 	}
 	s.clients[c.ID] = c
 	s.mu.Unlock()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	return c
+}
+
+// drop ends an admitted client that the event loop could not take.
+func (s *Server) drop(c *Conn) {
+	s.mu.Lock()
+	delete(s.clients, c.ID)
+	s.mu.Unlock()
+	c.nc.Close()
+	s.handler.Closed(c)
+	s.wg.Done()
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	c := s.admit(nc)
+	if c == nil {
+		return
+	}
+	defer s.wg.Done()
 	defer func() {
 		s.mu.Lock()
 		delete(s.clients, c.ID)
@@ -191,9 +241,6 @@ func (s *Server) serveConn(nc net.Conn) {
 		nc.Close()
 		s.handler.Closed(c)
 	}()
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
 	g := newGuard(nc, &s.cfg.Limits, c.Authed)
 	g.deadline = func(midCommand bool, started time.Time) {
 		var dl time.Time
@@ -224,25 +271,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		// together (a protocol error behind them is reported on the next
 		// round, after these replies)
 		for ; args != nil; args, _ = g.next(false) {
-			c.w.Flush() // into c.out: its length marks where this reply starts
-			mark := len(c.out.b)
-			s.Commands.Add(1)
-			s.handler.Serve(c, args)
-			if s.cfg.PoisonArgs {
-				poison(args)
-			}
-			if c.ReplyMode == ReplyOff || c.ReplyMode == ReplySkip {
-				c.w.Flush()
-				c.out.b = c.out.b[:mark]
-				if c.ReplyMode == ReplySkip {
-					c.ReplyMode = ReplyOn
-				}
-			}
-			if c.skipNext {
-				c.skipNext = false
-				c.ReplyMode = ReplySkip
-			}
-			if c.closeAfter || c.killed.Load() {
+			if s.serveOne(c, args) {
 				break
 			}
 		}
@@ -265,6 +294,30 @@ func (s *Server) serveConn(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// serveOne runs one command and applies CLIENT REPLY; it reports whether
+// the connection is to close after the replies so far.
+func (s *Server) serveOne(c *Conn, args [][]byte) bool {
+	c.w.Flush() // into c.out: its length marks where this reply starts
+	mark := len(c.out.b)
+	s.Commands.Add(1)
+	s.handler.Serve(c, args)
+	if s.cfg.PoisonArgs {
+		poison(args)
+	}
+	if c.ReplyMode == ReplyOff || c.ReplyMode == ReplySkip {
+		c.w.Flush()
+		c.out.b = c.out.b[:mark]
+		if c.ReplyMode == ReplySkip {
+			c.ReplyMode = ReplyOn
+		}
+	}
+	if c.skipNext {
+		c.skipNext = false
+		c.ReplyMode = ReplySkip
+	}
+	return c.closeAfter || c.killed.Load()
 }
 
 // poison overwrites served arguments (see Config.PoisonArgs).
@@ -298,6 +351,10 @@ func (s *Server) NumClients() int {
 // Kill closes a client connection.
 func (s *Server) Kill(c *Conn) {
 	c.killed.Store(true)
+	if c.g != nil {
+		s.loop.kill(c)
+		return
+	}
 	c.nc.SetReadDeadline(time.Now())
 }
 
@@ -309,9 +366,15 @@ func (s *Server) Close() {
 		ln.Close()
 	}
 	for _, c := range s.clients {
-		c.killed.Store(true)
-		c.nc.SetReadDeadline(time.Now())
+		if c.g == nil {
+			c.killed.Store(true)
+			c.nc.SetReadDeadline(time.Now())
+		}
 	}
 	s.mu.Unlock()
+	s.loopOnce.Do(func() {}) // no loop starts after this
+	if s.loop != nil {
+		s.loop.stop()
+	}
 	s.wg.Wait()
 }

@@ -27,8 +27,12 @@ type Config struct {
 	LogLevel    string // trace debug info warn error
 	LogFormat   string // json | console
 	MaxClients  int
-	MaxBulkLen  int64
-	DBs         int
+	// IO is how clients are served: "loop" (one epoll loop on one thread,
+	// Redis's shape; Linux, plain TCP) or "goroutines" (one per
+	// connection; always for TLS clients). Default loop.
+	IO         string
+	MaxBulkLen int64
+	DBs        int
 
 	// Replication (DESIGN §6, §7).
 	PeerListen string            // where peers reach this region's embedded NATS
@@ -124,6 +128,9 @@ func (c *Config) Validate() error {
 	if c.MaxClients == 0 {
 		c.MaxClients = 10000
 	}
+	if c.IO == "" {
+		c.IO = "loop"
+	}
 	if c.MaxBulkLen == 0 {
 		c.MaxBulkLen = 512 << 20
 	}
@@ -146,6 +153,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return fmt.Errorf("--log-format %q: want json or console", c.LogFormat)
+	}
+	if c.IO != "loop" && c.IO != "goroutines" {
+		return fmt.Errorf("--io %q: want loop or goroutines", c.IO)
 	}
 	if c.MaxClients < 1 {
 		return fmt.Errorf("--maxclients %d: want at least 1", c.MaxClients)
