@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a loaded CI machine
 FUZZTIME ?= 100000x
 
-.PHONY: all build run test deps vet unit race integration fuzz clean demo bench-repl bench bench-mem gobench bench-ae
+.PHONY: all build run test deps vet unit race integration goroutines fuzz clean demo bench-repl bench bench-mem gobench bench-ae
 
 all: build
 
@@ -39,6 +39,11 @@ race:
 integration: deps
 	CONCORD_POISON_ARGS=1 $(GO) test -count=1 -timeout 15m ./integration/...
 
+# The request path again with a goroutine per connection (--io goroutines;
+# the other runs use the event loop, the default).
+goroutines: deps
+	CONCORD_TEST_IO=goroutines CONCORD_POISON_ARGS=1 $(GO) test -count=1 -timeout 15m ./resp/... ./integration/...
+
 # Bounded fuzzing of every decoder and the request reader.
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeState -fuzztime $(FUZZTIME) ./crdt
@@ -47,7 +52,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzGuard -fuzztime $(FUZZTIME) ./resp
 	$(GO) test -run XXX -fuzz FuzzACLRules -fuzztime $(FUZZTIME) ./commands
 
-test: deps vet race integration fuzz
+test: deps vet race integration goroutines fuzz
 
 clean:
 	rm -f concord

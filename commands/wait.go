@@ -47,7 +47,7 @@ func cmdWait(c *Ctx) {
 	cc.Args = nil
 	// the wait itself holds up only this client (an event loop serves the
 	// others meanwhile)
-	c.Conn.Block(func() {
+	c.Conn.Block(func(ctx context.Context) {
 		if err := t.Wait(); err != nil {
 			cc.fail(err)
 			return
@@ -56,7 +56,6 @@ func cmdWait(c *Ctx) {
 		if s, ok := t.(interface{ Seq() uint64 }); ok {
 			seq = s.Seq()
 		}
-		ctx := context.Background()
 		if ms > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)

@@ -26,6 +26,14 @@ import (
 )
 
 // startConcord starts a region in-process on a free port.
+// CONCORD_TEST_IO=goroutines runs the suite with a goroutine per
+// connection instead of the event loop (make test runs both).
+func init() {
+	if io := os.Getenv("CONCORD_TEST_IO"); io != "" {
+		server.DefaultIO = io
+	}
+}
+
 func startConcord(t testing.TB, mod func(*server.Config)) *server.Instance {
 	t.Helper()
 	// keys go cold (packed) 30-60 ms after their last access: every test
@@ -157,7 +165,7 @@ func startProc(t testing.TB, args ...string) *proc {
 	bin := concordBinary(t)
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, append([]string{"--addr", addr}, args...)...)
+	cmd := exec.Command(bin, append([]string{"--addr", addr, "--io", server.DefaultIO}, args...)...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,10 +1,12 @@
 package resp
 
 import (
+	"context"
 	"math"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,19 +74,43 @@ type Conn struct {
 	blocked     bool
 	blockFn     func()
 	dropReplies bool
+	blockMu     sync.Mutex
+	blockCancel context.CancelFunc // a blocking command's wait (Kill ends it)
 }
 
 // Block runs fn, the waiting part of a command (WAIT), without holding up
 // other clients: under the event loop fn runs in a goroutine of its own
 // once the replies before it are sent, and this client's next commands
 // wait for it; with a goroutine per connection it runs here. fn writes the
-// command's reply.
-func (c *Conn) Block(fn func()) {
+// command's reply; its ctx ends when the client is killed or the server
+// closes, so a wait never outlives its client.
+func (c *Conn) Block(fn func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.blockMu.Lock()
+	c.blockCancel = cancel
+	c.blockMu.Unlock()
+	if c.killed.Load() {
+		cancel()
+	}
+	run := func() {
+		fn(ctx)
+		c.cancelBlock()
+	}
 	if c.g == nil {
-		fn()
+		run()
 		return
 	}
-	c.blockFn = fn
+	c.blockFn = run
+}
+
+// cancelBlock ends the wait of a blocking command, if one runs.
+func (c *Conn) cancelBlock() {
+	c.blockMu.Lock()
+	if c.blockCancel != nil {
+		c.blockCancel()
+		c.blockCancel = nil
+	}
+	c.blockMu.Unlock()
 }
 
 // Authed reports whether the client has authenticated (or needs not).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,10 @@ import (
 
 	"github.com/tidwall/redcon"
 )
+
+// testLoop: the tests' servers use the event loop unless
+// CONCORD_TEST_IO=goroutines (make test runs both).
+var testLoop = os.Getenv("CONCORD_TEST_IO") != "goroutines"
 
 // echo is a handler that replies with its arguments joined by spaces.
 type echo struct{}
@@ -23,7 +28,7 @@ func (echo) Closed(c *Conn)               {}
 
 func startServer(t *testing.T, lim Limits, needAuth bool) (*Server, string) {
 	t.Helper()
-	s := NewServer(Config{Limits: lim, NeedAuth: func() bool { return needAuth }}, echo{})
+	s := NewServer(Config{Limits: lim, NeedAuth: func() bool { return needAuth }, EventLoop: testLoop}, echo{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +276,7 @@ func (k *keeper) Closed(c *Conn) {}
 // overwritten: the trap that make test sets for every handler.
 func TestPoisonArgsCatchesKeptArguments(t *testing.T) {
 	for _, on := range []bool{false, true} {
-		s := NewServer(Config{PoisonArgs: on}, &keeper{})
+		s := NewServer(Config{PoisonArgs: on, EventLoop: testLoop}, &keeper{})
 		s.cfg.PoisonArgs = on // whatever the environment says
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -429,6 +429,7 @@ func (l *evLoop) close(c *Conn) {
 	delete(l.conns, c.fd)
 	syscall.Close(c.fd) // also removes it from the epoll set
 	c.killed.Store(true)
+	c.cancelBlock()
 	l.s.mu.Lock()
 	delete(l.s.clients, c.ID)
 	l.s.mu.Unlock()

@@ -351,6 +351,7 @@ func (s *Server) NumClients() int {
 // Kill closes a client connection.
 func (s *Server) Kill(c *Conn) {
 	c.killed.Store(true)
+	c.cancelBlock()
 	if c.g != nil {
 		s.loop.kill(c)
 		return
@@ -366,6 +367,7 @@ func (s *Server) Close() {
 		ln.Close()
 	}
 	for _, c := range s.clients {
+		c.cancelBlock()
 		if c.g == nil {
 			c.killed.Store(true)
 			c.nc.SetReadDeadline(time.Now())

@@ -59,7 +59,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.LogLevel, "log-level", server.DefaultLogLevel, "log level: trace, debug, info, warn, error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or console")
 	fs.IntVar(&cfg.MaxClients, "maxclients", 10000, "maximum connected clients")
-	fs.StringVar(&cfg.IO, "io", "loop", "how clients are served: loop (one epoll loop on one thread, as Redis; Linux, plain TCP) or goroutines (one per connection; TLS clients always)")
+	fs.StringVar(&cfg.IO, "io", server.DefaultIO, "how clients are served: loop (one epoll loop on one thread, as Redis; Linux, plain TCP) or goroutines (one per connection; TLS clients always)")
 	fs.Int64Var(&cfg.MaxBulkLen, "proto-max-bulk-len", 512<<20, "largest bulk string a client may send")
 	fs.IntVar(&cfg.DBs, "databases", 16, "number of databases")
 	fs.StringVar(&cfg.PeerListen, "peer-listen", "", "host:port where peers reach this region's embedded NATS (empty: not reachable)")

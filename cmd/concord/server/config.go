@@ -105,6 +105,9 @@ const (
 
 var regionRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// DefaultIO is Config.IO's default (tests run the suite under both).
+var DefaultIO = "loop"
+
 // Validate fills defaults and checks every value.
 func (c *Config) Validate() error {
 	if c.Addr == "" {
@@ -129,7 +132,7 @@ func (c *Config) Validate() error {
 		c.MaxClients = 10000
 	}
 	if c.IO == "" {
-		c.IO = "loop"
+		c.IO = DefaultIO
 	}
 	if c.MaxBulkLen == 0 {
 		c.MaxBulkLen = 512 << 20

@@ -1,0 +1,257 @@
+package resp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The connection-handling tests below run under the event loop and, with
+// CONCORD_TEST_IO=goroutines, with a goroutine per connection: both shapes
+// must behave the same to a client.
+
+// testHandler: ECHO x, BLOCK ms (waits ms, then replies WOKE, holding up
+// only its client), BIG n (a reply of n bytes), FAIL (a reply whose commit
+// fails: it must never be sent).
+type testHandler struct{}
+
+type failTicket struct{}
+
+func (failTicket) Wait() error { return errors.New("disk on fire") }
+
+func (testHandler) Serve(c *Conn, args [][]byte) {
+	switch strings.ToUpper(string(args[0])) {
+	case "ECHO":
+		c.Bulk(args[1])
+	case "BLOCK":
+		ms, _ := strconv.Atoi(string(args[1]))
+		c.Block(func(ctx context.Context) {
+			select {
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+				c.Simple("WOKE")
+			case <-ctx.Done():
+				c.Simple("CANCELLED")
+			}
+		})
+	case "BIG":
+		n, _ := strconv.Atoi(string(args[1]))
+		c.Bulk([]byte(strings.Repeat("x", n)))
+	case "FAIL":
+		c.OK()
+		c.Await(failTicket{})
+	default:
+		c.Err("ERR unknown")
+	}
+}
+func (testHandler) Closed(c *Conn) {}
+
+func startTestServer(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	cfg.EventLoop = testLoop
+	s := NewServer(cfg, testHandler{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(s.Close)
+	return s, ln.Addr().String()
+}
+
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+func readLine(t *testing.T, c net.Conn, r *bufio.Reader, within time.Duration) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(within))
+	l, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v (got %q)", err, l)
+	}
+	return l
+}
+
+// A command that blocks holds up its own client only, and the commands
+// pipelined behind it are answered after it, in order.
+func TestBlockHoldsUpOnlyItsClient(t *testing.T) {
+	_, addr := startTestServer(t, Config{})
+	a, ar := dial(t, addr)
+	b, br := dial(t, addr)
+	start := time.Now()
+	a.Write([]byte("ECHO before\r\nBLOCK 400\r\nECHO after\r\n"))
+	time.Sleep(20 * time.Millisecond) // A is blocked
+	for i := 0; i < 5; i++ {
+		b.Write([]byte("ECHO b\r\n"))
+		if l := readLine(t, b, br, 200*time.Millisecond); l != "$1\r\n" {
+			t.Fatalf("b: %q", l)
+		}
+		readLine(t, b, br, time.Second)
+	}
+	if since := time.Since(start); since > 300*time.Millisecond {
+		t.Fatalf("the other client waited for the blocked one (%v)", since)
+	}
+	// the replies before the block come first (under the event loop at
+	// once; with a goroutine per connection with the block's)
+	if l := readLine(t, a, ar, time.Second); l != "$6\r\n" {
+		t.Fatalf("first reply %q", l)
+	}
+	readLine(t, a, ar, time.Second)
+	if l := readLine(t, a, ar, 2*time.Second); l != "+WOKE\r\n" {
+		t.Fatalf("blocked reply %q", l)
+	}
+	if time.Since(start) < 400*time.Millisecond {
+		t.Fatal("BLOCK replied early")
+	}
+	if l := readLine(t, a, ar, time.Second); l != "$5\r\n" {
+		t.Fatalf("reply after the block %q", l)
+	}
+}
+
+// Server.Kill closes a client at once, idle or blocked; Close returns while
+// a client is blocked.
+func TestKillAndCloseWithBlockedClient(t *testing.T) {
+	s, addr := startTestServer(t, Config{})
+	a, ar := dial(t, addr)
+	a.Write([]byte("ECHO x\r\n"))
+	readLine(t, a, ar, time.Second)
+	readLine(t, a, ar, time.Second)
+	s.Kill(s.Clients()[0])
+	a.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := ar.ReadByte(); err == nil || errTimeout(err) != nil {
+		t.Fatalf("killed client still open: %v", err)
+	}
+	b, _ := dial(t, addr)
+	b.Write([]byte("BLOCK 5000\r\n"))
+	for deadline := time.Now().Add(time.Second); s.NumClients() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the BLOCK is running
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close waited for a blocked client")
+	}
+}
+
+// errTimeout returns err when it is a timeout (so errors.Is matches it), nil
+// otherwise.
+func errTimeout(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return nil
+}
+
+// An idle client is closed after the idle timeout; a client that sends
+// half a command is closed after the command deadline; an active client is
+// not.
+func TestIdleAndCommandDeadlines(t *testing.T) {
+	_, addr := startTestServer(t, Config{
+		IdleTimeout:     func() time.Duration { return 300 * time.Millisecond },
+		CommandDeadline: func() time.Duration { return 300 * time.Millisecond },
+	})
+	idle, ir := dial(t, addr)
+	half, hr := dial(t, addr)
+	busy, br := dial(t, addr)
+	half.Write([]byte("*2\r\n$4\r\nECHO\r\n$5\r\nab"))
+	start := time.Now()
+	closed := func(c net.Conn, r *bufio.Reader) bool {
+		c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+		_, err := r.ReadByte()
+		return err != nil && errTimeout(err) == nil
+	}
+	var idleAt, halfAt time.Duration
+	for time.Since(start) < 2*time.Second && (idleAt == 0 || halfAt == 0) {
+		busy.Write([]byte("ECHO z\r\n"))
+		if l := readLine(t, busy, br, time.Second); l != "$1\r\n" {
+			t.Fatalf("busy client: %q", l)
+		}
+		readLine(t, busy, br, time.Second)
+		if idleAt == 0 && closed(idle, ir) {
+			idleAt = time.Since(start)
+		}
+		if halfAt == 0 && closed(half, hr) {
+			halfAt = time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if idleAt < 250*time.Millisecond || idleAt > 1500*time.Millisecond {
+		t.Fatalf("idle client closed after %v (timeout 300ms)", idleAt)
+	}
+	if halfAt < 250*time.Millisecond || halfAt > 1500*time.Millisecond {
+		t.Fatalf("half-sent command closed after %v (deadline 300ms)", halfAt)
+	}
+}
+
+// A client that does not read its replies holds only itself up: others
+// are served meanwhile, and it gets every byte once it reads.
+func TestSlowReaderGetsEverythingWhileOthersAreServed(t *testing.T) {
+	_, addr := startTestServer(t, Config{})
+	slow, sr := dial(t, addr)
+	const n, size = 8, 2 << 20
+	slow.Write([]byte(strings.Repeat("BIG "+strconv.Itoa(size)+"\r\n", n)))
+	time.Sleep(100 * time.Millisecond) // its replies fill the socket buffers
+	b, br := dial(t, addr)
+	for i := 0; i < 20; i++ {
+		b.Write([]byte("ECHO b\r\n"))
+		if l := readLine(t, b, br, 500*time.Millisecond); l != "$1\r\n" {
+			t.Fatalf("other client: %q", l)
+		}
+		readLine(t, b, br, time.Second)
+	}
+	slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < n; i++ {
+		hdr, err := sr.ReadString('\n')
+		if err != nil || hdr != "$"+strconv.Itoa(size)+"\r\n" {
+			t.Fatalf("reply %d header %q: %v", i, hdr, err)
+		}
+		if _, err := io.CopyN(io.Discard, sr, size+2); err != nil {
+			t.Fatalf("reply %d body: %v", i, err)
+		}
+	}
+}
+
+// A client over the output buffer's hard limit is closed.
+func TestOutputLimitClosesClient(t *testing.T) {
+	s, addr := startTestServer(t, Config{OutputLimit: func() (int64, int64, time.Duration) { return 1 << 20, 0, 0 }})
+	c, r := dial(t, addr)
+	c.Write([]byte(strings.Repeat("BIG 400000\r\n", 4)))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.Copy(io.Discard, r); errTimeout(err) != nil {
+		t.Fatal("client over the output limit not closed")
+	}
+	if s.OutputLimited.Load() != 1 {
+		t.Fatalf("OutputLimited %d", s.OutputLimited.Load())
+	}
+}
+
+// Replies whose commit failed are never sent: the client is closed.
+func TestFailedCommitSendsNothing(t *testing.T) {
+	_, addr := startTestServer(t, Config{})
+	c, r := dial(t, addr)
+	c.Write([]byte("ECHO a\r\nFAIL\r\n"))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	got, err := io.ReadAll(r)
+	if errTimeout(err) != nil {
+		t.Fatal("client not closed after a failed commit")
+	}
+	if len(got) != 0 {
+		t.Fatalf("sent %q before a failed commit", got)
+	}
+}
