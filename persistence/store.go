@@ -105,7 +105,7 @@ type Store struct {
 	fr   frame      // the frame being built (under commitMu)
 	// commitMu orders commits: the commit loop's and CommitNow's
 	commitMu sync.Mutex
-	held     atomic.Bool // see Hold
+	held     atomic.Int32 // passes running (see Hold)
 
 	mu       sync.Mutex
 	open     *Group
@@ -327,22 +327,23 @@ func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
 	g.writes = append(g.writes, writes...)
 	g.deltas = append(g.deltas, deltas...)
 	g.inbound = append(g.inbound, inbound...)
-	if !s.held.Load() {
+	if s.held.Load() == 0 {
 		s.wake()
 	}
 	s.mu.Unlock()
 	return g
 }
 
-// Hold, while on, keeps Submit from waking the commit loop: an event loop
+// Hold, while on (for any caller), keeps Submit from waking the commit loop: an event loop
 // holds the store while it runs a pass and commits the pass's writes
 // itself (CommitNow); other goroutines' writes submitted meanwhile go into
 // that group, or the commit loop is woken for them when the hold ends.
 func (s *Store) Hold(on bool) {
-	s.held.Store(on)
 	if on {
+		s.held.Add(1)
 		return
 	}
+	s.held.Add(-1)
 	s.mu.Lock()
 	if !s.open.empty() {
 		s.wake()

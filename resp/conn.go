@@ -68,6 +68,7 @@ type Conn struct {
 	// under the event loop (g != nil): the socket, the reader, how much of
 	// out is written, and the state of a blocking command
 	fd          int
+	loop        *evLoop
 	g           *guard
 	outOff      int
 	inPass      bool

@@ -135,6 +135,7 @@ func (l *evLoop) add(c *Conn, tc *net.TCPConn) bool {
 	c.nc = loopConn{r: tc.RemoteAddr(), l: tc.LocalAddr()}
 	tc.Close() // the runtime's poller lets go of the socket; fd keeps it open
 	c.fd = fd
+	c.loop = l
 	c.g = newGuard(fdReader{fd}, &l.s.cfg.Limits, c.Authed)
 	c.g.deadline = func(bool, time.Time) {} // the guard tracks when a partial command started
 	l.mu.Lock()

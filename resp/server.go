@@ -58,6 +58,9 @@ type Config struct {
 	// (Linux; Redis's shape) instead of a goroutine per connection; TLS
 	// clients always get a goroutine.
 	EventLoop bool
+	// Loops is how many event loops share the clients (each on a thread
+	// of its own; clients assigned round-robin); default 1, as Redis.
+	Loops int
 	// CommitNow, when set, commits the writes submitted so far in the
 	// caller's goroutine: the event loop calls it once per pass instead of
 	// handing its writes to the commit loop and waiting for it.
@@ -96,8 +99,9 @@ type Server struct {
 	OutputLimited atomic.Uint64
 
 	loopOnce sync.Once
-	loop     *evLoop
+	loops    []*evLoop
 	loopErr  error
+	nextLoop int
 }
 
 // overOutputLimit applies client-output-buffer-limit to a reply of n bytes.
@@ -176,15 +180,33 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.Accepted.Add(1)
 		s.wg.Add(1)
 		if tc, ok := nc.(*net.TCPConn); ok && s.cfg.EventLoop && hasLoop {
-			s.loopOnce.Do(func() { s.loop, s.loopErr = s.startLoop() })
+			s.loopOnce.Do(s.startLoops)
 			if s.loopErr == nil {
-				if c := s.admit(nc); c != nil && !s.loop.add(c, tc) {
+				l := s.loops[s.nextLoop%len(s.loops)]
+				s.nextLoop++
+				if c := s.admit(nc); c != nil && !l.add(c, tc) {
 					s.drop(c)
 				}
 				continue
 			}
 		}
 		go s.serveConn(nc)
+	}
+}
+
+// startLoops starts the event loops (Config.Loops).
+func (s *Server) startLoops() {
+	for i := 0; i < max(1, s.cfg.Loops); i++ {
+		l, err := s.startLoop()
+		if err != nil {
+			s.loopErr = err
+			for _, l := range s.loops {
+				l.stop()
+			}
+			s.loops = nil
+			return
+		}
+		s.loops = append(s.loops, l)
 	}
 }
 
@@ -353,7 +375,7 @@ func (s *Server) Kill(c *Conn) {
 	c.killed.Store(true)
 	c.cancelBlock()
 	if c.g != nil {
-		s.loop.kill(c)
+		c.loop.kill(c)
 		return
 	}
 	c.nc.SetReadDeadline(time.Now())
@@ -375,8 +397,8 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.loopOnce.Do(func() {}) // no loop starts after this
-	if s.loop != nil {
-		s.loop.stop()
+	for _, l := range s.loops {
+		l.stop()
 	}
 	s.wg.Wait()
 }

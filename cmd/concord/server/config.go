@@ -30,7 +30,10 @@ type Config struct {
 	// IO is how clients are served: "loop" (one epoll loop on one thread,
 	// Redis's shape; Linux, plain TCP) or "goroutines" (one per
 	// connection; always for TLS clients). Default loop.
-	IO         string
+	IO string
+	// IOLoops is how many event loops share the clients under IO "loop",
+	// each on a thread of its own (default 1, as Redis).
+	IOLoops    int
 	MaxBulkLen int64
 	DBs        int
 
@@ -134,6 +137,9 @@ func (c *Config) Validate() error {
 	if c.IO == "" {
 		c.IO = DefaultIO
 	}
+	if c.IOLoops == 0 {
+		c.IOLoops = 1
+	}
 	if c.MaxBulkLen == 0 {
 		c.MaxBulkLen = 512 << 20
 	}
@@ -159,6 +165,9 @@ func (c *Config) Validate() error {
 	}
 	if c.IO != "loop" && c.IO != "goroutines" {
 		return fmt.Errorf("--io %q: want loop or goroutines", c.IO)
+	}
+	if c.IOLoops < 1 || c.IOLoops > 64 {
+		return fmt.Errorf("--io-loops %d: want 1 to 64", c.IOLoops)
 	}
 	if c.MaxClients < 1 {
 		return fmt.Errorf("--maxclients %d: want at least 1", c.MaxClients)

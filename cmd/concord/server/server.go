@@ -198,6 +198,7 @@ func Start(cfg Config) (*Instance, error) {
 		NeedAuth:        eng.ACL.DefaultNeedsAuth,
 		MaxClients:      cfg.MaxClients,
 		EventLoop:       cfg.IO == "loop",
+		Loops:           cfg.IOLoops,
 		CommitNow:       store.CommitNow,
 		HoldCommits:     store.Hold,
 		Log:             log,
