@@ -255,3 +255,38 @@ func TestFailedCommitSendsNothing(t *testing.T) {
 		t.Fatalf("sent %q before a failed commit", got)
 	}
 }
+
+// With several event loops clients are spread over them; each is served,
+// killed and closed like under one.
+func TestSeveralLoops(t *testing.T) {
+	s, addr := startTestServer(t, Config{Loops: 3})
+	var conns []net.Conn
+	var readers []*bufio.Reader
+	for i := 0; i < 9; i++ {
+		c, r := dial(t, addr)
+		conns, readers = append(conns, c), append(readers, r)
+	}
+	for round := 0; round < 3; round++ {
+		for i, c := range conns {
+			c.Write([]byte("ECHO " + strconv.Itoa(i) + "\r\n"))
+		}
+		for i, c := range conns {
+			readLine(t, c, readers[i], time.Second)
+			if l := readLine(t, c, readers[i], time.Second); l != strconv.Itoa(i)+"\r\n" {
+				t.Fatalf("client %d: %q", i, l)
+			}
+		}
+	}
+	if testLoop && len(s.loops) != 3 {
+		t.Fatalf("%d loops", len(s.loops))
+	}
+	for _, c := range s.Clients()[:4] {
+		s.Kill(c)
+	}
+	for deadline := time.Now().Add(2 * time.Second); s.NumClients() != 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients after killing 4 of 9", s.NumClients())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
