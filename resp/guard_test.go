@@ -28,7 +28,15 @@ func (echo) Closed(c *Conn)               {}
 
 func startServer(t *testing.T, lim Limits, needAuth bool) (*Server, string) {
 	t.Helper()
-	s := NewServer(Config{Limits: lim, NeedAuth: func() bool { return needAuth }, EventLoop: testLoop}, echo{})
+	return serve(t, Config{Limits: lim, NeedAuth: func() bool { return needAuth }}, echo{})
+}
+
+// serve starts a server with h on a free port (under the event loop unless
+// CONCORD_TEST_IO=goroutines), closed when the test ends.
+func serve(t *testing.T, cfg Config, h Handler) (*Server, string) {
+	t.Helper()
+	cfg.EventLoop = testLoop
+	s := NewServer(cfg, h)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -439,6 +439,14 @@ func (l *evLoop) close(c *Conn) {
 }
 
 func (l *evLoop) closeAll() {
+	l.mu.Lock()
+	l.closing = true // add refuses clients from now on
+	adds := l.adds
+	l.adds = nil
+	l.mu.Unlock()
+	for _, c := range adds {
+		l.conns[c.fd] = c
+	}
 	for _, c := range l.conns {
 		l.close(c)
 	}

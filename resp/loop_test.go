@@ -53,15 +53,7 @@ func (testHandler) Closed(c *Conn) {}
 
 func startTestServer(t *testing.T, cfg Config) (*Server, string) {
 	t.Helper()
-	cfg.EventLoop = testLoop
-	s := NewServer(cfg, testHandler{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(s.Close)
-	return s, ln.Addr().String()
+	return serve(t, cfg, testHandler{})
 }
 
 func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
