@@ -214,3 +214,37 @@ func checkSame(t *testing.T, when string, before map[keyspace.Key]*crdt.State, i
 		}
 	}
 }
+
+// A batch bigger than a chunk is applied whole (every delta, in several
+// transactions) and its watermark lands with it; an empty batch still
+// records its watermark.
+func TestApplyBatchInChunks(t *testing.T) {
+	in := startForTest(t, t.TempDir(), true)
+	defer in.Close()
+	var batch []crdt.KeyDelta
+	for i := 0; i < 3*applyChunk+7; i++ {
+		op := crdt.Op{HLC: crdt.HLC{Phys: time.Now().UnixMilli(), Log: uint32(i), Region: "X"}}
+		batch = append(batch, crdt.KeyDelta{DB: i % 2, Key: fmt.Sprint("c", i), Delta: crdt.SetString(&crdt.State{}, op, []byte(fmt.Sprint("v", i)), false)})
+	}
+	if err := (applier{in.KS}).ApplyBatch("X", 9, batch); err != nil {
+		t.Fatal(err)
+	}
+	for i, kd := range batch {
+		st := in.KS.Snapshot(keyspace.Key{DB: kd.DB, Key: kd.Key})
+		if st == nil {
+			t.Fatalf("delta %d not applied", i)
+		}
+		if v, _ := st.StrValue(); string(v) != fmt.Sprint("v", i) {
+			t.Fatalf("key %d = %q", i, v)
+		}
+	}
+	if b := in.store.Meta("applied:X"); len(b) != 8 || b[7] != 9 {
+		t.Fatalf("watermark %v", b)
+	}
+	if err := (applier{in.KS}).ApplyBatch("X", 10, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b := in.store.Meta("applied:X"); len(b) != 8 || b[7] != 10 {
+		t.Fatalf("watermark after an empty batch %v", b)
+	}
+}

@@ -580,31 +580,52 @@ func (in *Instance) PeerAddr() string {
 type applier struct{ ks *keyspace.Keyspace }
 
 func (a applier) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) error {
-	keys := make([]keyspace.Key, 0, len(batch))
-	for _, kd := range batch {
-		if kd.DB < a.ks.DBs() {
-			keys = append(keys, keyspace.Key{DB: kd.DB, Key: kd.Key})
-		}
-	}
 	var wm [8]byte
 	binary.BigEndian.PutUint64(wm[:], seq)
-	t, err := a.ks.Run(keys, func(tx *keyspace.Tx) error {
-		for _, kd := range batch {
+	// in chunks: a transaction locks the shards of every key it names, and
+	// a big batch (a stream message carries up to 768 KiB) under one lock
+	// hold would stall the clients of all those shards (under the event
+	// loop, every client) for the whole batch. The watermark goes with the
+	// last chunk: a crash between chunks gets the batch delivered again,
+	// and merging a delta twice changes nothing.
+	var tickets []keyspace.Ticket
+	for start := 0; start == 0 || start < len(batch); start += applyChunk {
+		chunk := batch[start:min(start+applyChunk, len(batch))]
+		keys := make([]keyspace.Key, 0, len(chunk))
+		for _, kd := range chunk {
 			if kd.DB < a.ks.DBs() {
-				tx.ApplyRemote(keyspace.Key{DB: kd.DB, Key: kd.Key}, kd.Delta, origin)
+				keys = append(keys, keyspace.Key{DB: kd.DB, Key: kd.Key})
 			}
 		}
-		tx.SetMeta("applied:"+origin, wm[:])
-		return nil
-	})
-	if err != nil {
-		return err
+		last := start+applyChunk >= len(batch)
+		t, err := a.ks.Run(keys, func(tx *keyspace.Tx) error {
+			for _, kd := range chunk {
+				if kd.DB < a.ks.DBs() {
+					tx.ApplyRemote(keyspace.Key{DB: kd.DB, Key: kd.Key}, kd.Delta, origin)
+				}
+			}
+			if last {
+				tx.SetMeta("applied:"+origin, wm[:])
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if t != nil {
+			tickets = append(tickets, t)
+		}
 	}
-	if t != nil {
-		return t.Wait()
+	for _, t := range tickets {
+		if err := t.Wait(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// applyChunk is how many inbound deltas one transaction applies.
+const applyChunk = 256
 
 // Wait blocks until the server stops.
 func (in *Instance) Wait() { <-in.done }
