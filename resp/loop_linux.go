@@ -48,8 +48,10 @@ type loopConn struct {
 	r, l     net.Addr
 }
 
-func (a loopConn) RemoteAddr() net.Addr { return a.r }
-func (a loopConn) LocalAddr() net.Addr  { return a.l }
+func (a loopConn) RemoteAddr() net.Addr              { return a.r }
+func (a loopConn) LocalAddr() net.Addr               { return a.l }
+func (a loopConn) Close() error                      { return nil } // the loop closes the descriptor
+func (a loopConn) SetReadDeadline(t time.Time) error { return nil } // the loop keeps the deadlines
 
 // epollET is EPOLLET as the uint32 the event mask is (syscall's constant
 // is a negative int).

@@ -284,3 +284,25 @@ func TestSeveralLoops(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A pipeline longer than one pass's share (maxPassCommands) is answered
+// whole and in order, while another client is served in between.
+func TestLongPipelineSpansPasses(t *testing.T) {
+	_, addr := startTestServer(t, Config{})
+	a, ar := dial(t, addr)
+	b, br := dial(t, addr)
+	const n = 3*maxPassCommands + 17
+	var req strings.Builder
+	for i := 0; i < n; i++ {
+		req.WriteString("ECHO " + strconv.Itoa(i) + "\r\n")
+	}
+	go a.Write([]byte(req.String()))
+	b.Write([]byte("ECHO b\r\n"))
+	readLine(t, b, br, 2*time.Second)
+	for i := 0; i < n; i++ {
+		readLine(t, a, ar, 2*time.Second)
+		if l := readLine(t, a, ar, 2*time.Second); l != strconv.Itoa(i)+"\r\n" {
+			t.Fatalf("reply %d: %q", i, l)
+		}
+	}
+}
