@@ -199,6 +199,9 @@ func (l *evLoop) run() {
 				var b [8]byte
 				syscall.Read(l.wakefd, b[:])
 				if l.wakeups() {
+					if hold := l.s.cfg.HoldCommits; hold != nil {
+						hold(false) // or the store would never wake its commit loop again
+					}
 					return
 				}
 				continue
@@ -279,6 +282,10 @@ func (l *evLoop) serve(c *Conn) {
 	if l.conns[c.fd] != c || c.blocked || c.inPass || c.outOff < len(c.out.b) {
 		return // resumed when its command finishes, or its output drains
 	}
+	if c.closeAfter || c.killed.Load() { // QUIT's reply drained: nothing more is read
+		l.close(c)
+		return
+	}
 	c.inPass = true
 	l.pass = append(l.pass, c)
 	c.lastActive.Store(time.Now().UnixNano())
@@ -354,8 +361,8 @@ func (l *evLoop) finishPass() {
 		if !l.write(c) {
 			continue
 		}
-		if c.closeAfter || c.killed.Load() {
-			l.close(c)
+		if (c.closeAfter || c.killed.Load()) && c.outOff == len(c.out.b) {
+			l.close(c) // else once the rest is written (serve closes it)
 		}
 	}
 	for _, c := range l.toBlock {

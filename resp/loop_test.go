@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -304,5 +305,47 @@ func TestLongPipelineSpansPasses(t *testing.T) {
 		if l := readLine(t, a, ar, 2*time.Second); l != strconv.Itoa(i)+"\r\n" {
 			t.Fatalf("reply %d: %q", i, l)
 		}
+	}
+}
+
+// Nothing sent after QUIT runs, even when QUIT's replies leave on a short
+// write (the client reads them late).
+func TestNothingRunsAfterQuitBehindSlowOutput(t *testing.T) {
+	s := NewServer(Config{EventLoop: testLoop}, quitHandler{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(s.Close)
+	c, r := dial(t, ln.Addr().String())
+	c.Write([]byte("BIG 8388608\r\nQUIT\r\nRAN\r\n"))
+	time.Sleep(200 * time.Millisecond) // the big reply fills the socket
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(r)
+	if !strings.HasSuffix(string(got), "+OK\r\n") || strings.Contains(string(got), "RAN") {
+		t.Fatalf("after QUIT: %q", got[max(0, len(got)-40):])
+	}
+	if ran.Load() {
+		t.Fatal("a command after QUIT ran")
+	}
+}
+
+var ran atomic.Bool
+
+// quitHandler: testHandler's BIG, QUIT (OK, then close), RAN (records
+// that it ran).
+type quitHandler struct{ testHandler }
+
+func (h quitHandler) Serve(c *Conn, args [][]byte) {
+	switch strings.ToUpper(string(args[0])) {
+	case "QUIT":
+		c.OK()
+		c.CloseAfterReply()
+	case "RAN":
+		ran.Store(true)
+		c.Simple("RAN")
+	default:
+		h.testHandler.Serve(c, args)
 	}
 }
