@@ -185,6 +185,7 @@ type Group struct {
 	barrier bool // commit even when empty
 	done    chan struct{}
 	err     error
+	s       *Store // the store whose open group this was (see Wait)
 	seq     uint64 // outbox sequence of the group's deltas (0: none)
 	// the last outbox and inbound sequences assigned before this group
 	outBase, inBase uint64
@@ -199,7 +200,25 @@ func (g *Group) Seq() uint64 { return g.seq }
 func (g *Group) Bases() (out, in uint64) { return g.outBase, g.inBase }
 
 // Wait blocks until the group is committed and returns its error.
-func (g *Group) Wait() error { <-g.done; return g.err }
+func (g *Group) Wait() error {
+	select {
+	case <-g.done:
+		return g.err
+	default:
+	}
+	if g.s != nil && g.s.held.Load() > 0 {
+		// Submit did not wake the commit loop (an event loop's pass holds
+		// the store): a waiter must not depend on that pass ending, it
+		// may be the pass itself (a command that submits and waits)
+		g.s.mu.Lock()
+		if !g.s.closed {
+			g.s.wake()
+		}
+		g.s.mu.Unlock()
+	}
+	<-g.done
+	return g.err
+}
 
 func (g *Group) empty() bool {
 	return len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 && !g.barrier
@@ -257,7 +276,7 @@ func Open(opts Options) (*Store, error) {
 		sdb.Close()
 		return nil, err
 	}
-	s.open = newGroup()
+	s.open = s.newOpenGroup()
 	s.stats.GroupSize = newHist(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 	s.stats.CommitSeconds = newHist(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 	region := log.meta(string(metaRegion))
@@ -300,6 +319,14 @@ func readUint(v []byte) uint64 {
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func newGroup() *Group { return &Group{done: make(chan struct{})} }
+
+// newOpenGroup is the next group Submit fills; its waiters can wake the
+// commit loop (see Wait).
+func (s *Store) newOpenGroup() *Group {
+	g := newGroup()
+	g.s = s
+	return g
+}
 
 // StateKey is the Badger key of a key's state.
 func StateKey(db int, key string) []byte {
@@ -345,7 +372,7 @@ func (s *Store) Hold(on bool) {
 	}
 	s.held.Add(-1)
 	s.mu.Lock()
-	if !s.open.empty() {
+	if !s.open.empty() && !s.closed {
 		s.wake()
 	}
 	s.mu.Unlock()
@@ -369,7 +396,7 @@ func (s *Store) commitLoop() {
 				s.commitMu.Unlock()
 				break
 			}
-			s.open = newGroup()
+			s.open = s.newOpenGroup()
 			// room for as many deltas as this group has: Submit's appends
 			// then rarely grow the slices
 			if n := min(len(g.deltas), 4096); n > 0 {
@@ -400,7 +427,7 @@ func (s *Store) CommitNow() {
 		s.mu.Unlock()
 		return
 	}
-	s.open = newGroup()
+	s.open = s.newOpenGroup()
 	s.mu.Unlock()
 	s.commit(g)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"concord/crdt"
 
@@ -298,5 +299,47 @@ func TestConcurrentWritersShareGroups(t *testing.T) {
 	}
 	if per < 8 {
 		t.Fatalf("%.2f writes per group: concurrent writers are not sharing groups", per)
+	}
+}
+
+// While a pass holds the store, Submit does not wake the commit loop;
+// CommitNow commits in the caller; a waiter never depends on the hold
+// ending (a command that submits and waits runs inside the pass itself);
+// after the hold, writes submitted meanwhile are committed.
+func TestHoldCommitNowAndWaiters(t *testing.T) {
+	s := open(t, t.TempDir(), FsyncEverysec)
+	defer s.Close()
+	wait := func(g *Group, what string) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- g.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: never committed", what)
+		}
+	}
+	s.Hold(true)
+	g1 := s.Submit(nil, []crdt.KeyDelta{delta("a")}, nil)
+	s.CommitNow()
+	select {
+	case <-g1.done:
+	default:
+		t.Fatal("CommitNow returned before its group was committed")
+	}
+	g2 := s.Submit(nil, []crdt.KeyDelta{delta("b")}, nil)
+	wait(g2, "a waiter inside the hold") // the hold is still on
+	g3 := s.Submit(nil, []crdt.KeyDelta{delta("c")}, nil)
+	s.Hold(false)
+	select { // committed by the commit loop once the hold ended (Wait not called)
+	case <-g3.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write submitted during the hold was not committed after it")
+	}
+	if last, _ := s.OutboxSeq(); last != 3 {
+		t.Fatalf("outbox seq %d after three committed groups", last)
 	}
 }
