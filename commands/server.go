@@ -65,9 +65,13 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 	switch name {
 	case "server":
 		up := time.Since(e.started)
+		mux := "goroutines"
+		if e.srv != nil {
+			mux = e.srv.Multiplexing()
+		}
 		return []string{
 			"redis_version:" + Version, "concord_version:" + ConcordVersion, "redis_mode:standalone",
-			"os:" + runtime.GOOS, "arch_bits:64", "multiplexing_api:goroutines", "go_version:" + runtime.Version(),
+			"os:" + runtime.GOOS, "arch_bits:64", "multiplexing_api:" + mux, "go_version:" + runtime.Version(),
 			fmt.Sprintf("process_id:%d", os.Getpid()), "run_id:" + runID,
 			"tcp_port:" + e.Config.Get("port"), fmt.Sprintf("uptime_in_seconds:%d", int(up.Seconds())),
 			fmt.Sprintf("uptime_in_days:%d", int(up.Hours()/24)), "hz:" + e.Config.Get("hz"),

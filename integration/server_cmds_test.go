@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -351,5 +352,24 @@ func TestInfoCPUCounts(t *testing.T) {
 	}
 	if after := infoCPU(t, c); after <= before || before <= 0 {
 		t.Fatalf("used CPU %v then %v after 20000 SETs", before, after)
+	}
+}
+
+// INFO server names the multiplexing in force: epoll for the event loop
+// (--io loop, the default on Linux), goroutines otherwise.
+func TestInfoMultiplexingAPI(t *testing.T) {
+	for _, io := range []string{"loop", "goroutines"} {
+		in := startConcord(t, func(c *server.Config) { c.IO = io })
+		info, err := client(t, in.Addr()).Info(ctx, "server").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"loop": "epoll", "goroutines": "goroutines"}[io]
+		if runtime.GOOS != "linux" {
+			want = "goroutines"
+		}
+		if !strings.Contains(info, "multiplexing_api:"+want+"\r\n") {
+			t.Fatalf("--io %s: INFO server without multiplexing_api:%s", io, want)
+		}
 	}
 }

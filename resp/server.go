@@ -148,6 +148,15 @@ func NewServer(cfg Config, h Handler) *Server {
 	return &Server{cfg: cfg, handler: h, clients: make(map[int64]*Conn)}
 }
 
+// Multiplexing names how plain-TCP clients are served, as INFO's
+// multiplexing_api: "epoll" (the event loop) or "goroutines".
+func (s *Server) Multiplexing() string {
+	if s.cfg.EventLoop && hasLoop {
+		return "epoll"
+	}
+	return "goroutines"
+}
+
 // Limits returns the input limits in force.
 func (s *Server) Limits() *Limits { return &s.cfg.Limits }
 
