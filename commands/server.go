@@ -78,13 +78,13 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 			"region:" + ks.Region(), "executable:" + exe(), "config_file:",
 		}
 	case "clients":
-		n := 0
+		n, blocked := 0, int64(0)
 		if e.srv != nil {
-			n = e.srv.NumClients()
+			n, blocked = e.srv.NumClients(), e.srv.BlockedClients()
 		}
 		return []string{fmt.Sprintf("connected_clients:%d", n), "cluster_connections:0",
 			"maxclients:" + e.Config.Get("maxclients"), "client_recent_max_input_buffer:0",
-			"client_recent_max_output_buffer:0", "blocked_clients:0", "tracking_clients:0", "clients_in_timeout_table:0"}
+			"client_recent_max_output_buffer:0", fmt.Sprintf("blocked_clients:%d", blocked), "tracking_clients:0", "clients_in_timeout_table:0"}
 	case "memory":
 		used, rss := usedMemory(), rssMemory()
 		var ms runtime.MemStats

@@ -94,7 +94,9 @@ func (c *Conn) Block(fn func(ctx context.Context)) {
 		cancel()
 	}
 	run := func() {
+		c.srv.blocked.Add(1)
 		fn(ctx)
+		c.srv.blocked.Add(-1)
 		c.cancelBlock()
 	}
 	if c.g == nil {

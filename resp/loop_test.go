@@ -80,7 +80,7 @@ func readLine(t *testing.T, c net.Conn, r *bufio.Reader, within time.Duration) s
 // A command that blocks holds up its own client only, and the commands
 // pipelined behind it are answered after it, in order.
 func TestBlockHoldsUpOnlyItsClient(t *testing.T) {
-	_, addr := startTestServer(t, Config{})
+	s, addr := startTestServer(t, Config{})
 	a, ar := dial(t, addr)
 	b, br := dial(t, addr)
 	start := time.Now()
@@ -96,6 +96,9 @@ func TestBlockHoldsUpOnlyItsClient(t *testing.T) {
 	if since := time.Since(start); since > 300*time.Millisecond {
 		t.Fatalf("the other client waited for the blocked one (%v)", since)
 	}
+	if n := s.BlockedClients(); n != 1 {
+		t.Fatalf("%d blocked clients while one waits", n)
+	}
 	// the replies before the block come first (under the event loop at
 	// once; with a goroutine per connection with the block's)
 	if l := readLine(t, a, ar, time.Second); l != "$6\r\n" {
@@ -110,6 +113,9 @@ func TestBlockHoldsUpOnlyItsClient(t *testing.T) {
 	}
 	if l := readLine(t, a, ar, time.Second); l != "$5\r\n" {
 		t.Fatalf("reply after the block %q", l)
+	}
+	if n := s.BlockedClients(); n != 0 {
+		t.Fatalf("%d blocked clients after the wait", n)
 	}
 }
 

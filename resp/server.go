@@ -98,6 +98,7 @@ type Server struct {
 	// OutputLimited counts clients closed for their output buffer limit.
 	OutputLimited atomic.Uint64
 
+	blocked  atomic.Int64 // clients in a blocking command (WAIT)
 	loopOnce sync.Once
 	loops    []*evLoop
 	loopErr  error
@@ -371,6 +372,10 @@ func (s *Server) Clients() []*Conn {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// BlockedClients returns how many clients wait in a blocking command
+// (INFO's blocked_clients).
+func (s *Server) BlockedClients() int64 { return s.blocked.Load() }
 
 // NumClients returns the number of connected clients.
 func (s *Server) NumClients() int {
