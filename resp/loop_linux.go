@@ -4,6 +4,7 @@ package resp
 
 import (
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -33,13 +34,11 @@ func (r fdReader) Read(p []byte) (int, error) {
 		case err == syscall.EAGAIN:
 			return 0, errWouldBlock
 		case err == nil:
-			return 0, errEOF
+			return 0, io.EOF
 		}
 		return 0, err
 	}
 }
-
-var errEOF = errors.New("EOF")
 
 // loopConn keeps a client's addresses once its net.Conn is closed (the loop
 // owns a duplicate of its descriptor).

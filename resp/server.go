@@ -1,8 +1,11 @@
 // Package resp owns client connections: the RESP2/RESP3 framing with hard
-// input limits enforced before any allocation (a guard in front of redcon's
-// reader), per-client state (database, auth, MULTI, name, protocol), and the
-// reply writer. Commands are served by a Handler that the commands package
-// provides, the way net/http serves a Handler.
+// input limits enforced before any allocation (a guard that validates the
+// bytes redcon's ReadNextCommand then cuts into commands), per-client state
+// (database, auth, MULTI, name, protocol), the reply writer, and how
+// clients are served: one epoll loop on one thread (Linux, plain TCP;
+// Redis's shape) or a goroutine per connection. Commands are served by a
+// Handler that the commands package provides, the way net/http serves a
+// Handler.
 package resp
 
 import (
