@@ -113,47 +113,85 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 		writes, taken = writes[:0], taken[:0]
 		return nil
 	}
+	// lock runs fn under the shard's lock (and the keyspace's read lock)
+	lock := func(s *shard, fn func()) {
+		ks.world.RLock()
+		s.mu.Lock()
+		fn()
+		s.mu.Unlock()
+		ks.world.RUnlock()
+	}
+	var names []string
 	for dbi, d := range ks.dbs {
 		for i := range d.shards {
 			s := &d.shards[i]
-			ks.world.RLock()
-			s.mu.Lock()
-			if len(s.dirty) > 0 || s.flagged > 0 {
-				c := captured{s: s, dirty: s.dirty}
-				for key, dk := range s.dirty {
-					w, more := s.capture(dbi, key, dk)
-					writes = append(writes, w)
-					if len(more) > 0 {
-						rest = append(rest, restOf{s, dbi, key, more})
-					}
-					s.clearDirty(key)
+			// take the shard's dirty map and the names of its flagged keys
+			// in one short hold, then capture their states captureKeys
+			// keys per hold: a client (under the event loop, every client)
+			// waits for a few keys' encoding, never for a whole shard's
+			var c captured
+			dirty := false
+			lock(s, func() {
+				if dirty = len(s.dirty) > 0 || s.flagged > 0; !dirty {
+					return
 				}
+				c = captured{s: s, dirty: s.dirty}
 				s.dirty = nil
-				if s.flagged > 0 {
-					for key, e := range s.m {
-						if e.dirty {
-							e.dirty = false
-							s.flagged--
-							c.flagged = append(c.flagged, key)
+				names = names[:0]
+				for key := range c.dirty {
+					names = append(names, key)
+				}
+			})
+			if !dirty {
+				continue
+			}
+			for len(names) > 0 {
+				chunk := names[:min(captureKeys, len(names))]
+				names = names[len(chunk):]
+				lock(s, func() {
+					for _, key := range chunk {
+						w, more := s.capture(dbi, key, c.dirty[key])
+						writes = append(writes, w)
+						if len(more) > 0 {
+							rest = append(rest, restOf{s, dbi, key, more})
 						}
+						s.clearDirty(key)
 					}
-					s.cold.each(func(off int, kb []byte, r coldRec) bool {
-						if r.dirty {
-							s.cold.setDirty(off, false)
-							s.flagged--
-							c.flagged = append(c.flagged, string(kb))
-						}
-						return true
-					})
-					for _, key := range c.flagged {
-						w, _ := s.capture(dbi, key, nil)
+				})
+			}
+			// the keys flagged now (a key captured above and changed
+			// since is flagged again: captured again, harmless)
+			lock(s, func() {
+				if s.flagged == 0 {
+					return
+				}
+				for key, e := range s.m {
+					if e.dirty {
+						e.dirty = false
+						s.flagged--
+						c.flagged = append(c.flagged, key)
+					}
+				}
+				s.cold.each(func(off int, kb []byte, r coldRec) bool {
+					if r.dirty {
+						s.cold.setDirty(off, false)
+						s.flagged--
+						c.flagged = append(c.flagged, string(kb))
+					}
+					return true
+				})
+			})
+			for flagged := c.flagged; len(flagged) > 0; {
+				chunk := flagged[:min(captureKeys, len(flagged))]
+				flagged = flagged[len(chunk):]
+				lock(s, func() {
+					for _, key := range chunk {
+						w, _ := s.capture(dbi, key, nil) // gone since: drops its header
 						writes = append(writes, w)
 					}
-				}
-				taken = append(taken, c)
+				})
 			}
-			s.mu.Unlock()
-			ks.world.RUnlock()
+			taken = append(taken, c)
 			// big keys' remaining elements, a chunk per lock hold: writes
 			// to such a key wait for one chunk, never for the whole key
 			for _, r := range rest {
@@ -188,6 +226,10 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 // captureChunk is how many elements of one key a checkpoint encodes per
 // hold of its shard's lock.
 const captureChunk = 1024
+
+// captureKeys is how many keys' states a checkpoint encodes per hold of
+// their shard's lock.
+const captureKeys = 64
 
 // restOf is the part of a big key's elements still to capture.
 type restOf struct {
