@@ -105,7 +105,7 @@ type Server struct {
 	loopOnce sync.Once
 	loops    []*evLoop
 	loopErr  error
-	nextLoop int
+	nextLoop atomic.Uint64
 }
 
 // overOutputLimit applies client-output-buffer-limit to a reply of n bytes.
@@ -195,8 +195,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		if tc, ok := nc.(*net.TCPConn); ok && s.cfg.EventLoop && hasLoop {
 			s.loopOnce.Do(s.startLoops)
 			if s.loopErr == nil {
-				l := s.loops[s.nextLoop%len(s.loops)]
-				s.nextLoop++
+				l := s.loops[(s.nextLoop.Add(1)-1)%uint64(len(s.loops))]
 				if c := s.admit(nc); c != nil && !l.add(c, tc) {
 					s.drop(c)
 				}
@@ -213,6 +212,7 @@ func (s *Server) startLoops() {
 		l, err := s.startLoop()
 		if err != nil {
 			s.loopErr = err
+			s.cfg.Log.Error().Err(err).Msg("event loop unavailable: serving clients with a goroutine each")
 			for _, l := range s.loops {
 				l.stop()
 			}
