@@ -258,7 +258,7 @@ func cmdClientKill(c *Ctx) {
 	if len(c.Args) == 3 { // old form: CLIENT KILL addr
 		for _, cl := range c.e.srv.Clients() {
 			if cl.RemoteAddr() == c.arg(2) {
-				c.e.srv.Kill(cl)
+				c.kill(cl)
 				c.Conn.OK()
 				return
 			}
@@ -309,9 +309,19 @@ func cmdClientKill(c *Ctx) {
 			ok = ok && m(cl)
 		}
 		if ok {
-			c.e.srv.Kill(cl)
+			c.kill(cl)
 			killed++
 		}
 	}
 	c.Conn.Int(int64(killed))
+}
+
+// kill closes a client; the calling client itself gets this command's
+// reply first, as in Redis.
+func (c *Ctx) kill(cl *resp.Conn) {
+	if cl == c.Conn {
+		c.Conn.CloseAfterReply()
+		return
+	}
+	c.e.srv.Kill(cl)
 }

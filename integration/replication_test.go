@@ -478,3 +478,75 @@ func mustRead(t *testing.T, f string) []byte {
 	}
 	return b
 }
+
+// A WAIT that cannot be satisfied (a peer cut, no timeout) holds up only
+// its own client, shows in INFO's blocked_clients, and ends when the client
+// is killed; inside MULTI/EXEC, WAIT answers at once with the count as it
+// stands (EXEC holds its keys' locks).
+func TestWaitParksOnlyItsClient(t *testing.T) {
+	c := startCluster(t, 3)
+	a := c.clients["A"]
+	c.partition("C", (*proxy).cut)
+	waiter := a.Conn()
+	defer waiter.Close()
+	id, err := waiter.ClientID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiter.Set(ctx, "pw", "1", 0)
+	done := make(chan error, 1)
+	go func() { done <- waiter.Do(ctx, "WAIT", 2, 0).Err() }()
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		info, _ := a.Info(ctx, "clients").Result()
+		if !strings.Contains(info, "blocked_clients:1\r\n") {
+			return fmt.Errorf("INFO clients: %s", info)
+		}
+		return nil
+	})
+	start := time.Now()
+	for i := 0; i < 20; i++ {
+		if err := a.Set(ctx, fmt.Sprint("other", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("other clients waited for the blocked WAIT: 20 SETs took %v", d)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("WAIT 2 0 returned with a peer cut: %v", err)
+	default:
+	}
+	if err := a.Do(ctx, "CLIENT", "KILL", "ID", id).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a killed client's WAIT replied")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("killing the client did not end its WAIT")
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		info, _ := a.Info(ctx, "clients").Result()
+		if !strings.Contains(info, "blocked_clients:0\r\n") {
+			return fmt.Errorf("INFO clients after the kill: %s", info)
+		}
+		return nil
+	})
+	tx := a.Conn()
+	defer tx.Close()
+	start = time.Now()
+	res, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "pw2", "2", 0)
+		p.Do(ctx, "WAIT", 2, 2000)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res[1].(*redis.Cmd).Int(); n > 1 || time.Since(start) > time.Second {
+		t.Fatalf("WAIT in EXEC = %d after %v", n, time.Since(start))
+	}
+}

@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -371,5 +374,34 @@ func TestInfoMultiplexingAPI(t *testing.T) {
 		if !strings.Contains(info, "multiplexing_api:"+want+"\r\n") {
 			t.Fatalf("--io %s: INFO server without multiplexing_api:%s", io, want)
 		}
+	}
+}
+
+// A client that kills itself (CLIENT KILL ... SKIPME no, or its own address)
+// gets the reply, then is closed, as in Redis.
+func TestClientKillSelfRepliesFirst(t *testing.T) {
+	in := startConcord(t, nil)
+	for _, form := range []string{"id", "addr"} {
+		nc, err := net.Dial("tcp", in.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(nc)
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		nc.Write([]byte("CLIENT ID\r\n"))
+		line, _ := r.ReadString('\n')
+		id := strings.TrimSpace(strings.TrimPrefix(line, ":"))
+		cmd, want := "CLIENT KILL ID "+id+" SKIPME no\r\n", ":1\r\n"
+		if form == "addr" {
+			cmd, want = "CLIENT KILL "+nc.LocalAddr().String()+"\r\n", "+OK\r\n"
+		}
+		nc.Write([]byte(cmd))
+		if got, _ := r.ReadString('\n'); got != want {
+			t.Fatalf("%s: reply %q, want %q", form, got, want)
+		}
+		if rest, err := io.ReadAll(r); err != nil || len(rest) > 0 {
+			t.Fatalf("%s: after the reply %q, %v (want the connection closed)", form, rest, err)
+		}
+		nc.Close()
 	}
 }

@@ -319,6 +319,9 @@ func (s *Server) serveConn(nc net.Conn) {
 				return
 			}
 		}
+		if c.killed.Load() {
+			return // killed (CLIENT KILL, shutdown): nothing more is sent
+		}
 		c.w.Flush()
 		if s.overOutputLimit(c, int64(len(c.out.b))) {
 			s.OutputLimited.Add(1)
