@@ -105,7 +105,8 @@ type Store struct {
 	fr   frame      // the frame being built (under commitMu)
 	// commitMu orders commits: the commit loop's and CommitNow's
 	commitMu sync.Mutex
-	held     atomic.Int32 // passes running (see Hold)
+	held     atomic.Int32   // passes running (see Hold)
+	loops    sync.WaitGroup // syncLoop, gcLoop
 
 	mu       sync.Mutex
 	open     *Group
@@ -303,8 +304,10 @@ func Open(opts Options) (*Store, error) {
 	}
 	go s.commitLoop()
 	if opts.Fsync == FsyncEverysec {
+		s.loops.Add(1)
 		go s.syncLoop()
 	}
+	s.loops.Add(1)
 	go s.gcLoop()
 	return s, nil
 }
@@ -650,6 +653,7 @@ func elemPrefix(db int, key string) []byte {
 }
 
 func (s *Store) syncLoop() {
+	defer s.loops.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -676,6 +680,7 @@ func (s *Store) syncLoop() {
 // gcLoop runs Badger's value log GC every minute and reclaims the
 // resident pages of the key states' files every 5 s.
 func (s *Store) gcLoop() {
+	defer s.loops.Done()
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for i := 1; ; i++ {
@@ -998,6 +1003,7 @@ func (s *Store) Close() error {
 	close(s.signal)
 	s.mu.Unlock()
 	<-s.done
+	s.loops.Wait() // the fsync and GC tickers may be in a round: the log and states stay open until they end
 	err := s.log.close()
 	if e := s.sdb.Sync(); err == nil {
 		err = e

@@ -343,3 +343,21 @@ func TestHoldCommitNowAndWaiters(t *testing.T) {
 		t.Fatalf("outbox seq %d after three committed groups", last)
 	}
 }
+
+// Close waits for the fsync and GC tickers, and a log sync after close is a
+// no-op (a ticker's round racing Close panicked on the closed log's empty
+// segment list).
+func TestSyncAfterCloseIsHarmless(t *testing.T) {
+	s := open(t, t.TempDir(), FsyncEverysec)
+	s.Close()
+	if err := s.log.sync(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.loops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("the tickers outlived Close")
+	}
+}

@@ -448,6 +448,10 @@ func (w *wal) meta(key string) []byte {
 // sync fsyncs the segment being written (outside w.mu: appends go on).
 func (w *wal) sync() error {
 	w.mu.Lock()
+	if len(w.segs) == 0 { // closed
+		w.mu.Unlock()
+		return nil
+	}
 	f := w.cur().f
 	w.mu.Unlock()
 	err := w.syncFile(f)
