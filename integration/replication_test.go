@@ -496,13 +496,17 @@ func TestWaitParksOnlyItsClient(t *testing.T) {
 	waiter.Set(ctx, "pw", "1", 0)
 	done := make(chan error, 1)
 	go func() { done <- waiter.Do(ctx, "WAIT", 2, 0).Err() }()
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		info, _ := a.Info(ctx, "clients").Result()
-		if !strings.Contains(info, "blocked_clients:1\r\n") {
-			return fmt.Errorf("INFO clients: %s", info)
-		}
-		return nil
-	})
+	blocked := func(n int) {
+		t.Helper()
+		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			info, _ := a.Info(ctx, "clients").Result()
+			if !strings.Contains(info, fmt.Sprintf("blocked_clients:%d\r\n", n)) {
+				return fmt.Errorf("want blocked_clients:%d in INFO clients: %s", n, info)
+			}
+			return nil
+		})
+	}
+	blocked(1)
 	start := time.Now()
 	for i := 0; i < 20; i++ {
 		if err := a.Set(ctx, fmt.Sprint("other", i), i, 0).Err(); err != nil {
@@ -528,13 +532,7 @@ func TestWaitParksOnlyItsClient(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("killing the client did not end its WAIT")
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		info, _ := a.Info(ctx, "clients").Result()
-		if !strings.Contains(info, "blocked_clients:0\r\n") {
-			return fmt.Errorf("INFO clients after the kill: %s", info)
-		}
-		return nil
-	})
+	blocked(0)
 	tx := a.Conn()
 	defer tx.Close()
 	start = time.Now()
