@@ -31,23 +31,9 @@ func cmdWait(c *Ctx) {
 		return
 	}
 	t := c.Conn.LastWrite
-	if c.tx != nil {
-		// inside EXEC: like Redis's blocking commands in a transaction, no
-		// waiting (EXEC holds its keys' locks): the count as it stands
-		var seq uint64
-		if s, ok := t.(interface{ Seq() uint64 }); ok {
-			seq = s.Seq()
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		c.Conn.Int(int64(c.e.Repl.WaitApplied(ctx, seq, int(n))))
-		return
-	}
 	cc := *c // the Ctx goes back to its pool when the handler returns
 	cc.Args = nil
-	// the wait itself holds up only this client (an event loop serves the
-	// others meanwhile)
-	c.Conn.Block(func(ctx context.Context) {
+	wait := func(ctx context.Context) {
 		if err := t.Wait(); err != nil {
 			cc.fail(err)
 			return
@@ -62,5 +48,17 @@ func cmdWait(c *Ctx) {
 			defer cancel()
 		}
 		cc.Conn.Int(int64(cc.e.Repl.WaitApplied(ctx, seq, int(n))))
-	})
+	}
+	if c.tx != nil {
+		// inside EXEC, like Redis's blocking commands in a transaction: no
+		// waiting for peers (EXEC holds its keys' locks), the count as it
+		// stands
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		wait(ctx)
+		return
+	}
+	// the wait holds up only this client (an event loop serves the others
+	// meanwhile)
+	c.Conn.Block(wait)
 }

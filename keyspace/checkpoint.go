@@ -121,14 +121,35 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 		s.mu.Unlock()
 		ks.world.RUnlock()
 	}
+	// captureAll encodes keys of shard s captureKeys per hold of its lock
+	// (details: their dirty-map entries; a flagged key has none) and
+	// clears their flags: a key changed between two holds is captured at
+	// its newer state, or again by the next checkpoint
+	captureAll := func(s *shard, dbi int, keys []string, details map[string]*dirtyKey) {
+		for len(keys) > 0 {
+			chunk := keys[:min(captureKeys, len(keys))]
+			keys = keys[len(chunk):]
+			lock(s, func() {
+				for _, key := range chunk {
+					w, more := s.capture(dbi, key, details[key])
+					writes = append(writes, w)
+					if len(more) > 0 {
+						rest = append(rest, restOf{s, dbi, key, more})
+					}
+					s.clearDirty(key)
+				}
+			})
+		}
+	}
 	var names []string
 	for dbi, d := range ks.dbs {
 		for i := range d.shards {
 			s := &d.shards[i]
-			// take the shard's dirty map and the names of its flagged keys
-			// in one short hold, then capture their states captureKeys
-			// keys per hold: a client (under the event loop, every client)
-			// waits for a few keys' encoding, never for a whole shard's
+			// take the shard's dirty map in one short hold and capture its
+			// keys; then take the names of the keys still flagged in
+			// another and capture those: a client (under the event loop,
+			// every client) waits for a few keys' encoding, never for a
+			// whole shard's
 			var c captured
 			dirty := false
 			lock(s, func() {
@@ -145,22 +166,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			if !dirty {
 				continue
 			}
-			for len(names) > 0 {
-				chunk := names[:min(captureKeys, len(names))]
-				names = names[len(chunk):]
-				lock(s, func() {
-					for _, key := range chunk {
-						w, more := s.capture(dbi, key, c.dirty[key])
-						writes = append(writes, w)
-						if len(more) > 0 {
-							rest = append(rest, restOf{s, dbi, key, more})
-						}
-						s.clearDirty(key)
-					}
-				})
-			}
-			// the keys flagged now (a key captured above and changed
-			// since is flagged again: captured again, harmless)
+			captureAll(s, dbi, names, c.dirty)
 			lock(s, func() {
 				if s.flagged == 0 {
 					return
@@ -181,16 +187,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 					return true
 				})
 			})
-			for flagged := c.flagged; len(flagged) > 0; {
-				chunk := flagged[:min(captureKeys, len(flagged))]
-				flagged = flagged[len(chunk):]
-				lock(s, func() {
-					for _, key := range chunk {
-						w, _ := s.capture(dbi, key, nil) // gone since: drops its header
-						writes = append(writes, w)
-					}
-				})
-			}
+			captureAll(s, dbi, c.flagged, nil) // a key gone since: its header is dropped
 			taken = append(taken, c)
 			// big keys' remaining elements, a chunk per lock hold: writes
 			// to such a key wait for one chunk, never for the whole key

@@ -364,10 +364,11 @@ func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
 	return g
 }
 
-// Hold, while on (for any caller), keeps Submit from waking the commit loop: an event loop
-// holds the store while it runs a pass and commits the pass's writes
-// itself (CommitNow); other goroutines' writes submitted meanwhile go into
-// that group, or the commit loop is woken for them when the hold ends.
+// Hold, while on for any caller, keeps Submit from waking the commit loop:
+// an event loop holds the store while it runs a pass and commits the
+// pass's writes itself (CommitNow); other goroutines' writes submitted
+// meanwhile go into that group, or the commit loop is woken for them when
+// the hold ends (or when one of them waits, see Group.Wait).
 func (s *Store) Hold(on bool) {
 	if on {
 		s.held.Add(1)
@@ -392,23 +393,11 @@ func (s *Store) commitLoop() {
 			// writes, now ~5; SET P=1 +10-20%)
 			runtime.Gosched()
 			s.commitMu.Lock()
-			s.mu.Lock()
-			g := s.open
-			if g.empty() {
-				s.mu.Unlock()
+			g := s.takeOpen()
+			if g == nil {
 				s.commitMu.Unlock()
 				break
 			}
-			s.open = s.newOpenGroup()
-			// room for as many deltas as this group has: Submit's appends
-			// then rarely grow the slices
-			if n := min(len(g.deltas), 4096); n > 0 {
-				s.open.deltas = make([]crdt.KeyDelta, 0, n)
-			}
-			if n := min(len(g.inbound), 4096); n > 0 {
-				s.open.inbound = make([]crdt.KeyDelta, 0, n)
-			}
-			s.mu.Unlock()
 			s.commit(g)
 			s.commitMu.Unlock()
 		}
@@ -425,14 +414,33 @@ func (s *Store) CommitNow() {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.mu.Lock()
-	g := s.open
-	if g.empty() || s.closed {
-		s.mu.Unlock()
+	closed := s.closed // the commit loop commits what is left, then the log closes
+	s.mu.Unlock()
+	if closed {
 		return
 	}
+	if g := s.takeOpen(); g != nil {
+		s.commit(g)
+	}
+}
+
+// takeOpen takes the group being formed for commit (nil when empty) and
+// opens the next, sized like it so that Submit's appends rarely grow it.
+func (s *Store) takeOpen() *Group {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.open
+	if g.empty() {
+		return nil
+	}
 	s.open = s.newOpenGroup()
-	s.mu.Unlock()
-	s.commit(g)
+	if n := min(len(g.deltas), 4096); n > 0 {
+		s.open.deltas = make([]crdt.KeyDelta, 0, n)
+	}
+	if n := min(len(g.inbound), 4096); n > 0 {
+		s.open.inbound = make([]crdt.KeyDelta, 0, n)
+	}
+	return g
 }
 
 // keepFrameBytes: a frame buffer grown past it (a huge group) is dropped

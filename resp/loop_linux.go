@@ -119,17 +119,16 @@ func (l *evLoop) wake() {
 // add hands an accepted client to the loop; false when it could not take
 // it (the caller closes it).
 func (l *evLoop) add(c *Conn, tc *net.TCPConn) bool {
-	f, err := tc.File() // a duplicate descriptor, in blocking mode
+	rc, err := tc.SyscallConn()
 	if err != nil {
 		return false
 	}
-	fd, err := syscall.Dup(int(f.Fd()))
-	f.Close()
-	if err != nil {
+	fd := -1
+	if cerr := rc.Control(func(s uintptr) { fd, err = syscall.Dup(int(s)) }); cerr != nil || err != nil {
 		return false
 	}
 	syscall.CloseOnExec(fd)
-	if err := syscall.SetNonblock(fd, true); err != nil {
+	if err := syscall.SetNonblock(fd, true); err != nil { // shared with tc's: already so
 		syscall.Close(fd)
 		return false
 	}
@@ -426,8 +425,6 @@ func (l *evLoop) deadlines(now time.Time) {
 			l.close(c)
 		}
 	}
-	// a client whose output drained on a write that found the socket
-	// writable again is served from the EPOLLOUT event; nothing to do here
 }
 
 // close ends a client: its descriptor, its registration, its state.

@@ -194,7 +194,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.wg.Add(1)
 		if tc, ok := nc.(*net.TCPConn); ok && s.cfg.EventLoop && hasLoop {
 			s.loopOnce.Do(s.startLoops)
-			if s.loopErr == nil {
+			if s.loopErr == nil && len(s.loops) > 0 { // none once Close ran
 				l := s.loops[(s.nextLoop.Add(1)-1)%uint64(len(s.loops))]
 				if c := s.admit(nc); c != nil && !l.add(c, tc) {
 					s.drop(c)
