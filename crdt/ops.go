@@ -140,6 +140,26 @@ type regAlloc struct {
 	b [1]Base
 }
 
+// StringRoom is a key's state with room for its first version-vector entry
+// and its string register: a string key's state, vector, register and base
+// are one allocation, so reading or writing the key misses the cache once
+// for them, not once per part (keyspace embeds it in a key's entry).
+type StringRoom struct {
+	st  State
+	vv  [1]VVEntry
+	reg regAlloc
+}
+
+// State returns the room's empty state. Its register is present but empty
+// (an empty register and none mean the same) until a merge fills it; a
+// merge that leaves it empty drops it.
+func (r *StringRoom) State() *State {
+	r.st.Ctx.VV = r.vv[:0]
+	r.reg.r.Base = r.reg.b[:0]
+	r.st.Str = &r.reg.r
+	return &r.st
+}
+
 // newReg returns an empty register with room for one base in the same
 // allocation.
 func newReg() *Reg {

@@ -171,6 +171,24 @@ func (p *packer) reg(r *Reg, ref HLC) {
 // UnpackInto decodes a packed state into s (which it overwrites). Values
 // are copied: s shares nothing with b.
 func UnpackInto(s *State, b []byte, tbl Regions) error {
+	return unpackInto(s, b, tbl, nil)
+}
+
+// PackedIsString reports whether a packed state holds a string register
+// (so that StringRoom.Unpack suits it).
+func PackedIsString(b []byte) bool {
+	d := decoder{b: b}
+	return d.uv()&pkStr != 0 && d.err == nil
+}
+
+// Unpack decodes a packed state (see UnpackInto) into the room and returns
+// the room's state; its first version-vector entry and its register use
+// the room.
+func (r *StringRoom) Unpack(b []byte, tbl Regions) (*State, error) {
+	return &r.st, unpackInto(&r.st, b, tbl, r)
+}
+
+func unpackInto(s *State, b []byte, tbl Regions, room *StringRoom) error {
 	d := decoder{b: b, tbl: tbl}
 	u := unpacker{d: &d, ctx: &s.Ctx}
 	*s = State{}
@@ -178,7 +196,11 @@ func UnpackInto(s *State, b []byte, tbl Regions) error {
 	s.Scoped = flags&pkScoped != 0
 	s.ExpTouched = flags&pkExpTouched != 0
 	if n := d.count(2); n > 0 {
-		s.Ctx.VV = make([]VVEntry, 0, n)
+		if room != nil && n <= len(room.vv) {
+			s.Ctx.VV = room.vv[:0]
+		} else {
+			s.Ctx.VV = make([]VVEntry, 0, n)
+		}
 		for i := 0; i < n && d.err == nil; i++ {
 			s.Ctx.VV = append(s.Ctx.VV, VVEntry{Region: d.region(), N: d.uv()})
 		}
@@ -201,7 +223,11 @@ func UnpackInto(s *State, b []byte, tbl Regions) error {
 		s.HashT = u.hlc()
 	}
 	if flags&pkStr != 0 {
-		s.Str = u.reg(s.StrT)
+		var ra *regAlloc
+		if room != nil {
+			ra = &room.reg
+		}
+		s.Str = u.regIn(ra, s.StrT)
 	}
 	if flags&pkSet != 0 {
 		s.Set = d.members(d.count(2), u.dot)
@@ -248,7 +274,10 @@ func (u *unpacker) hlc() HLC {
 	return HLC{Phys: p, Log: uint32(l), Region: u.d.region()}
 }
 
-func (u *unpacker) reg(ref HLC) *Reg {
+func (u *unpacker) reg(ref HLC) *Reg { return u.regIn(nil, ref) }
+
+// regIn reads a register, into ra's room when ra is not nil.
+func (u *unpacker) regIn(ra *regAlloc, ref HLC) *Reg {
 	d := u.d
 	h := d.uv()
 	n, rf := h>>2, h<<2&(pkCounts|pkFloor)
@@ -258,7 +287,11 @@ func (u *unpacker) reg(ref HLC) *Reg {
 	}
 	r := &Reg{}
 	var rb *regWithBase
-	if n == 1 {
+	switch {
+	case ra != nil:
+		r = &ra.r
+		*r = Reg{Base: ra.b[:0]}
+	case n == 1:
 		rb = &regWithBase{} // one base and a short value in one allocation
 		r = &rb.r
 	}

@@ -39,6 +39,20 @@ func checkPacked(t *testing.T, tbl *testRegions, what string, st *State) []byte 
 	if view(got) != view(st) {
 		t.Fatalf("%s: reads differ: %s vs %s", what, view(got), view(st))
 	}
+	if PackedIsString(b) != (st.Str != nil) {
+		t.Fatalf("%s: PackedIsString %v for a state with register %v", what, PackedIsString(b), st.Str)
+	}
+	if st.Str != nil {
+		// a string key unpacks into a StringRoom (keyspace's warm path)
+		room := new(StringRoom)
+		got, err := room.Unpack(b, tbl)
+		if err != nil {
+			t.Fatalf("%s: unpack into a room: %v", what, err)
+		}
+		if !Equal(got, st) || got.Scoped != st.Scoped || got.Str == nil || view(got) != view(st) {
+			t.Fatalf("%s: room round trip differs:\n got %s\nwant %s", what, dump(got), dump(st))
+		}
+	}
 	for cut := 0; cut < len(b); cut++ {
 		if err := UnpackInto(&State{}, b[:cut], tbl); err == nil {
 			t.Fatalf("%s: truncated packed form (%d of %d bytes) unpacked", what, cut, len(b))
@@ -70,7 +84,8 @@ func TestPackedRoundTrip(t *testing.T) {
 			if i%7 == 0 {
 				st := s.reps[0].state(m.key)
 				var un State
-				if err := UnpackInto(&un, AppendPacked(nil, st, tbl), tbl); err != nil {
+				packed := AppendPacked(nil, st, tbl)
+				if err := UnpackInto(&un, packed, tbl); err != nil {
 					t.Fatal(err)
 				}
 				a, b := st.Clone(), &un
@@ -78,6 +93,15 @@ func TestPackedRoundTrip(t *testing.T) {
 				b.Merge(d)
 				if !Equal(a, b) {
 					t.Fatalf("merge into an unpacked state differs")
+				}
+				if PackedIsString(packed) {
+					c, err := new(StringRoom).Unpack(packed, tbl)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if c.Merge(d); !Equal(a, c) {
+						t.Fatalf("merge into a state unpacked in a room differs")
+					}
 				}
 			}
 		}

@@ -1,7 +1,9 @@
 package keyspace
 
 import (
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 
 	"concord/crdt"
@@ -86,4 +88,38 @@ func BenchmarkColdKeys(b *testing.B) {
 			})
 		}
 	})
+}
+
+// BenchmarkRunSetRandom is BenchmarkRunSet over a million existing keys in
+// random order: what redis-benchmark -r does, where a SET's cost is mostly
+// the cache misses on the key's map slot, entry, state and register.
+func BenchmarkRunSetRandom(b *testing.B) {
+	const n = 1 << 20
+	ks, _, _ := newKS(true)
+	ks.store = discard{}
+	v := []byte("xxx")
+	keys := make([]Key, n)
+	for i := range keys {
+		keys[i] = Key{Key: "key:" + strconv.Itoa(i)}
+	}
+	set := func(k Key) {
+		ks.Run([]Key{k}, func(tx *Tx) error {
+			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), v, false))
+			return nil
+		})
+	}
+	for _, k := range keys {
+		set(k)
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	for i := range keys {
+		// a server's key is a fresh copy of the request's bytes, not the
+		// string the map holds (whose bytes a lookup then compares)
+		keys[i].Key = strings.Clone(keys[i].Key)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		set(keys[i&(n-1)])
+	}
 }

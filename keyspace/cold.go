@@ -64,6 +64,23 @@ func (ks *Keyspace) unpack(st *crdt.State, packed []byte) {
 	}
 }
 
+// unpackEntry returns a new entry holding a cold key's packed state (a
+// string key's in a StringRoom), and the name the map should hold it under.
+func (ks *Keyspace) unpackEntry(key string, packed []byte) (*entry, string) {
+	if !crdt.PackedIsString(packed) {
+		e := newEntry()
+		ks.unpack(e.st, packed)
+		return e, key
+	}
+	x, key := newStringEntry(key)
+	st, err := x.room.Unpack(packed, &ks.regions)
+	if err != nil {
+		panic("keyspace: cannot unpack a cold key: " + err.Error())
+	}
+	x.e.st = st
+	return &x.e, key
+}
+
 // warm moves key from the cold table back into the map (under s.mu); nil
 // when key is not cold.
 func (s *shard) warm(key string) *entry {
@@ -72,9 +89,8 @@ func (s *shard) warm(key string) *entry {
 		return nil
 	}
 	r, _, _ := s.cold.parse(off)
-	e := newEntry()
+	e, key := s.ks.unpackEntry(key, r.packed)
 	e.live, e.hasExp, e.dirty, e.ver, e.elems, e.dig = true, r.hasExp, r.dirty, r.ver, r.elems, r.dig
-	s.ks.unpack(e.st, r.packed)
 	s.ks.Stats.ColdKeys.Add(-1)
 	s.ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
 	s.ks.Stats.WarmKeys.Add(1)

@@ -39,7 +39,14 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 		rng := rand.New(rand.NewSource(seed))
 		var keys []Key
 		for i := 0; i < 40; i++ {
-			keys = append(keys, Key{DB: i % 3, Key: fmt.Sprint("k", i)})
+			name := fmt.Sprint("k", i)
+			switch {
+			case i == 1:
+				name = "" // a valid key too
+			case i%5 == 0: // around the 32 bytes a string entry holds itself
+				name = fmt.Sprint(strings.Repeat("x", 26+i/5), i)
+			}
+			keys = append(keys, Key{DB: i % 3, Key: name})
 		}
 		packed := 0
 		for step := 0; step < 1500; step++ {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"concord/crdt"
 )
@@ -240,6 +241,38 @@ func newEntry() *entry {
 	x := &entryWithState{}
 	x.e.st = &x.st
 	return &x.e
+}
+
+// entryWithString is a string key's entry: its state, version vector and
+// register in the same allocation (crdt.StringRoom), and its name when
+// short (the map's key then points into it: a lookup compares the name and
+// reads the entry from the same few cache lines).
+type entryWithString struct {
+	name [32]byte // first: the entry's flags share its cache line
+	e    entry
+	room crdt.StringRoom // 32 + 408 bytes: the 448-byte size class
+}
+
+// newEntryFor returns a new entry for key, whose first delta is d, and the
+// string the shard's map should hold the entry under.
+func newEntryFor(key string, d *crdt.State) (*entry, string) {
+	if d.Str == nil {
+		return newEntry(), key
+	}
+	x, key := newStringEntry(key)
+	x.e.st = x.room.State()
+	return &x.e, key
+}
+
+// newStringEntry returns a string key's entry (its state not set) and the
+// map's name for it: in the entry when short enough.
+func newStringEntry(key string) (*entryWithString, string) {
+	x := &entryWithString{}
+	if len(key) > 0 && len(key) <= len(x.name) {
+		n := copy(x.name[:], key)
+		key = unsafe.String(&x.name[0], n) // never written again
+	}
+	return x, key
 }
 
 // An entry is a warm key (cold keys live in the shard's cold table).
@@ -626,9 +659,10 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	s := tx.shard(k)
 	e := tx.find(k)
 	if e == nil {
-		e = newEntry()
+		var name string
+		e, name = newEntryFor(k.Key, d)
 		e.hot = true
-		s.m[k.Key] = e
+		s.m[name] = e
 		s.notePeak()
 		tx.ks.Stats.WarmKeys.Add(1)
 		tx.ce = e
