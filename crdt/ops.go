@@ -1,6 +1,10 @@
 package crdt
 
-import "math/big"
+import (
+	"math/big"
+	"sync"
+	"unsafe"
+)
 
 // Op carries what a local operation needs from outside: the timestamp it is
 // issued at (its Region is the issuing region).
@@ -193,9 +197,11 @@ func (rb *regWithBase) set(b Base, val []byte) *Reg {
 func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
 	g := newDotGen(s, op)
 	// the delta, its register, base, short value and a small version
-	// vector in one allocation (SET is the hottest write)
-	x := &setDelta{}
+	// vector in one allocation (SET is the hottest write), reused once
+	// released
+	x := setDeltas.Get().(*setDelta)
 	d := &x.st
+	d.pooled = true
 	d.StrT = op.HLC
 	if len(s.Ctx.VV) <= len(x.vv) {
 		d.Ctx.VV = append(x.vv[:0], s.Ctx.VV...)
@@ -231,6 +237,44 @@ type setDelta struct {
 	st  State
 	reg regWithBase
 	vv  [2]VVEntry
+}
+
+var setDeltas = sync.Pool{New: func() any { return new(setDelta) }}
+
+// Release hands back the memory of a delta SetString made, once nothing
+// reads the delta any more (persistence releases a local write's deltas
+// once they are encoded into the log): the next SET reuses it instead of
+// allocating ~400 bytes. Merge never keeps a delta's own memory (it copies
+// bases, values, counts and contexts), so a state that merged d is not
+// affected. Other deltas are left to the collector.
+func Release(d *State) {
+	if d == nil || !d.pooled {
+		return
+	}
+	x := (*setDelta)(unsafe.Pointer(d)) // st is setDelta's first field
+	*x = setDelta{}
+	setDeltas.Put(x)
+}
+
+// Poison is Release for tests: it overwrites the delta's memory with
+// garbage and does not reuse it, so whatever kept the delta, or a state
+// that shares its memory, reads the garbage (make test runs with it, see
+// persistence's CONCORD_POISON_ARGS).
+func Poison(d *State) {
+	if d == nil || !d.pooled {
+		return
+	}
+	x := (*setDelta)(unsafe.Pointer(d))
+	for i := range x.vv {
+		x.vv[i] = VVEntry{Region: "poisoned", N: 1<<63 + 7}
+	}
+	for i := range x.reg.val {
+		x.reg.val[i] = '!'
+	}
+	x.reg.b[0].Dot = Dot{Region: "poisoned", N: 1<<63 + 7}
+	x.reg.b[0].HLC = HLC{Phys: 1 << 62, Region: "poisoned"}
+	x.st.StrT = HLC{Phys: 1 << 62, Region: "poisoned"}
+	x.st.pooled = false
 }
 
 // IncrBy adds n to the key's counter.

@@ -119,6 +119,14 @@ func (s *sim) op(i int) {
 	}
 	s.apply(r, k, d)
 	s.log = append(s.log, sent{key: k, delta: AppendState(nil, d)})
+	// what persistence does once a delta is in the log: a state that kept
+	// any of the delta's memory would now diverge (poisoned), or change
+	// under a later SET reusing it (released)
+	if len(s.log)%2 == 0 {
+		Poison(d)
+	} else {
+		Release(d)
+	}
 	for j := range s.reps {
 		if j != i {
 			s.inbox[j] = append(s.inbox[j], len(s.log)-1)

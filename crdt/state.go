@@ -45,6 +45,8 @@ type State struct {
 	Ctx        Context
 	Scoped     bool
 	ExpTouched bool
+	// pooled: a SetString delta whose memory Release may reuse
+	pooled bool
 
 	StrT, SetT, HashT HLC
 

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -100,9 +101,15 @@ type Elem struct {
 // Store is the durable store: the file log and the key states in Badger.
 type Store struct {
 	opts Options
-	log  *wal       // outbox, inbound log, metadata (LogDir)
-	sdb  *badger.DB // key states, written by checkpoints (Dir)
-	fr   frame      // the frame being built (under commitMu)
+	// release hands back a local delta's memory once its group is encoded
+	// (crdt.Release; crdt.Poison under CONCORD_POISON_ARGS=1)
+	release func(*crdt.State)
+	// spare: a committed group's emptied delta slice, for a group to come
+	// (under mu)
+	spare []crdt.KeyDelta
+	log   *wal       // outbox, inbound log, metadata (LogDir)
+	sdb   *badger.DB // key states, written by checkpoints (Dir)
+	fr    frame      // the frame being built (under commitMu)
 	// commitMu orders commits: the commit loop's and CommitNow's
 	commitMu sync.Mutex
 	held     atomic.Int32   // passes running (see Hold)
@@ -272,6 +279,11 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open the log in %s: %w", opts.LogDir, err)
 	}
 	s := &Store{opts: opts, log: log, sdb: sdb, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{})}
+	s.release = crdt.Release
+	if os.Getenv("CONCORD_POISON_ARGS") == "1" {
+		// make test: a delta kept past its commit reads garbage
+		s.release = crdt.Poison
+	}
 	fail := func(err error) (*Store, error) {
 		log.close()
 		sdb.Close()
@@ -435,7 +447,11 @@ func (s *Store) takeOpen() *Group {
 	}
 	s.open = s.newOpenGroup()
 	if n := min(len(g.deltas), 4096); n > 0 {
-		s.open.deltas = make([]crdt.KeyDelta, 0, n)
+		if cap(s.spare) >= n { // an earlier group's, emptied by its commit
+			s.open.deltas, s.spare = s.spare, nil
+		} else {
+			s.open.deltas = make([]crdt.KeyDelta, 0, n)
+		}
 	}
 	if n := min(len(g.inbound), 4096); n > 0 {
 		s.open.inbound = make([]crdt.KeyDelta, 0, n)
@@ -463,7 +479,7 @@ func (s *Store) commit(g *Group) {
 	g.outBase, g.inBase = s.assigned, s.inSeq
 	if states := stateWrites(g.writes); len(states) > 0 {
 		if err := s.WriteStates(states); err != nil {
-			s.finish(g, 0, err)
+			s.finish(g, 0, 0, err)
 			return
 		}
 		g.writes = metaWrites(g.writes)
@@ -473,6 +489,10 @@ func (s *Store) commit(g *Group) {
 	fr.reset()
 	logBytes := s.cut(fr, itemOut, g.deltas, &s.assigned)
 	logBytes += s.cut(fr, itemIn, g.inbound, &s.inSeq)
+	for _, kd := range g.deltas { // encoded: nothing reads them any more
+		s.release(kd.Delta)
+	}
+	n := len(g.writes) + len(g.deltas) + len(g.inbound)
 	for _, w := range g.writes {
 		fr.setMeta("m:"+w.Key, w.Header)
 	}
@@ -482,6 +502,10 @@ func (s *Store) commit(g *Group) {
 	}
 	s.mu.Lock()
 	s.sinceCkpt += int64(logBytes)
+	if cap(g.deltas) <= 4096 { // the next group but one fills it again
+		clear(g.deltas)
+		s.spare, g.deltas = g.deltas[:0], nil
+	}
 	s.mu.Unlock()
 	s.log.mu.Lock()
 	err := s.log.write(fr, s.opts.Fsync == FsyncAlways)
@@ -489,11 +513,11 @@ func (s *Store) commit(g *Group) {
 	if cap(fr.b) > keepFrameBytes {
 		fr.b = nil // a huge group's buffer is not kept
 	}
-	s.finish(g, seq, err)
+	s.finish(g, seq, n, err)
 }
 
-// finish records a group's outcome and releases its waiters.
-func (s *Store) finish(g *Group, seq uint64, err error) {
+// finish records a group's outcome (n writes) and releases its waiters.
+func (s *Store) finish(g *Group, seq uint64, n int, err error) {
 	if err != nil {
 		s.mu.Lock()
 		s.stats.Errors++
@@ -508,7 +532,6 @@ func (s *Store) finish(g *Group, seq uint64, err error) {
 		s.outSeq = seq
 	}
 	s.stats.Groups++
-	n := len(g.writes) + len(g.deltas) + len(g.inbound)
 	s.stats.Writes += uint64(n)
 	s.stats.GroupSize.observe(float64(n))
 	if !g.start.IsZero() {
