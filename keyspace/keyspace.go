@@ -200,6 +200,9 @@ type Conflict struct {
 type db struct {
 	shards [shardCount]shard
 	epoch  atomic.Uint64 // bumped by FLUSHDB/SWAPDB: invalidates WATCH
+	// withExp counts the db's keys with a deadline (its shards' exp maps):
+	// ExpireCycle skips a db without any instead of locking its shards
+	withExp atomic.Int64
 }
 
 type shard struct {
@@ -208,7 +211,9 @@ type shard struct {
 	m    map[string]*entry
 	peak int              // len(m)'s high-water mark (see notePeak)
 	cold coldTable        // keys not accessed for a while (see PackCold)
-	exp  map[string]int64 // keys with a deadline
+	exp  map[string]int64 // keys with a deadline (set with setExp, delExp)
+	// withExp is the db's count of keys with a deadline
+	withExp *atomic.Int64
 	// dirty: keys changed since the last checkpoint captured this shard
 	// that need more than their header stored, or were removed (see
 	// dirtyKey); flagged: entries and cold records with their dirty flag
@@ -354,6 +359,7 @@ func New(cfg Config, store Store) *Keyspace {
 			d.shards[j].ks = ks
 			d.shards[j].m = make(map[string]*entry)
 			d.shards[j].exp = make(map[string]int64)
+			d.shards[j].withExp = &d.withExp
 		}
 		ks.dbs = append(ks.dbs, d)
 	}
@@ -696,10 +702,10 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		e.live = live
 	}
 	if at := e.st.ExpireAt(); live && at > 0 {
-		s.exp[k.Key] = at
+		s.setExp(k.Key, at)
 		e.hasExp = true
 	} else if e.hasExp {
-		delete(s.exp, k.Key)
+		s.delExp(k.Key)
 		e.hasExp = false
 	}
 	if wasTomb {
@@ -813,6 +819,9 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		if old.live {
 			s.live--
 		}
+		if old.hasExp { // set again below if st has a deadline
+			s.delExp(k.Key)
+		}
 		if old.dirty {
 			s.flagged--
 		}
@@ -824,6 +833,9 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 			s.live--
 			if r.dirty {
 				s.flagged--
+			}
+			if r.hasExp {
+				s.delExp(k.Key)
 			}
 			s.bkt[subBucket(k.Key)] ^= r.dig
 			ks.Stats.ColdKeys.Add(-1)
@@ -840,7 +852,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	if e.live {
 		s.live++
 		if at := st.ExpireAt(); at > 0 {
-			s.exp[k.Key] = at
+			s.setExp(k.Key, at)
 			e.hasExp = true
 		}
 	}
@@ -1016,13 +1028,35 @@ func (tx *Tx) Keys(dbi int) []string {
 // BumpEpoch invalidates WATCHes on every key of db.
 func (tx *Tx) BumpEpoch(dbi int) { tx.ks.dbs[dbi].epoch.Add(1) }
 
+// setExp records key's deadline (under s.mu).
+func (s *shard) setExp(key string, at int64) {
+	n := len(s.exp)
+	s.exp[key] = at
+	if len(s.exp) > n {
+		s.withExp.Add(1)
+	}
+}
+
+// delExp forgets key's deadline (under s.mu).
+func (s *shard) delExp(key string) {
+	n := len(s.exp)
+	delete(s.exp, key)
+	if len(s.exp) < n {
+		s.withExp.Add(-1)
+	}
+}
+
 // ExpireCycle deletes up to budget keys whose deadline passed, sampling every
-// shard of every database; it returns how many it deleted.
+// shard of every database that has keys with a deadline; it returns how
+// many it deleted.
 func (ks *Keyspace) ExpireCycle(budget int) (Ticket, int) {
 	now := ks.NowMs()
 	var last Ticket
 	n := 0
 	for dbi, d := range ks.dbs {
+		if d.withExp.Load() == 0 {
+			continue // an idle server's cycle locks nothing
+		}
 		for i := range d.shards {
 			s := &d.shards[i]
 			s.mu.Lock()

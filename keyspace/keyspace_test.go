@@ -125,6 +125,26 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 	if len(keys) != 1 || keys[0] != "c" {
 		t.Fatalf("scan %v", keys)
 	}
+	// the db's count of keys with a deadline (an idle cycle skips a db
+	// at 0) follows deadlines set, replaced, dropped and expired
+	withExp := func(want int64) {
+		t.Helper()
+		if got := ks.dbs[0].withExp.Load(); got != want {
+			t.Fatalf("keys with a deadline: %d, want %d", got, want)
+		}
+	}
+	withExp(0)
+	set(ks, "d", "4", time.Second)
+	set(ks, "d", "5", 2*time.Second)
+	withExp(1)
+	set(ks, "d", "6", 0) // SET without EX drops the deadline
+	withExp(0)
+	set(ks, "d", "7", time.Second)
+	clk.Add(2 * time.Second)
+	if _, n := ks.ExpireCycle(100); n != 1 {
+		t.Fatalf("sweep removed %d", n)
+	}
+	withExp(0)
 }
 
 // With peers (not stable) a deleted key stays as a tombstone: hidden from
