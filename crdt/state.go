@@ -45,8 +45,8 @@ type State struct {
 	Ctx        Context
 	Scoped     bool
 	ExpTouched bool
-	// pooled: a SetString delta whose memory Release may reuse
-	pooled bool
+	// pool: a delta whose memory Release may reuse (poolSet, poolIncr)
+	pool uint8
 
 	StrT, SetT, HashT HLC
 
