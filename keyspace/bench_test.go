@@ -94,22 +94,45 @@ func BenchmarkColdKeys(b *testing.B) {
 // random order: what redis-benchmark -r does, where a SET's cost is mostly
 // the cache misses on the key's map slot, entry, state and register.
 func BenchmarkRunSetRandom(b *testing.B) {
+	v := []byte("xxx")
+	benchRandomKeys(b, func(tx *Tx, k Key) {
+		tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), v, false))
+	})
+}
+
+// BenchmarkRunIncrRandom is BenchmarkRunSetRandom for INCR (reading the
+// type, the counter's increments, the new value).
+func BenchmarkRunIncrRandom(b *testing.B) {
+	benchRandomKeys(b, func(tx *Tx, k Key) {
+		if t := tx.Type(k); t != crdt.TypeNone && t != crdt.TypeString {
+			b.Fatal("wrong type")
+		}
+		st := tx.State(k)
+		if _, _, ok, _ := st.Str.IntValue(); !ok && tx.Get(k) != nil {
+			b.Fatal("not an integer")
+		}
+		tx.Apply(k, crdt.IncrBy(st, tx.Op(), 1))
+	})
+}
+
+// benchRandomKeys runs op on a million keys once, then times it on them in
+// random order.
+func benchRandomKeys(b *testing.B, op func(tx *Tx, k Key)) {
 	const n = 1 << 20
 	ks, _, _ := newKS(true)
 	ks.store = discard{}
-	v := []byte("xxx")
 	keys := make([]Key, n)
 	for i := range keys {
 		keys[i] = Key{Key: "key:" + strconv.Itoa(i)}
 	}
-	set := func(k Key) {
+	run := func(k Key) {
 		ks.Run([]Key{k}, func(tx *Tx) error {
-			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), v, false))
+			op(tx, k)
 			return nil
 		})
 	}
 	for _, k := range keys {
-		set(k)
+		run(k)
 	}
 	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
 	for i := range keys {
@@ -120,6 +143,6 @@ func BenchmarkRunSetRandom(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		set(keys[i&(n-1)])
+		run(keys[i&(n-1)])
 	}
 }
