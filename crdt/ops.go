@@ -243,12 +243,19 @@ type setDelta struct {
 const (
 	poolSet  = 1 + iota // a setDelta
 	poolIncr            // an incrDelta
+	poolHSet            // an hsetDelta
 )
 
 var (
 	setDeltas  = sync.Pool{New: func() any { return new(setDelta) }}
 	incrDeltas = sync.Pool{New: func() any { return new(incrDelta) }}
+	hsetDeltas = sync.Pool{New: func() any { return new(hsetDelta) }}
 )
+
+// keepFieldMap: a released HSET delta keeps its field map for the next one
+// when it held at most this many fields (a bigger map's buckets would stay
+// allocated in the pool).
+const keepFieldMap = 8
 
 // Release hands back the memory of a delta SetString or IncrBy made, once
 // nothing reads the delta any more (persistence releases a local write's
@@ -270,6 +277,15 @@ func Release(d *State) {
 		x := (*incrDelta)(unsafe.Pointer(d))
 		*x = incrDelta{}
 		incrDeltas.Put(x)
+	case poolHSet:
+		x := (*hsetDelta)(unsafe.Pointer(d))
+		m := x.m
+		if len(m) > keepFieldMap {
+			m = nil
+		}
+		clear(m)
+		*x = hsetDelta{m: m}
+		hsetDeltas.Put(x)
 	}
 }
 
@@ -296,6 +312,16 @@ func Poison(d *State) {
 	case poolIncr:
 		x := (*incrDelta)(unsafe.Pointer(d))
 		x.c[0] = Count{Region: "poisoned", N: 1<<63 + 7, I: 1<<62 + 5}
+	case poolHSet:
+		x := (*hsetDelta)(unsafe.Pointer(d))
+		for i := range x.vv {
+			x.vv[i] = VVEntry{Region: "poisoned", N: 1<<63 + 7}
+		}
+		for i := range x.reg.val {
+			x.reg.val[i] = '!'
+		}
+		x.reg.b[0].Dot = Dot{Region: "poisoned", N: 1<<63 + 7}
+		x.m["poisoned"] = &Reg{Base: []Base{{Dot: Dot{Region: "poisoned", N: 1}, Val: []byte("!")}}}
 	default:
 		return
 	}
@@ -395,9 +421,13 @@ func HSet(s *State, op Op, pairs [][]byte) *State {
 func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 	added := 0
 	g := newDotGen(s, op)
-	x := &hsetDelta{}
+	x := hsetDeltas.Get().(*hsetDelta)
+	if x.m == nil {
+		x.m = make(map[string]*Reg, len(pairs)/2)
+	}
 	d := &x.st
-	d.Scoped, d.HashT, d.Hash = true, stamp(s, TypeHash, op), make(map[string]*Reg, len(pairs)/2)
+	d.pool = poolHSet
+	d.Scoped, d.HashT, d.Hash = true, stamp(s, TypeHash, op), x.m
 	d.Ctx.VV, d.Ctx.Cloud = x.vv[:0], x.cloud[:0]
 	g.mark(&d.Ctx)
 	for i := 0; i+1 < len(pairs); i += 2 {
@@ -419,7 +449,11 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 			added++
 		}
 		d.Ctx.Add(dot)
-		d.Hash[f] = new(regWithBase).set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1])
+		rb := &x.reg // the first field's register is the delta's own
+		if i > 0 {
+			rb = new(regWithBase)
+		}
+		d.Hash[f] = rb.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1])
 	}
 	if len(d.Ctx.VV) == 0 {
 		d.Ctx.VV = nil
@@ -431,12 +465,15 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 	return d, added
 }
 
-// hsetDelta is HSet's delta with room for a small causal context, in one
-// allocation.
+// hsetDelta is HSet's delta with room for a small causal context and its
+// first field's register, in one allocation, and its field map (kept,
+// emptied, when the delta is released).
 type hsetDelta struct {
 	st    State
 	vv    [2]VVEntry
 	cloud [2]Dot
+	reg   regWithBase
+	m     map[string]*Reg
 }
 
 // HDel removes hash fields.
