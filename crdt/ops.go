@@ -244,17 +244,19 @@ const (
 	poolSet  = 1 + iota // a setDelta
 	poolIncr            // an incrDelta
 	poolHSet            // an hsetDelta
+	poolSAdd            // a saddDelta
 )
 
 var (
 	setDeltas  = sync.Pool{New: func() any { return new(setDelta) }}
 	incrDeltas = sync.Pool{New: func() any { return new(incrDelta) }}
 	hsetDeltas = sync.Pool{New: func() any { return new(hsetDelta) }}
+	saddDeltas = sync.Pool{New: func() any { return new(saddDelta) }}
 )
 
-// keepFieldMap: a released HSET delta keeps its field map for the next one
-// when it held at most this many fields (a bigger map's buckets would stay
-// allocated in the pool).
+// keepFieldMap: a released HSET or SADD delta keeps its field or member map
+// for the next one when it held at most this many entries (a bigger map's
+// buckets would stay allocated in the pool).
 const keepFieldMap = 8
 
 // Release hands back the memory of a delta SetString or IncrBy made, once
@@ -286,6 +288,15 @@ func Release(d *State) {
 		clear(m)
 		*x = hsetDelta{m: m}
 		hsetDeltas.Put(x)
+	case poolSAdd:
+		x := (*saddDelta)(unsafe.Pointer(d))
+		m := x.m
+		if len(m) > keepFieldMap {
+			m = nil
+		}
+		clear(m)
+		*x = saddDelta{m: m}
+		saddDeltas.Put(x)
 	}
 }
 
@@ -322,6 +333,13 @@ func Poison(d *State) {
 		}
 		x.reg.b[0].Dot = Dot{Region: "poisoned", N: 1<<63 + 7}
 		x.m["poisoned"] = &Reg{Base: []Base{{Dot: Dot{Region: "poisoned", N: 1}, Val: []byte("!")}}}
+	case poolSAdd:
+		x := (*saddDelta)(unsafe.Pointer(d))
+		for i := range x.vv {
+			x.vv[i] = VVEntry{Region: "poisoned", N: 1<<63 + 7}
+		}
+		x.dot[0] = Dot{Region: "poisoned", N: 1<<63 + 7}
+		x.m["poisoned"] = []Dot{{Region: "poisoned", N: 1}}
 	default:
 		return
 	}
@@ -369,18 +387,42 @@ func Delete(s *State) *State {
 // SAdd adds members to the set.
 func SAdd(s *State, op Op, members [][]byte) *State {
 	g := newDotGen(s, op)
-	d := &State{Scoped: true, SetT: stamp(s, TypeSet, op), Set: make(map[string][]Dot, len(members))}
+	x := saddDeltas.Get().(*saddDelta)
+	if x.m == nil {
+		x.m = make(map[string][]Dot, len(members))
+	}
+	d := &x.st
+	d.pool = poolSAdd
+	d.Scoped, d.SetT, d.Set = true, stamp(s, TypeSet, op), x.m
+	d.Ctx.VV = x.vv[:0]
 	g.mark(&d.Ctx)
-	for _, m := range members {
+	for i, m := range members {
 		dot := g.take()
-		d.Set[string(m)] = []Dot{dot}
+		if i == 0 { // the first member's dot is the delta's own
+			x.dot[0] = dot
+			d.Set[string(m)] = x.dot[:]
+		} else {
+			d.Set[string(m)] = []Dot{dot}
+		}
 		d.Ctx.Add(dot)
 		for _, old := range s.Set[string(m)] {
 			d.Ctx.Add(old)
 		}
 	}
+	if len(d.Ctx.VV) == 0 {
+		d.Ctx.VV = nil
+	}
 	widen(s, d, TypeSet)
 	return d
+}
+
+// saddDelta is SAdd's delta with room for its version vector and its first
+// member's dot, and its member map (kept, emptied, when released).
+type saddDelta struct {
+	st  State
+	vv  [2]VVEntry
+	dot [1]Dot
+	m   map[string][]Dot
 }
 
 // SRem removes members from the set.
