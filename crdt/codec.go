@@ -199,6 +199,7 @@ type decoder struct {
 	names []string
 	tbl   Regions // see encoder.tbl
 	err   error
+	reuse bool // string states from SetString's pool (see Release)
 }
 
 func (d *decoder) fail() { d.err = ErrCorrupt; d.b = nil }
@@ -333,7 +334,12 @@ func (d *decoder) state() *State {
 	var x *setDelta
 	var s *State
 	if flags&4 != 0 {
-		x = &setDelta{}
+		if d.reuse {
+			x = setDeltas.Get().(*setDelta)
+			x.st.pool = poolSet
+		} else {
+			x = &setDelta{}
+		}
 		s = &x.st
 	} else {
 		s = &State{}
@@ -434,15 +440,23 @@ func AppendEnvelope(dst []byte, batches [][]byte) []byte {
 
 // DecodeMessage decodes a stream message, one batch or an envelope of
 // batches, into their deltas in order.
-func DecodeMessage(b []byte) ([]KeyDelta, error) {
+func DecodeMessage(b []byte) ([]KeyDelta, error) { return decodeMessage(b, false) }
+
+// DecodeMessageReleasable is DecodeMessage for the apply path: its string
+// deltas come from the pool Release hands memory back to, so whoever ends
+// their use (persistence, once it logged them as inbound entries) releases
+// them, and nothing reads them after.
+func DecodeMessageReleasable(b []byte) ([]KeyDelta, error) { return decodeMessage(b, true) }
+
+func decodeMessage(b []byte, reuse bool) ([]KeyDelta, error) {
 	if len(b) == 0 || b[0] != envelopeVersion {
-		return DecodeBatch(b)
+		return decodeBatch(b, reuse)
 	}
 	d := decoder{b: b[1:]}
 	n := d.count(2) // a batch is at least a length and a version byte
 	var out []KeyDelta
 	for i := 0; i < n && d.err == nil; i++ {
-		kds, err := DecodeBatch(d.raw())
+		kds, err := decodeBatch(d.raw(), reuse)
 		if d.err != nil || err != nil {
 			return nil, ErrCorrupt
 		}
@@ -455,8 +469,10 @@ func DecodeMessage(b []byte) ([]KeyDelta, error) {
 }
 
 // DecodeBatch decodes a batch written by AppendBatch.
-func DecodeBatch(b []byte) ([]KeyDelta, error) {
-	var d decoder
+func DecodeBatch(b []byte) ([]KeyDelta, error) { return decodeBatch(b, false) }
+
+func decodeBatch(b []byte, reuse bool) ([]KeyDelta, error) {
+	d := decoder{reuse: reuse}
 	d.header(b)
 	n := d.count(3)
 	out := make([]KeyDelta, 0, n)

@@ -212,6 +212,25 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	if _, err := DecodeMessage(append(env, 0)); err == nil {
 		t.Fatal("trailing byte accepted")
 	}
+	// the apply path's decoding gives the same deltas, its string ones
+	// reusable: released and decoded again, still the same
+	for round := 0; round < 3; round++ {
+		re, err := DecodeMessageReleasable(env)
+		if err != nil || len(re) != len(got) {
+			t.Fatalf("releasable decode: %v %v", re, err)
+		}
+		for i := range re {
+			if !Equal(re[i].Delta, got[i].Delta) || re[i].Key != got[i].Key {
+				t.Fatalf("releasable decode differs at %d: %s vs %s", i, dump(re[i].Delta), dump(got[i].Delta))
+			}
+		}
+		if re[0].Delta.pool != poolSet {
+			t.Fatal("a decoded string delta is not reusable")
+		}
+		for _, kd := range re {
+			Release(kd.Delta)
+		}
+	}
 }
 
 func FuzzDecodeMessage(f *testing.F) {

@@ -257,11 +257,17 @@ func (n *Node) recordPublished(outSeq, streamSeq uint64) {
 
 // applyEntry is the apply path for one entry of a peer's stream.
 func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
-	batch, err := crdt.DecodeMessage(data)
+	// the deltas' memory is reused once the apply path logged them (see
+	// crdt.DecodeMessageReleasable): read what the lag needs first
+	batch, err := crdt.DecodeMessageReleasable(data)
 	if err != nil {
 		p.errors.Add(1)
 		n.cfg.Log.Error().Err(err).Str("peer", p.name).Uint64("seq", seq).Msg("undecodable delta batch; skipped")
 		return ErrPoison
+	}
+	var newest int64
+	for _, kd := range batch {
+		newest = max(newest, kd.Delta.MaxHLC().Phys)
 	}
 	if err := n.apply.ApplyBatch(p.name, seq, batch); err != nil {
 		p.errors.Add(1)
@@ -275,10 +281,6 @@ func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 	}
 	now := time.Now()
 	p.lastApply.Store(now.UnixMilli())
-	var newest int64
-	for _, kd := range batch {
-		newest = max(newest, kd.Delta.MaxHLC().Phys)
-	}
 	if newest > 0 {
 		p.lag.observe(now.Sub(time.UnixMilli(newest)))
 	}

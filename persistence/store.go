@@ -489,7 +489,12 @@ func (s *Store) commit(g *Group) {
 	fr.reset()
 	logBytes := s.cut(fr, itemOut, g.deltas, &s.assigned)
 	logBytes += s.cut(fr, itemIn, g.inbound, &s.inSeq)
-	for _, kd := range g.deltas { // encoded: nothing reads them any more
+	// encoded: nothing reads them any more (local writes' deltas, and
+	// peers' deltas decoded by crdt.DecodeMessageReleasable)
+	for _, kd := range g.deltas {
+		s.release(kd.Delta)
+	}
+	for _, kd := range g.inbound {
 		s.release(kd.Delta)
 	}
 	n := len(g.writes) + len(g.deltas) + len(g.inbound)
