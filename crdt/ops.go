@@ -259,17 +259,18 @@ var (
 // buckets would stay allocated in the pool).
 const keepFieldMap = 8
 
-// Release hands back the memory of a delta SetString or IncrBy made, once
-// nothing reads the delta any more (persistence releases a local write's
-// deltas once they are encoded into the log): the next SET or INCR reuses
-// it instead of allocating 300-400 bytes. Merge never keeps a delta's own
-// memory (it copies bases, values, counts and contexts), so a state that
-// merged d is not affected. Other deltas are left to the collector.
+// Release hands back the memory of a delta SetString, IncrBy, HSet or SAdd
+// made (or a string delta DecodeMessageReleasable decoded), once nothing
+// reads the delta any more (persistence releases a group's deltas once they
+// are encoded into the log): the next such op reuses it instead of
+// allocating 300-500 bytes. Merge never keeps a delta's own memory (it
+// copies bases, values, counts, dots and contexts), so a state that merged
+// d is not affected. Other deltas are left to the collector.
 func Release(d *State) {
 	if d == nil {
 		return
 	}
-	// st is the first field of both delta structs
+	// st is the first field of every pooled delta struct
 	switch d.pool {
 	case poolSet:
 		x := (*setDelta)(unsafe.Pointer(d))
@@ -281,23 +282,23 @@ func Release(d *State) {
 		incrDeltas.Put(x)
 	case poolHSet:
 		x := (*hsetDelta)(unsafe.Pointer(d))
-		m := x.m
-		if len(m) > keepFieldMap {
-			m = nil
-		}
-		clear(m)
-		*x = hsetDelta{m: m}
+		*x = hsetDelta{m: keptMap(x.m)}
 		hsetDeltas.Put(x)
 	case poolSAdd:
 		x := (*saddDelta)(unsafe.Pointer(d))
-		m := x.m
-		if len(m) > keepFieldMap {
-			m = nil
-		}
-		clear(m)
-		*x = saddDelta{m: m}
+		*x = saddDelta{m: keptMap(x.m)}
 		saddDeltas.Put(x)
 	}
+}
+
+// keptMap returns a released delta's map emptied for the next delta, or
+// nil when it grew too big to keep.
+func keptMap[V any](m map[string]V) map[string]V {
+	if len(m) > keepFieldMap {
+		return nil
+	}
+	clear(m)
+	return m
 }
 
 // Poison is Release for tests: it overwrites the delta's memory with
@@ -308,42 +309,43 @@ func Poison(d *State) {
 	if d == nil {
 		return
 	}
-	bad := HLC{Phys: 1 << 62, Region: "poisoned"}
+	bad := Dot{Region: "poisoned", N: 1<<63 + 7}
 	switch d.pool {
 	case poolSet:
 		x := (*setDelta)(unsafe.Pointer(d))
-		for i := range x.vv {
-			x.vv[i] = VVEntry{Region: "poisoned", N: 1<<63 + 7}
-		}
-		for i := range x.reg.val {
-			x.reg.val[i] = '!'
-		}
-		x.reg.b[0].Dot = Dot{Region: "poisoned", N: 1<<63 + 7}
-		x.reg.b[0].HLC = bad
+		poisonVV(x.vv[:])
+		poisonReg(&x.reg, bad)
 	case poolIncr:
 		x := (*incrDelta)(unsafe.Pointer(d))
-		x.c[0] = Count{Region: "poisoned", N: 1<<63 + 7, I: 1<<62 + 5}
+		x.c[0] = Count{Region: bad.Region, N: bad.N, I: 1<<62 + 5}
 	case poolHSet:
 		x := (*hsetDelta)(unsafe.Pointer(d))
-		for i := range x.vv {
-			x.vv[i] = VVEntry{Region: "poisoned", N: 1<<63 + 7}
-		}
-		for i := range x.reg.val {
-			x.reg.val[i] = '!'
-		}
-		x.reg.b[0].Dot = Dot{Region: "poisoned", N: 1<<63 + 7}
-		x.m["poisoned"] = &Reg{Base: []Base{{Dot: Dot{Region: "poisoned", N: 1}, Val: []byte("!")}}}
+		poisonVV(x.vv[:])
+		poisonReg(&x.reg, bad)
+		x.m[bad.Region] = &Reg{Base: []Base{{Dot: bad, Val: []byte("!")}}}
 	case poolSAdd:
 		x := (*saddDelta)(unsafe.Pointer(d))
-		for i := range x.vv {
-			x.vv[i] = VVEntry{Region: "poisoned", N: 1<<63 + 7}
-		}
-		x.dot[0] = Dot{Region: "poisoned", N: 1<<63 + 7}
-		x.m["poisoned"] = []Dot{{Region: "poisoned", N: 1}}
+		poisonVV(x.vv[:])
+		x.dot[0] = bad
+		x.m[bad.Region] = []Dot{bad}
 	default:
 		return
 	}
-	d.StrT, d.pool = bad, 0
+	d.StrT, d.pool = HLC{Phys: 1 << 62, Region: bad.Region}, 0
+}
+
+func poisonVV(vv []VVEntry) {
+	for i := range vv {
+		vv[i] = VVEntry{Region: "poisoned", N: 1<<63 + 7}
+	}
+}
+
+func poisonReg(rb *regWithBase, bad Dot) {
+	for i := range rb.val {
+		rb.val[i] = '!'
+	}
+	rb.b[0].Dot = bad
+	rb.b[0].HLC = HLC{Phys: 1 << 62, Region: bad.Region}
 }
 
 // IncrBy adds n to the key's counter.
