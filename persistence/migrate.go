@@ -43,7 +43,7 @@ func openLog(opts Options) (*wal, error) {
 // migrateBadgerLog copies the old log's entries ('o'/'i' + sequence) and
 // metadata ("m:" keys) into w and fsyncs it.
 func migrateBadgerLog(dir string, w *wal, opts Options) error {
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(badgerLogger{opts.Log}).WithLoggingLevel(badger.WARNING))
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(badgerLogger{opts.Log}))
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,8 +261,7 @@ func Open(opts Options) (*Store, error) {
 	sdb, err := badger.Open(badger.DefaultOptions(opts.Dir).
 		WithCompression(options.Snappy).
 		WithSyncWrites(opts.Fsync == FsyncAlways).
-		WithLogger(badgerLogger{opts.Log}).
-		WithLoggingLevel(badger.WARNING).
+		WithLogger(badgerLogger{opts.Log}). // not WithLoggingLevel: it replaces the logger
 		WithNumVersionsToKeep(1).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(8 << 20).
@@ -1052,7 +1052,16 @@ func (s *Store) Close() error {
 
 type badgerLogger struct{ l zerolog.Logger }
 
-func (b badgerLogger) Errorf(f string, a ...interface{})   { b.l.Error().Msgf(f, a...) }
-func (b badgerLogger) Warningf(f string, a ...interface{}) { b.l.Warn().Msgf(f, a...) }
-func (b badgerLogger) Infof(f string, a ...interface{})    { b.l.Debug().Msgf(f, a...) }
-func (b badgerLogger) Debugf(f string, a ...interface{})   { b.l.Trace().Msgf(f, a...) }
+func (b badgerLogger) Errorf(f string, a ...interface{}) { b.l.Error().Msgf(f, a...) }
+func (b badgerLogger) Warningf(f string, a ...interface{}) {
+	if strings.HasPrefix(f, "Block cache might be too small") || strings.HasPrefix(f, "Cache life expectancy") {
+		// its cache-sizing advice at close: Concord reads its states
+		// database at startup and for a checkpoint's element rewrites, not
+		// per request
+		b.l.Debug().Msgf(f, a...)
+		return
+	}
+	b.l.Warn().Msgf(f, a...)
+}
+func (b badgerLogger) Infof(f string, a ...interface{})  { b.l.Debug().Msgf(f, a...) }
+func (b badgerLogger) Debugf(f string, a ...interface{}) { b.l.Trace().Msgf(f, a...) }

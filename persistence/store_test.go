@@ -2,6 +2,7 @@ package persistence
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -359,5 +360,30 @@ func TestSyncAfterCloseIsHarmless(t *testing.T) {
 	case <-done:
 	case <-time.After(time.Second):
 		t.Fatal("the tickers outlived Close")
+	}
+}
+
+// Badger's messages go through the store's zerolog logger (structured,
+// quiet by default), never its own stderr logger; its cache-sizing advice
+// at close is debug-level.
+func TestBadgerLogsThroughZerolog(t *testing.T) {
+	var buf strings.Builder
+	log := zerolog.New(&buf).Level(zerolog.WarnLevel)
+	s, err := Open(Options{Dir: t.TempDir(), Fsync: FsyncEverysec, Region: "A", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := s.sdb.Opts().Logger.(badgerLogger); !ok {
+		t.Fatalf("the states database logs through %T, not zerolog", s.sdb.Opts().Logger)
+	}
+	l := badgerLogger{log}
+	l.Warningf("Block cache might be too small. Metrics: %s", "x")
+	if buf.Len() != 0 {
+		t.Fatalf("cache advice logged as a warning: %s", buf.String())
+	}
+	l.Warningf("something else: %d", 1)
+	if !strings.Contains(buf.String(), `"level":"warn"`) || !strings.Contains(buf.String(), "something else: 1") {
+		t.Fatalf("a warning was not logged as one: %q", buf.String())
 	}
 }
