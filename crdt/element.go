@@ -11,10 +11,17 @@ const (
 	ElemField  byte = 'h'
 )
 
+// Assign makes s a shallow copy of o (sharing its slices and maps), never
+// a pooled delta (see Release).
+func (s *State) Assign(o *State) {
+	*s = *o
+	s.pool = 0
+}
+
 // Header returns a shallow copy of s without its members and fields.
 func (s *State) Header() *State {
 	h := *s
-	h.Set, h.Hash = nil, nil
+	h.Set, h.Hash, h.pool = nil, nil, 0 // a copy is never a pooled delta
 	return &h
 }
 

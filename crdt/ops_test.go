@@ -34,3 +34,25 @@ func TestHSetAddedCountsNewFields(t *testing.T) {
 		}
 	}
 }
+
+// A copy of a pooled delta by value is never itself released as one (it is
+// not the first field of a pooled struct): Header and Assign clear the mark.
+func TestCopiesOfPooledDeltasAreNotPooled(t *testing.T) {
+	op := Op{HLC: HLC{Phys: 1, Region: "A"}}
+	for _, d := range []*State{
+		SetString(&State{}, op, []byte("v"), false),
+		IncrBy(&State{}, op, 1),
+		HSet(&State{}, op, [][]byte{[]byte("f"), []byte("v")}),
+		SAdd(&State{}, op, [][]byte{[]byte("m")}),
+	} {
+		if d.pool == 0 {
+			t.Fatalf("%s: not pooled", dump(d))
+		}
+		var a State
+		a.Assign(d)
+		if h := d.Header(); h.pool != 0 || a.pool != 0 || d.Clone().pool != 0 {
+			t.Fatalf("a copy of %s is marked pooled", dump(d))
+		}
+		Release(d)
+	}
+}

@@ -45,7 +45,9 @@ type State struct {
 	Ctx        Context
 	Scoped     bool
 	ExpTouched bool
-	// pool: a delta whose memory Release may reuse (poolSet, poolIncr)
+	// pool: this State is the first field of a pooled delta struct whose
+	// memory Release may reuse (poolSet...); a copy of the State by value
+	// must clear it (Header does; Clone builds a new State)
 	pool uint8
 
 	StrT, SetT, HashT HLC

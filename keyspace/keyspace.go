@@ -812,7 +812,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := newEntry()
-	*e.st = *st
+	e.st.Assign(st)
 	e.live, e.ver = e.st.Type() != crdt.TypeNone, version.Add(1)
 	if old := s.m[k.Key]; old != nil {
 		if old.live {
@@ -825,6 +825,9 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 			s.flagged--
 		}
 		s.bkt[subBucket(k.Key)] ^= old.dig
+		// assigning would keep the map's old key, which may point into
+		// the old entry (newStringEntry) and keep it allocated
+		delete(s.m, k.Key)
 	} else {
 		ks.Stats.WarmKeys.Add(1)
 		if slot, off := s.cold.lookup(k.Key); slot >= 0 {

@@ -102,8 +102,9 @@ type Elem struct {
 // Store is the durable store: the file log and the key states in Badger.
 type Store struct {
 	opts Options
-	// release hands back a local delta's memory once its group is encoded
-	// (crdt.Release; crdt.Poison under CONCORD_POISON_ARGS=1)
+	// release hands a group's deltas back once the group is encoded
+	// (crdt.Release; crdt.Poison under CONCORD_POISON_ARGS=1): a caller of
+	// Submit does not read its deltas after it
 	release func(*crdt.State)
 	// spare: a committed group's emptied delta slice, for a group to come
 	// (under mu)
@@ -355,7 +356,8 @@ func StateKey(db int, key string) []byte {
 // caller merged from elsewhere (peers' deltas, repairs); both are the log
 // that recovery replays over the last checkpoint. The caller submits while
 // holding the locks of the keys written, so two writes of one key reach the
-// store in the order they were made.
+// store in the order they were made. The deltas belong to the store from
+// here: once encoded, pooled ones are handed back (crdt.Release).
 func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
 	s.mu.Lock()
 	if s.closed {
@@ -507,7 +509,7 @@ func (s *Store) commit(g *Group) {
 	}
 	s.mu.Lock()
 	s.sinceCkpt += int64(logBytes)
-	if cap(g.deltas) <= 4096 { // the next group but one fills it again
+	if cap(g.deltas) <= 4096 { // takeOpen gives it to a later group
 		clear(g.deltas)
 		s.spare, g.deltas = g.deltas[:0], nil
 	}
