@@ -48,7 +48,7 @@ func (s *shard) markDirty(key string, e *entry, t *touch, gone, hasElems bool) {
 		d = &dirtyKey{}
 		s.dirty[key] = d
 	}
-	d.mergeListed(t.all || gone, elems, t.members, t.fields)
+	d.merge(t.all || gone, elems, t.members, t.fields)
 	if n := len(d.members) + len(d.fields); n >= dirtyElemsAll && !gone && 2*n >= len(e.st.Set)+len(e.st.Hash) {
 		// most of a big key changed: rewriting it whole costs at most
 		// twice as much and drops a map of every changed element
@@ -61,45 +61,25 @@ func (s *shard) markDirty(key string, e *entry, t *touch, gone, hasElems bool) {
 const dirtyElemsAll = 1024
 
 func (d *dirtyKey) merge(all, elems bool, members, fields map[string]struct{}) {
-	if d.mergeAll(all, elems) {
-		return
-	}
-	for m := range members {
-		d.members = addName(d.members, m, len(members))
-	}
-	for f := range fields {
-		d.fields = addName(d.fields, f, len(fields))
-	}
-}
-
-// mergeListed is merge for a tx's lists of touched members and fields.
-func (d *dirtyKey) mergeListed(all, elems bool, members, fields []string) {
-	if d.mergeAll(all, elems) {
-		return
-	}
-	for _, m := range members {
-		d.members = addName(d.members, m, len(members))
-	}
-	for _, f := range fields {
-		d.fields = addName(d.fields, f, len(fields))
-	}
-}
-
-// mergeAll merges the flags; true when every element is dirty.
-func (d *dirtyKey) mergeAll(all, elems bool) bool {
 	d.elems = d.elems || elems
 	if all {
 		d.all, d.members, d.fields = true, nil, nil
 	}
-	return d.all
-}
-
-func addName(set map[string]struct{}, name string, hint int) map[string]struct{} {
-	if set == nil {
-		set = make(map[string]struct{}, hint)
+	if d.all {
+		return
 	}
-	set[name] = struct{}{}
-	return set
+	for m := range members {
+		if d.members == nil {
+			d.members = make(map[string]struct{}, len(members))
+		}
+		d.members[m] = struct{}{}
+	}
+	for f := range fields {
+		if d.fields == nil {
+			d.fields = make(map[string]struct{}, len(fields))
+		}
+		d.fields[f] = struct{}{}
+	}
 }
 
 // captured is one shard's dirty set taken by a checkpoint, kept until its

@@ -226,13 +226,13 @@ type shard struct {
 
 // touch records what a tx changed in one key, for persistence.
 type touch struct {
-	k      Key
-	forget bool // drop the key's state (tombstone GC)
-	e      *entry
-	all    bool
-	elems  bool // the key held members or fields at some point in the tx
-	// the members and fields the tx's deltas listed (repeats possible)
-	members, fields []string
+	k       Key
+	forget  bool // drop the key's state (tombstone GC)
+	e       *entry
+	all     bool
+	elems   bool // the key held members or fields at some point in the tx
+	members map[string]struct{}
+	fields  map[string]struct{}
 }
 
 // entryWithState allocates an entry and its state together: one
@@ -729,17 +729,18 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	t.elems = t.elems || hadElems || len(e.st.Set) > 0 || len(e.st.Hash) > 0 || len(d.Set) > 0 || len(d.Hash) > 0
 	all, members, fields := d.Touched()
 	t.all = t.all || all
-	// listed, not deduplicated: the dirty map's sets do that (Touched's
-	// slices are the caller's)
-	t.members = appendOrTake(t.members, members)
-	t.fields = appendOrTake(t.fields, fields)
-}
-
-func appendOrTake(to, from []string) []string {
-	if to == nil {
-		return from
+	for _, m := range members {
+		if t.members == nil {
+			t.members = make(map[string]struct{}, len(members))
+		}
+		t.members[m] = struct{}{}
 	}
-	return append(to, from...)
+	for _, f := range fields {
+		if t.fields == nil {
+			t.fields = make(map[string]struct{}, len(fields))
+		}
+		t.fields[f] = struct{}{}
+	}
 }
 
 func (ks *Keyspace) recordConflicts(k Key, c int, st *crdt.State, from string) {
