@@ -298,7 +298,9 @@ func TestConcurrentWritersShareGroups(t *testing.T) {
 	if st.Writes < writers*each {
 		t.Fatalf("writes %d, want %d", st.Writes, writers*each)
 	}
-	if per < 8 {
+	// 13–24 per group on an idle 2-core machine, 7 seen while other test
+	// packages ran beside it under -race; without sharing it is ~1
+	if per < 3 {
 		t.Fatalf("%.2f writes per group: concurrent writers are not sharing groups", per)
 	}
 }
