@@ -545,3 +545,35 @@ func TestReadersBesideRunAll(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// Load replacing a key (warm or cold) with a state without a deadline drops
+// the old deadline: the db's count returns to 0 and no stale expiry entry
+// stays behind; the key reads the loaded value.
+func TestLoadReplacesDeadline(t *testing.T) {
+	ks, _, _ := newKS(true)
+	plain := func(v string) *crdt.State {
+		st := &crdt.State{}
+		st.Merge(crdt.SetString(st, crdt.Op{HLC: crdt.HLC{Phys: 1, Region: "B"}}, []byte(v), false))
+		return st
+	}
+	for _, cold := range []bool{false, true} {
+		set(ks, "x", "1", time.Hour)
+		if cold {
+			ks.PackCold(128)
+			ks.PackCold(128)
+		}
+		if got := ks.dbs[0].withExp.Load(); got != 1 {
+			t.Fatalf("cold=%v: keys with a deadline %d, want 1", cold, got)
+		}
+		ks.Load(Key{Key: "x"}, plain("2"))
+		if got := ks.dbs[0].withExp.Load(); got != 0 {
+			t.Fatalf("cold=%v: after Load, keys with a deadline %d, want 0", cold, got)
+		}
+		if v, ok := get(ks, "x"); !ok || v != "2" {
+			t.Fatalf("cold=%v: read %q %v after Load", cold, v, ok)
+		}
+		if _, x := ks.Size(nil, 0); x != 0 {
+			t.Fatalf("cold=%v: %d keys still counted with a deadline", cold, x)
+		}
+	}
+}
