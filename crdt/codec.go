@@ -94,7 +94,10 @@ func (e *encoder) reg(r *Reg) {
 	e.counts(r.Floor)
 }
 
-func (e *encoder) state(s *State) {
+func (e *encoder) state(s *State) { e.stateOf(s, true) }
+
+// stateOf writes s, without its set members and hash fields unless elems.
+func (e *encoder) stateOf(s *State, elems bool) {
 	var flags uint64
 	if s.Scoped {
 		flags |= 1
@@ -121,11 +124,16 @@ func (e *encoder) state(s *State) {
 	if s.Str != nil {
 		e.reg(s.Str)
 	}
-	e.members(s.Set, e.dot)
-	e.uv(uint64(len(s.Hash)))
-	for f, r := range s.Hash {
-		e.str(f)
-		e.reg(r)
+	if elems {
+		e.members(s.Set, e.dot)
+		e.uv(uint64(len(s.Hash)))
+		for f, r := range s.Hash {
+			e.str(f)
+			e.reg(r)
+		}
+	} else {
+		e.uv(0)
+		e.uv(0)
 	}
 	e.uv(uint64(len(s.Exp)))
 	for _, x := range s.Exp {
@@ -153,7 +161,8 @@ func (e *encoder) finish(dst []byte) []byte {
 		need += binary.MaxVarintLen64 + len(n)
 	}
 	if cap(dst)-len(dst) < need {
-		dst = append(make([]byte, 0, len(dst)+need), dst...)
+		// at least doubled: a checkpoint appends a page's headers to one buffer
+		dst = append(make([]byte, 0, max(len(dst)+need, 2*cap(dst))), dst...)
 	}
 	dst = append(dst, codecVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(e.names)))
@@ -162,6 +171,16 @@ func (e *encoder) finish(dst []byte) []byte {
 		dst = append(dst, n...)
 	}
 	return append(dst, e.b...)
+}
+
+// AppendHeader appends the encoding of s.Header() (s without its set
+// members and hash fields) without copying s.
+func AppendHeader(dst []byte, s *State) []byte {
+	e := getEncoder()
+	e.stateOf(s, false)
+	dst = e.finish(dst)
+	putEncoder(e)
+	return dst
 }
 
 // AppendState appends the encoding of s to dst.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"concord/cmd/concord/server"
+	"concord/keyspace"
 	"concord/persistence"
 
 	"github.com/dgraph-io/badger/v4"
@@ -43,6 +44,44 @@ func TestCorruptStateRepairedFromPeer(t *testing.T) {
 		t.Fatalf("INFO stats:\n%s", info)
 	}
 	c.converged(t, 10*time.Second)
+}
+
+// A key quarantined for damage stays quarantined across restarts until a
+// peer repairs it, also when its page is stored again meanwhile (another
+// key of its bucket changed): it is never served as missing.
+func TestQuarantineSurvivesPageRewrite(t *testing.T) {
+	c := startCluster(t, 2)
+	c.clients["A"].Set(ctx, "s1", "precious", 0)
+	c.converged(t, 10*time.Second)
+	c.regions["B"].Close()
+	corruptRecord(t, c.dirs["B"], "s1", -1)
+	c.partition("B", (*proxy).cut)
+	other := "n0"
+	for i := 0; keyspace.BucketOf(other) != keyspace.BucketOf("s1"); i++ {
+		other = fmt.Sprint("n", i)
+	}
+	for life := 0; life < 2; life++ {
+		c.start(t, "B", c.nats["B"])
+		b := c.clients["B"]
+		if v, err := b.Get(ctx, "s1").Result(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+			t.Fatalf("life %d: the damaged key is served: %q %v", life, v, err)
+		}
+		if err := b.Set(ctx, other, life, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Save(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.regions["B"].Close()
+	}
+	c.start(t, "B", c.nats["B"])
+	c.healAll()
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if v, err := c.clients["B"].Get(ctx, "s1").Result(); v != "precious" {
+			return fmt.Errorf("s1 = %q, %v", v, err)
+		}
+		return nil
+	})
 }
 
 // With no peer to repair from, a damaged key is dropped whole: its intact
@@ -116,9 +155,9 @@ func TestCorruptKeyRebuiltFromOutbox(t *testing.T) {
 	}
 }
 
-// corruptRecord flips bits of a key's stored header record behind
-// Concord's back, keeping Badger's own structure valid: at byte pos, or in
-// the middle of the record when pos < 0.
+// corruptRecord flips bits of a key's stored header (in its bucket's page)
+// behind Concord's back, keeping Badger's own structure valid: at byte pos
+// of the header, or in its middle when pos < 0.
 func corruptRecord(t *testing.T, dir, key string, pos int) {
 	t.Helper()
 	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
@@ -126,17 +165,22 @@ func corruptRecord(t *testing.T, dir, key string, pos int) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	pk := persistence.PageKey(0, keyspace.BucketOf(key))
 	err = db.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(persistence.StateKey(0, key))
+		item, err := txn.Get(pk)
 		if err != nil {
 			return err
 		}
 		v, _ := item.ValueCopy(nil)
-		if pos < 0 {
-			pos = len(v) / 2
+		start, end := persistence.LocateHeader(v, key)
+		if start < 0 {
+			return fmt.Errorf("%q is not in its page", key)
 		}
-		v[pos] ^= 0x40
-		return txn.Set(persistence.StateKey(0, key), v)
+		if pos < 0 {
+			pos = (end - start) / 2
+		}
+		v[start+pos] ^= 0x40
+		return txn.Set(pk, v)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,14 @@ type Write struct {
 	ElemsOnly bool
 	// Meta stores Header under the metadata name Key (a watermark).
 	Meta bool
+	// Page stores the page of bucket Bucket (BucketOf) of db DB: the
+	// headers of every key in it, Keys', cut from Header at Ends (no keys:
+	// the bucket is empty). A checkpoint rewrites a changed key's bucket
+	// whole; set members and hash fields have records of their own (Elems).
+	Page   bool
+	Bucket int
+	Keys   []string
+	Ends   []int
 }
 
 // Elem is one set member's or hash field's record; nil Data deletes it.

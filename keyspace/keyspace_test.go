@@ -268,6 +268,32 @@ func TestTxRefusesUnlockedKey(t *testing.T) {
 	ks.Run([]Key{{Key: "a"}}, func(tx *Tx) error { tx.Get(Key{Key: other}); return nil })
 }
 
+// headersIn returns the headers that writes store, by key (from their
+// pages), and the writes of elements.
+func headersIn(t testing.TB, writes []Write) (map[string][]byte, []Write) {
+	t.Helper()
+	headers := map[string][]byte{}
+	var elems []Write
+	for _, w := range writes {
+		if !w.Page {
+			if !w.ElemsOnly || w.Header != nil {
+				t.Fatalf("a checkpoint wrote a header outside a page: %+v", w)
+			}
+			elems = append(elems, w)
+			continue
+		}
+		start := 0
+		for i, k := range w.Keys {
+			if BucketOf(k) != w.Bucket {
+				t.Fatalf("key %q in page %d, its bucket is %d", k, w.Bucket, BucketOf(k))
+			}
+			headers[k] = w.Header[start:w.Ends[i]]
+			start = w.Ends[i]
+		}
+	}
+	return headers, elems
+}
+
 // Writing one member of a big set persists the header and that member only.
 func TestElementWritesStaySmall(t *testing.T) {
 	ks, _, store := newKS(true)
@@ -277,13 +303,15 @@ func TestElementWritesStaySmall(t *testing.T) {
 		members = append(members, []byte(fmt.Sprint("m", i)))
 	}
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), members)); return nil })
-	store.checkpoint(t, ks)
+	checkpoint := func() (map[string][]byte, []Write) {
+		store.writes = nil
+		store.checkpoint(t, ks)
+		return headersIn(t, store.writes)
+	}
 	// captured in chunks: one header, every member once, no chunk too big
-	stored, headers := map[string]bool{}, 0
-	for _, w := range store.writes {
-		if !w.ElemsOnly {
-			headers++
-		}
+	headers, elems := checkpoint()
+	stored := map[string]bool{}
+	for _, w := range elems {
 		if len(w.Elems) > captureChunk {
 			t.Fatalf("a write of %d elements", len(w.Elems))
 		}
@@ -291,34 +319,37 @@ func TestElementWritesStaySmall(t *testing.T) {
 			stored[e.Name] = true
 		}
 	}
-	if len(stored) != 5000 || headers != 1 {
-		t.Fatalf("first checkpoint wrote %d members, %d headers", len(stored), headers)
+	if len(stored) != 5000 || len(headers) != 1 || headers["big"] == nil {
+		t.Fatalf("first checkpoint wrote %d members, %d headers", len(stored), len(headers))
 	}
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("new")})); return nil })
-	store.checkpoint(t, ks)
+	headers, elems = checkpoint()
+	if len(elems) != 1 || elems[0].ReplaceAll || len(elems[0].Elems) != 1 || elems[0].Elems[0].Name != "new" || elems[0].Elems[0].Data == nil {
+		t.Fatalf("SADD wrote %+v", elems)
+	}
+	if h := headers["big"]; h == nil || len(h) > 200 {
+		t.Fatalf("header of %d bytes", len(h))
+	}
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SRem(tx.State(k), [][]byte{[]byte("m7")})); return nil })
-	store.checkpoint(t, ks)
-	w := store.writes[len(store.writes)-2:]
-	if w[0].ReplaceAll || len(w[0].Elems) != 1 || w[0].Elems[0].Name != "new" || w[0].Elems[0].Data == nil {
-		t.Fatalf("SADD wrote %d elements (replace all %v)", len(w[0].Elems), w[0].ReplaceAll)
+	_, elems = checkpoint()
+	if len(elems) != 1 || len(elems[0].Elems) != 1 || elems[0].Elems[0].Name != "m7" || elems[0].Elems[0].Data != nil {
+		t.Fatalf("SREM wrote %+v", elems)
 	}
-	if len(w[1].Elems) != 1 || w[1].Elems[0].Name != "m7" || w[1].Elems[0].Data != nil {
-		t.Fatalf("SREM wrote %+v", w[1].Elems)
-	}
-	if len(w[0].Header) > 200 {
-		t.Fatalf("header of %d bytes", len(w[0].Header))
-	}
-	// DEL replaces everything: the record says so
+	// DEL replaces everything: the page goes, and the record says so
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.Delete(tx.State(k))); return nil })
-	store.checkpoint(t, ks)
-	if last := store.writes[len(store.writes)-1]; last.Header != nil || !last.ReplaceAll {
-		t.Fatalf("deleted key still has a header (or keeps its members)")
+	headers, elems = checkpoint()
+	if len(headers) != 0 || len(elems) != 1 || !elems[0].ReplaceAll || len(elems[0].Elems) != 0 {
+		t.Fatalf("deleted key still has a header (or keeps its members): %v %+v", headers, elems)
+	}
+	if len(store.writes) != 2 || !store.writes[1].Page || len(store.writes[1].Keys) != 0 {
+		t.Fatalf("the emptied page is not deleted: %+v", store.writes)
 	}
 }
 
 // A key written many times between two checkpoints is stored once; a
 // checkpoint whose flush fails leaves its keys dirty for the next one, merged
-// with what changed since.
+// with what changed since. A changed key's page holds every key of its
+// bucket, changed or not.
 func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 	ks, _, store := newKS(true)
 	for i := 0; i < 100; i++ {
@@ -326,10 +357,11 @@ func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 	}
 	set(ks, "cold", "x", 0)
 	store.checkpoint(t, ks)
-	if len(store.writes) != 2 {
+	headers, _ := headersIn(t, store.writes)
+	if len(store.writes) != 2 || len(headers) != 2 {
 		t.Fatalf("%d writes for 2 keys", len(store.writes))
 	}
-	if st, _ := crdt.DecodeState(store.writes[0].Header); st == nil {
+	if st, _ := crdt.DecodeState(headers["hot"]); st == nil || func() string { v, _ := st.StrValue(); return string(v) }() != "99" {
 		t.Fatal("undecodable header")
 	}
 	if ks.Dirty() != 0 {
@@ -351,16 +383,25 @@ func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("b")})); return nil })
 	store.writes = nil
 	store.checkpoint(t, ks)
-	got := map[string]int{}
-	for _, w := range store.writes {
-		got[w.Key] = len(w.Elems)
-	}
-	if len(store.writes) != 3 || got["s"] != 2 || got["plain"] != 0 || got["packed"] != 0 {
+	headers, elems := headersIn(t, store.writes)
+	if len(headers) != 3 || headers["s"] == nil || headers["plain"] == nil || headers["packed"] == nil ||
+		len(elems) != 1 || elems[0].Key != "s" || len(elems[0].Elems) != 2 {
 		t.Fatalf("after a failed checkpoint: %+v", store.writes)
 	}
 	checkFlagged(t, ks)
 	if ks.Dirty() != 0 {
 		t.Fatalf("%d keys dirty after the checkpoint", ks.Dirty())
+	}
+	// an unchanged key shares a page with a changed one: stored again
+	other := "o"
+	for i := 0; BucketOf(other) != BucketOf("hot"); i++ {
+		other = fmt.Sprint("o", i)
+	}
+	set(ks, other, "y", 0)
+	store.writes = nil
+	store.checkpoint(t, ks)
+	if headers, _ := headersIn(t, store.writes); len(headers) != 2 || headers["hot"] == nil || headers[other] == nil {
+		t.Fatalf("the page of %q: %+v", other, store.writes)
 	}
 }
 

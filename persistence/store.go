@@ -90,6 +90,12 @@ type Write struct {
 	ElemsOnly bool
 	// Meta writes Header under the metadata key Key (e.g. a watermark).
 	Meta bool
+	// Page stores the page of bucket Bucket of db DB (see pages.go): the
+	// headers of Keys, Header cut at Ends; no keys deletes the page.
+	Page   bool
+	Bucket int
+	Keys   []string
+	Ends   []int
 }
 
 // Elem is one element record; nil Data deletes it.
@@ -135,6 +141,7 @@ type Store struct {
 	inTrimmed uint64 // inbound entries <= inTrimmed are gone
 	sinceCkpt int64  // log bytes written since the last checkpoint began
 
+	legacy      bool // the states are per-key records of an earlier version (see NeedsPages)
 	stats       Stats
 	residentErr atomic.Bool // dropResident failed once (not logged again)
 }
@@ -274,12 +281,17 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
+	s := &Store{opts: opts, sdb: sdb}
+	if err := s.checkFormat(); err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("badger in %s: %w", opts.Dir, err)
+	}
 	log, err := openLog(opts)
 	if err != nil {
 		sdb.Close()
 		return nil, fmt.Errorf("open the log in %s: %w", opts.LogDir, err)
 	}
-	s := &Store{opts: opts, log: log, sdb: sdb, signal: make(chan struct{}, 1), notify: make(chan struct{}, 1), done: make(chan struct{})}
+	s.log, s.signal, s.notify, s.done = log, make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{})
 	s.release = crdt.Release
 	if os.Getenv("CONCORD_POISON_ARGS") == "1" {
 		// make test: a delta kept past its commit reads garbage
@@ -605,6 +617,18 @@ func (s *Store) cut(fr *frame, kind byte, deltas []crdt.KeyDelta, last *uint64) 
 func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) error, writes []Write) error {
 	var pending map[string][][]byte
 	for _, w := range writes {
+		if w.Page {
+			var err error
+			if len(w.Keys) == 0 {
+				err = del(PageKey(w.DB, w.Bucket))
+			} else {
+				err = set(PageKey(w.DB, w.Bucket), encodePage(w.Keys, w.Ends, w.Header))
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if w.Meta {
 			if err := set(append([]byte("m:"), w.Key...), w.Header); err != nil {
 				return err
@@ -623,16 +647,8 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 			}
 			delete(pending, string(prefix))
 		}
-		if w.Header == nil && !w.ElemsOnly {
-			if err := del(StateKey(w.DB, w.Key)); err != nil {
-				return err
-			}
-			continue
-		}
-		if !w.ElemsOnly {
-			if err := set(StateKey(w.DB, w.Key), sealed(w.Header)); err != nil {
-				return err
-			}
+		if w.Header != nil && !w.ElemsOnly {
+			return fmt.Errorf("key %q: headers are stored in pages (Write.Page)", w.Key)
 		}
 		for _, e := range w.Elems {
 			k := ElemKey(w.DB, w.Key, e.Kind, e.Name)
@@ -791,7 +807,8 @@ func unseal(v []byte) ([]byte, bool) {
 	return body, crc32.Checksum(body, castagnoli) == binary.LittleEndian.Uint32(v[len(v)-4:])
 }
 
-// Load calls l.Header for every stored key, l.Elem for every element record
+// Load calls l.Header for every stored key (from its bucket's page, or an
+// earlier version's record of the key), l.Elem for every element record
 // (the last checkpoint), then l.Replay for every log entry after it: the
 // outbox entries (local deltas) and the inbound entries (merged deltas)
 // written since. Merging is idempotent, so an entry the checkpoint already
@@ -813,7 +830,29 @@ func (s *Store) Load(l Loader) error {
 			}
 			return nil
 		}
-		if err := scan(prefixKey, func(k, v []byte) error {
+		s.mu.Lock()
+		legacy := s.legacy
+		s.mu.Unlock()
+		if !legacy {
+			if err := scan(prefixPage, func(k, v []byte) error {
+				if len(k) != 4 {
+					return nil
+				}
+				db := int(k[1])
+				err := parsePage(v, func(key string, h []byte, _ int, ok bool) error {
+					if !ok {
+						return l.corrupt(db, key)
+					}
+					return l.Header(db, key, h)
+				})
+				if err != nil {
+					return fmt.Errorf("page %d of db %d: %w", int(k[2])<<8|int(k[3]), db, err)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		} else if err := scan(prefixKey, func(k, v []byte) error {
 			if len(k) < 2 {
 				return nil
 			}

@@ -35,7 +35,7 @@ func TestGroupCommitAndReload(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			g := s.Submit([]Write{{DB: i % 3, Key: fmt.Sprint("key", i), Header: []byte{byte(i)}}}, []crdt.KeyDelta{delta(fmt.Sprint(i))}, nil)
+			g := s.Submit([]Write{page(i%3, i, fmt.Sprint("key", i), string([]byte{byte(i)}))}, []crdt.KeyDelta{delta(fmt.Sprint(i))}, nil)
 			if err := g.Wait(); err != nil {
 				t.Error(err)
 			}
@@ -153,14 +153,30 @@ func TestLogCheckpointAndReplay(t *testing.T) {
 	}
 }
 
-// The last write of a key in a group wins; a nil state deletes.
+// page is the write of a page of db's bucket holding keys and headers
+// (alternating).
+func page(db, bucket int, kv ...string) Write {
+	w := Write{Page: true, DB: db, Bucket: bucket}
+	for i := 0; i < len(kv); i += 2 {
+		w.Keys = append(w.Keys, kv[i])
+		w.Header = append(w.Header, kv[i+1]...)
+		w.Ends = append(w.Ends, len(w.Header))
+	}
+	return w
+}
+
+// The last write of a page in a group wins; a page without keys deletes
+// it; ReplaceAll drops a key's element records.
 func TestGroupLastWriteWinsAndDelete(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, FsyncNo)
-	s.Submit([]Write{{Key: "a", Header: []byte("1")}, {Key: "a", Header: []byte("2")}, {Key: "b", Header: []byte("x"), Elems: []Elem{{Kind: 's', Name: "m", Data: []byte("d")}}}}, nil, nil).Wait()
-	s.Submit([]Write{{Key: "d", Header: []byte("x"), Elems: []Elem{{Kind: 's', Name: "p", Data: []byte("1")}}}, {Key: "d", ReplaceAll: true}}, nil, nil).Wait()
-	s.Submit([]Write{{Key: "b", ReplaceAll: true}, {Key: "c", Header: []byte("h"), Elems: []Elem{{Kind: 's', Name: "m1", Data: []byte("1")}, {Kind: 'h', Name: "m2", Data: []byte("2")}}}}, nil, nil).Wait()
-	s.Submit([]Write{{Key: "c", Header: []byte("h2"), Elems: []Elem{{Kind: 's', Name: "m1"}, {Kind: 's', Name: "m3", Data: []byte("3")}}}}, nil, nil).Wait()
+	s.Submit([]Write{page(0, 1, "a", "1"), page(0, 1, "a", "2"), page(0, 2, "b", "x"), {Key: "b", ElemsOnly: true, Elems: []Elem{{Kind: 's', Name: "m", Data: []byte("d")}}}}, nil, nil).Wait()
+	s.Submit([]Write{page(0, 4, "d", "x"), {Key: "d", ElemsOnly: true, Elems: []Elem{{Kind: 's', Name: "p", Data: []byte("1")}}}, {Key: "d", ElemsOnly: true, ReplaceAll: true}, page(0, 4)}, nil, nil).Wait()
+	s.Submit([]Write{{Key: "b", ElemsOnly: true, ReplaceAll: true}, page(0, 2), page(0, 3, "c", "h"), {Key: "c", ElemsOnly: true, Elems: []Elem{{Kind: 's', Name: "m1", Data: []byte("1")}, {Kind: 'h', Name: "m2", Data: []byte("2")}}}}, nil, nil).Wait()
+	s.Submit([]Write{page(0, 3, "c", "h2", "c2", "h3"), {Key: "c", ElemsOnly: true, Elems: []Elem{{Kind: 's', Name: "m1"}, {Kind: 's', Name: "m3", Data: []byte("3")}}}}, nil, nil).Wait()
+	if err := s.Submit([]Write{{Key: "e", Header: []byte("h")}}, nil, nil).Wait(); err == nil {
+		t.Fatal("a header outside a page was stored")
+	}
 	s.Close()
 	s = open(t, dir, FsyncNo)
 	defer s.Close()
@@ -172,26 +188,36 @@ func TestGroupLastWriteWinsAndDelete(t *testing.T) {
 			return nil
 		},
 		Replay: func(uint64, []byte) error { return nil }})
-	want := map[string]string{"a": "2", "c": "h2", "c/hm2": "2", "c/sm3": "3"}
+	want := map[string]string{"a": "2", "c": "h2", "c2": "h3", "c/hm2": "2", "c/sm3": "3"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }
 
-// A huge group (100k metadata values, 100k key states submitted directly)
-// is stored whole.
+// A huge group (100k metadata values, 100k key states in 4096 pages
+// submitted directly) is stored whole.
 func TestHugeGroup(t *testing.T) {
 	s := open(t, t.TempDir(), FsyncNo)
 	defer s.Close()
 	var ws []Write
+	pages := make([][]string, 4096)
 	for i := 0; i < 100000; i++ {
-		ws = append(ws, Write{Key: fmt.Sprint(i), Header: []byte("0123456789")}, Write{Meta: true, Key: fmt.Sprint("w", i), Header: []byte("0123456789")})
+		pages[i%4096] = append(pages[i%4096], fmt.Sprint(i), "0123456789")
+		ws = append(ws, Write{Meta: true, Key: fmt.Sprint("w", i), Header: []byte("0123456789")})
+	}
+	for b, kv := range pages {
+		ws = append(ws, page(1, b, kv...))
 	}
 	if err := s.Submit(ws, []crdt.KeyDelta{delta("m")}, nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	s.Load(Loader{Header: func(int, string, []byte) error { n++; return nil }, Replay: func(uint64, []byte) error { return nil }})
+	s.Load(Loader{Header: func(db int, _ string, h []byte) error {
+		if db == 1 && string(h) == "0123456789" {
+			n++
+		}
+		return nil
+	}, Replay: func(uint64, []byte) error { return nil }})
 	if n != 100000 || string(s.Meta("w99999")) != "0123456789" {
 		t.Fatalf("%d of 100000 keys, meta %q", n, s.Meta("w99999"))
 	}
@@ -247,11 +273,11 @@ func TestWriteStatesHugeKey(t *testing.T) {
 	s := open(t, t.TempDir(), FsyncEverysec)
 	defer s.Close()
 	const n = 120000 // more than one Badger transaction holds
-	w := Write{Key: "big", Header: []byte("h")}
+	w := Write{Key: "big", ElemsOnly: true}
 	for i := 0; i < n; i++ {
 		w.Elems = append(w.Elems, Elem{Kind: 'h', Name: fmt.Sprint("field:", i), Data: []byte("0123456789")})
 	}
-	if err := s.WriteStates([]Write{w}); err != nil {
+	if err := s.WriteStates([]Write{w, page(0, 7, "big", "h")}); err != nil {
 		t.Fatal(err)
 	}
 	count := func() (elems int) {
@@ -262,7 +288,7 @@ func TestWriteStatesHugeKey(t *testing.T) {
 	if c := count(); c != n {
 		t.Fatalf("%d elements stored, want %d", c, n)
 	}
-	if err := s.WriteStates([]Write{{Key: "big", Header: []byte("h2"), ReplaceAll: true, Elems: []Elem{{Kind: 'h', Name: "only", Data: []byte("1")}}}}); err != nil {
+	if err := s.WriteStates([]Write{{Key: "big", ElemsOnly: true, ReplaceAll: true, Elems: []Elem{{Kind: 'h', Name: "only", Data: []byte("1")}}}, page(0, 7, "big", "h2")}); err != nil {
 		t.Fatal(err)
 	}
 	if c := count(); c != 1 {

@@ -2,9 +2,13 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"concord/keyspace"
+	"concord/persistence"
+
+	"github.com/rs/zerolog"
 )
 
 // checkpointBatch is how many key states one checkpoint transaction holds.
@@ -48,31 +52,54 @@ func (in *Instance) checkpoint() error {
 	start := time.Now()
 	in.store.LogBytes(true)
 	in.savedWrites.Store(in.store.Stats().Writes)
-	mark := in.store.Barrier()
-	records := 0 // keys and elements stored: their encodings are garbage after
-	keys, err := in.KS.Checkpoint(checkpointBatch, func(ws []keyspace.Write) error {
-		if err := in.store.Barrier().Wait(); err != nil {
+	keys, records, err := storeChanged(in.store, in.KS, start)
+	in.freed.Add(int64(records))
+	if err == nil && keys > 0 {
+		in.Log.Debug().Int("keys", keys).Dur("took", time.Since(start)).Msg("checkpoint")
+	}
+	return err
+}
+
+// storeChanged is a checkpoint's work (see checkpoint); records counts the
+// pages and element records stored.
+func storeChanged(store *persistence.Store, ks *keyspace.Keyspace, start time.Time) (keys, records int, err error) {
+	mark := store.Barrier()
+	keys, err = ks.Checkpoint(checkpointBatch, func(ws []keyspace.Write) error {
+		if err := store.Barrier().Wait(); err != nil {
 			return err
 		}
 		for _, w := range ws {
 			records += 1 + len(w.Elems)
 		}
-		return in.store.WriteStates(toStore(ws))
+		return store.WriteStates(toStore(ws))
 	})
-	in.freed.Add(int64(records))
 	if err != nil {
-		return err
+		return keys, records, err
 	}
 	if err := mark.Wait(); err != nil {
-		return err
+		return keys, records, err
 	}
 	out, inb := mark.Bases()
-	if err := in.store.Checkpointed(out, inb, keys, time.Since(start)); err != nil {
-		return err
+	return keys, records, store.Checkpointed(out, inb, keys, time.Since(start))
+}
+
+// migratePages stores every key of a data dir of an earlier version (one
+// record per key) as pages, before the region serves: from then on its
+// checkpoints write pages only, which the next start reads.
+func migratePages(store *persistence.Store, ks *keyspace.Keyspace, log zerolog.Logger) error {
+	if !store.NeedsPages() {
+		return nil
 	}
-	if keys > 0 {
-		in.Log.Debug().Int("keys", keys).Dur("took", time.Since(start)).Uint64("outbox", out).Uint64("inbound", inb).Msg("checkpoint")
+	start := time.Now()
+	ks.DirtyAll()
+	keys, _, err := storeChanged(store, ks, start)
+	if err != nil {
+		return fmt.Errorf("rewrite the key states as pages: %w", err)
 	}
+	if err := store.PagesWritten(); err != nil {
+		return fmt.Errorf("rewrite the key states as pages: %w", err)
+	}
+	log.Info().Int("keys", keys).Dur("took", time.Since(start)).Msg("key states rewritten as pages, this version's format")
 	return nil
 }
 

@@ -76,7 +76,8 @@ func toStore(w []keyspace.Write) []persistence.Write {
 	}
 	pw := make([]persistence.Write, len(w))
 	for i, x := range w {
-		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, ElemsOnly: x.ElemsOnly, Meta: x.Meta}
+		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, ElemsOnly: x.ElemsOnly, Meta: x.Meta,
+			Page: x.Page, Bucket: x.Bucket, Keys: x.Keys, Ends: x.Ends}
 		if len(x.Elems) > 0 {
 			pw[i].Elems = make([]persistence.Elem, len(x.Elems))
 			for j, e := range x.Elems {
@@ -126,6 +127,10 @@ func Start(cfg Config) (*Instance, error) {
 	if bad > 0 {
 		log.Error().Int("keys", bad).Msg("stored states failed to decode and were skipped")
 	}
+	if err := migratePages(store, ks, log); err != nil {
+		store.Close()
+		return nil, err
+	}
 	for _, k := range corrupt {
 		ks.Stats.CorruptRecords.Add(1)
 		if cfg.Replicated() {
@@ -153,6 +158,7 @@ func Start(cfg Config) (*Instance, error) {
 			store.Close()
 			return nil, err
 		}
+		ks.Unstore(k) // and its page, by the checkpoint below
 	}
 	log.Debug().Int("keys", n).Dur("took", time.Since(t0)).Msg("loaded")
 

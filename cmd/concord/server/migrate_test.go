@@ -1,0 +1,112 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"testing"
+	"time"
+
+	"concord/keyspace"
+	"concord/persistence"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/redis/go-redis/v9"
+)
+
+// toLegacy rewrites a stopped region's key states as an earlier version
+// stored them: a record per key (its header and a CRC-32C), no pages, no
+// format mark.
+func toLegacy(t *testing.T, dir string, keys []string) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			item, err := txn.Get(persistence.PageKey(0, keyspace.BucketOf(k)))
+			if err != nil {
+				return fmt.Errorf("page of %q: %w", k, err)
+			}
+			page, _ := item.ValueCopy(nil)
+			start, end := persistence.LocateHeader(page, k)
+			if start < 0 {
+				return fmt.Errorf("%q not in its page", k)
+			}
+			h := append([]byte(nil), page[start:end]...)
+			h = binary.LittleEndian.AppendUint32(h, crc32.Checksum(h, crc32.MakeTable(crc32.Castagnoli)))
+			if err := txn.Set(persistence.StateKey(0, k), h); err != nil {
+				return err
+			}
+		}
+		for b := 0; b < keyspace.NumBuckets; b++ {
+			if err := txn.Delete(persistence.PageKey(0, b)); err != nil {
+				return err
+			}
+		}
+		return txn.Delete([]byte("m:format"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A data dir of the version before pages (a record per key) starts with
+// every key, is rewritten as pages before the region serves, and keeps
+// every key across the restarts after (a crash included).
+func TestLegacyDirMigratesToPages(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	cfg := Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error", Region: "A", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
+	in, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
+	var keys []string
+	for i := 0; i < 300; i++ {
+		keys = append(keys, fmt.Sprint("s", i), fmt.Sprint("h", i%7))
+		c.Set(ctx, fmt.Sprint("s", i), i, 0)
+		c.HSet(ctx, fmt.Sprint("h", i%7), fmt.Sprint("f", i), i)
+	}
+	want := dumpAll(t, c)
+	c.Close()
+	in.Close()
+	toLegacy(t, dir, keys)
+	for life := 0; life < 3; life++ {
+		in, err := Start(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := redis.NewClient(&redis.Options{Addr: in.Addr()})
+		if got := dumpAll(t, c); got != want {
+			t.Fatalf("life %d: %d bytes of keys, want %d", life, len(got), len(want))
+		}
+		if in.store.NeedsPages() {
+			t.Fatalf("life %d: not migrated", life)
+		}
+		c.Close()
+		in.crash = life == 1
+		in.Close()
+	}
+}
+
+// dumpAll returns every string and hash of db 0, in key order.
+func dumpAll(t *testing.T, c *redis.Client) string {
+	t.Helper()
+	ctx := context.Background()
+	out := ""
+	for i := 0; i < 300; i++ {
+		out += fmt.Sprint(c.Get(ctx, fmt.Sprint("s", i)).Val(), ";")
+	}
+	for i := 0; i < 7; i++ {
+		out += fmt.Sprint(c.HGetAll(ctx, fmt.Sprint("h", i)).Val(), ";")
+	}
+	if n := c.DBSize(ctx).Val(); n != 307 {
+		t.Fatalf("%d keys", n)
+	}
+	return out
+}

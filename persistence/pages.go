@@ -1,0 +1,226 @@
+package persistence
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Pages. A checkpoint stores the headers of a bucket's keys (a key's state
+// without its set members or hash fields, which have records of their own)
+// as one Badger record, the bucket's page, rewritten whole when any of its
+// keys changed. One record per changed bucket instead of one per changed
+// key: Badger's cost is per record (its memtable is a skiplist that every
+// record is inserted into, a cache miss per level on a big memtable; ~4.5 µs
+// of a record-per-key checkpoint's ~8.7 µs per key), so a checkpoint of 100k
+// changed keys writes 4096 pages instead of 100k records. The price: a
+// bucket's unchanged keys are encoded again with its changed ones (with 1M
+// keys, a page holds ~250).
+//
+// A page is a format byte and then, per key: uvarint len, key, CRC-32C of
+// the key, uvarint len, header, CRC-32C of the header. A header whose
+// checksum fails is reported as that key's damage (Loader.Corrupt); a key
+// name whose checksum fails, or a length that runs past the page, leaves
+// the rest of the page unreadable and Load fails with an error. A key
+// without a header is one known damaged (quarantined until a peer repairs
+// it): its checksum is stored failing, so that a later start knows too.
+//
+// Data dirs of earlier versions hold a record per key (prefixKey): Load
+// reads those and NeedsPages asks the caller to rewrite every key as pages
+// in one checkpoint and then call PagesWritten, which records the format
+// and deletes the per-key records. Until then a dir's pages (of a migration
+// cut short) are ignored.
+
+const (
+	prefixPage  = byte('p')
+	pageFormat1 = byte(1)
+)
+
+var metaFormat = []byte("m:format")
+
+const formatPages = "pages"
+
+// PageKey is the Badger key of db's page of bucket.
+func PageKey(db, bucket int) []byte {
+	return []byte{prefixPage, byte(db), byte(bucket >> 8), byte(bucket)}
+}
+
+// encodePage builds the page of keys, whose headers are headers cut at ends.
+func encodePage(keys []string, ends []int, headers []byte) []byte {
+	n := 1
+	for i, k := range keys {
+		n += len(k) + 2*binary.MaxVarintLen32 + 8
+		if i == 0 {
+			n += ends[0]
+		} else {
+			n += ends[i] - ends[i-1]
+		}
+	}
+	page := make([]byte, 1, n)
+	page[0] = pageFormat1
+	start := 0
+	for i, k := range keys {
+		h := headers[start:ends[i]]
+		start = ends[i]
+		page = binary.AppendUvarint(page, uint64(len(k)))
+		page = append(page, k...)
+		page = binary.LittleEndian.AppendUint32(page, crc32.Checksum([]byte(k), castagnoli))
+		page = binary.AppendUvarint(page, uint64(len(h)))
+		page = append(page, h...)
+		sum := crc32.Checksum(h, castagnoli)
+		if len(h) == 0 {
+			sum = ^sum // a key known damaged (no header): it stays so
+		}
+		page = binary.LittleEndian.AppendUint32(page, sum)
+	}
+	return page
+}
+
+// errPage: a page damaged where its structure is (a length, a key name).
+var errPage = errors.New("damaged page")
+
+// parsePage calls fn for every key of page with its header (hdrAt: where
+// the header starts in page) and whether the header's checksum holds.
+func parsePage(page []byte, fn func(key string, header []byte, hdrAt int, ok bool) error) error {
+	if len(page) == 0 || page[0] != pageFormat1 {
+		return fmt.Errorf("%w: unknown format", errPage)
+	}
+	at := 1
+	field := func() ([]byte, error) {
+		n, w := binary.Uvarint(page[at:])
+		if rest := len(page) - at - w - 4; w <= 0 || rest < 0 || n > uint64(rest) {
+			return nil, fmt.Errorf("%w: bad length at byte %d", errPage, at)
+		}
+		at += w
+		b := page[at : at+int(n)]
+		at += int(n) + 4
+		return b, nil
+	}
+	for at < len(page) {
+		k, err := field()
+		if err != nil {
+			return err
+		}
+		if crc32.Checksum(k, castagnoli) != binary.LittleEndian.Uint32(page[at-4:]) {
+			return fmt.Errorf("%w: key name at byte %d fails its checksum", errPage, at-4-len(k))
+		}
+		h, err := field()
+		if err != nil {
+			return err
+		}
+		ok := crc32.Checksum(h, castagnoli) == binary.LittleEndian.Uint32(page[at-4:])
+		if err := fn(string(k), h, at-4-len(h), ok); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LocateHeader returns where key's header lies in page (tests that damage
+// a stored header), or -1.
+func LocateHeader(page []byte, key string) (start, end int) {
+	start, end = -1, -1
+	parsePage(page, func(k string, h []byte, at int, _ bool) error {
+		if k == key {
+			start, end = at, at+len(h)
+		}
+		return nil
+	})
+	return start, end
+}
+
+// NeedsPages tells whether the states were read from an earlier version's
+// per-key records: the caller then stores every key as pages (a checkpoint
+// of every key) and calls PagesWritten.
+func (s *Store) NeedsPages() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.legacy
+}
+
+// PagesWritten records that every key's header is in pages (after a
+// checkpoint of every key, which Checkpointed made durable) and deletes the
+// per-key records of earlier versions.
+func (s *Store) PagesWritten() error {
+	if err := s.setFormat(); err != nil {
+		return err
+	}
+	if err := s.dropLegacy(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.legacy = false
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Store) setFormat() error {
+	if err := s.sdb.Update(func(txn *badger.Txn) error { return txn.Set(metaFormat, []byte(formatPages)) }); err != nil {
+		return err
+	}
+	return s.sdb.Sync()
+}
+
+// checkFormat reads the states' format at Open: pages, or per-key records
+// of an earlier version (legacy), or an empty database (which gets pages).
+// Per-key records left over from a migration cut short are deleted.
+func (s *Store) checkFormat() error {
+	var format []byte
+	var perKey bool
+	err := s.sdb.View(func(txn *badger.Txn) error {
+		if item, err := txn.Get(metaFormat); err == nil {
+			format, err = item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixKey}})
+		defer it.Close()
+		it.Rewind()
+		perKey = it.Valid()
+		return nil
+	})
+	switch {
+	case err != nil:
+		return err
+	case string(format) == formatPages && perKey:
+		return s.dropLegacy()
+	case string(format) == formatPages:
+		return nil
+	case format != nil:
+		return fmt.Errorf("key states in unknown format %q (a newer version's?)", format)
+	case perKey:
+		s.legacy = true
+		return nil
+	}
+	return s.setFormat()
+}
+
+// dropLegacy deletes every per-key record of an earlier version.
+func (s *Store) dropLegacy() error {
+	var keys [][]byte
+	err := s.sdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixKey}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	wb := s.sdb.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
+}

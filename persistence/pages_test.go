@@ -1,0 +1,170 @@
+package persistence
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// loadHeaders loads s's headers and the keys reported damaged.
+func loadHeaders(t *testing.T, s *Store) (map[string]string, []string, error) {
+	t.Helper()
+	got := map[string]string{}
+	var damaged []string
+	err := s.Load(Loader{
+		Header:  func(db int, key string, h []byte) error { got[fmt.Sprint(db, "/", key)] = string(h); return nil },
+		Elem:    func(int, string, byte, string, []byte) error { return nil },
+		Corrupt: func(db int, key string) error { damaged = append(damaged, fmt.Sprint(db, "/", key)); return nil },
+		Replay:  func(uint64, []byte) error { return nil },
+	})
+	sort.Strings(damaged)
+	return got, damaged, err
+}
+
+// poke rewrites the stored value of key k through Badger.
+func poke(t *testing.T, s *Store, k []byte, fn func(v []byte) []byte) {
+	t.Helper()
+	err := s.sdb.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(k)
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		return txn.Set(k, fn(v))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A damaged header is reported as that key's damage and the page's other
+// keys load; a key stored without a header (known damaged) is reported on
+// every load; a damaged key name or length makes Load fail, never guess.
+func TestPageDamage(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncNo)
+	defer func() { s.Close() }()
+	w := page(2, 300, "a", "header-a", "b", "header-b", "c", "header-c")
+	w.Keys, w.Ends = append(w.Keys, "q"), append(w.Ends, len(w.Header)) // no header: damaged
+	if err := s.WriteStates([]Write{w, page(2, 301, "x", "header-x")}); err != nil {
+		t.Fatal(err)
+	}
+	got, damaged, err := loadHeaders(t, s)
+	if err != nil || fmt.Sprint(got) != "map[2/a:header-a 2/b:header-b 2/c:header-c 2/x:header-x]" || fmt.Sprint(damaged) != "[2/q]" {
+		t.Fatalf("intact: %v %v %v", got, damaged, err)
+	}
+	poke(t, s, PageKey(2, 300), func(v []byte) []byte {
+		at, end := LocateHeader(v, "b")
+		if string(v[at:end]) != "header-b" {
+			t.Fatalf("LocateHeader: %q", v[at:end])
+		}
+		v[at+3] ^= 0x40
+		return v
+	})
+	got, damaged, err = loadHeaders(t, s)
+	if err != nil || fmt.Sprint(got) != "map[2/a:header-a 2/c:header-c 2/x:header-x]" || fmt.Sprint(damaged) != "[2/b 2/q]" {
+		t.Fatalf("a damaged header: %v %v %v", got, damaged, err)
+	}
+	for _, at := range []int{1, 2, 3} { // the first key's length, its name, its checksum
+		s.WriteStates([]Write{w})
+		poke(t, s, PageKey(2, 300), func(v []byte) []byte { v[at] ^= 0x40; return v })
+		if _, _, err = loadHeaders(t, s); !errors.Is(err, errPage) || !strings.Contains(err.Error(), "page 300 of db 2") {
+			t.Fatalf("damage at byte %d of the page: %v", at, err)
+		}
+	}
+	poke(t, s, PageKey(2, 300), func(v []byte) []byte { return v[:len(v)-2] })
+	if _, _, err = loadHeaders(t, s); !errors.Is(err, errPage) {
+		t.Fatalf("a page cut short: %v", err)
+	}
+	poke(t, s, PageKey(2, 300), func(v []byte) []byte { v[0] = 9; return v })
+	if _, _, err = loadHeaders(t, s); !errors.Is(err, errPage) {
+		t.Fatalf("a page of an unknown format: %v", err)
+	}
+}
+
+// writeLegacy turns s's database into an earlier version's: a record per
+// key (sealed), no format mark.
+func writeLegacy(t *testing.T, s *Store, kv ...string) {
+	t.Helper()
+	err := s.sdb.Update(func(txn *badger.Txn) error {
+		for i := 0; i < len(kv); i += 2 {
+			if err := txn.Set(StateKey(0, kv[i]), sealed([]byte(kv[i+1]))); err != nil {
+				return err
+			}
+		}
+		return txn.Delete(metaFormat)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A data dir of an earlier version (a record per key) loads from those
+// records, ignoring pages, until PagesWritten; then from pages only, the
+// records gone. A migration cut short (pages written, no PagesWritten)
+// starts over from the records.
+func TestLegacyRecordsMigrate(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncNo)
+	if s.NeedsPages() {
+		t.Fatal("a new dir needs no migration")
+	}
+	writeLegacy(t, s, "a", "old-a", "b", "old-b")
+	s.Close()
+	for life := 0; life < 2; life++ {
+		s = open(t, dir, FsyncNo)
+		if !s.NeedsPages() {
+			t.Fatalf("life %d: the per-key records are not noticed", life)
+		}
+		got, _, err := loadHeaders(t, s)
+		if err != nil || fmt.Sprint(got) != "map[0/a:old-a 0/b:old-b]" {
+			t.Fatalf("life %d: %v %v", life, got, err)
+		}
+		// a migration's pages (b deleted since, a changed), then a crash
+		if err := s.WriteStates([]Write{page(0, 1, "a", "new-a")}); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	s = open(t, dir, FsyncNo)
+	s.WriteStates([]Write{page(0, 1, "a", "new-a")})
+	if err := s.PagesWritten(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, FsyncNo)
+	defer s.Close()
+	got, _, err := loadHeaders(t, s)
+	if s.NeedsPages() || err != nil || fmt.Sprint(got) != "map[0/a:new-a]" {
+		t.Fatalf("after the migration: %v %v", got, err)
+	}
+	s.sdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixKey}})
+		defer it.Close()
+		if it.Rewind(); it.Valid() {
+			t.Fatalf("a per-key record is left: %q", it.Item().Key())
+		}
+		return nil
+	})
+}
+
+// A database marked with a format this version does not know is refused.
+func TestUnknownFormatRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncNo)
+	s.sdb.Update(func(txn *badger.Txn) error { return txn.Set(metaFormat, []byte("pages-v9")) })
+	s.Close()
+	if s, err := Open(Options{Dir: dir, Fsync: FsyncNo, Region: "A", Log: s.opts.Log}); err == nil || !strings.Contains(err.Error(), "unknown format") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("opened: %v", err)
+	}
+}
