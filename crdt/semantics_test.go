@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -130,6 +131,11 @@ func TestCodecRoundTrip(t *testing.T) {
 			got, err := DecodeState(b)
 			if err != nil || !Equal(got, st) {
 				t.Fatalf("%s/%s: round trip failed: %v", r.name, k, err)
+			}
+			// a header appended in place encodes as the Header copy does,
+			// also after other bytes in a buffer (a checkpoint's page)
+			if h, pre := AppendState(nil, st.Header()), []byte("page"); !bytes.Equal(AppendHeader(pre, st)[len(pre):], h) {
+				t.Fatalf("%s/%s: AppendHeader differs from AppendState(Header())", r.name, k)
 			}
 			batch := AppendBatch(nil, []KeyDelta{{DB: 3, Key: k, Delta: st}, {DB: 0, Key: "x", Delta: &State{}}})
 			kds, err := DecodeBatch(batch)
