@@ -1,6 +1,7 @@
 package keyspace
 
 import (
+	"math/bits"
 	"slices"
 	"unsafe"
 
@@ -109,7 +110,6 @@ type captured struct {
 func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, err error) {
 	var writes []Write
 	var taken []captured
-	var rest []restOf
 	size, changed := 0, 0 // bytes in writes; changed keys in taken
 	send := func() error {
 		if len(writes) == 0 {
@@ -212,43 +212,12 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			}
 			// members and fields first: a crash before the page leaves the
 			// old header over newer elements, which the log's replay mends
-			var werr error
-			var elems []Write
-			for len(names) > 0 && werr == nil {
-				chunk := names[:min(captureKeys, len(names))]
-				names = names[len(chunk):]
-				elems = elems[:0]
-				inChunks(s, chunk, func(key string) {
-					w, more := s.captureElems(dbi, key, c.dirty[key])
-					if w.ReplaceAll || len(w.Elems) > 0 {
-						elems = append(elems, w)
-					}
-					if len(more) > 0 {
-						rest = append(rest, restOf{s, dbi, key, more})
-					}
-				})
-				for _, w := range elems { // stored outside the lock
-					if werr == nil {
-						werr = add(w)
-					}
+			for _, key := range names {
+				var plan elemPlan
+				lock(s, func() { plan = ks.planElems(s, dbi, key, c.dirty[key]) })
+				if err := plan.store(lock, add); err != nil {
+					return keys, err
 				}
-			}
-			// big keys' remaining elements, a chunk per lock hold: writes
-			// to such a key wait for one chunk, never for the whole key
-			for _, r := range rest {
-				for len(r.refs) > 0 && werr == nil {
-					n := min(captureChunk, len(r.refs))
-					var w Write
-					lock(r.s, func() {
-						w = Write{DB: r.db, Key: r.key, ElemsOnly: true, Elems: encodeElems(r.s.stateOf(r.key), r.refs[:n])}
-					})
-					r.refs = r.refs[n:]
-					werr = add(w)
-				}
-			}
-			rest = rest[:0]
-			if werr != nil {
-				return keys, werr
 			}
 			// the pages of the changed keys' buckets: every key in them
 			lock(s, func() {
@@ -318,30 +287,149 @@ const captureKeys = 64
 // hold about this many bytes (or its batch of writes).
 const checkpointBytes = 4 << 20
 
-// restOf is the part of a big key's elements still to capture.
-type restOf struct {
-	s    *shard
-	db   int
-	key  string
-	refs []elemRef
+// elemsPerPage: a key's set members or hash fields are stored in 2^lg
+// element pages of about this many, an element's page chosen by a hash of
+// its name (elemPageOf). A checkpoint rewrites the pages of the changed
+// elements whole: a record per page instead of one per element (Badger's
+// cost is per record), for up to this many elements encoded per change.
+const elemsPerPage = 64
+
+// lgUnknown in a shard's fans: the key's stored element pages may be in
+// any layout (a failed checkpoint, pages of two layouts at load).
+const lgUnknown = 255
+
+// pagesLog returns the lg that n elements are stored in.
+func pagesLog(n int) uint8 {
+	lg := uint8(0)
+	for elemsPerPage<<lg < n && lg < 30 {
+		lg++
+	}
+	return lg
 }
 
-// captureElems encodes the changed members and fields of one key (called
-// under the shard's lock): its first chunk of them; more lists the rest,
-// captured after in chunks (each later chunk reflects a state at least as
-// new). A key gone from memory drops its stored ones.
-func (s *shard) captureElems(dbi int, key string, dk *dirtyKey) (w Write, more []elemRef) {
-	w = Write{DB: dbi, Key: key, ElemsOnly: true}
+func elemPageOf(name string, lg uint8) int { return int(mix64(hashKey(name)) & (1<<lg - 1)) }
+
+// elemPlan is what a checkpoint stores of one key's elements: pages, with
+// the elements of each, in a layout of 2^lg pages, after dropping every
+// stored page of the key when replace.
+type elemPlan struct {
+	s       *shard
+	db      int
+	key     string
+	lg      uint8
+	replace bool
+	pages   []int
+	refs    map[int][]elemRef
+}
+
+// scanChunk is how many elements of a big key the planning of its pages
+// walks per hold of the shard's lock.
+const scanChunk = 4096
+
+// planElems decides which element pages of key a checkpoint stores (under
+// s's lock, which it gives up and takes again every scanChunk elements:
+// an element added meanwhile is in the log after the checkpoint's position
+// and marks the key dirty again). A key is rewritten whole when all its
+// elements changed, or when its size calls for another layout (4× more or
+// fewer elements per page than elemsPerPage); else only the pages of its
+// changed elements.
+func (ks *Keyspace) planElems(s *shard, dbi int, key string, dk *dirtyKey) elemPlan {
+	p := elemPlan{s: s, db: dbi, key: key}
+	have := s.fans[key]
 	st := s.stateOf(key)
 	if st == nil {
-		w.ReplaceAll = dk.elems
-		return w, nil
+		delete(s.fans, key)
+		p.replace = dk.elems || have != 0
+		return p
 	}
-	w.ReplaceAll = dk.all && dk.elems
-	refs := elemRefs(st, dk.all, dk.members, dk.fields)
-	n := min(captureChunk, len(refs))
-	w.Elems = encodeElems(st, refs[:n])
-	return w, refs[n:]
+	want := pagesLog(len(st.Set) + len(st.Hash))
+	full := dk.all || have == lgUnknown || int(want) >= int(have)+2 || int(want)+2 <= int(have)
+	p.lg = have
+	if full {
+		p.lg, p.replace = want, want != have
+	}
+	if p.lg == 0 {
+		delete(s.fans, key)
+	} else {
+		if s.fans == nil {
+			s.fans = make(map[string]uint8)
+		}
+		s.fans[key] = p.lg
+	}
+	var dirty map[int]bool
+	if !full {
+		dirty = make(map[int]bool)
+		for m := range dk.members {
+			dirty[elemPageOf(m, p.lg)] = true
+		}
+		for f := range dk.fields {
+			dirty[elemPageOf(f, p.lg)] = true
+		}
+		if len(dirty) == 0 {
+			return p
+		}
+	}
+	p.refs = make(map[int][]elemRef)
+	walked := 0
+	note := func(kind byte, name string) {
+		if pg := elemPageOf(name, p.lg); full || dirty[pg] {
+			p.refs[pg] = append(p.refs[pg], elemRef{kind, name})
+		}
+		if walked++; walked%scanChunk == 0 {
+			s.mu.Unlock()
+			ks.world.RUnlock()
+			ks.world.RLock()
+			s.mu.Lock()
+		}
+	}
+	for m := range st.Set {
+		note(crdt.ElemMember, m)
+	}
+	for f := range st.Hash {
+		note(crdt.ElemField, f)
+	}
+	if full {
+		for pg := 0; pg < 1<<p.lg; pg++ {
+			p.pages = append(p.pages, pg)
+		}
+	} else {
+		for pg := range dirty {
+			p.pages = append(p.pages, pg)
+		}
+		slices.Sort(p.pages)
+	}
+	return p
+}
+
+// store encodes the plan's pages, about captureChunk elements per hold of
+// the shard's lock (writes to a big key wait for one chunk, never for the
+// whole key), and hands them to add outside it.
+func (p *elemPlan) store(lock func(*shard, func()), add func(Write) error) error {
+	if len(p.pages) == 0 {
+		if p.replace {
+			return add(Write{DB: p.db, Key: p.key, ReplaceAll: true, ElemsOnly: true})
+		}
+		return nil
+	}
+	var ws []Write
+	for i := 0; i < len(p.pages); {
+		ws = ws[:0]
+		lock(p.s, func() {
+			st := p.s.stateOf(p.key)
+			for n := 0; i < len(p.pages) && (n == 0 || n+len(p.refs[p.pages[i]]) <= captureChunk); i++ {
+				refs := p.refs[p.pages[i]]
+				ws = append(ws, Write{DB: p.db, Key: p.key, ElemsOnly: true, ReplaceAll: i == 0 && p.replace,
+					Fan: 1 << p.lg, Bucket: p.pages[i], Elems: encodeElems(st, refs)})
+				n += len(refs)
+			}
+		})
+		for _, w := range ws {
+			if err := add(w); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // clearDirty clears key's dirty flag, on its entry or cold record.
@@ -383,8 +471,17 @@ func (ks *Keyspace) redirty(taken []captured) {
 		for _, key := range c.flagged {
 			c.s.setDirty(key)
 		}
-		for key := range c.dirty {
+		for key, dk := range c.dirty {
 			c.s.setDirty(key)
+			if dk != nil {
+				// its element pages may be stored in part: rewrite it whole,
+				// dropping whatever is stored
+				dk.merge(true, dk.elems, nil, nil)
+				if c.s.fans == nil {
+					c.s.fans = make(map[string]uint8)
+				}
+				c.s.fans[key] = lgUnknown
+			}
 		}
 		if c.s.dirty == nil {
 			c.s.dirty = c.dirty
@@ -429,25 +526,37 @@ func (ks *Keyspace) Dirty() int {
 	return n
 }
 
-// DirtyAll marks every key changed: the next checkpoint stores all of them
-// (a data dir of an earlier version, whose states were one record per key,
-// is rewritten as pages).
+// DirtyAll marks every key changed, with all its elements: the next
+// checkpoint stores all of them (a data dir of an earlier version, whose
+// states were one record per key and element, is rewritten as pages).
 func (ks *Keyspace) DirtyAll() {
 	for _, d := range ks.dbs {
 		for i := range d.shards {
 			s := &d.shards[i]
 			ks.world.RLock()
 			s.mu.Lock()
-			for _, e := range s.m {
+			elems := func(key string) {
+				if s.dirty == nil {
+					s.dirty = make(map[string]*dirtyKey)
+				}
+				s.dirty[key] = &dirtyKey{all: true, elems: true}
+			}
+			for key, e := range s.m {
 				if !e.dirty {
 					e.dirty = true
 					s.flagged++
 				}
+				if len(e.st.Set)+len(e.st.Hash) > 0 {
+					elems(key)
+				}
 			}
-			s.cold.each(func(off int, _ []byte, r coldRec) bool {
+			s.cold.each(func(off int, kb []byte, r coldRec) bool {
 				if !r.dirty {
 					s.cold.setDirty(off, true)
 					s.flagged++
+				}
+				if !crdt.PackedIsString(r.packed) {
+					elems(string(kb))
 				}
 				return true
 			})
@@ -474,6 +583,32 @@ func (ks *Keyspace) Unstore(k Key) {
 	} else {
 		s.dirty[k.Key] = &dirtyKey{all: true, elems: true}
 	}
+	s.mu.Unlock()
+	ks.world.RUnlock()
+}
+
+// SetElemPages records that k's elements are stored in fan element pages
+// (read at startup: Write.Fan of the pages stored); fan < 0 says pages of
+// different layouts are stored (a checkpoint cut short), so the next
+// checkpoint that stores k's elements rewrites them whole.
+func (ks *Keyspace) SetElemPages(k Key, fan int) {
+	if k.DB < 0 || k.DB >= len(ks.dbs) {
+		return
+	}
+	lg := uint8(lgUnknown)
+	if fan > 0 && fan&(fan-1) == 0 {
+		lg = uint8(bits.TrailingZeros(uint(fan)))
+	}
+	if lg == 0 {
+		return
+	}
+	s := ks.dbs[k.DB].shardOf(k.Key)
+	ks.world.RLock()
+	s.mu.Lock()
+	if s.fans == nil {
+		s.fans = make(map[string]uint8)
+	}
+	s.fans[k.Key] = lg
 	s.mu.Unlock()
 	ks.world.RUnlock()
 }

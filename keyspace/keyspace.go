@@ -42,6 +42,10 @@ type Write struct {
 	Bucket int
 	Keys   []string
 	Ends   []int
+	// Fan > 0 stores Elems as element page Bucket of Key's Fan pages
+	// (elemPageOf); elements without Data are left out, and a page without
+	// any is deleted.
+	Fan int
 }
 
 // Elem is one set member's or hash field's record; nil Data deletes it.
@@ -227,9 +231,12 @@ type shard struct {
 	// dirtyKey); flagged: entries and cold records with their dirty flag
 	dirty   map[string]*dirtyKey
 	flagged int
-	pend    []string // keys whose digest is stale (see settle)
-	live    int
-	bkt     [subBuckets]uint64 // XOR of the key digests of each bucket
+	// fans: the layout of the stored element pages of keys stored in more
+	// than one (lg: 2^lg pages; see elemsPerPage), or lgUnknown
+	fans map[string]uint8
+	pend []string // keys whose digest is stale (see settle)
+	live int
+	bkt  [subBuckets]uint64 // XOR of the key digests of each bucket
 }
 
 // touch records what a tx changed in one key, for persistence.
@@ -1154,28 +1161,6 @@ func (tx *Tx) Restore(k Key, d *crdt.State) {
 type elemRef struct {
 	kind byte
 	name string
-}
-
-// elemRefs lists the elements a write must store: every member and field
-// when all, else the ones named.
-func elemRefs(st *crdt.State, all bool, members, fields map[string]struct{}) []elemRef {
-	var out []elemRef
-	if all {
-		for m := range st.Set {
-			out = append(out, elemRef{crdt.ElemMember, m})
-		}
-		for f := range st.Hash {
-			out = append(out, elemRef{crdt.ElemField, f})
-		}
-		return out
-	}
-	for m := range members {
-		out = append(out, elemRef{crdt.ElemMember, m})
-	}
-	for f := range fields {
-		out = append(out, elemRef{crdt.ElemField, f})
-	}
-	return out
 }
 
 // encodeElems encodes the current records of the named elements (nil Data:

@@ -308,33 +308,48 @@ func TestElementWritesStaySmall(t *testing.T) {
 		store.checkpoint(t, ks)
 		return headersIn(t, store.writes)
 	}
-	// captured in chunks: one header, every member once, no chunk too big
+	// one header, every member once in one of 2^lg pages, by its hash
 	headers, elems := checkpoint()
 	stored := map[string]bool{}
+	lg := pagesLog(5000)
 	for _, w := range elems {
-		if len(w.Elems) > captureChunk {
-			t.Fatalf("a write of %d elements", len(w.Elems))
+		if w.Fan != 1<<lg || len(w.Elems) > 4*elemsPerPage {
+			t.Fatalf("a page of %d elements of %d pages", len(w.Elems), w.Fan)
 		}
 		for _, e := range w.Elems {
+			if stored[e.Name] || elemPageOf(e.Name, lg) != w.Bucket {
+				t.Fatalf("member %q twice or in page %d", e.Name, w.Bucket)
+			}
 			stored[e.Name] = true
 		}
 	}
-	if len(stored) != 5000 || len(headers) != 1 || headers["big"] == nil {
-		t.Fatalf("first checkpoint wrote %d members, %d headers", len(stored), len(headers))
+	if len(stored) != 5000 || len(elems) != 1<<lg || len(headers) != 1 || headers["big"] == nil {
+		t.Fatalf("first checkpoint wrote %d members in %d pages, %d headers", len(stored), len(elems), len(headers))
+	}
+	// one member changed: its page is rewritten whole (an SREM's member
+	// left out), no other
+	onePage := func(name string, data bool) {
+		t.Helper()
+		if len(elems) != 1 || elems[0].ReplaceAll || elems[0].Bucket != elemPageOf(name, lg) {
+			t.Fatalf("%s: %d writes", name, len(elems))
+		}
+		found := false
+		for _, e := range elems[0].Elems {
+			found = found || e.Name == name && e.Data != nil
+		}
+		if found != data || len(elems[0].Elems) < elemsPerPage/4 {
+			t.Fatalf("%s not in its page as it should be: %+v", name, elems[0].Elems)
+		}
 	}
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("new")})); return nil })
 	headers, elems = checkpoint()
-	if len(elems) != 1 || elems[0].ReplaceAll || len(elems[0].Elems) != 1 || elems[0].Elems[0].Name != "new" || elems[0].Elems[0].Data == nil {
-		t.Fatalf("SADD wrote %+v", elems)
-	}
+	onePage("new", true)
 	if h := headers["big"]; h == nil || len(h) > 200 {
 		t.Fatalf("header of %d bytes", len(h))
 	}
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SRem(tx.State(k), [][]byte{[]byte("m7")})); return nil })
 	_, elems = checkpoint()
-	if len(elems) != 1 || len(elems[0].Elems) != 1 || elems[0].Elems[0].Name != "m7" || elems[0].Elems[0].Data != nil {
-		t.Fatalf("SREM wrote %+v", elems)
-	}
+	onePage("m7", false)
 	// DEL replaces everything: the page goes, and the record says so
 	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.Delete(tx.State(k))); return nil })
 	headers, elems = checkpoint()
@@ -348,7 +363,8 @@ func TestElementWritesStaySmall(t *testing.T) {
 
 // A key written many times between two checkpoints is stored once; a
 // checkpoint whose flush fails leaves its keys dirty for the next one, merged
-// with what changed since. A changed key's page holds every key of its
+// with what changed since (a key's elements rewritten whole, whatever of
+// them the failed one stored dropped). A changed key's page holds every key of its
 // bucket, changed or not.
 func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 	ks, _, store := newKS(true)
@@ -385,7 +401,7 @@ func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 	store.checkpoint(t, ks)
 	headers, elems := headersIn(t, store.writes)
 	if len(headers) != 3 || headers["s"] == nil || headers["plain"] == nil || headers["packed"] == nil ||
-		len(elems) != 1 || elems[0].Key != "s" || len(elems[0].Elems) != 2 {
+		len(elems) != 1 || elems[0].Key != "s" || len(elems[0].Elems) != 2 || !elems[0].ReplaceAll {
 		t.Fatalf("after a failed checkpoint: %+v", store.writes)
 	}
 	checkFlagged(t, ks)
@@ -543,8 +559,15 @@ func TestMostlyChangedBigKeyRewrittenWhole(t *testing.T) {
 	store.writes = nil
 	sadd(3000, 3010)
 	store.checkpoint(t, ks)
-	if n, replace := elems(); n != 10 || replace {
-		t.Fatalf("checkpoint of 10 new members: %d elements, replace %v", n, replace)
+	if n, replace := elems(); len(store.writes) > 11 || n > 10*4*elemsPerPage || replace {
+		t.Fatalf("checkpoint of 10 new members: %d elements in %d writes, replace %v", n, len(store.writes), replace)
+	}
+	// grown 4×: rewritten whole in a layout of more pages
+	store.writes = nil
+	sadd(3010, 12500)
+	store.checkpoint(t, ks)
+	if n, replace := elems(); n != 12500 || !replace || store.writes[0].Fan != 1<<pagesLog(12500) {
+		t.Fatalf("checkpoint of a set grown 4×: %d elements, replace %v", n, replace)
 	}
 }
 

@@ -28,15 +28,25 @@ import (
 // without a header is one known damaged (quarantined until a peer repairs
 // it): its checksum is stored failing, so that a later start knows too.
 //
-// Data dirs of earlier versions hold a record per key (prefixKey): Load
+// A key's set members and hash fields are stored likewise: in a power of
+// two of element pages (Write.Fan; the keyspace picks about 64 elements per
+// page and which page holds an element by a hash of its name), each a
+// format byte, the number of pages and a CRC-32C of both, and per element:
+// its kind, uvarint
+// len, name, uvarint len, record, CRC-32C of the kind, name and record. A
+// damaged element page is its key's damage (Loader.Corrupt).
+//
+// Data dirs of earlier versions hold a record per key (prefixKey) and per
+// element (prefixElem): Load
 // reads those and NeedsPages asks the caller to rewrite every key as pages
 // in one checkpoint and then call PagesWritten, which records the format
-// and deletes the per-key records. Until then a dir's pages (of a migration
+// and deletes the per-key and per-element records. Until then a dir's pages (of a migration
 // cut short) are ignored.
 
 const (
-	prefixPage  = byte('p')
-	pageFormat1 = byte(1)
+	prefixPage     = byte('p')
+	prefixElemPage = byte('f')
+	pageFormat1    = byte(1)
 )
 
 var metaFormat = []byte("m:format")
@@ -201,26 +211,115 @@ func (s *Store) checkFormat() error {
 	return s.setFormat()
 }
 
-// dropLegacy deletes every per-key record of an earlier version.
+// dropLegacy deletes every per-key and per-element record of an earlier
+// version.
 func (s *Store) dropLegacy() error {
-	var keys [][]byte
-	err := s.sdb.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixKey}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
 	wb := s.sdb.NewWriteBatch()
 	defer wb.Cancel()
-	for _, k := range keys {
-		if err := wb.Delete(k); err != nil {
+	for _, prefix := range []byte{prefixKey, prefixElem} {
+		if err := s.deleteStoredElems(wb.Delete, []byte{prefix}); err != nil {
 			return err
 		}
 	}
 	return wb.Flush()
+}
+
+func elemPagePrefix(db int, key string) []byte {
+	b := make([]byte, 0, 16+len(key))
+	b = append(b, prefixElemPage, byte(db))
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	return append(b, key...)
+}
+
+// ElemPageKey is the Badger key of element page n of key.
+func ElemPageKey(db int, key string, n int) []byte {
+	return binary.BigEndian.AppendUint32(elemPagePrefix(db, key), uint32(n))
+}
+
+func parseElemPageKey(k []byte) (db int, key string, ok bool) {
+	if len(k) < 3 {
+		return 0, "", false
+	}
+	n, w := binary.Uvarint(k[2:])
+	if w <= 0 || n+4 != uint64(len(k)-2-w) {
+		return 0, "", false
+	}
+	return int(k[1]), string(k[2+w : 2+w+int(n)]), true
+}
+
+// encodeElemPage builds an element page (nil: no element has data).
+func encodeElemPage(fan int, elems []Elem) []byte {
+	n := 1 + binary.MaxVarintLen32
+	live := 0
+	for _, e := range elems {
+		if e.Data != nil {
+			n += 1 + len(e.Name) + len(e.Data) + 2*binary.MaxVarintLen32 + 4
+			live++
+		}
+	}
+	if live == 0 {
+		return nil
+	}
+	page := make([]byte, 1, n+4)
+	page[0] = pageFormat1
+	page = binary.AppendUvarint(page, uint64(fan))
+	page = binary.LittleEndian.AppendUint32(page, crc32.Checksum(page, castagnoli))
+	for _, e := range elems {
+		if e.Data == nil {
+			continue
+		}
+		at := len(page)
+		page = append(page, e.Kind)
+		page = binary.AppendUvarint(page, uint64(len(e.Name)))
+		page = append(page, e.Name...)
+		page = binary.AppendUvarint(page, uint64(len(e.Data)))
+		page = append(page, e.Data...)
+		page = binary.LittleEndian.AppendUint32(page, crc32.Checksum(page[at:], castagnoli))
+	}
+	return page
+}
+
+// ReadElemPage reads an element page as Load does (tools, tests).
+func ReadElemPage(page []byte, fn func(kind byte, name string, data []byte) error) (fan int, err error) {
+	return parseElemPage(page, fn)
+}
+
+// parseElemPage calls fn for every element of an element page and returns
+// the page's number of pages; a page that fails a checksum or a length
+// gives errPage (fn may have had some of its elements).
+func parseElemPage(page []byte, fn func(kind byte, name string, data []byte) error) (fan int, err error) {
+	if len(page) < 2 || page[0] != pageFormat1 {
+		return 0, fmt.Errorf("%w: unknown format", errPage)
+	}
+	f, w := binary.Uvarint(page[1:])
+	if w <= 0 || len(page) < 1+w+4 || crc32.Checksum(page[:1+w], castagnoli) != binary.LittleEndian.Uint32(page[1+w:]) || f == 0 || f > 1<<31 {
+		return 0, fmt.Errorf("%w: bad page count", errPage)
+	}
+	at := 1 + w + 4
+	field := func() ([]byte, bool) {
+		n, w := binary.Uvarint(page[at:])
+		if rest := len(page) - at - w; w <= 0 || rest < 0 || n > uint64(rest) {
+			return nil, false
+		}
+		at += w + int(n)
+		return page[at-int(n) : at], true
+	}
+	for at < len(page) {
+		start := at
+		kind := page[at]
+		at++
+		name, ok := field()
+		if !ok {
+			return 0, fmt.Errorf("%w: bad length at byte %d", errPage, at)
+		}
+		data, ok := field()
+		if !ok || len(page)-at < 4 || crc32.Checksum(page[start:at], castagnoli) != binary.LittleEndian.Uint32(page[at:]) {
+			return 0, fmt.Errorf("%w: element at byte %d fails its checksum", errPage, start)
+		}
+		at += 4
+		if err := fn(kind, string(name), data); err != nil {
+			return 0, err
+		}
+	}
+	return int(f), nil
 }

@@ -16,8 +16,11 @@ func loadHeaders(t *testing.T, s *Store) (map[string]string, []string, error) {
 	got := map[string]string{}
 	var damaged []string
 	err := s.Load(Loader{
-		Header:  func(db int, key string, h []byte) error { got[fmt.Sprint(db, "/", key)] = string(h); return nil },
-		Elem:    func(int, string, byte, string, []byte) error { return nil },
+		Header: func(db int, key string, h []byte) error { got[fmt.Sprint(db, "/", key)] = string(h); return nil },
+		Elem: func(db int, key string, _ byte, name string, data []byte) error {
+			got[fmt.Sprint(db, "/", key, "/", name)] = string(data)
+			return nil
+		},
 		Corrupt: func(db int, key string) error { damaged = append(damaged, fmt.Sprint(db, "/", key)); return nil },
 		Replay:  func(uint64, []byte) error { return nil },
 	})
@@ -90,12 +93,15 @@ func TestPageDamage(t *testing.T) {
 }
 
 // writeLegacy turns s's database into an earlier version's: a record per
-// key (sealed), no format mark.
+// key and per element (sealed), no format mark.
 func writeLegacy(t *testing.T, s *Store, kv ...string) {
 	t.Helper()
 	err := s.sdb.Update(func(txn *badger.Txn) error {
 		for i := 0; i < len(kv); i += 2 {
 			if err := txn.Set(StateKey(0, kv[i]), sealed([]byte(kv[i+1]))); err != nil {
+				return err
+			}
+			if err := txn.Set(ElemKey(0, kv[i], 's', "m"), sealed([]byte("m-"+kv[i+1]))); err != nil {
 				return err
 			}
 		}
@@ -124,17 +130,19 @@ func TestLegacyRecordsMigrate(t *testing.T) {
 			t.Fatalf("life %d: the per-key records are not noticed", life)
 		}
 		got, _, err := loadHeaders(t, s)
-		if err != nil || fmt.Sprint(got) != "map[0/a:old-a 0/b:old-b]" {
+		if err != nil || fmt.Sprint(got) != "map[0/a:old-a 0/a/m:m-old-a 0/b:old-b 0/b/m:m-old-b]" {
 			t.Fatalf("life %d: %v %v", life, got, err)
 		}
-		// a migration's pages (b deleted since, a changed), then a crash
-		if err := s.WriteStates([]Write{page(0, 1, "a", "new-a")}); err != nil {
+		// a migration's pages (b deleted since, a changed), then a crash;
+		// a's rewrite drops its element pages, never the old records
+		drop := Write{Key: "a", ElemsOnly: true, ReplaceAll: true}
+		if err := s.WriteStates([]Write{drop, epage("a", 1, 0, "s", "n", "n-new"), page(0, 1, "a", "new-a")}); err != nil {
 			t.Fatal(err)
 		}
 		s.Close()
 	}
 	s = open(t, dir, FsyncNo)
-	s.WriteStates([]Write{page(0, 1, "a", "new-a")})
+	s.WriteStates([]Write{epage("a", 1, 0, "s", "n", "n-new"), page(0, 1, "a", "new-a")})
 	if err := s.PagesWritten(); err != nil {
 		t.Fatal(err)
 	}
@@ -142,14 +150,16 @@ func TestLegacyRecordsMigrate(t *testing.T) {
 	s = open(t, dir, FsyncNo)
 	defer s.Close()
 	got, _, err := loadHeaders(t, s)
-	if s.NeedsPages() || err != nil || fmt.Sprint(got) != "map[0/a:new-a]" {
+	if s.NeedsPages() || err != nil || fmt.Sprint(got) != "map[0/a:new-a 0/a/n:n-new]" {
 		t.Fatalf("after the migration: %v %v", got, err)
 	}
 	s.sdb.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixKey}})
-		defer it.Close()
-		if it.Rewind(); it.Valid() {
-			t.Fatalf("a per-key record is left: %q", it.Item().Key())
+		for _, prefix := range []byte{prefixKey, prefixElem} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
+			if it.Rewind(); it.Valid() {
+				t.Fatalf("a per-key or per-element record is left: %q", it.Item().Key())
+			}
+			it.Close()
 		}
 		return nil
 	})
@@ -166,5 +176,31 @@ func TestUnknownFormatRefused(t *testing.T) {
 			s.Close()
 		}
 		t.Fatalf("opened: %v", err)
+	}
+}
+
+// A damaged element page is its key's damage: reported once, the other
+// keys' pages load.
+func TestElemPageDamage(t *testing.T) {
+	s := open(t, t.TempDir(), FsyncNo)
+	defer s.Close()
+	s.WriteStates([]Write{page(0, 1, "a", "ha", "b", "hb"), epage("a", 2, 0, "s", "x", "dx", "s", "y", "dy"), epage("a", 2, 1, "s", "z", "dz"), epage("b", 1, 0, "h", "f", "df")})
+	got, damaged, err := loadHeaders(t, s)
+	if err != nil || fmt.Sprint(got) != "map[0/a:ha 0/a/x:dx 0/a/y:dy 0/a/z:dz 0/b:hb 0/b/f:df]" || len(damaged) != 0 {
+		t.Fatalf("intact: %v %v %v", got, damaged, err)
+	}
+	for _, at := range []int{0, 1, 3, 7, 9, 12, -1} { // format, count, its checksum, a name's length, a record's length, a checksum, the last byte
+		s.WriteStates([]Write{epage("a", 2, 0, "s", "x", "dx", "s", "y", "dy")})
+		poke(t, s, ElemPageKey(0, "a", 0), func(v []byte) []byte {
+			if at < 0 {
+				at = len(v) - 1
+			}
+			v[at] ^= 0x40
+			return v
+		})
+		_, damaged, err = loadHeaders(t, s)
+		if err != nil || fmt.Sprint(damaged) != "[0/a]" {
+			t.Fatalf("damage at byte %d: %v %v", at, damaged, err)
+		}
 	}
 }

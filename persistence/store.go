@@ -96,6 +96,9 @@ type Write struct {
 	Bucket int
 	Keys   []string
 	Ends   []int
+	// Fan > 0 stores Elems as element page Bucket of Key's Fan pages (see
+	// pages.go; elements with nil Data are left out); none deletes the page.
+	Fan int
 }
 
 // Elem is one element record; nil Data deletes it.
@@ -636,7 +639,7 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 			continue
 		}
 		if w.ReplaceAll {
-			prefix := elemPrefix(w.DB, w.Key)
+			prefix := elemPagePrefix(w.DB, w.Key)
 			if err := s.deleteStoredElems(del, prefix); err != nil {
 				return err
 			}
@@ -647,25 +650,30 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 			}
 			delete(pending, string(prefix))
 		}
-		if w.Header != nil && !w.ElemsOnly {
+		if w.Header != nil {
 			return fmt.Errorf("key %q: headers are stored in pages (Write.Page)", w.Key)
 		}
-		for _, e := range w.Elems {
-			k := ElemKey(w.DB, w.Key, e.Kind, e.Name)
-			var err error
-			if e.Data == nil {
-				err = del(k)
-			} else {
-				err = set(k, sealed(e.Data))
-				if pending == nil {
-					pending = make(map[string][][]byte)
-				}
-				p := string(elemPrefix(w.DB, w.Key))
-				pending[p] = append(pending[p], k)
+		if w.Fan <= 0 {
+			if len(w.Elems) > 0 {
+				return fmt.Errorf("key %q: elements are stored in pages (Write.Fan)", w.Key)
 			}
-			if err != nil {
-				return err
+			continue
+		}
+		k := ElemPageKey(w.DB, w.Key, w.Bucket)
+		page := encodeElemPage(w.Fan, w.Elems)
+		var err error
+		if page == nil {
+			err = del(k)
+		} else {
+			err = set(k, page)
+			if pending == nil {
+				pending = make(map[string][][]byte)
 			}
+			p := string(elemPagePrefix(w.DB, w.Key))
+			pending[p] = append(pending[p], k)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -779,6 +787,9 @@ type Loader struct {
 	// Corrupt is told of a key whose stored record failed its checksum
 	// (the record is not passed on).
 	Corrupt func(db int, key string) error
+	// ElemPages, when set, is told the number of element pages of each
+	// stored element page of a key (its layout: see Write.Fan).
+	ElemPages func(db int, key string, fan int)
 }
 
 func (l *Loader) corrupt(db int, key string) error {
@@ -864,7 +875,26 @@ func (s *Store) Load(l Loader) error {
 		}); err != nil {
 			return err
 		}
-		if err := scan(prefixElem, func(k, v []byte) error {
+		if !legacy {
+			if err := scan(prefixElemPage, func(k, v []byte) error {
+				db, key, ok := parseElemPageKey(k)
+				if !ok {
+					return fmt.Errorf("corrupt element page key %q", k)
+				}
+				fan, err := parseElemPage(v, func(kind byte, name string, data []byte) error {
+					return l.Elem(db, key, kind, name, data)
+				})
+				if errors.Is(err, errPage) {
+					return l.corrupt(db, key)
+				}
+				if err == nil && l.ElemPages != nil {
+					l.ElemPages(db, key, fan)
+				}
+				return err
+			}); err != nil {
+				return err
+			}
+		} else if err := scan(prefixElem, func(k, v []byte) error {
 			if len(k) < 3 {
 				return nil
 			}

@@ -165,32 +165,51 @@ func page(db, bucket int, kv ...string) Write {
 	return w
 }
 
-// The last write of a page in a group wins; a page without keys deletes
-// it; ReplaceAll drops a key's element records.
+// epage is the write of element page n of key's fan pages: kind, name,
+// data triples (an empty data: no data).
+func epage(key string, fan, n int, ked ...string) Write {
+	w := Write{Key: key, ElemsOnly: true, Fan: fan, Bucket: n}
+	for i := 0; i < len(ked); i += 3 {
+		e := Elem{Kind: ked[i][0], Name: ked[i+1]}
+		if ked[i+2] != "" {
+			e.Data = []byte(ked[i+2])
+		}
+		w.Elems = append(w.Elems, e)
+	}
+	return w
+}
+
+// The last write of a page in a group wins; a page without keys (or
+// elements with data) deletes it; ReplaceAll drops every element page of
+// a key, also one written earlier in the same group.
 func TestGroupLastWriteWinsAndDelete(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, FsyncNo)
-	s.Submit([]Write{page(0, 1, "a", "1"), page(0, 1, "a", "2"), page(0, 2, "b", "x"), {Key: "b", ElemsOnly: true, Elems: []Elem{{Kind: 's', Name: "m", Data: []byte("d")}}}}, nil, nil).Wait()
-	s.Submit([]Write{page(0, 4, "d", "x"), {Key: "d", ElemsOnly: true, Elems: []Elem{{Kind: 's', Name: "p", Data: []byte("1")}}}, {Key: "d", ElemsOnly: true, ReplaceAll: true}, page(0, 4)}, nil, nil).Wait()
-	s.Submit([]Write{{Key: "b", ElemsOnly: true, ReplaceAll: true}, page(0, 2), page(0, 3, "c", "h"), {Key: "c", ElemsOnly: true, Elems: []Elem{{Kind: 's', Name: "m1", Data: []byte("1")}, {Kind: 'h', Name: "m2", Data: []byte("2")}}}}, nil, nil).Wait()
-	s.Submit([]Write{page(0, 3, "c", "h2", "c2", "h3"), {Key: "c", ElemsOnly: true, Elems: []Elem{{Kind: 's', Name: "m1"}, {Kind: 's', Name: "m3", Data: []byte("3")}}}}, nil, nil).Wait()
-	if err := s.Submit([]Write{{Key: "e", Header: []byte("h")}}, nil, nil).Wait(); err == nil {
-		t.Fatal("a header outside a page was stored")
+	s.Submit([]Write{page(0, 1, "a", "1"), page(0, 1, "a", "2"), page(0, 2, "b", "x"), epage("b", 1, 0, "s", "m", "d")}, nil, nil).Wait()
+	s.Submit([]Write{page(0, 4, "d", "x"), epage("d", 1, 0, "s", "p", "1"), {Key: "d", ElemsOnly: true, ReplaceAll: true}, page(0, 4)}, nil, nil).Wait()
+	s.Submit([]Write{{Key: "b", ElemsOnly: true, ReplaceAll: true}, page(0, 2), page(0, 3, "c", "h"), epage("c", 2, 0, "s", "m1", "1", "h", "m2", "2"), epage("c", 2, 1, "s", "m4", "4")}, nil, nil).Wait()
+	s.Submit([]Write{page(0, 3, "c", "h2", "c2", "h3"), epage("c", 2, 0, "s", "m1", "", "s", "m3", "3"), epage("c", 2, 1, "s", "m4", "")}, nil, nil).Wait()
+	for _, bad := range []Write{{Key: "e", Header: []byte("h")}, {Key: "e", Elems: []Elem{{Kind: 's', Name: "x", Data: []byte("1")}}}} {
+		if err := s.Submit([]Write{bad}, nil, nil).Wait(); err == nil {
+			t.Fatalf("stored outside a page: %+v", bad)
+		}
 	}
 	s.Close()
 	s = open(t, dir, FsyncNo)
 	defer s.Close()
 	got := map[string]string{}
+	fans := map[string]int{}
 	s.Load(Loader{
 		Header: func(db int, key string, state []byte) error { got[key] = string(state); return nil },
 		Elem: func(db int, key string, kind byte, name string, data []byte) error {
 			got[key+"/"+string(kind)+name] = string(data)
 			return nil
 		},
-		Replay: func(uint64, []byte) error { return nil }})
-	want := map[string]string{"a": "2", "c": "h2", "c2": "h3", "c/hm2": "2", "c/sm3": "3"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("got %v, want %v", got, want)
+		ElemPages: func(db int, key string, fan int) { fans[key] = fan },
+		Replay:    func(uint64, []byte) error { return nil }})
+	want := map[string]string{"a": "2", "c": "h2", "c2": "h3", "c/sm3": "3"}
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(fans) != "map[c:2]" {
+		t.Fatalf("got %v %v, want %v", got, fans, want)
 	}
 }
 
@@ -272,12 +291,15 @@ func TestOutboxEntriesBounded(t *testing.T) {
 func TestWriteStatesHugeKey(t *testing.T) {
 	s := open(t, t.TempDir(), FsyncEverysec)
 	defer s.Close()
-	const n = 120000 // more than one Badger transaction holds
-	w := Write{Key: "big", ElemsOnly: true}
-	for i := 0; i < n; i++ {
-		w.Elems = append(w.Elems, Elem{Kind: 'h', Name: fmt.Sprint("field:", i), Data: []byte("0123456789")})
+	const n, fan = 120000, 2048 // more than one Badger transaction holds
+	pages := make([]Write, fan)
+	for i := range pages {
+		pages[i] = epage("big", fan, i)
 	}
-	if err := s.WriteStates([]Write{w, page(0, 7, "big", "h")}); err != nil {
+	for i := 0; i < n; i++ {
+		pages[i%fan].Elems = append(pages[i%fan].Elems, Elem{Kind: 'h', Name: fmt.Sprint("field:", i), Data: []byte("0123456789")})
+	}
+	if err := s.WriteStates(append(pages, page(0, 7, "big", "h"))); err != nil {
 		t.Fatal(err)
 	}
 	count := func() (elems int) {
@@ -288,7 +310,9 @@ func TestWriteStatesHugeKey(t *testing.T) {
 	if c := count(); c != n {
 		t.Fatalf("%d elements stored, want %d", c, n)
 	}
-	if err := s.WriteStates([]Write{{Key: "big", ElemsOnly: true, ReplaceAll: true, Elems: []Elem{{Kind: 'h', Name: "only", Data: []byte("1")}}}, page(0, 7, "big", "h2")}); err != nil {
+	only := epage("big", 1, 0, "h", "only", "1")
+	only.ReplaceAll = true
+	if err := s.WriteStates([]Write{only, page(0, 7, "big", "h2")}); err != nil {
 		t.Fatal(err)
 	}
 	if c := count(); c != 1 {

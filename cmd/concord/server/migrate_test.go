@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,8 +17,8 @@ import (
 )
 
 // toLegacy rewrites a stopped region's key states as an earlier version
-// stored them: a record per key (its header and a CRC-32C), no pages, no
-// format mark.
+// stored them: a record per key and per element (each with a CRC-32C), no
+// pages, no format mark.
 func toLegacy(t *testing.T, dir string, keys []string) {
 	t.Helper()
 	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
@@ -40,6 +41,29 @@ func toLegacy(t *testing.T, dir string, keys []string) {
 			h = binary.LittleEndian.AppendUint32(h, crc32.Checksum(h, crc32.MakeTable(crc32.Castagnoli)))
 			if err := txn.Set(persistence.StateKey(0, k), h); err != nil {
 				return err
+			}
+			// its element pages: a record per element
+			prefix := persistence.ElemPageKey(0, k, 0)
+			prefix = prefix[:len(prefix)-4]
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			var pages [][]byte
+			for it.Rewind(); it.Valid(); it.Next() {
+				pages = append(pages, it.Item().KeyCopy(nil))
+				v, _ := it.Item().ValueCopy(nil)
+				_, err := persistence.ReadElemPage(v, func(kind byte, name string, data []byte) error {
+					data = binary.LittleEndian.AppendUint32(append([]byte(nil), data...), crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
+					return txn.Set(persistence.ElemKey(0, k, kind, name), data)
+				})
+				if err != nil {
+					it.Close()
+					return err
+				}
+			}
+			it.Close()
+			for _, p := range pages {
+				if err := txn.Delete(p); err != nil {
+					return err
+				}
 			}
 		}
 		for b := 0; b < keyspace.NumBuckets; b++ {
@@ -72,6 +96,10 @@ func TestLegacyDirMigratesToPages(t *testing.T) {
 		c.Set(ctx, fmt.Sprint("s", i), i, 0)
 		c.HSet(ctx, fmt.Sprint("h", i%7), fmt.Sprint("f", i), i)
 	}
+	for i := 0; i < 1000; i++ { // in 16 element pages
+		c.SAdd(ctx, "big", fmt.Sprint("m", i))
+	}
+	keys = append(keys, "big")
 	want := dumpAll(t, c)
 	c.Close()
 	in.Close()
@@ -105,7 +133,10 @@ func dumpAll(t *testing.T, c *redis.Client) string {
 	for i := 0; i < 7; i++ {
 		out += fmt.Sprint(c.HGetAll(ctx, fmt.Sprint("h", i)).Val(), ";")
 	}
-	if n := c.DBSize(ctx).Val(); n != 307 {
+	ms := c.SMembers(ctx, "big").Val()
+	slices.Sort(ms)
+	out += fmt.Sprint(ms)
+	if n := c.DBSize(ctx).Val(); n != 308 {
 		t.Fatalf("%d keys", n)
 	}
 	return out

@@ -77,7 +77,7 @@ func toStore(w []keyspace.Write) []persistence.Write {
 	pw := make([]persistence.Write, len(w))
 	for i, x := range w {
 		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, ElemsOnly: x.ElemsOnly, Meta: x.Meta,
-			Page: x.Page, Bucket: x.Bucket, Keys: x.Keys, Ends: x.Ends}
+			Page: x.Page, Bucket: x.Bucket, Keys: x.Keys, Ends: x.Ends, Fan: x.Fan}
 		if len(x.Elems) > 0 {
 			pw[i].Elems = make([]persistence.Elem, len(x.Elems))
 			for j, e := range x.Elems {
@@ -350,6 +350,7 @@ func Start(cfg Config) (*Instance, error) {
 func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt []keyspace.Key, err error) {
 	states := map[keyspace.Key]*crdt.State{}
 	damaged := map[keyspace.Key]bool{}
+	fans := map[keyspace.Key]int{} // element pages' layouts
 	replay := func(seq uint64, b []byte, covered bool) error {
 		kds, err := crdt.DecodeBatch(b)
 		if err != nil {
@@ -393,6 +394,13 @@ func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt 
 			damaged[keyspace.Key{DB: db, Key: key}] = true
 			return nil
 		},
+		ElemPages: func(db int, key string, fan int) {
+			k := keyspace.Key{DB: db, Key: key}
+			if f, seen := fans[k]; seen && f != fan {
+				fan = -1 // two layouts: a checkpoint cut short
+			}
+			fans[k] = fan
+		},
 		Replay: func(seq uint64, b []byte) error { return replay(seq, b, false) },
 		// entries a checkpoint covers still help rebuild a damaged key
 		Covered: func(seq uint64, b []byte) error { return replay(seq, b, true) },
@@ -403,6 +411,9 @@ func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt 
 	}
 	for k, st := range states {
 		ks.Load(k, st)
+	}
+	for k, fan := range fans {
+		ks.SetElemPages(k, fan)
 	}
 	return n, bad, corrupt, err
 }
