@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeMessage -fuzztime $(FUZZTIME) ./crdt
 	$(GO) test -run XXX -fuzz FuzzGuard -fuzztime $(FUZZTIME) ./resp
 	$(GO) test -run XXX -fuzz FuzzACLRules -fuzztime $(FUZZTIME) ./commands
+	$(GO) test -run XXX -fuzz FuzzPages -fuzztime $(FUZZTIME) ./persistence
 
 test: deps vet race integration goroutines fuzz
 

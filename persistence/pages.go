@@ -121,7 +121,7 @@ func parsePage(page []byte, fn func(key string, header []byte, hdrAt int, ok boo
 		if err != nil {
 			return err
 		}
-		ok := crc32.Checksum(h, castagnoli) == binary.LittleEndian.Uint32(page[at-4:])
+		ok := len(h) > 0 && crc32.Checksum(h, castagnoli) == binary.LittleEndian.Uint32(page[at-4:]) // empty: known damaged
 		if err := fn(string(k), h, at-4-len(h), ok); err != nil {
 			return err
 		}
