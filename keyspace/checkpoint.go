@@ -160,6 +160,11 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 	}
 	var names []string
 	var pages [subBuckets]pageBuf
+	hdrBytes, hdrKeys := 64, 1 // the headers encoded so far (to size pages)
+	var quarantined []Key
+	if ks.quarAny.Load() {
+		quarantined = ks.QuarantinedKeys()
+	}
 	for dbi, d := range ks.dbs {
 		for si := range d.shards {
 			s := &d.shards[si]
@@ -174,6 +179,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 				if s.flagged == 0 {
 					return
 				}
+				c.flagged = make([]string, 0, s.flagged)
 				for key, e := range s.m {
 					if e.dirty {
 						e.dirty = false
@@ -234,8 +240,18 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 					return true
 				})
 			})
+			// each page sized for its keys (headers of the average size so
+			// far): one allocation each instead of a doubling series
+			var count [subBuckets]int
+			for _, key := range names {
+				count[subBucket(key)]++
+			}
 			for i := range pages {
-				pages[i] = pageBuf{}
+				if !inPage[i] {
+					continue
+				}
+				pages[i] = pageBuf{keys: make([]string, 0, count[i]), ends: make([]int, 0, count[i]),
+					hdr: make([]byte, 0, count[i]*(hdrBytes/max(hdrKeys, 1)+16))}
 			}
 			inChunks(s, names, func(key string) {
 				if st := s.stateOf(key); st != nil {
@@ -247,7 +263,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			})
 			// a key known damaged, waiting for a peer's repair, stays
 			// marked damaged in its page (see Quarantine)
-			for _, k := range ks.QuarantinedKeys() {
+			for _, k := range quarantined {
 				if sub := subBucket(k.Key); k.DB == dbi && d.shardOf(k.Key) == s && inPage[sub] && !slices.Contains(pages[sub].keys, k.Key) {
 					p := &pages[sub]
 					p.keys = append(p.keys, k.Key)
@@ -259,6 +275,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 					continue
 				}
 				p := pages[sub]
+				hdrBytes, hdrKeys = hdrBytes+len(p.hdr), hdrKeys+len(p.keys)
 				if err := add(Write{DB: dbi, Page: true, Bucket: si*subBuckets + sub, Keys: p.keys, Ends: p.ends, Header: p.hdr}); err != nil {
 					return keys, err
 				}

@@ -1167,17 +1167,24 @@ type elemRef struct {
 // the element is gone).
 func encodeElems(st *crdt.State, refs []elemRef) []Elem {
 	out := make([]Elem, len(refs))
+	var buf []byte // the records, one after another (a slice of an outgrown array stays valid)
 	for i, r := range refs {
 		out[i] = Elem{Kind: r.kind, Name: r.name}
 		if st == nil {
 			continue
 		}
+		if buf == nil {
+			buf = make([]byte, 0, 24*len(refs))
+		}
+		start := len(buf)
 		if r.kind == crdt.ElemMember {
 			if dots, ok := st.Set[r.name]; ok {
-				out[i].Data = crdt.AppendMember(nil, dots)
+				buf = crdt.AppendMember(buf, dots)
+				out[i].Data = buf[start:len(buf):len(buf)]
 			}
 		} else if reg, ok := st.Hash[r.name]; ok {
-			out[i].Data = crdt.AppendField(nil, reg)
+			buf = crdt.AppendField(buf, reg)
+			out[i].Data = buf[start:len(buf):len(buf)]
 		}
 	}
 	return out

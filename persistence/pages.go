@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -58,8 +59,9 @@ func PageKey(db, bucket int) []byte {
 	return []byte{prefixPage, byte(db), byte(bucket >> 8), byte(bucket)}
 }
 
-// encodePage builds the page of keys, whose headers are headers cut at ends.
-func encodePage(keys []string, ends []int, headers []byte) []byte {
+// encodePage builds the page of keys, whose headers are headers cut at
+// ends, in buf's memory when it is big enough.
+func encodePage(buf []byte, keys []string, ends []int, headers []byte) []byte {
 	n := 1
 	for i, k := range keys {
 		n += len(k) + 2*binary.MaxVarintLen32 + 8
@@ -69,8 +71,7 @@ func encodePage(keys []string, ends []int, headers []byte) []byte {
 			n += ends[i] - ends[i-1]
 		}
 	}
-	page := make([]byte, 1, n)
-	page[0] = pageFormat1
+	page := append(grown(buf, n), pageFormat1)
 	start := 0
 	for i, k := range keys {
 		h := headers[start:ends[i]]
@@ -247,8 +248,9 @@ func parseElemPageKey(k []byte) (db int, key string, ok bool) {
 	return int(k[1]), string(k[2+w : 2+w+int(n)]), true
 }
 
-// encodeElemPage builds an element page (nil: no element has data).
-func encodeElemPage(fan int, elems []Elem) []byte {
+// encodeElemPage builds an element page (nil: no element has data), in
+// buf's memory when it is big enough.
+func encodeElemPage(buf []byte, fan int, elems []Elem) []byte {
 	n := 1 + binary.MaxVarintLen32
 	live := 0
 	for _, e := range elems {
@@ -260,8 +262,7 @@ func encodeElemPage(fan int, elems []Elem) []byte {
 	if live == 0 {
 		return nil
 	}
-	page := make([]byte, 1, n+4)
-	page[0] = pageFormat1
+	page := append(grown(buf, n+4), pageFormat1)
 	page = binary.AppendUvarint(page, uint64(fan))
 	page = binary.LittleEndian.AppendUint32(page, crc32.Checksum(page, castagnoli))
 	for _, e := range elems {
@@ -323,3 +324,44 @@ func parseElemPage(page []byte, fn func(kind byte, name string, data []byte) err
 	}
 	return int(f), nil
 }
+
+// grown returns buf emptied, or a new buffer when buf cannot hold n bytes.
+func grown(buf []byte, n int) []byte {
+	if cap(buf) < n {
+		return make([]byte, 0, max(n, 4<<10))
+	}
+	return buf[:0]
+}
+
+// pageBufs keeps the memory of the pages a WriteStates stored for the next
+// one: a checkpoint encodes its pages into the same buffers instead of new
+// allocations (~100 bytes per key) for the collector to clear.
+type pageBufs struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+func (p *pageBufs) get() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b
+	}
+	return nil
+}
+
+// release takes back buffers Badger is done with: at most maxPageBufs,
+// none of more than 1 MiB.
+func (p *pageBufs) release(used [][]byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range used {
+		if len(p.free) < maxPageBufs && cap(b) <= 1<<20 {
+			p.free = append(p.free, b)
+		}
+	}
+}
+
+const maxPageBufs = 4096

@@ -208,8 +208,8 @@ func TestElemPageDamage(t *testing.T) {
 // Stored pages are read back exactly; any bytes as a page (damage, a bug)
 // give keys and elements or errPage, never a panic or a read past the page.
 func FuzzPages(f *testing.F) {
-	f.Add(encodePage([]string{"a", "bb"}, []int{2, 5}, []byte("h1h22")), true)
-	f.Add(encodeElemPage(4, []Elem{{Kind: 's', Name: "m", Data: []byte("d")}, {Kind: 'h', Name: "f", Data: []byte("")}}), false)
+	f.Add(encodePage(nil, []string{"a", "bb"}, []int{2, 5}, []byte("h1h22")), true)
+	f.Add(encodeElemPage(nil, 4, []Elem{{Kind: 's', Name: "m", Data: []byte("d")}, {Kind: 'h', Name: "f", Data: []byte("")}}), false)
 	f.Add([]byte{pageFormat1, 0x80}, true)
 	f.Fuzz(func(t *testing.T, b []byte, headers bool) {
 		var keys []string
@@ -243,7 +243,7 @@ func FuzzPages(f *testing.F) {
 		}
 		// what parsed re-encodes to what parses the same
 		if headers && len(keys) > 0 {
-			again := encodePage(keys, ends, hdrs)
+			again := encodePage(nil, keys, ends, hdrs)
 			n := 0
 			if err := parsePage(again, func(k string, h []byte, _ int, ok bool) error {
 				if !ok || k != keys[n] {
@@ -256,7 +256,7 @@ func FuzzPages(f *testing.F) {
 			}
 		}
 		if !headers && len(elems) > 0 {
-			again := encodeElemPage(1, elems)
+			again := encodeElemPage(nil, 1, elems)
 			n := 0
 			if _, err := parseElemPage(again, func(kind byte, name string, data []byte) error {
 				if kind != elems[n].Kind || name != elems[n].Name || string(data) != string(elems[n].Data) {

@@ -144,7 +144,8 @@ type Store struct {
 	inTrimmed uint64 // inbound entries <= inTrimmed are gone
 	sinceCkpt int64  // log bytes written since the last checkpoint began
 
-	legacy      bool // the states are per-key records of an earlier version (see NeedsPages)
+	legacy      bool     // the states are per-key records of an earlier version (see NeedsPages)
+	bufs        pageBufs // the memory of the pages WriteStates stores
 	stats       Stats
 	residentErr atomic.Bool // dropResident failed once (not logged again)
 }
@@ -613,11 +614,12 @@ func (s *Store) cut(fr *frame, kind byte, deltas []crdt.KeyDelta, last *uint64) 
 	return len(fr.b) - start
 }
 
-// applyWrites applies writes in order. ReplaceAll deletes the key's stored
+// applyWrites applies writes in order (the pages it encodes are added to
+// used). ReplaceAll deletes the key's stored
 // elements (read from a snapshot, not by iterating the transaction's pending
 // writes, which Badger sorts on every iterator) and those written earlier in
 // the same transaction.
-func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) error, writes []Write) error {
+func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) error, writes []Write, used *[][]byte) error {
 	var pending map[string][][]byte
 	for _, w := range writes {
 		if w.Page {
@@ -625,7 +627,9 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 			if len(w.Keys) == 0 {
 				err = del(PageKey(w.DB, w.Bucket))
 			} else {
-				err = set(PageKey(w.DB, w.Bucket), encodePage(w.Keys, w.Ends, w.Header))
+				page := encodePage(s.bufs.get(), w.Keys, w.Ends, w.Header)
+				*used = append(*used, page)
+				err = set(PageKey(w.DB, w.Bucket), page)
 			}
 			if err != nil {
 				return err
@@ -660,7 +664,8 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 			continue
 		}
 		k := ElemPageKey(w.DB, w.Key, w.Bucket)
-		page := encodeElemPage(w.Fan, w.Elems)
+		page := encodeElemPage(s.bufs.get(), w.Fan, w.Elems)
+		*used = append(*used, page)
 		var err error
 		if page == nil {
 			err = del(k)
@@ -1029,8 +1034,10 @@ func (s *Store) Barrier() *Group {
 // records were stored.
 func (s *Store) WriteStates(writes []Write) error {
 	wb := s.sdb.NewWriteBatch()
+	var used [][]byte                       // the pages' memory: Badger's until it wrote them
+	defer func() { s.bufs.release(used) }() // after Cancel, which waits for Badger's writes
 	defer wb.Cancel()
-	if err := s.applyWrites(wb.Set, wb.Delete, writes); err != nil {
+	if err := s.applyWrites(wb.Set, wb.Delete, writes, &used); err != nil {
 		return err
 	}
 	return wb.Flush()
