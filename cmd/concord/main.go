@@ -67,6 +67,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.Var(peerFlag{&cfg.Peers}, "peer", "another region as NAME=nats://host:port (repeatable; the URL may be a proxy)")
 	fs.StringVar(&cfg.NATS, "nats", "", "external NATS URL for this region instead of the embedded server")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "host:port for Prometheus /metrics, /healthz and /readyz (empty: off)")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's runtime profiles at /debug/pprof/ on --metrics-addr")
 	fs.DurationVar(&cfg.PeerDownAfter, "peer-down-after", 10*time.Second, "a peer unreachable this long makes /readyz report degraded")
 	fs.StringVar(&cfg.TLSAddr, "tls-addr", "", "host:port for TLS clients (empty: off)")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "server certificate (PEM)")

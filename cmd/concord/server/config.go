@@ -44,6 +44,7 @@ type Config struct {
 	Retention  time.Duration     // how long this region's deltas stay in its stream
 
 	MetricsAddr string // where /metrics, /healthz and /readyz are served ("" = off)
+	Pprof       bool   // also serve Go's profiles (/debug/pprof/) on MetricsAddr
 	// PeerDownAfter: a peer unreachable this long makes /readyz "degraded".
 	PeerDownAfter time.Duration
 
@@ -190,6 +191,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.PeerListen); err != nil {
 			return fmt.Errorf("--peer-listen %q: want host:port", c.PeerListen)
 		}
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return fmt.Errorf("--pprof serves profiles on --metrics-addr: set it too")
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

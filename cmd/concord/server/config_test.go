@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -43,5 +44,29 @@ func TestLogSegmentBytesReachesTheLog(t *testing.T) {
 	}
 	if _, _, segs, bytes := in.store.Size(); segs < 3 {
 		t.Fatalf("%d segments for %d bytes of log with 64 KiB segments", segs, bytes)
+	}
+}
+
+// --pprof serves Go's profiles on --metrics-addr, only when asked; it
+// needs --metrics-addr.
+func TestPprofOptIn(t *testing.T) {
+	c := Config{Dir: t.TempDir(), Pprof: true}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--metrics-addr") {
+		t.Fatalf("--pprof without --metrics-addr: %v", err)
+	}
+	for _, on := range []bool{false, true} {
+		in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", MetricsAddr: "127.0.0.1:0", Pprof: on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Get("http://" + in.MetricsAddr() + "/debug/pprof/cmdline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{false: 404, true: 200}[on]; resp.StatusCode != want {
+			t.Fatalf("pprof %v: status %d, want %d", on, resp.StatusCode, want)
+		}
+		in.Close()
 	}
 }

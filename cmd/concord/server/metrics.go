@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime/metrics"
 	"strconv"
 
@@ -124,7 +125,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// serveMetrics serves /metrics and /healthz on addr.
+// serveMetrics serves /metrics, /healthz, /readyz and, with --pprof,
+// /debug/pprof/ on addr.
 func (in *Instance) serveMetrics(addr string) (net.Listener, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{in})
@@ -132,6 +134,13 @@ func (in *Instance) serveMetrics(addr string) (net.Listener, error) {
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", in.readyz)
+	if in.cfg.Pprof { // Go's profiles of a live region (opt-in: they cost CPU while running)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
