@@ -141,3 +141,88 @@ func dumpAll(t *testing.T, c *redis.Client) string {
 	}
 	return out
 }
+
+// elemPages returns the element pages stored for key: page number → the
+// number of pages of its layout.
+func elemPages(t *testing.T, dir, key string) map[int]int {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	out := map[int]int{}
+	prefix := persistence.ElemPageKey(0, key, 0)
+	prefix = prefix[:len(prefix)-4]
+	db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			v, _ := it.Item().ValueCopy(nil)
+			fan, err := persistence.ReadElemPage(v, func(byte, string, []byte) error { return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[int(binary.BigEndian.Uint32(k[len(k)-4:]))] = fan
+		}
+		return nil
+	})
+	return out
+}
+
+// Element pages of two layouts found at start (a checkpoint cut short while
+// it changed a key's layout) are all read, and the next checkpoint that
+// stores the key rewrites it whole in one layout, dropping the others.
+func TestTwoElemLayoutsRewrittenWhole(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	cfg := Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error", Region: "A", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
+	in, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
+	for i := 0; i < 200; i++ {
+		c.SAdd(ctx, "s", fmt.Sprint("m", i))
+	}
+	c.Close()
+	in.Close()
+	pages := elemPages(t, dir, "s")
+	if len(pages) != 4 || pages[0] != 4 {
+		t.Fatalf("200 members in pages %v, want 4 of 4", pages)
+	}
+	// a page of another layout, as a cut-short checkpoint leaves it
+	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(persistence.ElemPageKey(0, "s", 0))
+		if err != nil {
+			return err
+		}
+		v, _ := item.ValueCopy(nil)
+		v[1] = 8 // its page count: 8, and the count's checksum to match
+		binary.LittleEndian.PutUint32(v[2:], crc32.Checksum(v[:2], crc32.MakeTable(crc32.Castagnoli)))
+		return txn.Set(persistence.ElemPageKey(0, "s", 5), v)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err = Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = redis.NewClient(&redis.Options{Addr: in.Addr()})
+	if n := c.SCard(ctx, "s").Val(); n != 200 {
+		t.Fatalf("%d members loaded", n)
+	}
+	c.SAdd(ctx, "s", "one-more") // one changed member: a whole rewrite all the same
+	c.Close()
+	in.Close()
+	if pages := elemPages(t, dir, "s"); len(pages) != 4 || pages[5] != 0 || pages[0] != 4 {
+		t.Fatalf("pages after the rewrite: %v", pages)
+	}
+}
