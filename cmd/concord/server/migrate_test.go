@@ -16,6 +16,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// startIn starts a region on dir (checkpoints only when asked, and at
+// stops) and a client of it.
+func startIn(t *testing.T, dir string) (Config, *Instance, *redis.Client) {
+	t.Helper()
+	cfg := Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error", Region: "A", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
+	in, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, in, redis.NewClient(&redis.Options{Addr: in.Addr()})
+}
+
 // toLegacy rewrites a stopped region's key states as an earlier version
 // stored them: a record per key and per element (each with a CRC-32C), no
 // pages, no format mark.
@@ -84,12 +96,7 @@ func toLegacy(t *testing.T, dir string, keys []string) {
 func TestLegacyDirMigratesToPages(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	cfg := Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error", Region: "A", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
-	in, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
+	cfg, in, c := startIn(t, dir)
 	var keys []string
 	for i := 0; i < 300; i++ {
 		keys = append(keys, fmt.Sprint("s", i), fmt.Sprint("h", i%7))
@@ -177,12 +184,7 @@ func elemPages(t *testing.T, dir, key string) map[int]int {
 func TestTwoElemLayoutsRewrittenWhole(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	cfg := Config{Addr: "127.0.0.1:0", Dir: dir, LogLevel: "error", Region: "A", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
-	in, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
+	cfg, in, c := startIn(t, dir)
 	for i := 0; i < 200; i++ {
 		c.SAdd(ctx, "s", fmt.Sprint("m", i))
 	}
