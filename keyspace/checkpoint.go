@@ -543,9 +543,10 @@ func (ks *Keyspace) Dirty() int {
 	return n
 }
 
-// DirtyAll marks every key changed, with all its elements: the next
-// checkpoint stores all of them (a data dir of an earlier version, whose
-// states were one record per key and element, is rewritten as pages).
+// DirtyAll marks every key changed, with all its elements, and the bucket
+// of every quarantined key: the next checkpoint stores all of them (a data
+// dir of an earlier version, whose states were one record per key and
+// element, is rewritten as pages).
 func (ks *Keyspace) DirtyAll() {
 	for _, d := range ks.dbs {
 		for i := range d.shards {
@@ -580,6 +581,23 @@ func (ks *Keyspace) DirtyAll() {
 			s.mu.Unlock()
 			ks.world.RUnlock()
 		}
+	}
+	// and the buckets of quarantined keys, whose pages mark them damaged
+	for _, k := range ks.QuarantinedKeys() {
+		if k.DB < 0 || k.DB >= len(ks.dbs) {
+			continue
+		}
+		s := ks.dbs[k.DB].shardOf(k.Key)
+		ks.world.RLock()
+		s.mu.Lock()
+		if _, seen := s.dirty[k.Key]; !seen && s.stateOf(k.Key) == nil {
+			if s.dirty == nil {
+				s.dirty = make(map[string]*dirtyKey)
+			}
+			s.dirty[k.Key] = nil
+		}
+		s.mu.Unlock()
+		ks.world.RUnlock()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,5 +227,54 @@ func TestTwoElemLayoutsRewrittenWhole(t *testing.T) {
 	in.Close()
 	if pages := elemPages(t, dir, "s"); len(pages) != 4 || pages[5] != 0 || pages[0] != 4 {
 		t.Fatalf("pages after the rewrite: %v", pages)
+	}
+}
+
+// A key whose record in an earlier version's data dir is damaged, with a
+// peer to repair it from, stays quarantined (TRYAGAIN, never served as
+// missing) after the migration to pages and across restarts, until the
+// peer repairs it.
+func TestLegacyDamagedKeyStaysQuarantined(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	start := func() *Instance { return startForTest(t, dir, true) } // peer X never runs
+	in := start()
+	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
+	c.Set(ctx, "s1", "precious", 0)
+	c.Set(ctx, "s2", "fine", 0)
+	c.Close()
+	in.Close()
+	toLegacy(t, dir, []string{"s1", "s2"})
+	db, err := badger.Open(badger.DefaultOptions(dir + "/badger").WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(persistence.StateKey(0, "s1"))
+		if err != nil {
+			return err
+		}
+		v, _ := item.ValueCopy(nil)
+		v[len(v)/2] ^= 0x40
+		return txn.Set(persistence.StateKey(0, "s1"), v)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for life := 0; life < 2; life++ {
+		in := start()
+		c := redis.NewClient(&redis.Options{Addr: in.Addr(), MaxRetries: -1})
+		if v, err := c.Get(ctx, "s1").Result(); err == nil || !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+			t.Fatalf("life %d: the damaged key is served: %q %v", life, v, err)
+		}
+		if v := c.Get(ctx, "s2").Val(); v != "fine" {
+			t.Fatalf("life %d: s2 = %q", life, v)
+		}
+		if in.store.NeedsPages() {
+			t.Fatalf("life %d: not migrated", life)
+		}
+		c.Close()
+		in.Close()
 	}
 }

@@ -127,10 +127,6 @@ func Start(cfg Config) (*Instance, error) {
 	if bad > 0 {
 		log.Error().Int("keys", bad).Msg("stored states failed to decode and were skipped")
 	}
-	if err := migratePages(store, ks, log); err != nil {
-		store.Close()
-		return nil, err
-	}
 	for _, k := range corrupt {
 		ks.Stats.CorruptRecords.Add(1)
 		if cfg.Replicated() {
@@ -159,6 +155,12 @@ func Start(cfg Config) (*Instance, error) {
 			return nil, err
 		}
 		ks.Unstore(k) // and its page, by the checkpoint below
+	}
+	// after the damaged keys are quarantined, rebuilt or dropped: the pages
+	// store them so (a quarantined key marked damaged)
+	if err := migratePages(store, ks, log); err != nil {
+		store.Close()
+		return nil, err
 	}
 	log.Debug().Int("keys", n).Dur("took", time.Since(t0)).Msg("loaded")
 
