@@ -370,7 +370,8 @@ func (s *Store) newOpenGroup() *Group {
 	return g
 }
 
-// StateKey is the Badger key of a key's state.
+// StateKey is the Badger key of a key's state record in the format before
+// pages (read when migrating such a data dir; tests that make one).
 func StateKey(db int, key string) []byte {
 	b := make([]byte, 0, 2+len(key))
 	b = append(b, prefixKey, byte(db))
@@ -715,7 +716,8 @@ func (s *Store) deleteStoredElems(del func([]byte) error, prefix []byte) error {
 	return nil
 }
 
-// ElemKey is the Badger key of one element record of a key.
+// ElemKey is the Badger key of one element record of a key in the format
+// before pages (see StateKey).
 func ElemKey(db int, key string, kind byte, name string) []byte {
 	b := elemPrefix(db, key)
 	b = append(b, kind)
