@@ -335,10 +335,12 @@ func grown(buf []byte, n int) []byte {
 
 // pageBufs keeps the memory of the pages a WriteStates stored for the next
 // one: a checkpoint encodes its pages into the same buffers instead of new
-// allocations (~100 bytes per key) for the collector to clear.
+// allocations (~100 bytes per key) for the collector to clear. At most
+// maxPageBufs bytes are kept.
 type pageBufs struct {
-	mu   sync.Mutex
-	free [][]byte
+	mu    sync.Mutex
+	free  [][]byte
+	bytes int
 }
 
 func (p *pageBufs) get() []byte {
@@ -347,21 +349,22 @@ func (p *pageBufs) get() []byte {
 	if n := len(p.free); n > 0 {
 		b := p.free[n-1]
 		p.free = p.free[:n-1]
+		p.bytes -= cap(b)
 		return b
 	}
 	return nil
 }
 
-// release takes back buffers Badger is done with: at most maxPageBufs,
-// none of more than 1 MiB.
+// release takes back buffers Badger is done with.
 func (p *pageBufs) release(used [][]byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, b := range used {
-		if len(p.free) < maxPageBufs && cap(b) <= 1<<20 {
+		if b != nil && p.bytes+cap(b) <= maxPageBufs {
 			p.free = append(p.free, b)
+			p.bytes += cap(b)
 		}
 	}
 }
 
-const maxPageBufs = 4096
+const maxPageBufs = 8 << 20
