@@ -97,6 +97,42 @@ type captured struct {
 	flagged []string
 }
 
+// join moves key's changes since c was taken into c (called under the
+// shard's lock, as the key's header is encoded): its dirty flag and its
+// entry in the shard's dirty map.
+func (c *captured) join(key string) {
+	s := c.s
+	if e := s.m[key]; e != nil {
+		if e.dirty {
+			e.dirty = false
+			s.flagged--
+			if _, inMap := c.dirty[key]; !inMap {
+				c.flagged = append(c.flagged, key)
+			}
+		}
+	} else if _, off := s.cold.lookup(key); off >= 0 {
+		if r, _, _ := s.cold.parse(off); r.dirty {
+			s.cold.setDirty(off, false)
+			s.flagged--
+			if _, inMap := c.dirty[key]; !inMap {
+				c.flagged = append(c.flagged, key)
+			}
+		}
+	}
+	dk, seen := s.dirty[key]
+	if !seen {
+		return
+	}
+	delete(s.dirty, key)
+	cur, had := c.dirty[key]
+	switch {
+	case !had || cur == nil:
+		c.dirty[key] = dk
+	case dk != nil:
+		cur.merge(dk.all, dk.elems, dk.members, dk.fields)
+	}
+}
+
 // Checkpoint encodes the state of every key changed since the last
 // checkpoint, shard by shard (each under its lock, never the whole keyspace
 // at once, and a few keys per hold), and hands the writes to flush in
@@ -203,27 +239,12 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			if c.s == nil {
 				continue
 			}
-			taken = append(taken, c)
-			changed += len(c.dirty) + len(c.flagged)
 			var inPage [subBuckets]bool
-			names = names[:0]
-			for key, dk := range c.dirty {
+			for key := range c.dirty {
 				inPage[subBucket(key)] = true
-				if dk != nil {
-					names = append(names, key)
-				}
 			}
 			for _, key := range c.flagged {
 				inPage[subBucket(key)] = true
-			}
-			// members and fields first: a crash before the page leaves the
-			// old header over newer elements, which the log's replay mends
-			for _, key := range names {
-				var plan elemPlan
-				lock(s, func() { plan = ks.planElems(s, dbi, key, c.dirty[key]) })
-				if err := plan.store(lock, add); err != nil {
-					return keys, err
-				}
 			}
 			// the pages of the changed keys' buckets: every key in them
 			lock(s, func() {
@@ -253,7 +274,18 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 				pages[i] = pageBuf{keys: make([]string, 0, count[i]), ends: make([]int, 0, count[i]),
 					hdr: make([]byte, 0, count[i]*(hdrBytes/max(hdrKeys, 1)+16))}
 			}
+			// headers first, then the members and fields: a stored header
+			// must never be newer than its key's stored elements (its
+			// context would cover a change whose element it lacks, and the
+			// log's replay of that change could not bring it back). So a
+			// key's changes since the dirty map was taken join this
+			// checkpoint when its header is encoded, and its element pages
+			// are encoded after.
+			if c.dirty == nil {
+				c.dirty = make(map[string]*dirtyKey)
+			}
 			inChunks(s, names, func(key string) {
+				c.join(key)
 				if st := s.stateOf(key); st != nil {
 					p := &pages[subBucket(key)]
 					p.hdr = crdt.AppendHeader(p.hdr, st)
@@ -261,6 +293,23 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 					p.ends = append(p.ends, len(p.hdr))
 				}
 			})
+			taken = append(taken, c)
+			changed += len(c.dirty) + len(c.flagged)
+			names = names[:0]
+			for key, dk := range c.dirty {
+				if dk != nil {
+					names = append(names, key)
+				}
+			}
+			// the elements, stored before the pages: a crash between leaves
+			// an old header over newer elements, which the log's replay mends
+			for _, key := range names {
+				var plan elemPlan
+				lock(s, func() { plan = ks.planElems(s, dbi, key, c.dirty[key]) })
+				if err := plan.store(lock, add); err != nil {
+					return keys, err
+				}
+			}
 			// a key known damaged, waiting for a peer's repair, stays
 			// marked damaged in its page (see Quarantine)
 			for _, k := range quarantined {

@@ -285,10 +285,24 @@ func ReadElemPage(page []byte, fn func(kind byte, name string, data []byte) erro
 	return parseElemPage(page, fn)
 }
 
+// emptyPage is what a page that no longer holds anything is overwritten
+// with (a header page of no keys, an element page of no elements), never a
+// delete: a page of more than 1 KiB lives in Badger's value log, and a
+// value-log collection can write an old version of a key back after a
+// compaction purged the key's delete marker (dgraph-io/badger#2286; #2143
+// for a compaction that drops a marker above its value) — an old page would
+// come back. Overwritten, the key keeps a newer version than any copy the
+// collection writes back. The price: a record of a few bytes per element
+// page of a deleted key, and per emptied bucket, kept.
+var emptyPage = []byte{pageFormat1}
+
 // parseElemPage calls fn for every element of an element page and returns
-// the page's number of pages; a page that fails a checksum or a length
+// the page's number of pages (0: an emptied page); a page that fails a checksum or a length
 // gives errPage (fn may have had some of its elements).
 func parseElemPage(page []byte, fn func(kind byte, name string, data []byte) error) (fan int, err error) {
+	if len(page) == 1 && page[0] == pageFormat1 {
+		return 0, nil // emptied
+	}
 	if len(page) < 2 || page[0] != pageFormat1 {
 		return 0, fmt.Errorf("%w: unknown format", errPage)
 	}

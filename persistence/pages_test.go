@@ -293,10 +293,9 @@ func diskBytes(t *testing.T, dir string) int64 {
 }
 
 // Checkpoints that rewrite the same pages over and over keep the states'
-// disk use bounded: the value log's files of rewritten pages are reclaimed
-// (the small memtable flushes, compactions note what is garbage, and every
-// checkpoint collects, once the compactions caught up). 100 MB of pages
-// written in 25 checkpoints over 4 MB of live pages.
+// disk use bounded: pages live in Badger's tree, whose compactions drop the
+// rewritten versions (once they caught up). 100 MB of pages written in 25
+// checkpoints over 4 MB of live pages.
 func TestRewrittenPagesReclaimed(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, FsyncNo)

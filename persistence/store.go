@@ -277,19 +277,16 @@ func Open(opts Options) (*Store, error) {
 		WithNumVersionsToKeep(1).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(8 << 20).
-		// pages (> 1 KiB) go to the value log, whose files are reclaimed
-		// only once compactions record the rewritten pages as garbage: a
-		// small memtable flushes a few checkpoints' worth of page pointers
-		// at a time and one level-0 table starts a compaction, so they do
-		// (inline pages, compacted in the tree, held ~130 B more RSS per
-		// key; an 8 MiB memtable of pointers never flushed, and the value
-		// log grew without bound)
-		WithMemTableSize(256 << 10).
+		// pages live in the tree, whose compactions reclaim rewritten ones
+		// (in the value log they were reclaimed only by its collection,
+		// which can bring back an old version of a deleted key:
+		// dgraph-io/badger#2286, #2143; see emptyPage); small tables keep
+		// the compaction buffers Badger pools small (RSS per key 1.76×
+		// Redis with 512 KiB tables, 2.35× with the default 2 MiB)
+		WithMemTableSize(1 << 20).
 		WithNumMemtables(2).
-		WithNumLevelZeroTables(1).
-		WithNumLevelZeroTablesStall(4).
-		WithValueThreshold(1 << 10).
-		WithValueLogFileSize(32 << 20).
+		WithBaseTableSize(512 << 10).
+		WithValueThreshold(128 << 10).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false))
 	if err != nil {
@@ -633,16 +630,10 @@ func (s *Store) cut(fr *frame, kind byte, deltas []crdt.KeyDelta, last *uint64) 
 func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) error, writes []Write, used *[][]byte) error {
 	var pending map[string][][]byte
 	for _, w := range writes {
-		if w.Page {
-			var err error
-			if len(w.Keys) == 0 {
-				err = del(PageKey(w.DB, w.Bucket))
-			} else {
-				page := encodePage(s.bufs.get(), w.Keys, w.Ends, w.Header)
-				*used = append(*used, page)
-				err = set(PageKey(w.DB, w.Bucket), page)
-			}
-			if err != nil {
+		if w.Page { // no keys: an empty page (never a delete: see emptyPage)
+			page := encodePage(s.bufs.get(), w.Keys, w.Ends, w.Header)
+			*used = append(*used, page)
+			if err := set(PageKey(w.DB, w.Bucket), page); err != nil {
 				return err
 			}
 			continue
@@ -653,13 +644,14 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 			}
 			continue
 		}
-		if w.ReplaceAll {
+		if w.ReplaceAll { // every stored element page emptied (see emptyPage)
 			prefix := elemPagePrefix(w.DB, w.Key)
-			if err := s.deleteStoredElems(del, prefix); err != nil {
+			empty := func(k []byte) error { return set(k, emptyPage) }
+			if err := s.deleteStoredElems(empty, prefix); err != nil {
 				return err
 			}
 			for _, k := range pending[string(prefix)] {
-				if err := del(k); err != nil {
+				if err := empty(k); err != nil {
 					return err
 				}
 			}
@@ -677,18 +669,16 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 		k := ElemPageKey(w.DB, w.Key, w.Bucket)
 		page := encodeElemPage(s.bufs.get(), w.Fan, w.Elems)
 		*used = append(*used, page)
-		var err error
 		if page == nil {
-			err = del(k)
+			page = emptyPage
 		} else {
-			err = set(k, page)
 			if pending == nil {
 				pending = make(map[string][][]byte)
 			}
 			p := string(elemPagePrefix(w.DB, w.Key))
 			pending[p] = append(pending[p], k)
 		}
-		if err != nil {
+		if err := set(k, page); err != nil {
 			return err
 		}
 	}
@@ -904,7 +894,7 @@ func (s *Store) Load(l Loader) error {
 				if errors.Is(err, errPage) {
 					return l.corrupt(db, key)
 				}
-				if err == nil && l.ElemPages != nil {
+				if err == nil && fan > 0 && l.ElemPages != nil {
 					l.ElemPages(db, key, fan)
 				}
 				return err
@@ -1078,10 +1068,6 @@ func (s *Store) Checkpointed(out, in uint64, keys int, took time.Duration) error
 		}
 	}
 	err := s.trim(true)
-	// the pages a checkpoint rewrote are garbage in the value log: reclaim
-	// the files mostly garbage now rather than at the next minute's round
-	for s.sdb.RunValueLogGC(0.5) == nil {
-	}
 	s.dropResident()
 	return err
 }
