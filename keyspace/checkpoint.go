@@ -102,21 +102,9 @@ type captured struct {
 // entry in the shard's dirty map.
 func (c *captured) join(key string) {
 	s := c.s
-	if e := s.m[key]; e != nil {
-		if e.dirty {
-			e.dirty = false
-			s.flagged--
-			if _, inMap := c.dirty[key]; !inMap {
-				c.flagged = append(c.flagged, key)
-			}
-		}
-	} else if _, off := s.cold.lookup(key); off >= 0 {
-		if r, _, _ := s.cold.parse(off); r.dirty {
-			s.cold.setDirty(off, false)
-			s.flagged--
-			if _, inMap := c.dirty[key]; !inMap {
-				c.flagged = append(c.flagged, key)
-			}
+	if s.clearDirty(key) {
+		if _, inMap := c.dirty[key]; !inMap {
+			c.flagged = append(c.flagged, key)
 		}
 	}
 	dk, seen := s.dirty[key]
@@ -204,47 +192,38 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 	for dbi, d := range ks.dbs {
 		for si := range d.shards {
 			s := &d.shards[si]
-			// take the shard's dirty map and flags in one hold
+			// take the shard's dirty map, and note the buckets of the keys
+			// flagged dirty, in one hold (join clears the flags, as it
+			// encodes their headers: a flagged key is in s.m or the cold
+			// table, so in its page's names)
 			var c captured
+			var inPage [subBuckets]bool
 			lock(s, func() {
 				if len(s.dirty) == 0 && s.flagged == 0 {
 					return
 				}
 				c = captured{s: s, dirty: s.dirty}
 				s.dirty = nil
+				for key := range c.dirty {
+					inPage[subBucket(key)] = true
+				}
 				if s.flagged == 0 {
 					return
 				}
-				c.flagged = make([]string, 0, s.flagged)
 				for key, e := range s.m {
 					if e.dirty {
-						e.dirty = false
-						s.flagged--
-						if _, inMap := c.dirty[key]; !inMap {
-							c.flagged = append(c.flagged, key)
-						}
+						inPage[subBucket(key)] = true
 					}
 				}
-				s.cold.each(func(off int, kb []byte, r coldRec) bool {
+				s.cold.each(func(_ int, kb []byte, r coldRec) bool {
 					if r.dirty {
-						s.cold.setDirty(off, false)
-						s.flagged--
-						if _, inMap := c.dirty[string(kb)]; !inMap {
-							c.flagged = append(c.flagged, string(kb))
-						}
+						inPage[subBucket(unsafe.String(unsafe.SliceData(kb), len(kb)))] = true
 					}
 					return true
 				})
 			})
 			if c.s == nil {
 				continue
-			}
-			var inPage [subBuckets]bool
-			for key := range c.dirty {
-				inPage[subBucket(key)] = true
-			}
-			for _, key := range c.flagged {
-				inPage[subBucket(key)] = true
 			}
 			// the pages of the changed keys' buckets: every key in them
 			lock(s, func() {
@@ -498,19 +477,23 @@ func (p *elemPlan) store(lock func(*shard, func()), add func(Write) error) error
 	return nil
 }
 
-// clearDirty clears key's dirty flag, on its entry or cold record.
-func (s *shard) clearDirty(key string) {
+// clearDirty clears key's dirty flag, on its entry or cold record, and
+// tells whether it was set.
+func (s *shard) clearDirty(key string) bool {
 	if e := s.m[key]; e != nil {
 		if e.dirty {
 			e.dirty = false
 			s.flagged--
+			return true
 		}
 	} else if _, off := s.cold.lookup(key); off >= 0 {
 		if r, _, _ := s.cold.parse(off); r.dirty {
 			s.cold.setDirty(off, false)
 			s.flagged--
+			return true
 		}
 	}
+	return false
 }
 
 // setDirty sets key's dirty flag (a key gone since has its own record in
