@@ -19,10 +19,11 @@ import (
 
 const shardCount = 256
 
-// Write is one key's change to persist: its encoded header (the state
-// without members and fields) and the element records that changed. A nil
-// Header deletes the key and all its elements; ReplaceAll rewrites every
-// element. See crdt.Header, crdt.AppendMember, crdt.AppendField.
+// Write is one change to persist: a bucket's page of key headers (Page;
+// a header is a state without members and fields, crdt.AppendHeader), one
+// element page of a key (Fan > 0: crdt.AppendMember, crdt.AppendField;
+// ReplaceAll drops the key's stored elements first, or, without Fan, only
+// that), or a metadata value (Meta).
 type Write struct {
 	DB         int
 	Key        string

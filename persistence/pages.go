@@ -218,7 +218,7 @@ func (s *Store) dropLegacy() error {
 	wb := s.sdb.NewWriteBatch()
 	defer wb.Cancel()
 	for _, prefix := range []byte{prefixKey, prefixElem} {
-		if err := s.deleteStoredElems(wb.Delete, []byte{prefix}); err != nil {
+		if err := s.eachStored(wb.Delete, []byte{prefix}); err != nil {
 			return err
 		}
 	}
@@ -287,12 +287,12 @@ func ReadElemPage(page []byte, fn func(kind byte, name string, data []byte) erro
 
 // emptyPage is what a page that no longer holds anything is overwritten
 // with (a header page of no keys, an element page of no elements), never a
-// delete: a page of more than 1 KiB lives in Badger's value log, and a
-// value-log collection can write an old version of a key back after a
-// compaction purged the key's delete marker (dgraph-io/badger#2286; #2143
-// for a compaction that drops a marker above its value) — an old page would
-// come back. Overwritten, the key keeps a newer version than any copy the
-// collection writes back. The price: a record of a few bytes per element
+// delete: a page above the value threshold (128 KiB) lives in Badger's value
+// log, a value-log collection can write an old version of a key back after
+// a compaction purged the key's delete marker (dgraph-io/badger#2286), and a
+// compaction can drop a marker above its value (#2143) — an old page would
+// come back. Overwritten, the key keeps a newer version than any copy that
+// comes back. The price: a record of a few bytes per element
 // page of a deleted key, and per emptied bucket, kept.
 var emptyPage = []byte{pageFormat1}
 

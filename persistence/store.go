@@ -77,9 +77,10 @@ func approxDeltaSize(kd crdt.KeyDelta) int {
 	return n
 }
 
-// Write is one key's change: its encoded header and the element records
-// (set members, hash fields) that changed. A nil Header deletes the key
-// with all its elements; ReplaceAll deletes every stored element first.
+// Write is one stored change: a bucket's header page (Page), one element
+// page of a key (Fan > 0; ReplaceAll empties the key's stored element pages
+// first, or, without Fan, only that), or a metadata value (Meta). See
+// pages.go.
 type Write struct {
 	DB         int
 	Key        string
@@ -623,11 +624,11 @@ func (s *Store) cut(fr *frame, kind byte, deltas []crdt.KeyDelta, last *uint64) 
 }
 
 // applyWrites applies writes in order (the pages it encodes are added to
-// used). ReplaceAll deletes the key's stored
-// elements (read from a snapshot, not by iterating the transaction's pending
-// writes, which Badger sorts on every iterator) and those written earlier in
-// the same transaction.
-func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) error, writes []Write, used *[][]byte) error {
+// used). ReplaceAll empties the key's stored element pages (read from a
+// snapshot, not by iterating the transaction's pending writes, which Badger
+// sorts on every iterator) and those written earlier in the same
+// transaction. Nothing is deleted (see emptyPage).
+func (s *Store) applyWrites(set func(k, v []byte) error, writes []Write, used *[][]byte) error {
 	var pending map[string][][]byte
 	for _, w := range writes {
 		if w.Page { // no keys: an empty page (never a delete: see emptyPage)
@@ -647,7 +648,7 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 		if w.ReplaceAll { // every stored element page emptied (see emptyPage)
 			prefix := elemPagePrefix(w.DB, w.Key)
 			empty := func(k []byte) error { return set(k, emptyPage) }
-			if err := s.deleteStoredElems(empty, prefix); err != nil {
+			if err := s.eachStored(empty, prefix); err != nil {
 				return err
 			}
 			for _, k := range pending[string(prefix)] {
@@ -685,7 +686,9 @@ func (s *Store) applyWrites(set func(k, v []byte) error, del func(k []byte) erro
 	return nil
 }
 
-func (s *Store) deleteStoredElems(del func([]byte) error, prefix []byte) error {
+// eachStored calls fn with every stored key under prefix (read from a
+// snapshot first: fn may write).
+func (s *Store) eachStored(fn func([]byte) error, prefix []byte) error {
 	var keys [][]byte
 	err := s.sdb.View(func(rt *badger.Txn) error {
 		it := rt.NewIterator(badger.IteratorOptions{Prefix: prefix})
@@ -699,7 +702,7 @@ func (s *Store) deleteStoredElems(del func([]byte) error, prefix []byte) error {
 		return err
 	}
 	for _, k := range keys {
-		if err := del(k); err != nil {
+		if err := fn(k); err != nil {
 			return err
 		}
 	}
@@ -1039,7 +1042,7 @@ func (s *Store) WriteStates(writes []Write) error {
 	var used [][]byte                       // the pages' memory: Badger's until it wrote them
 	defer func() { s.bufs.release(used) }() // after Cancel, which waits for Badger's writes
 	defer wb.Cancel()
-	if err := s.applyWrites(wb.Set, wb.Delete, writes, &used); err != nil {
+	if err := s.applyWrites(wb.Set, writes, &used); err != nil {
 		return err
 	}
 	return wb.Flush()
