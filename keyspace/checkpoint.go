@@ -2,6 +2,7 @@ package keyspace
 
 import (
 	"math/bits"
+	"runtime"
 	"slices"
 	"unsafe"
 
@@ -165,6 +166,11 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 		fn()
 		s.mu.Unlock()
 		ks.world.RUnlock()
+		// between holds, not in one: the scheduler's preemption (every 10
+		// ms of running) would otherwise fall inside a hold now and then,
+		// and the loop wait on that lock for the checkpoint's next turn on
+		// a P; and a loop waiting for a P gets this one now
+		runtime.Gosched()
 	}
 	// inChunks runs fn on keys, captureKeys per hold of s's lock: a client
 	// (under the event loop, every client) waits for a few keys' encoding,
@@ -322,11 +328,15 @@ type pageBuf struct {
 
 // captureChunk is how many elements of one key a checkpoint encodes per
 // hold of its shard's lock.
-const captureChunk = 1024
+const captureChunk = 256
 
 // captureKeys is how many keys' states a checkpoint encodes per hold of
-// their shard's lock.
-const captureKeys = 64
+// their shard's lock. Under the event loop a pass of 50 pipelining clients
+// touches nearly every shard, so every pass waits for the hold in progress:
+// with 64 keys per hold the loop spent ~100 of 1200 ms waiting on shard
+// locks beside a checkpoint, with 4 ~25 ms (the checkpoint's own cost per
+// key within noise).
+const captureKeys = 4
 
 // checkpointBytes: a checkpoint hands its writes to be stored once they
 // hold about this many bytes (or its batch of writes).
@@ -369,7 +379,7 @@ type elemPlan struct {
 
 // scanChunk is how many elements of a big key the planning of its pages
 // walks per hold of the shard's lock.
-const scanChunk = 4096
+const scanChunk = 1024
 
 // planElems decides which element pages of key a checkpoint stores (under
 // s's lock, which it gives up and takes again every scanChunk elements:
