@@ -146,3 +146,55 @@ func benchRandomKeys(b *testing.B, op func(tx *Tx, k Key)) {
 		run(keys[i&(n-1)])
 	}
 }
+
+// BenchmarkApplyRemote measures a peer's SET deltas applied as the server's
+// applier does (256 per transaction) into 100k existing keys in random
+// order; ns/op is per delta.
+func BenchmarkApplyRemote(b *testing.B) {
+	const n, chunk = 100000, 256
+	ks, _, _ := newKS(true)
+	ks.store = discard{}
+	peer, _, _ := newKS(true)
+	peer.cfg.Region = "B"
+	peer.store = discard{}
+	v := []byte("xxx")
+	for i := 0; i < n; i++ {
+		set(ks, "key:"+strconv.Itoa(i), "x", 0)
+	}
+	// the peer's deltas: a SET of each key, in random order (new ones for
+	// every pass: applying a delta again changes nothing)
+	var deltas []crdt.KeyDelta
+	round := func() {
+		deltas = deltas[:0]
+		for _, i := range rand.Perm(n) {
+			k := Key{Key: "key:" + strconv.Itoa(i)}
+			peer.Run([]Key{k}, func(tx *Tx) error {
+				d := crdt.SetString(tx.State(k), tx.Op(), v, false)
+				tx.Apply(k, d)
+				deltas = append(deltas, crdt.KeyDelta{Key: k.Key, Delta: d.Clone()})
+				return nil
+			})
+		}
+	}
+	keys := make([]Key, 0, chunk)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += chunk {
+		if i%n < chunk {
+			b.StopTimer()
+			round()
+			b.StartTimer()
+		}
+		batch := deltas[i%n : min(i%n+chunk, n)]
+		keys = keys[:0]
+		for _, kd := range batch {
+			keys = append(keys, Key{Key: kd.Key})
+		}
+		ks.Run(keys, func(tx *Tx) error {
+			for _, kd := range batch {
+				tx.ApplyRemote(Key{Key: kd.Key}, kd.Delta, "B")
+			}
+			return nil
+		})
+	}
+}

@@ -6,8 +6,10 @@
 package keyspace
 
 import (
+	"cmp"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -427,6 +429,8 @@ type Tx struct {
 	touched []*touch       // in first-write order; looked up linearly (few keys),
 	index   map[Key]*touch // or through index once there are many
 	tbuf    [1]touch
+	tslab   []touch // the touches of a tx naming many keys, in one allocation
+	nkeys   int     // how many keys the tx named
 	tptrs   [1]*touch
 	sbuf    [2]*shard
 	deltas  []crdt.KeyDelta
@@ -454,7 +458,7 @@ func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
 		shards = append(shards, ks.dbs[k.DB].shardOf(k.Key))
 	}
 	if len(shards) > 1 {
-		sort.Slice(shards, func(i, j int) bool { return uintptrOf(shards[i]) < uintptrOf(shards[j]) })
+		slices.SortFunc(shards, func(a, b *shard) int { return cmp.Compare(uintptrOf(a), uintptrOf(b)) })
 	}
 	out := shards[:0]
 	for i, s := range shards {
@@ -472,7 +476,14 @@ func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
 func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	ks.world.RLock()
 	tx := txPool.Get().(*Tx)
-	*tx = Tx{ks: ks, now: ks.NowMs()}
+	slab, ptrs, index := tx.tslab, tx.touched, tx.index // kept by the last Run
+	*tx = Tx{ks: ks, now: ks.NowMs(), nkeys: len(keys)}
+	if len(keys) > 16 { // a peer's batch: sized once, not grown per key
+		if cap(slab) < len(keys)-1 {
+			slab, ptrs, index = make([]touch, 0, len(keys)-1), make([]*touch, 0, len(keys)), nil
+		}
+		tx.tslab, tx.touched, tx.index = slab, ptrs, index
+	}
 	shards := ks.lockShards(tx.sbuf[:0], keys)
 	tx.locked = shards
 	err := fn(tx)
@@ -481,7 +492,14 @@ func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 		s.mu.Unlock()
 	}
 	ks.world.RUnlock()
-	*tx = Tx{} // drop references before reuse
+	slab, ptrs, index = tx.tslab, tx.touched, tx.index
+	*tx = Tx{}                              // drop references before reuse
+	if cap(slab) > 0 && cap(slab) <= 4096 { // a batch's buffers, emptied, for the next
+		clear(slab)
+		clear(ptrs)
+		clear(index)
+		tx.tslab, tx.touched, tx.index = slab[:0], ptrs[:0], index
+	}
 	txPool.Put(tx)
 	return t, err
 }
@@ -571,10 +589,14 @@ func (tx *Tx) touchOf(k Key) *touch {
 		}
 	}
 	var t *touch
-	if len(tx.touched) < len(tx.tbuf) {
+	switch {
+	case len(tx.touched) < len(tx.tbuf):
 		t = &tx.tbuf[len(tx.touched)]
 		t.k = k
-	} else {
+	case len(tx.tslab) < cap(tx.tslab):
+		tx.tslab = append(tx.tslab, touch{k: k})
+		t = &tx.tslab[len(tx.tslab)-1]
+	default:
 		t = &touch{k: k}
 	}
 	if tx.touched == nil {
@@ -582,7 +604,7 @@ func (tx *Tx) touchOf(k Key) *touch {
 	}
 	tx.touched = append(tx.touched, t)
 	if tx.index == nil && len(tx.touched) > 16 {
-		tx.index = make(map[Key]*touch, 32)
+		tx.index = make(map[Key]*touch, max(32, tx.nkeys))
 		for _, x := range tx.touched {
 			tx.index[x.k] = x
 		}
