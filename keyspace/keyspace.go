@@ -493,8 +493,9 @@ func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	}
 	ks.world.RUnlock()
 	slab, ptrs, index = tx.tslab, tx.touched, tx.index
-	*tx = Tx{}                              // drop references before reuse
-	if cap(slab) > 0 && cap(slab) <= 4096 { // a batch's buffers, emptied, for the next
+	*tx = Tx{} // drop references before reuse
+	// but keep a batch's buffers, emptied, for the next
+	if cap(slab) > 0 && cap(slab) <= 4096 {
 		clear(slab)
 		clear(ptrs)
 		clear(index)
