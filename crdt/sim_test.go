@@ -289,6 +289,42 @@ func TestScopedEqualsUnscoped(t *testing.T) {
 	}
 }
 
+// Merge reports a type conflict exactly when more types are live after it
+// than before and more than one is (counted in full, as Merge skips
+// counting where the answer cannot matter), for every delta of random
+// histories merged into every replica's state, scoped and unscoped.
+func TestMergeTypeConflictFlag(t *testing.T) {
+	checked := 0
+	for seed := int64(1); seed <= 150; seed++ {
+		s := newSim(t, seed, 3)
+		s.run(120)
+		for _, m := range s.log {
+			d, _ := DecodeState(m.delta)
+			for _, scoped := range []bool{true, false} {
+				if !scoped {
+					d = d.Clone()
+					d.Scoped = false
+				}
+				for _, r := range s.reps {
+					x := r.state(m.key).Clone()
+					before := x.liveTypes()
+					got := x.Merge(d)&ConflictType != 0
+					after := x.liveTypes()
+					if want := after > 1 && after > before; got != want {
+						t.Fatalf("seed %d: ConflictType %v, want %v (live types %d -> %d):\n%s", seed, got, want, before, after, dump(x))
+					}
+					if after > 1 {
+						checked++
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no merge left two types live: the histories do not exercise the flag")
+	}
+}
+
 // With no concurrency (one region, every delta applied at once) the CRDT
 // reads exactly like a plain sequential model of Redis.
 func TestSequentialModel(t *testing.T) {

@@ -140,7 +140,15 @@ func (s *State) IsEmpty() bool {
 // states; a Scoped delta gives the same result as its unscoped equivalent.
 // The result reports conflicts the merge resolved by discarding data.
 func (s *State) Merge(d *State) (conflicts int) {
-	before := s.liveTypes()
+	// The types live before and after, for ConflictType, without looking
+	// for a live hash field when the answer cannot matter: a scoped delta
+	// changes only the types it holds, so a delta of fields into a key
+	// holding nothing else (every HSET into a hash) needs no hash check,
+	// nor one without fields unless a string or set came alive.
+	strB, setB := s.Str.Exists(), len(s.Set) > 0
+	hashFixed := d.Scoped && len(d.Hash) == 0
+	hashOnly := d.Scoped && d.Str == nil && len(d.Set) == 0 && !strB && !setB
+	hashB := !hashFixed && !hashOnly && s.hashExists()
 	sctx := &s.Ctx
 	dctx := &d.Ctx
 	// Registers and elements first, against the contexts before the join.
@@ -196,7 +204,20 @@ func (s *State) Merge(d *State) (conflicts int) {
 	s.SetT = maxHLC(s.SetT, d.SetT)
 	s.HashT = maxHLC(s.HashT, d.HashT)
 	s.Ctx.Join(dctx)
-	if after := s.liveTypes(); after > 1 && after > before {
+	strA, setA := s.Str.Exists(), len(s.Set) > 0
+	hashA := false
+	switch {
+	case hashFixed: // the hash's liveness is as it was
+		if b2i(strA)+b2i(setA) > b2i(strB)+b2i(setB) {
+			hashA = s.hashExists()
+			hashB = hashA
+		}
+	case hashOnly: // nothing else lives: one type at most
+	default:
+		hashA = s.hashExists()
+	}
+	before := b2i(strB) + b2i(setB) + b2i(hashB)
+	if after := b2i(strA) + b2i(setA) + b2i(hashA); after > 1 && after > before {
 		conflicts |= ConflictType
 	}
 	if s.Str != nil && len(s.Str.Counts) > 0 {
@@ -400,4 +421,11 @@ func (s *State) MaxHLC() HLC {
 		}
 	}
 	return m
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
