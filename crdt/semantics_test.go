@@ -172,9 +172,68 @@ func FuzzDecodeState(f *testing.F) {
 	})
 }
 
+// appendBatchV1 writes a batch in the absolute form (codecVersion) that
+// batches had before codecVersionRel: logs and peers may still hold them.
+func appendBatchV1(dst []byte, batch []KeyDelta) []byte {
+	e := getEncoder()
+	e.uv(uint64(len(batch)))
+	for _, kd := range batch {
+		e.uv(uint64(kd.DB))
+		e.str(kd.Key)
+		e.state(kd.Delta)
+	}
+	dst = e.finish(dst)
+	putEncoder(e)
+	return dst
+}
+
+// Batches of every delta of random histories, in groups of random sizes,
+// decode to the deltas they were made of, in both forms, and the relative
+// form is the smaller.
+func TestBatchRoundTrip(t *testing.T) {
+	var rel, abs int
+	for seed := int64(1); seed <= 60; seed++ {
+		s := newSim(t, seed, 3)
+		s.run(150)
+		var all []KeyDelta
+		for i, m := range s.log {
+			d, err := DecodeState(m.delta)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, KeyDelta{DB: i % 3, Key: m.key, Delta: d})
+		}
+		for len(all) > 0 {
+			n := 1 + s.rng.Intn(min(len(all), 40))
+			group := all[:n]
+			all = all[n:]
+			for _, form := range []func([]byte, []KeyDelta) []byte{AppendBatch, appendBatchV1} {
+				b := form(nil, group)
+				got, err := DecodeBatch(b)
+				if err != nil || len(got) != len(group) {
+					t.Fatalf("seed %d: %d of %d deltas, %v", seed, len(got), len(group), err)
+				}
+				for i := range got {
+					if got[i].DB != group[i].DB || got[i].Key != group[i].Key || !Equal(got[i].Delta, group[i].Delta) {
+						t.Fatalf("seed %d: delta %d differs:\n%s\n%s", seed, i, dump(got[i].Delta), dump(group[i].Delta))
+					}
+				}
+			}
+			rel += len(AppendBatch(nil, group))
+			abs += len(appendBatchV1(nil, group))
+		}
+	}
+	if rel >= abs {
+		t.Fatalf("relative form %d bytes, absolute %d", rel, abs)
+	}
+	t.Logf("relative form %d bytes, absolute %d (%.2f)", rel, abs, float64(rel)/float64(abs))
+}
+
 func FuzzDecodeBatch(f *testing.F) {
 	f.Add(AppendBatch(nil, []KeyDelta{{DB: 1, Key: "k", Delta: SAdd(&State{}, Op{HLC: HLC{Phys: 1, Region: "A"}}, [][]byte{[]byte("m")})}}))
+	f.Add(appendBatchV1(nil, []KeyDelta{{DB: 1, Key: "k", Delta: SAdd(&State{}, Op{HLC: HLC{Phys: 1, Region: "A"}}, [][]byte{[]byte("m")})}}))
 	f.Add([]byte{1, 0, 0})
+	f.Add([]byte{3, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		kds, err := DecodeBatch(b)
 		if err != nil {
