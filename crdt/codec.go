@@ -13,7 +13,9 @@ import (
 const codecVersion = 1
 
 // codecVersionRel is the form of batches (AppendBatch: the log's entries
-// and the stream's messages): as codecVersion, but every dot counter and
+// and the stream's messages) and of states (AppendState, AppendHeader: the
+// checkpoints' header pages); element records (AppendMember, AppendField:
+// mostly a single dot) stay in codecVersion. As codecVersion, but every dot counter and
 // version-vector entry is written as its difference from the previous one
 // in the batch, every timestamp's milliseconds as their difference from the
 // previous timestamp's, and a state's zero creation stamps as flag bits.
@@ -231,6 +233,7 @@ func (e *encoder) finish(dst []byte) []byte {
 // members and hash fields) without copying s.
 func AppendHeader(dst []byte, s *State) []byte {
 	e := getEncoder()
+	e.rel = true
 	e.stateOf(s, false)
 	dst = e.finish(dst)
 	putEncoder(e)
@@ -240,6 +243,7 @@ func AppendHeader(dst []byte, s *State) []byte {
 // AppendState appends the encoding of s to dst.
 func AppendState(dst []byte, s *State) []byte {
 	e := getEncoder()
+	e.rel = true
 	e.state(s)
 	dst = e.finish(dst)
 	putEncoder(e)
