@@ -258,9 +258,13 @@ type KeyDelta struct {
 }
 
 // AppendBatch encodes a batch of key deltas (one outbox entry).
-func AppendBatch(dst []byte, batch []KeyDelta) []byte {
+func AppendBatch(dst []byte, batch []KeyDelta) []byte { return appendBatch(dst, batch, true) }
+
+// appendBatch writes a batch in the relative form, or (rel false, tests
+// only) in the absolute one that earlier builds wrote.
+func appendBatch(dst []byte, batch []KeyDelta, rel bool) []byte {
 	e := getEncoder()
-	e.rel = true
+	e.rel = rel
 	e.uv(uint64(len(batch)))
 	for _, kd := range batch {
 		e.uv(uint64(kd.DB))

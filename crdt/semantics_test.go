@@ -174,18 +174,7 @@ func FuzzDecodeState(f *testing.F) {
 
 // appendBatchV1 writes a batch in the absolute form (codecVersion) that
 // batches had before codecVersionRel: logs and peers may still hold them.
-func appendBatchV1(dst []byte, batch []KeyDelta) []byte {
-	e := getEncoder()
-	e.uv(uint64(len(batch)))
-	for _, kd := range batch {
-		e.uv(uint64(kd.DB))
-		e.str(kd.Key)
-		e.state(kd.Delta)
-	}
-	dst = e.finish(dst)
-	putEncoder(e)
-	return dst
-}
+func appendBatchV1(dst []byte, batch []KeyDelta) []byte { return appendBatch(dst, batch, false) }
 
 // Batches of every delta of random histories, in groups of random sizes,
 // decode to the deltas they were made of, in both forms, and the relative
