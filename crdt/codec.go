@@ -15,13 +15,14 @@ const codecVersion = 1
 // codecVersionRel is the form of batches (AppendBatch: the log's entries
 // and the stream's messages) and of states (AppendState, AppendHeader: the
 // checkpoints' header pages); element records (AppendMember, AppendField:
-// mostly a single dot) stay in codecVersion. As codecVersion, but every dot counter and
-// version-vector entry is written as its difference from the previous one
-// in the batch, every timestamp's milliseconds as their difference from the
-// previous timestamp's, and a state's zero creation stamps as flag bits.
-// Dot counters are seeded from a key's first write's clock (~2^62), and a
-// delta repeats its dot in its context and its stamp in its register and
-// creation stamp: a SET's entry shrinks from ~74 to ~50 bytes. Decoders read
+// mostly a single dot, which it would not shorten) stay in codecVersion.
+// It is codecVersion with every dot counter and version-vector entry
+// written as its difference from the previous one in the encoding, every
+// timestamp's milliseconds as their difference from the previous
+// timestamp's, and a state's zero creation stamps as flag bits. Dot
+// counters are seeded from a key's first write's clock (~2^62), and a delta
+// repeats its dot in its context and its stamp in its register and creation
+// stamp: a SET's log entry shrinks from ~74 to ~43–50 bytes. Decoders read
 // both forms.
 const codecVersionRel = 3
 

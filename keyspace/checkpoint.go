@@ -166,10 +166,11 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 		fn()
 		s.mu.Unlock()
 		ks.world.RUnlock()
-		// between holds, not in one: the scheduler's preemption (every 10
-		// ms of running) would otherwise fall inside a hold now and then,
-		// and the loop wait on that lock for the checkpoint's next turn on
-		// a P; and a loop waiting for a P gets this one now
+		// yield between holds, not in one: the scheduler's preemption
+		// (after 10 ms of running) would otherwise fall inside a hold now
+		// and then, and the loop would wait on that lock until the
+		// checkpoint's next turn on a P; and a loop waiting for a P gets
+		// this one now
 		runtime.Gosched()
 	}
 	// inChunks runs fn on keys, captureKeys per hold of s's lock: a client
