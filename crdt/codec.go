@@ -9,7 +9,8 @@ import (
 
 // Encoding: a version byte, then a table of region names, then the state
 // with every region written as its index in the table. Integers are varints.
-// The same form carries persisted states and shipped deltas.
+// codecVersion is the absolute form: element records are written in it, and
+// batches and states were before codecVersionRel (decoders read both).
 const codecVersion = 1
 
 // codecVersionRel is the form of batches (AppendBatch: the log's entries

@@ -703,3 +703,52 @@ func TestHeaderNeverNewerThanElements(t *testing.T) {
 		t.Fatal("no batch stored")
 	}
 }
+
+// A transaction naming many keys (a peer's batch) reuses the touch buffers
+// of the last one: nothing it recorded may leak into the next. Two big
+// transactions in a row, the second adding a member to a key of the first:
+// the checkpoint after it stores that member under that key.
+func TestBigTxBuffersDoNotLeak(t *testing.T) {
+	ks, _, st := newKS(true)
+	sadd := func(names []string, member func(i int) string) {
+		keys := make([]Key, len(names))
+		for i, n := range names {
+			keys[i] = Key{Key: n}
+		}
+		ks.Run(keys, func(tx *Tx) error {
+			for i, k := range keys {
+				tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte(member(i))}))
+			}
+			return nil
+		})
+	}
+	var first, second []string
+	for i := 0; i < 40; i++ {
+		first = append(first, fmt.Sprintf("a%d", i))
+		second = append(second, fmt.Sprintf("b%d", i))
+	}
+	second[7] = "a5"
+	for round := 0; round < 3; round++ {
+		sadd(first, func(i int) string { return fmt.Sprintf("m%d-%d", round, i) })
+		st.checkpoint(t, ks)
+		st.mu.Lock()
+		st.writes = nil
+		st.mu.Unlock()
+		sadd(second, func(i int) string { return fmt.Sprintf("x%d-%d", round, i) })
+		st.checkpoint(t, ks)
+		want := fmt.Sprintf("x%d-7", round)
+		found := false
+		st.mu.Lock()
+		for _, w := range st.writes {
+			for _, e := range w.Elems {
+				if e.Name == want {
+					found = w.Key == "a5"
+				}
+			}
+		}
+		st.mu.Unlock()
+		if !found {
+			t.Fatalf("round %d: member %s of a5 not stored under a5", round, want)
+		}
+	}
+}
