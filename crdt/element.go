@@ -12,16 +12,16 @@ const (
 )
 
 // Assign makes s a shallow copy of o (sharing its slices and maps), never
-// a pooled delta (see Release).
+// a pooled delta (see Release) nor a room (StringRoom).
 func (s *State) Assign(o *State) {
 	*s = *o
-	s.pool = 0
+	s.pool, s.room = 0, false
 }
 
 // Header returns a shallow copy of s without its members and fields.
 func (s *State) Header() *State {
 	h := *s
-	h.Set, h.Hash, h.pool = nil, nil, 0 // a copy is never a pooled delta
+	h.Set, h.Hash, h.pool, h.room = nil, nil, 0, false // a copy is never a pooled delta nor a room
 	return &h
 }
 

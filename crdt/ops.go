@@ -144,24 +144,95 @@ type regAlloc struct {
 	b [1]Base
 }
 
-// StringRoom is a key's state with room for its first version-vector entry
-// and its string register: a string key's state, vector, register and base
-// are one allocation, so reading or writing the key misses the cache once
-// for them, not once per part (keyspace embeds it in a key's entry).
+// StringRoom is a key's state with room for its first version-vector entry,
+// its string register and a short value: a string key's state, vector,
+// register, base and value are one allocation, so reading or writing the
+// key misses the cache once for them, not once per part (keyspace embeds it
+// in a key's entry).
 type StringRoom struct {
 	st  State
 	vv  [1]VVEntry
 	reg regAlloc
+	// val holds the register's values of at most roomVal bytes. A merge
+	// copies a new value into a buffer no value of the register before the
+	// merge uses, so a value read before a write (SET ... GET, GETSET)
+	// stays intact through that write; values are never written in place.
+	val roomVals
 }
+
+// roomVal is the longest value a StringRoom keeps in itself.
+const roomVal = 8
+
+type roomVals [2][roomVal]byte
 
 // State returns the room's empty state. Its register is present but empty
 // (an empty register and none mean the same) until a merge fills it; a
-// merge that leaves it empty drops it.
+// merge that leaves it empty drops it, and a later one takes it back
+// (emptyReg).
 func (r *StringRoom) State() *State {
 	r.st.Ctx.VV = r.vv[:0]
 	r.reg.r.Base = r.reg.b[:0]
 	r.st.Str = &r.reg.r
+	r.st.room = true
 	return &r.st
+}
+
+// emptyReg returns an empty register for s.Str: the room's own when s is a
+// room's state (its register then holds nothing anyone reads: s.Str is nil).
+func (s *State) emptyReg() *Reg {
+	if !s.room {
+		return newReg()
+	}
+	r := (*StringRoom)(unsafe.Pointer(s))
+	r.reg.r = Reg{Base: r.reg.b[:0]}
+	return &r.reg.r
+}
+
+// roomVals returns the value buffers of s's room when a is its register.
+func (s *State) roomVals(a *Reg) *roomVals {
+	if !s.room {
+		return nil
+	}
+	r := (*StringRoom)(unsafe.Pointer(s)) // st is the room's first field
+	if a != &r.reg.r {
+		return nil
+	}
+	return &r.val
+}
+
+// roomUse returns the buffers of vals the values of bs point into (bit i
+// for buffer i).
+func roomUse(bs []Base, vals *roomVals) uint8 {
+	var used uint8
+	for i := range bs {
+		if len(bs[i].Val) == 0 {
+			continue
+		}
+		p := unsafe.SliceData(bs[i].Val)
+		for j := range vals {
+			if p == &vals[j][0] {
+				used |= 1 << j
+			}
+		}
+	}
+	return used
+}
+
+// cloneBaseIn is cloneBase with a short value copied into a buffer of vals
+// not in *used (which it then marks), when there is one.
+func cloneBaseIn(b Base, vals *roomVals, used *uint8) Base {
+	if vals != nil && len(b.Val) > 0 && len(b.Val) <= roomVal {
+		for j := range vals {
+			if *used&(1<<j) == 0 {
+				*used |= 1 << j
+				n := copy(vals[j][:], b.Val)
+				b.Val = vals[j][:n:n]
+				b.Absorb = cloneCounts(b.Absorb)
+				return b
+			}
+		}
+	}
+	return cloneBase(b)
 }
 
 // newReg returns an empty register with room for one base in the same

@@ -56,3 +56,75 @@ func TestCopiesOfPooledDeltasAreNotPooled(t *testing.T) {
 		Release(d)
 	}
 }
+
+// A StringRoom keeps a short value in itself (no allocation of its own),
+// and a value read before a write stays intact through that write (SET ...
+// GET and GETSET reply with it after the merge): a merge writes a new value
+// into the buffer the register's old values do not use. Longer values, a
+// second concurrent base, a delete and a re-created value all read back.
+func TestRoomValues(t *testing.T) {
+	room := new(StringRoom)
+	st := room.State()
+	a, b := NewClock("A"), NewClock("B")
+	vals := []string{"v0", "12345678", "long value of 24 bytes..", "x", "", "y", "abcdefgh", "z"}
+	prev, ok := "", false
+	for i := 0; i < 40; i++ {
+		v := vals[i%len(vals)]
+		old, had, _ := st.Str.Get()
+		var d *State
+		switch i % 10 {
+		case 7: // deleted, then set again: the room's register comes back
+			d = Delete(st)
+			v, had = "", ok
+		default:
+			d = SetString(st, Op{HLC: a.Now(int64(i))}, []byte(v), false)
+		}
+		st.Merge(d)
+		Release(d)
+		if had != ok || string(old) != prev {
+			t.Fatalf("write %d: the value read before it became %q (had %v), want %q (%v)", i, old, had, prev, ok)
+		}
+		got, exists, _ := st.Str.Get()
+		if i%10 == 7 {
+			if exists || st.Str != nil {
+				t.Fatalf("write %d: deleted key reads %q", i, got)
+			}
+			prev, ok = "", false
+			continue
+		}
+		if !exists || string(got) != v {
+			t.Fatalf("write %d: read %q (%v), want %q", i, got, exists, v)
+		}
+		if st.Str != &room.reg.r {
+			t.Fatalf("write %d: the register left the room", i)
+		}
+		if inRoom := roomUse(st.Str.Base, &room.val) != 0; inRoom != (len(v) > 0 && len(v) <= roomVal) {
+			t.Fatalf("write %d: value %q in the room: %v", i, v, inRoom)
+		}
+		prev, ok = v, true
+	}
+	// a concurrent write from B keeps both bases; both values read back
+	// after a further merge of A's (three bases, the room's two buffers)
+	plain := st.Clone()
+	db := SetString(plain, Op{HLC: b.Now(1 << 40)}, []byte("fromB"), false)
+	da := SetString(plain, Op{HLC: a.Now(1 << 40)}, []byte("fromA"), false)
+	dc := SetString(&State{}, Op{HLC: NewClock("C").Now(1 << 41)}, []byte("fromC"), false)
+	for _, d := range []*State{db, da, dc} {
+		st.Merge(d)
+		plain.Merge(d)
+	}
+	var c State
+	if c.Assign(st); c.room || st.Header().room {
+		t.Fatal("a copy of a room's state is marked as a room")
+	}
+	if len(st.Str.Base) != 3 || !Equal(st, plain) {
+		t.Fatalf("room %s\nplain %s", dump(st), dump(plain))
+	}
+	seen := map[string]bool{}
+	for _, x := range st.Str.Base {
+		seen[string(x.Val)] = true
+	}
+	if !seen["fromA"] || !seen["fromB"] || !seen["fromC"] {
+		t.Fatalf("bases %+v", st.Str.Base)
+	}
+}

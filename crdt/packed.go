@@ -191,7 +191,7 @@ func (r *StringRoom) Unpack(b []byte, tbl Regions) (*State, error) {
 func unpackInto(s *State, b []byte, tbl Regions, room *StringRoom) error {
 	d := decoder{b: b, tbl: tbl}
 	u := unpacker{d: &d, ctx: &s.Ctx}
-	*s = State{}
+	*s = State{room: room != nil}
 	flags := d.uv()
 	s.Scoped = flags&pkScoped != 0
 	s.ExpTouched = flags&pkExpTouched != 0
@@ -224,10 +224,11 @@ func unpackInto(s *State, b []byte, tbl Regions, room *StringRoom) error {
 	}
 	if flags&pkStr != 0 {
 		var ra *regAlloc
+		var vals *roomVals
 		if room != nil {
-			ra = &room.reg
+			ra, vals = &room.reg, &room.val
 		}
-		s.Str = u.regIn(ra, s.StrT)
+		s.Str = u.regIn(ra, vals, s.StrT)
 	}
 	if flags&pkSet != 0 {
 		s.Set = d.members(d.count(2), u.dot)
@@ -274,10 +275,11 @@ func (u *unpacker) hlc() HLC {
 	return HLC{Phys: p, Log: uint32(l), Region: u.d.region()}
 }
 
-func (u *unpacker) reg(ref HLC) *Reg { return u.regIn(nil, ref) }
+func (u *unpacker) reg(ref HLC) *Reg { return u.regIn(nil, nil, ref) }
 
-// regIn reads a register, into ra's room when ra is not nil.
-func (u *unpacker) regIn(ra *regAlloc, ref HLC) *Reg {
+// regIn reads a register, into ra's room when ra is not nil, and its short
+// values into vals when not nil.
+func (u *unpacker) regIn(ra *regAlloc, vals *roomVals, ref HLC) *Reg {
 	d := u.d
 	h := d.uv()
 	n, rf := h>>2, h<<2&(pkCounts|pkFloor)
@@ -305,9 +307,14 @@ func (u *unpacker) regIn(ra *regAlloc, ref HLC) *Reg {
 		if bf&pkAbsorb != 0 {
 			b.Absorb = d.counts()
 		}
-		if rb != nil {
+		switch {
+		case rb != nil:
 			rb.set(b, val)
-		} else {
+		case vals != nil && i < uint64(len(vals)) && len(val) > 0 && len(val) <= roomVal:
+			n := copy(vals[i][:], val)
+			b.Val = vals[i][:n:n]
+			r.Base = append(r.Base, b)
+		default:
 			b.Val = append([]byte(nil), val...)
 			r.Base = append(r.Base, b)
 		}

@@ -52,6 +52,16 @@ func checkPacked(t *testing.T, tbl *testRegions, what string, st *State) []byte 
 		if !Equal(got, st) || got.Scoped != st.Scoped || got.Str == nil || view(got) != view(st) {
 			t.Fatalf("%s: room round trip differs:\n got %s\nwant %s", what, dump(got), dump(st))
 		}
+		// its short values are kept in the room, one buffer each
+		want := uint8(0)
+		for i, x := range st.Str.Base {
+			if i < len(room.val) && len(x.Val) > 0 && len(x.Val) <= roomVal {
+				want |= 1 << i
+			}
+		}
+		if got := roomUse(got.Str.Base, &room.val); got != want {
+			t.Fatalf("%s: values in the room's buffers %b, want %b", what, got, want)
+		}
 	}
 	for cut := 0; cut < len(b); cut++ {
 		if err := UnpackInto(&State{}, b[:cut], tbl); err == nil {

@@ -324,7 +324,13 @@ func (r *Reg) own(region string) Count {
 
 // mergeReg joins b (with context bctx) into a (with context actx); scoped
 // limits b's context to this register (it only matters for the Bases).
-func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context) {
+// vals, when not nil, are the buffers of a's room (StringRoom): a short new
+// value goes into one no value of a used before the merge.
+func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context, vals *roomVals) {
+	var used uint8
+	if vals != nil {
+		used = roomUse(a.Base, vals)
+	}
 	// causal join of the Bases
 	out := a.Base[:0]
 	for _, e := range a.Base {
@@ -335,7 +341,7 @@ func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context) {
 	a.Base = out
 	for _, e := range b.Base {
 		if !hasBase(a.Base, e.Dot) && !actx.Contains(e.Dot) {
-			a.Base = append(a.Base, cloneBase(e))
+			a.Base = append(a.Base, cloneBaseIn(e, vals, &used))
 		}
 	}
 	if len(a.Base) == 0 {

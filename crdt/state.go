@@ -49,6 +49,10 @@ type State struct {
 	// memory Release may reuse (poolSet...); a copy of the State by value
 	// must clear it (Header does; Clone builds a new State)
 	pool uint8
+	// room: this State is the first field of a StringRoom, whose register
+	// keeps short values in the room (roomVals); a copy by value must clear
+	// it (Assign and Header do)
+	room bool
 
 	StrT, SetT, HashT HLC
 
@@ -156,14 +160,14 @@ func (s *State) Merge(d *State) (conflicts int) {
 		if s.Str != nil || d.Str != nil {
 			a := s.Str
 			if a == nil {
-				a = newReg()
+				a = s.emptyReg()
 			}
 			b := d.Str
 			if b == nil {
 				b = &Reg{}
 			}
 			n := len(a.Base)
-			mergeReg(a, sctx, b, dctx)
+			mergeReg(a, sctx, b, dctx, s.roomVals(a))
 			if a.isEmpty() {
 				a = nil
 			} else if len(a.Base) > 1 && len(a.Base) > n {
@@ -262,7 +266,7 @@ func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 		b = &Reg{}
 	}
 	n := len(a.Base)
-	mergeReg(a, &s.Ctx, b, dctx)
+	mergeReg(a, &s.Ctx, b, dctx, nil)
 	if a.isEmpty() {
 		delete(s.Hash, f)
 		return 0

@@ -273,7 +273,7 @@ func newEntry() *entry {
 type entryWithString struct {
 	name [32]byte // first: the entry's flags share its cache line
 	e    entry
-	room crdt.StringRoom // 32 + 48 + 416 bytes: the 512-byte size class
+	room crdt.StringRoom // 32 + 48 + 432 bytes: the 512-byte size class
 }
 
 // newEntryFor returns a new entry for key, whose first delta is d, and the
