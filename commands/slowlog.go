@@ -20,11 +20,13 @@ type slowlog struct {
 	entries []slowEntry // newest first
 }
 
-func (s *slowlog) record(limit int64, cfg *Config, c *Ctx, start time.Time, d time.Duration) {
+// record logs c, which ran for d and has just returned, when d is at least
+// limit µs (never when limit < 0).
+func (s *slowlog) record(limit int64, cfg *Config, c *Ctx, d time.Duration) {
 	if limit < 0 || d.Microseconds() < limit || c.Cmd.Name == "exec" {
 		return
 	}
-	e := slowEntry{at: start, dur: d, client: c.Conn.RemoteAddr(), name: c.Conn.Name}
+	e := slowEntry{at: time.Now().Add(-d), dur: d, client: c.Conn.RemoteAddr(), name: c.Conn.Name}
 	for i, a := range c.Args {
 		if i == 31 && len(c.Args) > 32 {
 			e.args = append(e.args, "... ("+formatInt(int64(len(c.Args)-31))+" more arguments)")

@@ -100,6 +100,7 @@ type Keyspace struct {
 
 	clockMu sync.Mutex
 	clock   *crdt.Clock
+	wall    *wallClock // NowMs's clock when cfg.Now is not injected
 
 	Stats Stats
 
@@ -361,8 +362,10 @@ func New(cfg Config, store Store) *Keyspace {
 	if cfg.DBs <= 0 {
 		cfg.DBs = 16
 	}
+	var wall *wallClock
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+		wall = &wallClock{period: wallClockPeriod}
 	}
 	if cfg.Stable == nil {
 		cfg.Stable = func() bool { return true }
@@ -370,7 +373,7 @@ func New(cfg Config, store Store) *Keyspace {
 	if cfg.ConflictLog <= 0 {
 		cfg.ConflictLog = 1000
 	}
-	ks := &Keyspace{cfg: cfg, store: store, clock: crdt.NewClock(cfg.Region)}
+	ks := &Keyspace{cfg: cfg, store: store, clock: crdt.NewClock(cfg.Region), wall: wall}
 	for i := 0; i < cfg.DBs; i++ {
 		d := &db{}
 		for j := range d.shards {
@@ -391,7 +394,12 @@ func (ks *Keyspace) Region() string { return ks.cfg.Region }
 func (ks *Keyspace) DBs() int { return len(ks.dbs) }
 
 // NowMs returns the wall clock in unix milliseconds.
-func (ks *Keyspace) NowMs() int64 { return ks.cfg.Now().UnixMilli() }
+func (ks *Keyspace) NowMs() int64 {
+	if ks.wall != nil {
+		return ks.wall.nowMs()
+	}
+	return ks.cfg.Now().UnixMilli()
+}
 
 // hashKey (FNV-1a) places keys in shards and anti-entropy buckets, and so
 // in the pages checkpoints store (a page holds every key of its bucket) and
