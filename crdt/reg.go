@@ -232,6 +232,19 @@ func addInt64(a, b int64) (int64, bool) {
 	return c, true
 }
 
+// dropsIncrements reports Get's dropped without building the value.
+func (r *Reg) dropsIncrements() bool {
+	w := r.Winner()
+	if w == nil || !r.hasPending(w) {
+		return false
+	}
+	if _, isInt := ParseInt(w.Val); isInt {
+		return false
+	}
+	_, isFloat := ParseFloat(w.Val)
+	return !isFloat
+}
+
 // Get returns the register's value. dropped reports that the winning base is
 // not numeric while unobserved increments exist: they are ignored (a
 // conflict the caller may record).

@@ -245,6 +245,11 @@ func TestMergeLaws(t *testing.T) {
 		s.run(150)
 		for _, k := range simKeys {
 			a, b, c := s.reps[0].state(k), s.reps[1].state(k), s.reps[2].state(k)
+			for _, x := range []*State{a, b, c} {
+				if _, _, dropped := x.Str.Get(); dropped != x.Str.dropsIncrements() {
+					t.Fatalf("seed %d: Get's dropped %v, dropsIncrements %v: %s", seed, dropped, !dropped, dump(x))
+				}
+			}
 			join := func(x, y *State) *State { z := x.Clone(); z.Merge(y); return z }
 			if ab, ba := join(a, b), join(b, a); !Equal(ab, ba) {
 				t.Fatalf("seed %d: not commutative:\n%s\n%s", seed, dump(ab), dump(ba))

@@ -183,7 +183,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 		for f, dr := range d.Hash {
 			conflicts |= s.mergeField(f, dr, dctx)
 		}
-	} else {
+	} else if len(s.Set)+len(d.Set)+len(s.Hash)+len(d.Hash) > 0 { // (a string's merge skips four empty ranges)
 		for m, sd := range s.Set {
 			if _, ok := d.Set[m]; !ok {
 				s.mergeMember(m, sd, nil, dctx)
@@ -224,10 +224,8 @@ func (s *State) Merge(d *State) (conflicts int) {
 	if after := b2i(strA) + b2i(setA) + b2i(hashA); after > 1 && after > before {
 		conflicts |= ConflictType
 	}
-	if s.Str != nil && len(s.Str.Counts) > 0 {
-		if _, _, dropped := s.Str.Get(); dropped {
-			conflicts |= ConflictNonNumeric
-		}
+	if s.Str != nil && len(s.Str.Counts) > 0 && s.Str.dropsIncrements() {
+		conflicts |= ConflictNonNumeric
 	}
 	return conflicts
 }
