@@ -36,6 +36,8 @@ type Cmd struct {
 	Subs    []*Cmd
 	Fn      func(c *Ctx)
 	denyOOM bool // the "denyoom" flag: refused over maxmemory
+	noAuth  bool // runs before AUTH (noAuthOK)
+	inMulti bool // runs at once inside MULTI (multiOK)
 }
 
 // cmdStats are one engine's counters for one command (INFO commandstats).
@@ -101,6 +103,7 @@ type Ctx struct {
 // (configuration, slow log, start time). It implements resp.Handler.
 type Engine struct {
 	cmds    map[string]*Cmd
+	names   map[string]*Cmd // cmds by name in lower case and in upper case (Lookup)
 	stats   map[*Cmd]*cmdStats
 	ks      *keyspace.Keyspace
 	Config  *Config
@@ -177,16 +180,19 @@ func init() {
 	for _, group := range groups() {
 		for _, cmd := range group {
 			cmd.denyOOM = slices.Contains(cmd.Flags, "denyoom")
+			cmd.noAuth, cmd.inMulti = noAuthOK[cmd.Name], multiOK[cmd.Name]
 		}
 	}
 }
 
 // New builds the command table over ks.
 func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
-	e := &Engine{cmds: make(map[string]*Cmd), ks: ks, Config: cfg, started: time.Now(), errs: map[string]uint64{}}
+	e := &Engine{cmds: make(map[string]*Cmd), names: make(map[string]*Cmd), ks: ks, Config: cfg, started: time.Now(), errs: map[string]uint64{}}
 	for _, group := range groups() {
 		for _, cmd := range group {
 			e.cmds[cmd.Name] = cmd
+			e.names[cmd.Name] = cmd
+			e.names[strings.ToUpper(cmd.Name)] = cmd
 		}
 	}
 	e.ACL = newACL(e)
@@ -223,6 +229,9 @@ func (e *Engine) Attach(s *resp.Server) { e.srv = s }
 
 // Lookup returns a command by name (any case), without allocating.
 func (e *Engine) Lookup(name []byte) *Cmd {
+	if c, ok := e.names[string(name)]; ok { // all lower or all upper case
+		return c
+	}
 	if c, ok := e.cmds[string(name)]; ok {
 		return c
 	}
@@ -274,7 +283,7 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 		return
 	}
 	conn.LastCmd.Store(&cmd.Name)
-	if !conn.Authed() && !noAuthOK[cmd.Name] {
+	if !conn.Authed() && !cmd.noAuth {
 		e.reject(cmd, conn, "NOAUTH Authentication required.")
 		return
 	}
@@ -285,7 +294,7 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 		}
 		return
 	}
-	if !noAuthOK[cmd.Name] {
+	if !cmd.noAuth {
 		if msg := e.ACL.check(conn, cmd, args); msg != "" {
 			e.reject(cmd, conn, msg)
 			if conn.InMulti {
@@ -301,7 +310,7 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 		}
 		return
 	}
-	if conn.InMulti && !multiOK[cmd.Name] {
+	if conn.InMulti && !cmd.inMulti {
 		conn.Queue = append(conn.Queue, cloneArgs(args))
 		conn.Simple("QUEUED")
 		return
