@@ -69,6 +69,7 @@ type Conn struct {
 	// out is written, and the state of a blocking command
 	fd          int
 	loop        *evLoop
+	rd          *fdReader // the guard's source
 	g           *guard
 	outOff      int
 	inPass      bool

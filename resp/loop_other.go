@@ -13,6 +13,8 @@ const hasLoop = false
 
 type evLoop struct{}
 
+type fdReader struct{}
+
 func (s *Server) startLoop() (*evLoop, error)       { return nil, errNoLoop }
 func (l *evLoop) add(c *Conn, tc *net.TCPConn) bool { return false }
 func (l *evLoop) kill(c *Conn)                      {}

@@ -355,3 +355,65 @@ func (h quitHandler) Serve(c *Conn, args [][]byte) {
 		h.testHandler.Serve(c, args)
 	}
 }
+
+// Pipelines arriving in pieces, with pauses between them, from several
+// clients at once, all get every reply in order: under the event loop each
+// piece is a short read after which the read that would return EAGAIN is
+// skipped, so a piece arriving later must be reported by a new event.
+func TestPipelinesInPiecesGetEveryReply(t *testing.T) {
+	_, addr := startTestServer(t, Config{})
+	done := make(chan error, 4)
+	for cl := 0; cl < 4; cl++ {
+		go func(cl int) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				done <- err
+				return
+			}
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for round := 0; round < 150; round++ {
+				var req strings.Builder
+				for i := 0; i < 3; i++ {
+					v := strconv.Itoa(cl*1000000 + round*10 + i)
+					req.WriteString("*2\r\n$4\r\nECHO\r\n$" + strconv.Itoa(len(v)) + "\r\n" + v + "\r\n")
+				}
+				b := []byte(req.String())
+				for len(b) > 0 { // in 1 to 4 pieces, a pause after each
+					n := 1 + (round*7+len(b))%(len(b)/2+1)
+					if round%4 == 0 {
+						n = len(b)
+					}
+					if _, err := c.Write(b[:n]); err != nil {
+						done <- err
+						return
+					}
+					b = b[n:]
+					time.Sleep(time.Duration(round%3) * 100 * time.Microsecond)
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				for i := 0; i < 3; i++ {
+					want := strconv.Itoa(cl*1000000+round*10+i) + "\r\n"
+					r.ReadString('\n')
+					if l, err := r.ReadString('\n'); err != nil || l != want {
+						done <- errors.New("client " + strconv.Itoa(cl) + " round " + strconv.Itoa(round) + ": got " + strconv.Quote(l) + ", want " + strconv.Quote(want) + " " + errString(err))
+						return
+					}
+				}
+			}
+			done <- nil
+		}(cl)
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
