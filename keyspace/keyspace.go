@@ -445,9 +445,12 @@ type Tx struct {
 	dbuf    [1]crdt.KeyDelta // deltas of a one-delta tx, without allocating
 	// the last key looked up and its entry (a command reads and writes
 	// the same key several times: one map lookup instead of four)
-	ck      Key
-	ce      *entry
-	cok     bool
+	ck  Key
+	ce  *entry
+	cok bool
+	// the key of a one-key tx and its shard (hashing the key once)
+	sk      Key
+	ss      *shard
 	inbound []crdt.KeyDelta
 	meta    []Write
 	expired int
@@ -494,6 +497,9 @@ func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	}
 	shards := ks.lockShards(tx.sbuf[:0], keys)
 	tx.locked = shards
+	if len(keys) == 1 && len(shards) == 1 {
+		tx.sk, tx.ss = keys[0], shards[0]
+	}
 	err := fn(tx)
 	t := tx.commit()
 	for _, s := range shards {
@@ -568,11 +574,19 @@ func (tx *Tx) Op() crdt.Op {
 }
 
 func (tx *Tx) shard(k Key) *shard {
-	s := tx.ks.dbs[k.DB].shardOf(k.Key)
+	s := tx.shardOf(k)
 	if !tx.all && !tx.holds(s) {
 		panic("keyspace: key " + k.Key + " used outside its tx")
 	}
 	return s
+}
+
+// shardOf returns k's shard (locked or not).
+func (tx *Tx) shardOf(k Key) *shard {
+	if tx.ss != nil && k == tx.sk {
+		return tx.ss
+	}
+	return tx.ks.dbs[k.DB].shardOf(k.Key)
 }
 
 func (tx *Tx) holds(s *shard) bool {
@@ -838,7 +852,7 @@ func (tx *Tx) commit() Ticket {
 	for _, t := range tx.touched {
 		k := t.k
 		e := t.e
-		s := tx.ks.dbs[k.DB].shardOf(k.Key)
+		s := tx.shardOf(k)
 		gone := false
 		if !e.live && (tx.ks.cfg.Stable() || t.forget) {
 			if s.m[k.Key] == e {

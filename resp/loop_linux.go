@@ -102,7 +102,10 @@ type evLoop struct {
 	pass     []*Conn       // clients served in this pass
 	toBlock  []*Conn       // clients whose blocking command starts after the pass
 	lastTick time.Time
-	done     chan struct{}
+	// passStart: unix ns when this pass's epoll_wait returned (a served
+	// client's last activity)
+	passStart int64
+	done      chan struct{}
 }
 
 // startLoop creates the loop and its thread.
@@ -207,6 +210,7 @@ func (l *evLoop) run() {
 			return
 		}
 		l.pass = l.pass[:0]
+		l.passStart = time.Now().UnixNano() // every client served now was active now
 		if hold := l.s.cfg.HoldCommits; hold != nil {
 			hold(true)
 		}
@@ -313,7 +317,7 @@ func (l *evLoop) serve(c *Conn) {
 	c.inPass = true
 	c.rd.short = false // (a short read of an earlier serve says nothing now)
 	l.pass = append(l.pass, c)
-	c.lastActive.Store(time.Now().UnixNano())
+	c.lastActive.Store(l.passStart)
 	for i := 0; ; i++ {
 		if i == maxPassCommands {
 			l.again = append(l.again, c)
