@@ -100,6 +100,26 @@ func BenchmarkRunSetRandom(b *testing.B) {
 	})
 }
 
+// BenchmarkRunGetRandom is BenchmarkRunSetRandom for GET: the lookup,
+// the expiry and type checks, the value's bytes.
+func BenchmarkRunGetRandom(b *testing.B) {
+	var sink int
+	v3 := []byte("xxx")
+	benchRandomKeys(b, func(tx *Tx, k Key) {
+		st := tx.Get(k)
+		if st == nil { // the untimed first pass
+			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), v3, false))
+			return
+		}
+		if st.Type() != crdt.TypeString {
+			b.Fatal("wrong type")
+		}
+		v, _, _ := st.Str.Get()
+		sink += int(v[0])
+	})
+	_ = sink
+}
+
 // BenchmarkRunIncrRandom is BenchmarkRunSetRandom for INCR (reading the
 // type, the counter's increments, the new value).
 func BenchmarkRunIncrRandom(b *testing.B) {
