@@ -35,12 +35,17 @@ func cmdSAdd(c *Ctx) {
 			return err
 		}
 		n := 0
-		seen := make(map[string]bool, len(c.Args)-2)
+		var seen map[string]bool // members named twice count once (none with one)
+		if len(c.Args) > 3 {
+			seen = make(map[string]bool, len(c.Args)-2)
+		}
 		for _, m := range c.Args[2:] {
 			if !st.HasMember(string(m)) && !seen[string(m)] {
 				n++
 			}
-			seen[string(m)] = true
+			if seen != nil {
+				seen[string(m)] = true
+			}
 		}
 		if n > 0 {
 			tx.Apply(k, crdt.SAdd(st, tx.Op(), c.Args[2:]))
