@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"concord/crdt"
 )
@@ -361,5 +362,56 @@ func TestUsageLeavesColdKeysCold(t *testing.T) {
 	clk.Add(2 * time.Second)
 	if _, ok := usage("ttl"); ok {
 		t.Fatal("usage of an expired cold key")
+	}
+}
+
+// touchEntry reads across an entry's allocation only for entries that are
+// an entryWithString's (inRoom), whose state is then its room's: string
+// keys made by a write, by warming a packed key, and not other keys (a
+// set, a hash, a key loaded from disk). Under -race, checkptr also checks
+// the arithmetic stays inside the allocation.
+func TestTouchEntryOnlyInRooms(t *testing.T) {
+	ks, _, _ := newKS(true)
+	write := func(k string, d func(st *crdt.State, op crdt.Op) *crdt.State) {
+		ks.Run([]Key{{Key: k}}, func(tx *Tx) error {
+			tx.Apply(Key{Key: k}, d(tx.State(Key{Key: k}), tx.Op()))
+			return nil
+		})
+	}
+	str := func(st *crdt.State, op crdt.Op) *crdt.State { return crdt.SetString(st, op, []byte("v"), false) }
+	write("s1", str)
+	write("a-string-key-name-longer-than-thirty-two-bytes", str)
+	write("set", func(st *crdt.State, op crdt.Op) *crdt.State { return crdt.SAdd(st, op, [][]byte{[]byte("m")}) })
+	write("hash", func(st *crdt.State, op crdt.Op) *crdt.State {
+		return crdt.HSet(st, op, [][]byte{[]byte("f"), []byte("v")})
+	})
+	write("cold", str)
+	ks.PackCold(4)
+	ks.PackCold(4) // "cold" is now packed; reading it warms it into a room
+	loaded := &crdt.State{}
+	loaded.Merge(crdt.SetString(loaded, crdt.Op{HLC: crdt.HLC{Phys: 1, Region: "B"}}, []byte("x"), false))
+	ks.Load(Key{Key: "loaded"}, loaded)
+	for _, k := range []string{"s1", "set", "hash"} {
+		write(k, func(st *crdt.State, op crdt.Op) *crdt.State { return crdt.Expire(st, op, 1<<50) }) // (packed too: warmed again)
+	}
+	want := map[string]bool{"s1": true, "a-string-key-name-longer-than-thirty-two-bytes": true, "set": false, "hash": false, "loaded": false, "cold": true}
+	for k, inRoom := range want {
+		ks.Run([]Key{{Key: k}}, func(tx *Tx) error {
+			e := tx.find(Key{Key: k})
+			if e == nil {
+				t.Fatalf("%s: no entry", k)
+			}
+			if e.inRoom != inRoom {
+				t.Fatalf("%s: inRoom %v, want %v", k, e.inRoom, inRoom)
+			}
+			if e.inRoom {
+				x := unsafe.Add(unsafe.Pointer(e), -int(unsafe.Offsetof(entryWithString{}.e)))
+				if unsafe.Pointer(e.st) != unsafe.Add(x, unsafe.Offsetof(entryWithString{}.room)) {
+					t.Fatalf("%s: the state of an entry in a room is not the room's", k)
+				}
+			}
+			touchEntry(e)
+			return nil
+		})
 	}
 }
