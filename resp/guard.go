@@ -117,6 +117,11 @@ func (g *guard) next(wait bool) ([][]byte, error) {
 				continue
 			}
 		}
+		if g.st == gStart && g.pos == len(g.out) {
+			if args, ok := g.whole(); ok {
+				return args, nil
+			}
+		}
 		g.oneCmd = false
 		g.process()
 	}
@@ -142,6 +147,71 @@ func (g *guard) compact() {
 		g.out = g.out[:copy(g.out, g.out[g.pos:])]
 	}
 	g.pos = 0
+}
+
+// whole returns the multibulk command at g.in[g.inStart:] in place when
+// all of it is there and every line ends in CRLF, after the checks process
+// makes; anything else (a command split across reads, an inline command,
+// bare-LF lines, input to refuse) is left to process, which produces the
+// same commands (FuzzGuard compares the two) and the errors. Its arguments
+// point into g.in, valid until the next call of next.
+func (g *guard) whole() ([][]byte, bool) {
+	b := g.in[g.inStart:]
+	if len(b) < 4 || b[0] != '*' {
+		return nil, false
+	}
+	authed := g.authed()
+	line, i, ok := crlfLine(b, 1, g.lim.MaxInlineLen)
+	if !ok {
+		return nil, false
+	}
+	n, ok := parseLen(line)
+	if !ok || n <= 0 || n > g.lim.MaxMultibulkLen || (!authed && n > g.lim.UnauthMultibulkLen) {
+		return nil, false
+	}
+	total := int64(len(line) + 3)
+	args := g.argv[:0]
+	for a := int64(0); a < n; a++ {
+		if i >= len(b) || b[i] != '$' {
+			return nil, false
+		}
+		line, j, ok := crlfLine(b, i, g.lim.MaxInlineLen)
+		if !ok {
+			return nil, false
+		}
+		m, ok := parseLen(line[1:])
+		if !ok || m < 0 || m > g.lim.MaxBulkLen || (!authed && m > g.lim.UnauthBulkLen) {
+			return nil, false
+		}
+		if total += int64(len(line)) + 2 + m + 2; total > g.lim.MaxQueryBuffer {
+			return nil, false
+		}
+		end := int64(j) + m
+		if end+2 > int64(len(b)) || b[end] != '\r' || b[end+1] != '\n' {
+			return nil, false
+		}
+		args = append(args, b[j:end:end])
+		i = int(end + 2)
+	}
+	g.argv = args
+	g.inStart += i
+	g.started = time.Time{}
+	return args, true
+}
+
+// crlfLine returns the line of b starting at from without its CRLF, and
+// the index after it; false when b has no complete line there ending in
+// CRLF within max bytes (counted with the CRLF, as process counts a line).
+func crlfLine(b []byte, from, max int) ([]byte, int, bool) {
+	for k := from; k < len(b) && k-from < max; k++ {
+		if b[k] == '\n' {
+			if k == from || b[k-1] != '\r' {
+				return nil, 0, false
+			}
+			return b[from : k-1], k + 1, true
+		}
+	}
+	return nil, 0, false
 }
 
 func (g *guard) fill() error {
@@ -177,8 +247,8 @@ func (g *guard) fail(msg string) {
 // process consumes raw input into validated output.
 func (g *guard) process() {
 	for g.inStart < len(g.in) && g.err == nil {
-		if g.st == gStart && g.oneCmd && !g.authed() {
-			return
+		if g.st == gStart && (g.ready > 0 || g.oneCmd && !g.authed()) {
+			return // (the next command may be whole: next tries that first)
 		}
 		b := g.in[g.inStart:]
 		switch g.st {

@@ -303,3 +303,55 @@ func TestPoisonArgsCatchesKeptArguments(t *testing.T) {
 		}
 	}
 }
+
+// A whole multibulk command in the read buffer is parsed in place (whole);
+// anything else is left to the byte-by-byte states, untouched. Both give
+// the same commands (FuzzGuard compares a whole read with 1..7-byte pieces,
+// which go the slow way).
+func TestGuardWholeCommands(t *testing.T) {
+	lim := Limits{MaxBulkLen: 64, MaxMultibulkLen: 8, MaxInlineLen: 16, UnauthMultibulkLen: 2, UnauthBulkLen: 8}
+	lim.Validate()
+	for _, c := range []struct {
+		in      string
+		whole   bool
+		unauthd bool
+	}{
+		{"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nxxx\r\n", true, false},
+		{"*1\r\n$0\r\n\r\n", true, false},
+		{"*+1\r\n$01\r\nx\r\n", true, false}, // what parseLen takes, as process takes it
+		{"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPI", true, false},
+		{"*2\r\n$3\r\nGET\r\n$1\r\nk", false, false},             // the rest is still to come
+		{"*2\n$3\r\nGET\r\n$1\r\nk\r\n", false, false},           // a bare LF
+		{"*2\r\n$3\r\nGET\r\n$1\r\nkX\n", false, false},          // a body without its CRLF
+		{"*0\r\n", false, false},                                 // ignored by process
+		{"*9\r\n", false, false},                                 // over MaxMultibulkLen
+		{"*1\r\n$65\r\n", false, false},                          // over MaxBulkLen
+		{"*1\r\n$-1\r\n", false, false},                          // a negative length
+		{"*1\r\n$00000000000000001\r\nx\r\n", false, false},      // a line over MaxInlineLen
+		{"*1\r\n:1\r\n", false, false},                           // not a bulk
+		{"GET k\r\n", false, false},                              // inline
+		{"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n", false, true}, // unauthenticated limits
+		{"*1\r\n$9\r\n123456789\r\n", false, true},
+		{"*2\r\n$1\r\na\r\n$8\r\n12345678\r\n", true, true},
+	} {
+		g := newGuard(bytes.NewReader(nil), &lim, func() bool { return !c.unauthd })
+		g.in = append(g.in[:0], c.in...)
+		args, ok := g.whole()
+		if ok != c.whole {
+			t.Fatalf("%q: whole %v, want %v", c.in, ok, c.whole)
+		}
+		if !ok {
+			if g.inStart != 0 || len(g.out) != 0 {
+				t.Fatalf("%q: consumed though not whole", c.in)
+			}
+			continue
+		}
+		slow, _ := readAllCommands(newGuard(&chunkReader{b: []byte(c.in), n: 1}, &lim, func() bool { return !c.unauthd }))
+		if len(slow) == 0 || string(bytes.Join(args, []byte(" "))) != slow[0] {
+			t.Fatalf("%q: whole gives %q, byte by byte %q", c.in, args, slow)
+		}
+		if a := args[0]; cap(a) != len(a) {
+			t.Fatalf("%q: an argument's capacity reaches into the next", c.in)
+		}
+	}
+}
