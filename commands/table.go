@@ -282,7 +282,9 @@ func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
 		}
 		return
 	}
-	conn.LastCmd.Store(&cmd.Name)
+	if conn.LastCmd.Load() != &cmd.Name { // (a pipeline repeats a command: no locked store)
+		conn.LastCmd.Store(&cmd.Name)
+	}
 	if !conn.Authed() && !cmd.noAuth {
 		e.reject(cmd, conn, "NOAUTH Authentication required.")
 		return
