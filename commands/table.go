@@ -35,9 +35,11 @@ type Cmd struct {
 	ACL     []string
 	Subs    []*Cmd
 	Fn      func(c *Ctx)
-	denyOOM bool // the "denyoom" flag: refused over maxmemory
-	noAuth  bool // runs before AUTH (noAuthOK)
-	inMulti bool // runs at once inside MULTI (multiOK)
+	denyOOM bool   // the "denyoom" flag: refused over maxmemory
+	noAuth  bool   // runs before AUTH (noAuthOK)
+	inMulti bool   // runs at once inside MULTI (multiOK)
+	upper   string // Name in upper case
+	id      int    // index of its counters in Engine.byID (1..; 0 for subcommands)
 }
 
 // cmdStats are one engine's counters for one command (INFO commandstats).
@@ -105,6 +107,7 @@ type Engine struct {
 	cmds    map[string]*Cmd
 	names   map[string]*Cmd // cmds by name in lower case and in upper case (Lookup)
 	stats   map[*Cmd]*cmdStats
+	byID    []*cmdStats // stats by Cmd.id
 	ks      *keyspace.Keyspace
 	Config  *Config
 	Info    InfoSource
@@ -175,12 +178,18 @@ func groups() [][]*Cmd {
 		{commandCmd, waitCmd, aclCmd, latencyCmd}}
 }
 
+// numCmds counts the commands of groups() (their ids are 1..numCmds).
+var numCmds int
+
 // flags derived from the tables once (every engine shares them).
 func init() {
 	for _, group := range groups() {
 		for _, cmd := range group {
 			cmd.denyOOM = slices.Contains(cmd.Flags, "denyoom")
 			cmd.noAuth, cmd.inMulti = noAuthOK[cmd.Name], multiOK[cmd.Name]
+			cmd.upper = strings.ToUpper(cmd.Name)
+			numCmds++
+			cmd.id = numCmds
 		}
 	}
 }
@@ -204,8 +213,10 @@ func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 	cfg.OnSet("latency-monitor-threshold", cache)
 	cfg.OnSet("slowlog-log-slower-than", cache)
 	e.stats = make(map[*Cmd]*cmdStats, len(e.cmds))
+	e.byID = make([]*cmdStats, numCmds+1)
 	for _, c := range e.cmds {
 		e.stats[c] = &cmdStats{}
+		e.byID[c.id] = e.stats[c]
 	}
 	limit := func(string) { e.maxMemory.Store(cfg.Int("maxmemory")) }
 	limit("")
@@ -273,7 +284,11 @@ func checkArity(cmd *Cmd, n int) bool {
 
 // Serve dispatches one command.
 func (e *Engine) Serve(conn *resp.Conn, args [][]byte) {
-	cmd := e.Lookup(args[0])
+	cmd, _ := conn.LastLookup.(*Cmd) // a pipeline repeats a command
+	if cmd == nil || string(args[0]) != cmd.Name && string(args[0]) != cmd.upper {
+		cmd = e.Lookup(args[0])
+		conn.LastLookup = cmd
+	}
 	if cmd == nil {
 		e.countErr("ERR")
 		conn.Err(unknownCommand(args))
@@ -343,7 +358,7 @@ func (e *Engine) call(c *Ctx) {
 	start := time.Since(callEpoch)
 	c.Cmd.Fn(c)
 	d := time.Since(callEpoch) - start
-	st := e.stats[c.Cmd]
+	st := e.byID[c.Cmd.id]
 	st.calls.Add(1)
 	st.usec.Add(uint64(d.Microseconds()))
 	for i, b := range LatencyBuckets {

@@ -58,7 +58,11 @@ type Conn struct {
 	// LastWrite is the ticket of this client's latest write (for WAIT).
 	LastWrite Ticket
 
-	LastCmd    atomic.Pointer[string] // the last command's name (points into the command table)
+	LastCmd atomic.Pointer[string] // the last command's name (points into the command table)
+	// LastLookup: the handler's own record of the command it found for
+	// this connection's last command name (the connection's goroutine or
+	// loop only)
+	LastLookup any
 	lastActive atomic.Int64
 	pending    Ticket
 	closeAfter bool
