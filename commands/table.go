@@ -355,9 +355,14 @@ func (e *Engine) Calls() uint64 {
 var callEpoch = time.Now()
 
 func (e *Engine) call(c *Ctx) {
-	start := time.Since(callEpoch)
+	start := c.Conn.CallClock // the last command's end when this one followed it at once
+	if start == 0 {
+		start = time.Since(callEpoch)
+	}
 	c.Cmd.Fn(c)
-	d := time.Since(callEpoch) - start
+	end := time.Since(callEpoch)
+	c.Conn.CallClock = end
+	d := end - start
 	st := e.byID[c.Cmd.id]
 	st.calls.Add(1)
 	st.usec.Add(uint64(d.Microseconds()))

@@ -63,6 +63,11 @@ type Conn struct {
 	// this connection's last command name (the connection's goroutine or
 	// loop only)
 	LastLookup any
+	// CallClock: when the handler's last command for this connection
+	// ended (its own monotonic reading), while the next command follows it
+	// at once (pipelined, already read): the next one's start, one clock
+	// read fewer. The server sets it to 0 whenever that is not so.
+	CallClock  time.Duration
 	lastActive atomic.Int64
 	pending    Ticket
 	closeAfter bool

@@ -36,6 +36,7 @@ type fdReader struct {
 	// trustShort: this serve may skip the read after a short one;
 	// short: the last read of this serve was short
 	trustShort, short bool
+	reads             uint64 // read system calls made
 }
 
 func (r *fdReader) Read(p []byte) (int, error) {
@@ -44,6 +45,7 @@ func (r *fdReader) Read(p []byte) (int, error) {
 		return 0, errWouldBlock
 	}
 	for {
+		r.reads++
 		n, err := rawRead(r.fd, p)
 		switch {
 		case n > 0:
@@ -318,12 +320,17 @@ func (l *evLoop) serve(c *Conn) {
 	c.rd.short = false // (a short read of an earlier serve says nothing now)
 	l.pass = append(l.pass, c)
 	c.lastActive.Store(l.passStart)
+	c.CallClock = 0
 	for i := 0; ; i++ {
 		if i == maxPassCommands {
 			l.again = append(l.again, c)
 			return
 		}
+		reads := c.rd.reads
 		args, err := c.g.next(true)
+		if c.rd.reads != reads {
+			c.CallClock = 0 // the command did not follow the last at once
+		}
 		if err == errWouldBlock {
 			c.g.err = nil
 			return

@@ -97,7 +97,6 @@ type Server struct {
 	nextID   atomic.Int64
 	Accepted atomic.Uint64
 	Rejected atomic.Uint64 // connections closed for a protocol error
-	Commands atomic.Uint64
 	// OutputLimited counts clients closed for their output buffer limit.
 	OutputLimited atomic.Uint64
 
@@ -305,7 +304,8 @@ func (s *Server) serveConn(nc net.Conn) {
 		// serve every complete command buffered, then send their replies
 		// together (a protocol error behind them is reported on the next
 		// round, after these replies)
-		for ; args != nil; args, _ = g.next(false) {
+		c.CallClock = 0
+		for ; args != nil; args, _ = g.next(false) { // (never reading: the commands follow one another)
 			if s.serveOne(c, args) {
 				break
 			}
@@ -339,7 +339,6 @@ func (s *Server) serveConn(nc net.Conn) {
 func (s *Server) serveOne(c *Conn, args [][]byte) bool {
 	c.w.Flush() // into c.out: its length marks where this reply starts
 	mark := len(c.out.b)
-	s.Commands.Add(1)
 	s.handler.Serve(c, args)
 	if s.cfg.PoisonArgs {
 		poison(args)
