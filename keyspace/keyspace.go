@@ -224,6 +224,7 @@ type db struct {
 type shard struct {
 	mu   sync.Mutex
 	ks   *Keyspace
+	vers uint64 // the last entry version handed out (nextVer)
 	m    map[string]*entry
 	peak int              // len(m)'s high-water mark (see notePeak)
 	cold coldTable        // keys not accessed for a while (see PackCold)
@@ -374,7 +375,14 @@ func (s *shard) settle() {
 	}
 }
 
-var version atomic.Uint64
+// nextVer returns a version for an entry of s that changed: higher than
+// any s handed out before, so WATCH (Tx.Version) tells a key that changed,
+// or was removed and made again, from one that did not (the shard's lock
+// held).
+func (s *shard) nextVer() uint64 {
+	s.vers++
+	return s.vers
+}
 
 // New returns an empty keyspace.
 func New(cfg Config, store Store) *Keyspace {
@@ -779,7 +787,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	if remote && c != 0 {
 		tx.ks.recordConflicts(k, c, e.st, from)
 	}
-	e.ver = version.Add(1)
+	e.ver = s.nextVer()
 	live := e.st.Type() != crdt.TypeNone
 	if live != e.live {
 		if live {
@@ -902,7 +910,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	defer s.mu.Unlock()
 	e := newEntry()
 	e.st.Assign(st)
-	e.live, e.ver = e.st.Type() != crdt.TypeNone, version.Add(1)
+	e.live, e.ver = e.st.Type() != crdt.TypeNone, s.nextVer()
 	if old := s.m[k.Key]; old != nil {
 		if old.live {
 			s.live--
@@ -1397,7 +1405,7 @@ func (tx *Tx) Forget(k Key, upTo uint32) bool {
 			}
 		}
 		e.metaEpoch = 0
-		e.ver = version.Add(1)
+		e.ver = s.nextVer()
 		if tx.ks.cfg.Digests {
 			e.elems = crdt.ElementsDigest(e.st)
 			s.redigest(k.Key, e)

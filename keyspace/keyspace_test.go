@@ -752,3 +752,39 @@ func TestBigTxBuffersDoNotLeak(t *testing.T) {
 		}
 	}
 }
+
+// WATCH's version of a key changes with every write, also a delete and a
+// re-creation with the same value, and not with a read. (An absent key's
+// version is its database's epoch alone: one made and deleted again while
+// watched is not seen, unlike in Redis.)
+func TestVersionChangesWithEveryWrite(t *testing.T) {
+	ks, _, _ := newKS(true)
+	k := Key{Key: "w"}
+	version := func() (v uint64) {
+		ks.Run([]Key{k}, func(tx *Tx) error { v = tx.Version(k); return nil })
+		return v
+	}
+	seen := map[uint64]string{}
+	note := func(what string) {
+		v := version()
+		if prev, ok := seen[v]; ok {
+			t.Fatalf("%s: version %d as after %s", what, v, prev)
+		}
+		seen[v] = what
+	}
+	note("nothing")
+	set(ks, "w", "a", 0)
+	note("set")
+	if v := version(); seen[v] != "set" {
+		t.Fatal("a read changed the version")
+	}
+	set(ks, "w", "a", 0)
+	note("same value again")
+	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.Delete(tx.State(k))); return nil })
+	if v := version(); seen[v] != "nothing" {
+		t.Fatalf("deleted: version %d, as after %q", v, seen[v])
+	}
+	set(ks, "other", "x", 0) // (another key's write in between)
+	set(ks, "w", "a", 0)
+	note("made again")
+}
