@@ -287,7 +287,7 @@ func (u *unpacker) regIn(ra *regAlloc, vals *roomVals, ref HLC) *Reg {
 		d.fail()
 		return &Reg{}
 	}
-	r := &Reg{}
+	var r *Reg
 	var rb *regWithBase
 	switch {
 	case ra != nil:
@@ -296,6 +296,8 @@ func (u *unpacker) regIn(ra *regAlloc, vals *roomVals, ref HLC) *Reg {
 	case n == 1:
 		rb = &regWithBase{} // one base and a short value in one allocation
 		r = &rb.r
+	default:
+		r = &Reg{}
 	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		bf := d.uv()
