@@ -255,19 +255,48 @@ func TestVersionChangesOnWrite(t *testing.T) {
 	}
 }
 
+// A tx refuses a key on a shard it did not lock, whether it locked one
+// shard or many (marked as its own, markHolder), also right after a big tx
+// had locked that shard (the marks go with the locks).
 func TestTxRefusesUnlockedKey(t *testing.T) {
-	ks, _, _ := newKS(true)
-	defer func() {
-		if recover() == nil {
-			t.Fatal("using a key outside the tx did not panic")
+	// keys on distinct shards: the first 31 for the txs, the last outside
+	var keys []Key
+	used := map[uint64]bool{}
+	for i := 0; len(keys) < 32; i++ {
+		k := fmt.Sprint("k", i)
+		if sh := hashKey(k) % shardCount; !used[sh] {
+			used[sh] = true
+			keys = append(keys, Key{Key: k})
 		}
-	}()
-	// find a key on a different shard
-	other := "x"
-	for i := 0; hashKey(other)%shardCount == hashKey("a")%shardCount; i++ {
-		other = fmt.Sprint("x", i)
 	}
-	ks.Run([]Key{{Key: "a"}}, func(tx *Tx) error { tx.Get(Key{Key: other}); return nil })
+	outside := keys[31]
+	refused := func(named []Key, k Key) (panicked bool) {
+		// (a panic leaves the tx's shards locked: a keyspace per check,
+		// after the big tx that locked k's shard before)
+		ks, _, _ := newKS(true)
+		ks.Run(keys[1:32], func(tx *Tx) error { return nil })
+		defer func() { panicked = recover() != nil }()
+		ks.Run(named, func(tx *Tx) error {
+			for _, n := range named {
+				tx.Get(n) // every named key is fine
+			}
+			tx.Get(k)
+			return nil
+		})
+		return false
+	}
+	if !refused(keys[:1], outside) {
+		t.Fatal("a one-key tx used a key outside it")
+	}
+	if !refused(keys[:31], outside) {
+		t.Fatal("a tx of 31 shards used a key outside it")
+	}
+	if !refused(keys[:2], outside) {
+		t.Fatal("a two-key tx used a key outside it")
+	}
+	if refused(keys[:31], keys[30]) {
+		t.Fatal("a named key was refused")
+	}
 }
 
 // headersIn returns the headers that writes store, by key (from their
