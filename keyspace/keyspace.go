@@ -227,10 +227,10 @@ type shard struct {
 	vers uint64 // the last entry version handed out (nextVer)
 	// holder: the tx holding mu when it locks many shards (markHolder)
 	holder *Tx
-	m    map[string]*entry
-	peak int              // len(m)'s high-water mark (see notePeak)
-	cold coldTable        // keys not accessed for a while (see PackCold)
-	exp  map[string]int64 // keys with a deadline (set with setExp, delExp)
+	m      map[string]*entry
+	peak   int              // len(m)'s high-water mark (see notePeak)
+	cold   coldTable        // keys not accessed for a while (see PackCold)
+	exp    map[string]int64 // keys with a deadline (set with setExp, delExp)
 	// withExp is the db's count of keys with a deadline
 	withExp *atomic.Int64
 	// dirty: keys changed since the last checkpoint captured this shard
