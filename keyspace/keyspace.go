@@ -470,6 +470,7 @@ type Tx struct {
 	nkeys   int     // how many keys the tx named
 	tptrs   [1]*touch
 	sbuf    [2]*shard
+	sbig    []*shard // the locked shards of a tx naming many keys (reused like tslab)
 	deltas  []crdt.KeyDelta
 	dbuf    [1]crdt.KeyDelta // deltas of a one-delta tx, without allocating
 	// the last key looked up and its entry (a command reads and writes
@@ -516,15 +517,20 @@ func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
 func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	ks.world.RLock()
 	tx := txPool.Get().(*Tx)
-	slab, ptrs, index := tx.tslab, tx.touched, tx.index // kept by the last Run
+	slab, ptrs, index, sbig := tx.tslab, tx.touched, tx.index, tx.sbig // kept by the last Run
 	*tx = Tx{ks: ks, now: ks.NowMs(), nkeys: len(keys)}
+	sbuf := tx.sbuf[:0]
 	if len(keys) > 16 { // a peer's batch: sized once, not grown per key
 		if cap(slab) < len(keys)-1 {
 			slab, ptrs, index = make([]touch, 0, len(keys)-1), make([]*touch, 0, len(keys)), nil
 		}
-		tx.tslab, tx.touched, tx.index = slab, ptrs, index
+		if cap(sbig) < len(keys) {
+			sbig = make([]*shard, 0, len(keys))
+		}
+		tx.tslab, tx.touched, tx.index, tx.sbig = slab, ptrs, index, sbig
+		sbuf = sbig[:0]
 	}
-	shards := ks.lockShards(tx.sbuf[:0], keys)
+	shards := ks.lockShards(sbuf, keys)
 	tx.locked = shards
 	if len(keys) == 1 && len(shards) == 1 {
 		tx.sk, tx.ss = keys[0], shards[0]
@@ -544,14 +550,15 @@ func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 		s.mu.Unlock()
 	}
 	ks.world.RUnlock()
-	slab, ptrs, index = tx.tslab, tx.touched, tx.index
+	slab, ptrs, index, sbig = tx.tslab, tx.touched, tx.index, tx.sbig
 	*tx = Tx{} // drop references before reuse
 	// but keep a batch's buffers, emptied, for the next
 	if cap(slab) > 0 && cap(slab) <= 4096 {
 		clear(slab)
 		clear(ptrs)
 		clear(index)
-		tx.tslab, tx.touched, tx.index = slab[:0], ptrs[:0], index
+		clear(sbig[:cap(sbig)])
+		tx.tslab, tx.touched, tx.index, tx.sbig = slab[:0], ptrs[:0], index, sbig[:0]
 	}
 	txPool.Put(tx)
 	return t, err
