@@ -768,6 +768,9 @@ func (tx *Tx) Apply(k Key, d *crdt.State) {
 	tx.merge(k, d, false, "")
 	if tx.deltas == nil {
 		tx.deltas = tx.dbuf[:0]
+		if tx.nkeys > 4 { // (MSET and the like)
+			tx.deltas = make([]crdt.KeyDelta, 0, tx.nkeys)
+		}
 	}
 	tx.deltas = append(tx.deltas, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 }
@@ -779,6 +782,9 @@ func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
 		tx.ks.ObserveHLC(h)
 	}
 	tx.merge(k, d, true, from)
+	if tx.inbound == nil && tx.nkeys > 1 { // a peer's batch: one allocation, not one per doubling
+		tx.inbound = make([]crdt.KeyDelta, 0, tx.nkeys)
+	}
 	tx.inbound = append(tx.inbound, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 	tx.ks.Stats.RemoteApplied.Add(1)
 }
