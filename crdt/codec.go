@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 )
 
@@ -571,11 +572,10 @@ func decodeMessage(b []byte, reuse bool) ([]KeyDelta, error) {
 	n := d.count(2) // a batch is at least a length and a version byte
 	var out []KeyDelta
 	for i := 0; i < n && d.err == nil; i++ {
-		kds, err := decodeBatch(d.raw(), reuse)
-		if d.err != nil || err != nil {
+		var err error
+		if out, err = decodeBatchInto(out, d.raw(), reuse); d.err != nil || err != nil {
 			return nil, ErrCorrupt
 		}
-		out = append(out, kds...)
 	}
 	if d.err != nil || len(d.b) != 0 {
 		return nil, ErrCorrupt
@@ -586,11 +586,15 @@ func decodeMessage(b []byte, reuse bool) ([]KeyDelta, error) {
 // DecodeBatch decodes a batch written by AppendBatch.
 func DecodeBatch(b []byte) ([]KeyDelta, error) { return decodeBatch(b, false) }
 
-func decodeBatch(b []byte, reuse bool) ([]KeyDelta, error) {
+func decodeBatch(b []byte, reuse bool) ([]KeyDelta, error) { return decodeBatchInto(nil, b, reuse) }
+
+// decodeBatchInto appends the batch b's deltas to out (an envelope's
+// batches into one slice).
+func decodeBatchInto(out []KeyDelta, b []byte, reuse bool) ([]KeyDelta, error) {
 	d := decoder{reuse: reuse}
 	d.header(b)
 	n := d.count(3)
-	out := make([]KeyDelta, 0, n)
+	out = slices.Grow(out, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		db := d.uv()
 		if db > math.MaxInt32 {
