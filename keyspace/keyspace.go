@@ -280,19 +280,17 @@ type entryWithString struct {
 	room crdt.StringRoom // 32 + 48 + 432 bytes: the 512-byte size class
 }
 
-// touchSink keeps touchEntry's loads from being optimized away.
-var touchSink uint64
-
 // touchEntry reads one word of each cache line of a string key's entry
 // (entryWithString, 512 bytes) at once, so that their cache misses overlap
 // instead of following one another as a command reads the entry's parts
-// (state, register, base, value) one after the other.
-func touchEntry(e *entry) {
+// (state, register, base, value) one after the other. The caller keeps
+// the result (tx.touchSink), so that the loads are not optimized away.
+func touchEntry(e *entry) uint64 {
 	if !e.inRoom {
-		return
+		return 0
 	}
 	p := unsafe.Add(unsafe.Pointer(e), -int(unsafe.Offsetof(entryWithString{}.e)))
-	touchSink += *(*uint64)(unsafe.Add(p, 64)) ^ *(*uint64)(unsafe.Add(p, 128)) ^ *(*uint64)(unsafe.Add(p, 192)) ^
+	return *(*uint64)(unsafe.Add(p, 64)) ^ *(*uint64)(unsafe.Add(p, 128)) ^ *(*uint64)(unsafe.Add(p, 192)) ^
 		*(*uint64)(unsafe.Add(p, 256)) ^ *(*uint64)(unsafe.Add(p, 320)) ^ *(*uint64)(unsafe.Add(p, 384)) ^ *(*uint64)(unsafe.Add(p, 448))
 }
 
@@ -471,8 +469,10 @@ type Tx struct {
 	tptrs   [1]*touch
 	sbuf    [2]*shard
 	sbig    []*shard // the locked shards of a tx naming many keys (reused like tslab)
-	deltas  []crdt.KeyDelta
-	dbuf    [1]crdt.KeyDelta // deltas of a one-delta tx, without allocating
+	// touchSink keeps what touchEntry read
+	touchSink uint64
+	deltas    []crdt.KeyDelta
+	dbuf      [1]crdt.KeyDelta // deltas of a one-delta tx, without allocating
 	// the last key looked up and its entry (a command reads and writes
 	// the same key several times: one map lookup instead of four)
 	ck  Key
@@ -716,7 +716,7 @@ func (tx *Tx) find(k Key) *entry {
 		e = s.warm(k.Key)
 	}
 	if e != nil {
-		touchEntry(e)
+		tx.touchSink ^= touchEntry(e)
 	}
 	if e != nil && !e.hot {
 		e.hot = true
