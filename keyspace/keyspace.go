@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,6 +226,12 @@ type shard struct {
 	mu   sync.Mutex
 	ks   *Keyspace
 	vers uint64 // the last entry version handed out (nextVer)
+	// gone: versions of keys lately removed from m, so WATCH sees a key
+	// made and removed again (at most goneMax; then emptied, and goneBase,
+	// an absent key's version otherwise, renewed: a watcher of any absent
+	// key of the shard then sees a change, which only retries its EXEC)
+	gone     map[string]uint64
+	goneBase uint64
 	// holder: the tx holding mu when it locks many shards (markHolder)
 	holder *Tx
 	m      map[string]*entry
@@ -373,6 +380,29 @@ func (s *shard) settle() {
 	} else {
 		s.pend = s.pend[:0]
 	}
+}
+
+// goneMax bounds a shard's record of removed keys' versions.
+const goneMax = 64
+
+// removed records that key's entry left m (for absentVer).
+func (s *shard) removed(key string) {
+	if len(s.gone) >= goneMax {
+		clear(s.gone)
+		s.goneBase = s.nextVer()
+	}
+	if s.gone == nil {
+		s.gone = make(map[string]uint64)
+	}
+	s.gone[strings.Clone(key)] = s.nextVer() // (key may point into the removed entry)
+}
+
+// absentVer is the version of a key with no entry.
+func (s *shard) absentVer(key string) uint64 {
+	if v, ok := s.gone[key]; ok {
+		return v
+	}
+	return s.goneBase
 }
 
 // nextVer returns a version for an entry of s that changed: higher than
@@ -756,8 +786,10 @@ func (tx *Tx) Type(k Key) crdt.Type {
 func (tx *Tx) Version(k Key) uint64 {
 	tx.lookup(k)
 	v := tx.ks.dbs[k.DB].epoch.Load() << 40
-	if e := tx.shard(k).m[k.Key]; e != nil {
-		v ^= e.ver
+	if s := tx.shard(k); s.m[k.Key] != nil {
+		v ^= s.m[k.Key].ver
+	} else {
+		v ^= s.absentVer(k.Key)
 	}
 	return v
 }
@@ -797,6 +829,9 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		e, name = newEntryFor(k.Key, d)
 		e.hot = true
 		s.m[name] = e
+		if len(s.gone) > 0 {
+			delete(s.gone, k.Key)
+		}
 		s.notePeak()
 		tx.ks.Stats.WarmKeys.Add(1)
 		tx.ce = e
@@ -919,6 +954,7 @@ func (tx *Tx) commit() Ticket {
 		if !e.live && (tx.ks.cfg.Stable() || t.forget) {
 			if s.m[k.Key] == e {
 				delete(s.m, k.Key)
+				s.removed(k.Key)
 				tx.ks.Stats.WarmKeys.Add(-1)
 				s.bkt[subBucket(k.Key)] ^= e.dig
 			}

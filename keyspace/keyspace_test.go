@@ -782,10 +782,10 @@ func TestBigTxBuffersDoNotLeak(t *testing.T) {
 	}
 }
 
-// WATCH's version of a key changes with every write, also a delete and a
-// re-creation with the same value, and not with a read. (An absent key's
-// version is its database's epoch alone: one made and deleted again while
-// watched is not seen, unlike in Redis.)
+// WATCH's version of a key changes with every write, also a delete, a
+// re-creation with the same value, and a key made and deleted again while
+// watched (Redis aborts EXEC then too), and not with a read; a shard's
+// record of removed keys stays bounded.
 func TestVersionChangesWithEveryWrite(t *testing.T) {
 	ks, _, _ := newKS(true)
 	k := Key{Key: "w"}
@@ -809,11 +809,33 @@ func TestVersionChangesWithEveryWrite(t *testing.T) {
 	}
 	set(ks, "w", "a", 0)
 	note("same value again")
-	ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.Delete(tx.State(k))); return nil })
-	if v := version(); seen[v] != "nothing" {
-		t.Fatalf("deleted: version %d, as after %q", v, seen[v])
+	del := func(key string) {
+		ks.Run([]Key{{Key: key}}, func(tx *Tx) error { tx.Apply(Key{Key: key}, crdt.Delete(tx.State(Key{Key: key}))); return nil })
 	}
+	del("w")
+	note("deleted")
 	set(ks, "other", "x", 0) // (another key's write in between)
 	set(ks, "w", "a", 0)
 	note("made again")
+	del("w")
+	note("deleted again")
+	// many keys of w's shard removed: the record stays bounded, and w,
+	// still absent, may only show a change (a retried EXEC), never an old
+	// version
+	before := version()
+	for i, n := 0, 0; n < 3*goneMax; i++ {
+		if key := fmt.Sprint("tmp", i); hashKey(key)%shardCount == hashKey("w")%shardCount {
+			set(ks, key, "x", 0)
+			del(key)
+			n++
+		}
+	}
+	if v := version(); v != before {
+		if prev, ok := seen[v]; ok {
+			t.Fatalf("after others were removed: version %d as after %s", v, prev)
+		}
+	}
+	if n := len(ks.dbs[0].shardOf("w").gone); n > goneMax {
+		t.Fatalf("the shard remembers %d removed keys", n)
+	}
 }
