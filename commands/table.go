@@ -201,7 +201,7 @@ func New(ks *keyspace.Keyspace, cfg *Config) *Engine {
 		for _, cmd := range group {
 			e.cmds[cmd.Name] = cmd
 			e.names[cmd.Name] = cmd
-			e.names[strings.ToUpper(cmd.Name)] = cmd
+			e.names[cmd.upper] = cmd
 		}
 	}
 	e.ACL = newACL(e)
@@ -241,9 +241,6 @@ func (e *Engine) Attach(s *resp.Server) { e.srv = s }
 // Lookup returns a command by name (any case), without allocating.
 func (e *Engine) Lookup(name []byte) *Cmd {
 	if c, ok := e.names[string(name)]; ok { // all lower or all upper case
-		return c
-	}
-	if c, ok := e.cmds[string(name)]; ok {
 		return c
 	}
 	var buf [32]byte
@@ -350,17 +347,13 @@ func (e *Engine) Calls() uint64 {
 	return n
 }
 
-// callEpoch gives command timing an origin: time.Since reads only the
-// monotonic clock (time.Now reads two clocks).
-var callEpoch = time.Now()
-
 func (e *Engine) call(c *Ctx) {
 	start := c.Conn.CallClock // the last command's end when this one followed it at once
 	if start == 0 {
-		start = time.Since(callEpoch)
+		start = keyspace.Monotonic()
 	}
 	c.Cmd.Fn(c)
-	end := time.Since(callEpoch)
+	end := keyspace.Monotonic()
 	c.Conn.CallClock = end
 	d := end - start
 	st := e.byID[c.Cmd.id]

@@ -405,3 +405,43 @@ func TestClientKillSelfRepliesFirst(t *testing.T) {
 		nc.Close()
 	}
 }
+
+// A command's time in the slow log (and INFO commandstats) is its own: a
+// pipelined command's clock starts where the one before it ended, but never
+// across the client's idle time between two round trips.
+func TestCommandTimingExcludesIdle(t *testing.T) {
+	in := startConcord(t, nil)
+	c := redis.NewClient(&redis.Options{Addr: in.Addr(), Protocol: 2, PoolSize: 1})
+	defer c.Close()
+	if err := c.ConfigSet(ctx, "slowlog-log-slower-than", "15000").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.Do(ctx, "SLOWLOG", "RESET")
+	for i := 0; i < 3; i++ {
+		time.Sleep(40 * time.Millisecond) // idle on the same connection
+		if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Ping(ctx)
+			p.Get(ctx, "k")
+			return nil
+		}); err != nil && err != redis.Nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := c.Do(ctx, "SLOWLOG", "LEN").Int(); n != 0 {
+		log, _ := c.Do(ctx, "SLOWLOG", "GET").Slice()
+		t.Fatalf("idle time logged as slow commands: %v", log)
+	}
+	// the slow log does log a slow command, and the next one of its
+	// pipeline starts after it
+	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Do(ctx, "DEBUG", "SLEEP", "0.02")
+		p.Ping(ctx)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.Do(ctx, "SLOWLOG", "LEN").Int(); n != 1 {
+		log, _ := c.Do(ctx, "SLOWLOG", "GET").Slice()
+		t.Fatalf("slow log after DEBUG SLEEP 0.02: %v", log)
+	}
+}

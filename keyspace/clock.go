@@ -25,10 +25,14 @@ type clockAnchor struct {
 // monotonic clock.
 var clockEpoch = time.Now()
 
+// Monotonic returns the monotonic clock since the process's start (one
+// clock read; time.Now reads two): what commands time themselves with.
+func Monotonic() time.Duration { return time.Since(clockEpoch) }
+
 const wallClockPeriod = time.Second
 
 func (c *wallClock) nowMs() int64 {
-	m := time.Since(clockEpoch)
+	m := Monotonic()
 	a := c.anchor.Load()
 	if a == nil || m-a.mono >= c.period || m < a.mono {
 		t := time.Now()

@@ -786,8 +786,9 @@ func (tx *Tx) Type(k Key) crdt.Type {
 func (tx *Tx) Version(k Key) uint64 {
 	tx.lookup(k)
 	v := tx.ks.dbs[k.DB].epoch.Load() << 40
-	if s := tx.shard(k); s.m[k.Key] != nil {
-		v ^= s.m[k.Key].ver
+	s := tx.shard(k)
+	if e := s.m[k.Key]; e != nil {
+		v ^= e.ver
 	} else {
 		v ^= s.absentVer(k.Key)
 	}

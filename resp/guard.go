@@ -160,13 +160,12 @@ func (g *guard) whole() ([][]byte, bool) {
 	if len(b) < 4 || b[0] != '*' {
 		return nil, false
 	}
-	authed := g.authed()
 	line, i, ok := crlfLine(b, 1, g.lim.MaxInlineLen)
 	if !ok {
 		return nil, false
 	}
 	n, ok := parseLen(line)
-	if !ok || n <= 0 || n > g.lim.MaxMultibulkLen || (!authed && n > g.lim.UnauthMultibulkLen) {
+	if !ok || n <= 0 || n > g.lim.MaxMultibulkLen || (n > g.lim.UnauthMultibulkLen && !g.authed()) {
 		return nil, false
 	}
 	total := int64(len(line) + 3)
@@ -180,7 +179,7 @@ func (g *guard) whole() ([][]byte, bool) {
 			return nil, false
 		}
 		m, ok := parseLen(line[1:])
-		if !ok || m < 0 || m > g.lim.MaxBulkLen || (!authed && m > g.lim.UnauthBulkLen) {
+		if !ok || m < 0 || m > g.lim.MaxBulkLen || (m > g.lim.UnauthBulkLen && !g.authed()) {
 			return nil, false
 		}
 		if total += int64(len(line)) + 2 + m + 2; total > g.lim.MaxQueryBuffer {
