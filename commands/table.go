@@ -526,3 +526,32 @@ func (e *Engine) CommandStats() map[string][2]uint64 {
 	}
 	return out
 }
+
+// Prefetch brings the keys of a client's pipelined commands into the cache
+// before they run (resp.Prefetcher): the first key of each command that
+// has one in first position, in the client's database. Unauthenticated
+// clients get nothing prefetched.
+func (e *Engine) Prefetch(conn *resp.Conn, cmds []resp.Peeked) {
+	if !conn.Authed() {
+		return
+	}
+	var buf [16][]byte
+	keys := buf[:0]
+	for _, p := range cmds {
+		if cmd, _ := conn.LastLookup.(*Cmd); cmd != nil && (string(p.Name) == cmd.Name || string(p.Name) == cmd.upper) {
+			if cmd.First == 1 && p.Arg != nil {
+				keys = append(keys, p.Arg)
+			}
+			continue
+		}
+		if cmd := e.names[string(p.Name)]; cmd != nil && cmd.First == 1 && p.Arg != nil {
+			keys = append(keys, p.Arg)
+		}
+		if len(keys) == cap(keys) {
+			break
+		}
+	}
+	if len(keys) > 1 {
+		e.ks.Prefetch(conn.DB, keys)
+	}
+}

@@ -137,8 +137,12 @@ func BenchmarkRunIncrRandom(b *testing.B) {
 
 // benchRandomKeys runs op on a million keys once, then times it on them in
 // random order.
-func benchRandomKeys(b *testing.B, op func(tx *Tx, k Key)) {
-	const n = 1 << 20
+func benchRandomKeys(b *testing.B, op func(tx *Tx, k Key)) { benchKeys(b, false, op) }
+
+// benchKeys is benchRandomKeys, with prefetch: each 16 keys prefetched
+// before their ops run.
+func benchKeys(b *testing.B, prefetch bool, op func(tx *Tx, k Key)) {
+	const n, batch = 1 << 20, 16
 	ks, _, _ := newKS(true)
 	ks.store = discard{}
 	keys := make([]Key, n)
@@ -160,10 +164,21 @@ func benchRandomKeys(b *testing.B, op func(tx *Tx, k Key)) {
 		// string the map holds (whose bytes a lookup then compares)
 		keys[i].Key = strings.Clone(keys[i].Key)
 	}
+	var raw [][]byte
+	if prefetch {
+		raw = make([][]byte, n)
+		for i, k := range keys {
+			raw[i] = []byte(k.Key)
+		}
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		run(keys[i&(n-1)])
+		j := i & (n - 1)
+		if prefetch && j%batch == 0 {
+			ks.Prefetch(0, raw[j:j+batch])
+		}
+		run(keys[j])
 	}
 }
 
@@ -217,4 +232,16 @@ func BenchmarkApplyRemote(b *testing.B) {
 			return nil
 		})
 	}
+}
+
+// BenchmarkRunGetPrefetched is BenchmarkRunGetRandom with the keys of each
+// 16 commands prefetched first (Keyspace.Prefetch, as the server does for a
+// pipeline): ns/op is per key, its share of the prefetch included.
+func BenchmarkRunGetPrefetched(b *testing.B) {
+	v3 := []byte("xxx")
+	benchKeys(b, true, func(tx *Tx, k Key) {
+		if st := tx.Get(k); st == nil { // the untimed first pass
+			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), v3, false))
+		}
+	})
 }

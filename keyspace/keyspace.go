@@ -201,6 +201,8 @@ type Stats struct {
 	ColdKeys  atomic.Int64
 	ColdBytes atomic.Int64
 	WarmKeys  atomic.Int64
+	// Prefetched counts keys Prefetch found and brought into the cache.
+	Prefetched atomic.Uint64
 }
 
 // Conflict is one resolution that discarded data.
@@ -463,7 +465,7 @@ func (ks *Keyspace) NowMs() int64 {
 // their members in element pages (elemPageOf): it is part of the stored
 // format and of what regions compare. Changing it needs a new format (and a
 // migration); TestHashesAreStable pins it.
-func hashKey(k string) uint64 {
+func hashKey[K string | []byte](k K) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(k); i++ {
 		h ^= uint64(k[i])

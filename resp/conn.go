@@ -39,6 +39,9 @@ type Conn struct {
 	out     outBuf
 	Created time.Time
 
+	// peeked holds the commands one read brought in, for Prefetcher
+	peeked [maxPeek]Peeked
+
 	Proto   int // 2 or 3
 	DB      int
 	Name    string

@@ -198,6 +198,58 @@ func (g *guard) whole() ([][]byte, bool) {
 	return args, true
 }
 
+// Peeked is a command seen ahead in a connection's buffer before it is
+// served: its name and first argument, pointing into the buffer (valid
+// until the next command is read). Prefetcher gets them.
+type Peeked struct{ Name, Arg []byte }
+
+// peek appends to dst (up to its capacity) the name and first argument of
+// each whole multibulk command of two or more arguments buffered after the
+// last one handed out, without consuming or checking them: only a hint of
+// what comes next (a later command may be refused or parsed otherwise).
+// It stops at anything else.
+func (g *guard) peek(dst []Peeked) []Peeked {
+	if g.st != gStart || g.pos != len(g.out) || g.ready != 0 {
+		return dst
+	}
+	b := g.in[g.inStart:]
+	i := 0
+	for len(dst) < cap(dst) && i < len(b) && b[i] == '*' {
+		line, j, ok := crlfLine(b, i+1, 24)
+		if !ok {
+			break
+		}
+		n, ok := parseLen(line)
+		if !ok || n < 2 {
+			break
+		}
+		var p Peeked
+		for a := int64(0); a < n; a++ {
+			if j >= len(b) || b[j] != '$' {
+				return dst
+			}
+			line, k, ok := crlfLine(b, j, 24)
+			if !ok {
+				return dst
+			}
+			m, ok := parseLen(line[1:])
+			if !ok || m < 0 || m > int64(len(b)-k-2) {
+				return dst
+			}
+			switch a {
+			case 0:
+				p.Name = b[k : k+int(m) : k+int(m)]
+			case 1:
+				p.Arg = b[k : k+int(m) : k+int(m)]
+			}
+			j = k + int(m) + 2
+		}
+		dst = append(dst, p)
+		i = j
+	}
+	return dst
+}
+
 // crlfLine returns the line of b starting at from without its CRLF, and
 // the index after it; false when b has no complete line there ending in
 // CRLF within max bytes (counted with the CRLF, as process counts a line).

@@ -355,3 +355,58 @@ func TestGuardWholeCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardPeek: peek sees the name and first argument of each whole
+// multibulk command after the one handed out, stops at anything else,
+// respects its capacity, and consumes nothing.
+func TestGuardPeek(t *testing.T) {
+	lim := Limits{}
+	lim.Validate()
+	get := func(k string) string { return "*2\r\n$3\r\nGET\r\n$" + strconv.Itoa(len(k)) + "\r\n" + k + "\r\n" }
+	set := "*3\r\n$3\r\nSET\r\n$2\r\nk1\r\n$3\r\nxxx\r\n"
+	for _, c := range []struct {
+		in   string
+		cap  int
+		want string // "name arg" joined by "|"
+	}{
+		{get("a") + get("b") + set, 16, "GET a|GET b|SET k1"},
+		{get("a") + get("bb") + set, 2, "GET a|GET bb"},
+		{get("a") + "*2\r\n$3\r\nGET\r\n$1\r\nb", 16, "GET a"},      // the next is still to come
+		{get("a") + "*1\r\n$4\r\nPING\r\n" + get("c"), 16, "GET a"}, // one argument: stop
+		{get("a") + "GET b\r\n" + get("c"), 16, "GET a"},            // inline: stop
+		{get("a") + "*2\r\n$3\r\nGET\r\n$99\r\nb\r\n", 16, "GET a"}, // a length past the buffer
+		{get("a") + "*2\r\n$3\r\nGET\r\n$-1\r\n" + get("c"), 16, "GET a"},
+		{"*2\r\n$3\r\nGET\r\n$1\r\nb\r\n", 0, ""},
+		{"", 16, ""},
+		{"*99999999999999999999\r\n", 16, ""},
+	} {
+		g := newGuard(bytes.NewReader(nil), &lim, func() bool { return true })
+		g.in = append(g.in[:0], c.in...)
+		got := g.peek(make([]Peeked, 0, c.cap))
+		var s []string
+		for _, p := range got {
+			s = append(s, string(p.Name)+" "+string(p.Arg))
+		}
+		if strings.Join(s, "|") != c.want {
+			t.Fatalf("%q: peeked %q, want %q", c.in, strings.Join(s, "|"), c.want)
+		}
+		if g.inStart != 0 || len(g.out) != 0 || g.ready != 0 {
+			t.Fatalf("%q: peek consumed input", c.in)
+		}
+		for _, p := range got {
+			if cap(p.Name) != len(p.Name) || cap(p.Arg) != len(p.Arg) {
+				t.Fatalf("%q: a peeked argument's capacity reaches past it", c.in)
+			}
+		}
+	}
+	// in the middle of a command parsed byte by byte, peek sees nothing
+	g := newGuard(&chunkReader{b: []byte(get("a") + get("b")), n: 3}, &lim, func() bool { return true })
+	g.fill()
+	g.process()
+	if g.st == gStart {
+		t.Fatal("the guard should be inside a command")
+	}
+	if got := g.peek(make([]Peeked, 0, 4)); len(got) != 0 {
+		t.Fatalf("peeked %q mid-command", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -416,4 +417,65 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// prefetchHandler records what Prefetch is given.
+type prefetchHandler struct {
+	testHandler
+	mu  sync.Mutex
+	got []string // one entry per call: "name arg|name arg|..."
+}
+
+func (h *prefetchHandler) Prefetch(c *Conn, cmds []Peeked) {
+	var s []string
+	for _, p := range cmds {
+		s = append(s, string(p.Name)+" "+string(p.Arg))
+	}
+	h.mu.Lock()
+	h.got = append(h.got, strings.Join(s, "|"))
+	h.mu.Unlock()
+}
+
+func (h *prefetchHandler) calls() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.got...)
+}
+
+// Under the event loop a Prefetcher gets the commands a read brought in,
+// before they are served, when there are two or more; never a lone
+// command's, never with NoPrefetch; every command is still served.
+func TestPrefetcherSeesPipelines(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		h := &prefetchHandler{}
+		_, addr := serve(t, Config{NoPrefetch: off}, h)
+		c, r := dial(t, addr)
+		if _, err := c.Write([]byte("*2\r\n$4\r\nECHO\r\n$1\r\nz\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		readLine(t, c, r, 5*time.Second)
+		readLine(t, c, r, 5*time.Second)
+		var pipe strings.Builder
+		for _, k := range []string{"a", "b", "c", "d", "e"} {
+			pipe.WriteString("*2\r\n$4\r\nECHO\r\n$1\r\n" + k + "\r\n")
+		}
+		if _, err := c.Write([]byte(pipe.String())); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"a", "b", "c", "d", "e"} {
+			readLine(t, c, r, 5*time.Second)
+			if got := strings.TrimSpace(readLine(t, c, r, 5*time.Second)); got != k {
+				t.Fatalf("reply %q, want %q", got, k)
+			}
+		}
+		got := h.calls()
+		switch {
+		case off || !testLoop:
+			if len(got) != 0 {
+				t.Fatalf("prefetch off or goroutines: got %q", got)
+			}
+		case len(got) != 1 || got[0] != "ECHO a|ECHO b|ECHO c|ECHO d|ECHO e":
+			t.Fatalf("prefetched %q, want the five commands in one call", got)
+		}
+	}
 }

@@ -33,9 +33,12 @@ type Config struct {
 	IO string
 	// IOLoops is how many event loops share the clients under IO "loop",
 	// each on a thread of its own (default 1, as Redis).
-	IOLoops    int
-	MaxBulkLen int64
-	DBs        int
+	IOLoops int
+	// IONoPrefetch turns off the event loop's prefetch of a pipeline's
+	// keys (--io-prefetch=false; resp.Prefetcher).
+	IONoPrefetch bool
+	MaxBulkLen   int64
+	DBs          int
 
 	// Replication (DESIGN §6, §7).
 	PeerListen string            // where peers reach this region's embedded NATS

@@ -207,6 +207,7 @@ func Start(cfg Config) (*Instance, error) {
 		MaxClients:      cfg.MaxClients,
 		EventLoop:       cfg.IO == "loop",
 		Loops:           cfg.IOLoops,
+		NoPrefetch:      cfg.IONoPrefetch,
 		CommitNow:       store.CommitNow,
 		HoldCommits:     store.Hold,
 		Log:             log,

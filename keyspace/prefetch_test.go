@@ -1,0 +1,73 @@
+package keyspace
+
+import (
+	"testing"
+	"time"
+)
+
+// Prefetch is only a hint: it counts the warm keys it found, changes no
+// key (versions, hot flags, warm/cold), skips cold and missing keys, never
+// blocks on a shard or the world lock, and takes any database index.
+func TestPrefetchChangesNothing(t *testing.T) {
+	ks, _, _ := newKS(true)
+	for _, k := range []string{"a", "b", "cold"} {
+		set(ks, k, "v", 0)
+	}
+	ks.PackCold(1) // everything goes cold: not accessed since the last pack
+	ks.PackCold(1)
+	if ks.Stats.ColdKeys.Load() != 3 {
+		t.Fatalf("cold keys %d, want 3", ks.Stats.ColdKeys.Load())
+	}
+	set(ks, "a", "v2", 0) // a and b warm again, cold stays cold
+	set(ks, "b", "v2", 0)
+	ks.PackCold(1) // a and b now not hot, still warm
+	state := func() (out []any) {
+		for _, k := range []string{"a", "b"} {
+			s := ks.dbs[0].shardOf(k)
+			e := s.m[k]
+			out = append(out, e.hot, e.ver, e.live)
+		}
+		return append(out, ks.Stats.WarmKeys.Load(), ks.Stats.ColdKeys.Load(), ks.Stats.KeyspaceHits.Load())
+	}
+	before := state()
+	ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b"), []byte("cold"), []byte("missing")})
+	if n := ks.Stats.Prefetched.Load(); n != 2 {
+		t.Fatalf("prefetched %d keys, want 2 (a, b)", n)
+	}
+	if after := state(); len(after) != len(before) || func() bool {
+		for i := range after {
+			if after[i] != before[i] {
+				return true
+			}
+		}
+		return false
+	}() {
+		t.Fatalf("prefetch changed keys: %v -> %v", before, after)
+	}
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s := ks.dbs[0].shardOf("a")
+		s.mu.Lock() // a shard another transaction holds: skipped
+		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")})
+		s.mu.Unlock()
+		ks.world.Lock() // RunAll: nothing
+		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")})
+		ks.world.Unlock()
+		ks.Prefetch(-1, [][]byte{[]byte("a")})
+		ks.Prefetch(len(ks.dbs), [][]byte{[]byte("a")})
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Prefetch blocked")
+	}
+	want := uint64(3)
+	if ks.dbs[0].shardOf("a") == ks.dbs[0].shardOf("b") {
+		want = 2
+	}
+	if n := ks.Stats.Prefetched.Load(); n != want {
+		t.Fatalf("prefetched %d keys, want %d (b only, beside a locked shard)", n, want)
+	}
+}
