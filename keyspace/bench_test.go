@@ -1,6 +1,7 @@
 package keyspace
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -184,8 +185,15 @@ func benchKeys(b *testing.B, prefetch bool, op func(tx *Tx, k Key)) {
 
 // BenchmarkApplyRemote measures a peer's SET deltas applied as the server's
 // applier does (256 per transaction) into 100k existing keys in random
-// order; ns/op is per delta.
+// order; ns/op is per delta. prefetch=true looks up each 16 keys together
+// first (Tx.Prefetch), as the server's applier does.
 func BenchmarkApplyRemote(b *testing.B) {
+	for _, prefetch := range []bool{false, true} {
+		b.Run(fmt.Sprint("prefetch=", prefetch), func(b *testing.B) { benchApplyRemote(b, prefetch) })
+	}
+}
+
+func benchApplyRemote(b *testing.B, prefetch bool) {
 	const n, chunk = 100000, 256
 	ks, _, _ := newKS(true)
 	ks.store = discard{}
@@ -226,8 +234,11 @@ func BenchmarkApplyRemote(b *testing.B) {
 			keys = append(keys, Key{Key: kd.Key})
 		}
 		ks.Run(keys, func(tx *Tx) error {
-			for _, kd := range batch {
-				tx.ApplyRemote(Key{Key: kd.Key}, kd.Delta, "B")
+			for j, kd := range batch {
+				if prefetch && j%16 == 0 {
+					tx.Prefetch(keys[j:])
+				}
+				tx.ApplyRemote(keys[j], kd.Delta, "B")
 			}
 			return nil
 		})

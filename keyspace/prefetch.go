@@ -74,3 +74,22 @@ func (ks *Keyspace) Prefetch(db int, keys [][]byte) {
 		prefetchSink.Store(sink)
 	}
 }
+
+// Prefetch is Keyspace.Prefetch inside a transaction, for keys it holds
+// (a peer's batch: the applier prefetches each next maxPrefetch keys
+// before merging them). Keys in a database out of range are skipped.
+func (tx *Tx) Prefetch(keys []Key) {
+	var sink uint64
+	for _, k := range keys[:min(len(keys), maxPrefetch)] {
+		if k.DB < 0 || k.DB >= len(tx.ks.dbs) {
+			continue
+		}
+		if e := tx.shard(k).m[k.Key]; e != nil {
+			sink ^= touchEntry(e)
+			if r := e.st.Str; r != nil && len(r.Counts) > 0 {
+				sink ^= r.Counts[0].N
+			}
+		}
+	}
+	tx.touchSink ^= sink
+}

@@ -1,6 +1,7 @@
 package keyspace
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -44,6 +45,39 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	}() {
 		t.Fatalf("prefetch changed keys: %v -> %v", before, after)
 	}
+
+	keys := []Key{{Key: "a"}, {Key: "b"}, {DB: 99, Key: "a"}, {Key: "cold"}}
+	ks.Run(keys[:2], func(tx *Tx) error { // inside a tx (the applier's)
+		tx.Prefetch(keys[:3])
+		return nil
+	})
+	if after := state(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a tx's prefetch changed keys: %v -> %v", before, after)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("a tx prefetched a key it does not hold")
+			}
+		}()
+		other, _, _ := newKS(true) // (a panic in Run leaves its locks held)
+		other.Run(keys[:1], func(tx *Tx) error { tx.Prefetch(keys[3:]); return nil })
+	}()
+
+	// two keys of one shard: its lock taken once, both found
+	same := ""
+	for i := 0; same == ""; i++ {
+		if k := fmt.Sprint("s", i); ks.dbs[0].shardOf(k) == ks.dbs[0].shardOf("a") {
+			same = k
+		}
+	}
+	set(ks, same, "v", 0)
+	n0 := ks.Stats.Prefetched.Load()
+	ks.Prefetch(0, [][]byte{[]byte("a"), []byte(same), []byte("a")})
+	if n := ks.Stats.Prefetched.Load() - n0; n != 3 {
+		t.Fatalf("prefetched %d keys of one shard, want 3", n)
+	}
+	ks.Stats.Prefetched.Store(2)
 
 	done := make(chan struct{})
 	go func() {

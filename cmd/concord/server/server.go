@@ -619,9 +619,16 @@ func (a applier) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) er
 		}
 		last := start+applyChunk >= len(batch)
 		t, err := a.ks.Run(keys, func(tx *keyspace.Tx) error {
+			// each 16 keys looked up together first, so that their cache
+			// misses overlap (keyspace.Prefetch)
+			k := 0
 			for _, kd := range chunk {
 				if kd.DB < a.ks.DBs() {
-					tx.ApplyRemote(keyspace.Key{DB: kd.DB, Key: kd.Key}, kd.Delta, origin)
+					if k%16 == 0 {
+						tx.Prefetch(keys[k:])
+					}
+					tx.ApplyRemote(keys[k], kd.Delta, origin)
+					k++
 				}
 			}
 			if last {
