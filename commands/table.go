@@ -38,6 +38,9 @@ type Cmd struct {
 	denyOOM bool   // the "denyoom" flag: refused over maxmemory
 	noAuth  bool   // runs before AUTH (noAuthOK)
 	inMulti bool   // runs at once inside MULTI (multiOK)
+	// elemHint: the argument after the key names a member or field
+	// (Prefetch looks it up too)
+	elemHint bool
 	upper   string // Name in upper case
 	id      int    // index of its counters in Engine.byID (1..; 0 for subcommands)
 }
@@ -187,6 +190,9 @@ func init() {
 		for _, cmd := range group {
 			cmd.denyOOM = slices.Contains(cmd.Flags, "denyoom")
 			cmd.noAuth, cmd.inMulti = noAuthOK[cmd.Name], multiOK[cmd.Name]
+			// a set or hash command of one key: its second argument is
+			// (usually) a member or field, prefetched with the key
+			cmd.elemHint = (cmd.Group == "set" || cmd.Group == "hash") && cmd.First == 1 && cmd.Last == 1
 			cmd.upper = strings.ToUpper(cmd.Name)
 			numCmds++
 			cmd.id = numCmds
@@ -535,23 +541,28 @@ func (e *Engine) Prefetch(conn *resp.Conn, cmds []resp.Peeked) {
 	if !conn.Authed() {
 		return
 	}
-	var buf [16][]byte
-	keys := buf[:0]
+	var kbuf, ebuf [16][]byte
+	keys, elems := kbuf[:0], ebuf[:0]
+	last, _ := conn.LastLookup.(*Cmd)
 	for _, p := range cmds {
-		if cmd, _ := conn.LastLookup.(*Cmd); cmd != nil && (string(p.Name) == cmd.Name || string(p.Name) == cmd.upper) {
-			if cmd.First == 1 && p.Arg != nil {
-				keys = append(keys, p.Arg)
-			}
+		cmd := last
+		if cmd == nil || string(p.Name) != cmd.Name && string(p.Name) != cmd.upper {
+			cmd = e.names[string(p.Name)]
+		}
+		if cmd == nil || cmd.First != 1 || p.Arg == nil {
 			continue
 		}
-		if cmd := e.names[string(p.Name)]; cmd != nil && cmd.First == 1 && p.Arg != nil {
-			keys = append(keys, p.Arg)
+		keys = append(keys, p.Arg)
+		var elem []byte
+		if cmd.elemHint {
+			elem = p.Arg2
 		}
+		elems = append(elems, elem)
 		if len(keys) == cap(keys) {
 			break
 		}
 	}
 	if len(keys) > 1 {
-		e.ks.Prefetch(conn.DB, keys)
+		e.ks.Prefetch(conn.DB, keys, elems)
 	}
 }

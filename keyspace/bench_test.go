@@ -177,7 +177,7 @@ func benchKeys(b *testing.B, prefetch bool, op func(tx *Tx, k Key)) {
 	for i := 0; i < b.N; i++ {
 		j := i & (n - 1)
 		if prefetch && j%batch == 0 {
-			ks.Prefetch(0, raw[j:j+batch])
+			ks.Prefetch(0, raw[j:j+batch], nil)
 		}
 		run(keys[j])
 	}

@@ -21,7 +21,12 @@ const maxPrefetch = 16
 // one before. Only a hint: it changes nothing, looks at the first
 // maxPrefetch keys, skips keys whose shard's lock is taken and keys that are
 // cold (packed), and never blocks.
-func (ks *Keyspace) Prefetch(db int, keys [][]byte) {
+//
+// elems, when not nil, holds for each key a member or field (or nil) whose
+// element is looked up too: a big set's or hash's element lookup waits
+// for memory as a key's does (redis-benchmark's SADD and HSET: one key,
+// 100k members).
+func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 	if db < 0 || db >= len(ks.dbs) || !ks.world.TryRLock() {
 		return
 	}
@@ -56,10 +61,11 @@ func (ks *Keyspace) Prefetch(db int, keys [][]byte) {
 			continue
 		}
 		if e := s.m[string(k)]; e != nil {
-			sink ^= touchEntry(e)
-			if r := e.st.Str; r != nil && len(r.Counts) > 0 { // a counter's increments (INCR)
-				sink ^= r.Counts[0].N
+			var elem []byte
+			if i < len(elems) {
+				elem = elems[i]
 			}
+			sink ^= touchState(e, elem)
 			found++
 		}
 	}
@@ -85,11 +91,30 @@ func (tx *Tx) Prefetch(keys []Key) {
 			continue
 		}
 		if e := tx.shard(k).m[k.Key]; e != nil {
-			sink ^= touchEntry(e)
-			if r := e.st.Str; r != nil && len(r.Counts) > 0 {
-				sink ^= r.Counts[0].N
-			}
+			sink ^= touchState(e, nil)
 		}
 	}
 	tx.touchSink ^= sink
+}
+
+// touchState reads what a command on e is about to read: the entry's
+// lines, a counter's increments, and elem's member or field (when not nil).
+func touchState(e *entry, elem []byte) uint64 {
+	sink := touchEntry(e)
+	st := e.st
+	if r := st.Str; r != nil && len(r.Counts) > 0 { // a counter's increments (INCR)
+		sink ^= r.Counts[0].N
+	}
+	if elem != nil {
+		if len(st.Set) > 0 {
+			if ds := st.Set[string(elem)]; len(ds) > 0 {
+				sink ^= ds[0].N
+			}
+		} else if len(st.Hash) > 0 {
+			if r := st.Hash[string(elem)]; r != nil && len(r.Base) > 0 {
+				sink ^= uint64(r.Base[0].HLC.Phys)
+			}
+		}
+	}
+	return sink
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"concord/crdt"
 )
 
 // Prefetch is only a hint: it counts the warm keys it found, changes no
@@ -31,7 +33,7 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		return append(out, ks.Stats.WarmKeys.Load(), ks.Stats.ColdKeys.Load(), ks.Stats.KeyspaceHits.Load())
 	}
 	before := state()
-	ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b"), []byte("cold"), []byte("missing")})
+	ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b"), []byte("cold"), []byte("missing")}, nil)
 	if n := ks.Stats.Prefetched.Load(); n != 2 {
 		t.Fatalf("prefetched %d keys, want 2 (a, b)", n)
 	}
@@ -44,6 +46,25 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		return false
 	}() {
 		t.Fatalf("prefetch changed keys: %v -> %v", before, after)
+	}
+
+	// members and fields: looked up beside their keys, changing nothing
+	sk, hk := Key{Key: "set"}, Key{Key: "hash"}
+	ks.Run([]Key{sk, hk}, func(tx *Tx) error {
+		tx.Apply(sk, crdt.SAdd(tx.State(sk), tx.Op(), [][]byte{[]byte("m")}))
+		tx.Apply(hk, crdt.HSet(tx.State(hk), tx.Op(), [][]byte{[]byte("f"), []byte("v")}))
+		return nil
+	})
+	before = state()
+	n0 := ks.Stats.Prefetched.Load()
+	b := func(s string) []byte { return []byte(s) }
+	ks.Prefetch(0, [][]byte{b("set"), b("set"), b("hash"), b("hash"), b("a"), b("missing")},
+		[][]byte{b("m"), b("nope"), b("f"), nil, b("x")}) // (elems shorter than keys)
+	if n := ks.Stats.Prefetched.Load() - n0; n != 5 {
+		t.Fatalf("prefetched %d keys with elements, want 5", n)
+	}
+	if after := state(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("an element prefetch changed keys: %v -> %v", before, after)
 	}
 
 	keys := []Key{{Key: "a"}, {Key: "b"}, {DB: 99, Key: "a"}, {Key: "cold"}}
@@ -72,25 +93,25 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		}
 	}
 	set(ks, same, "v", 0)
-	n0 := ks.Stats.Prefetched.Load()
-	ks.Prefetch(0, [][]byte{[]byte("a"), []byte(same), []byte("a")})
+	n0 = ks.Stats.Prefetched.Load()
+	ks.Prefetch(0, [][]byte{[]byte("a"), []byte(same), []byte("a")}, nil)
 	if n := ks.Stats.Prefetched.Load() - n0; n != 3 {
 		t.Fatalf("prefetched %d keys of one shard, want 3", n)
 	}
-	ks.Stats.Prefetched.Store(2)
+	ks.Stats.Prefetched.Store(2) // as after the first Prefetch: the counts below start from it
 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		s := ks.dbs[0].shardOf("a")
 		s.mu.Lock() // a shard another transaction holds: skipped
-		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")})
+		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")}, nil)
 		s.mu.Unlock()
 		ks.world.Lock() // RunAll: nothing
-		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")})
+		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")}, nil)
 		ks.world.Unlock()
-		ks.Prefetch(-1, [][]byte{[]byte("a")})
-		ks.Prefetch(len(ks.dbs), [][]byte{[]byte("a")})
+		ks.Prefetch(-1, [][]byte{[]byte("a")}, nil)
+		ks.Prefetch(len(ks.dbs), [][]byte{[]byte("a")}, nil)
 	}()
 	select {
 	case <-done:

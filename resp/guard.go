@@ -199,11 +199,11 @@ func (g *guard) whole() ([][]byte, bool) {
 }
 
 // Peeked is a command seen ahead in a connection's buffer before it is
-// served: its name and first argument, pointing into the buffer (valid
+// served: its name and first two arguments (Arg2 nil if none), pointing into the buffer (valid
 // until the next command is read). Prefetcher gets them.
-type Peeked struct{ Name, Arg []byte }
+type Peeked struct{ Name, Arg, Arg2 []byte }
 
-// peek appends to dst (up to its capacity) the name and first argument of
+// peek appends to dst (up to its capacity) the name and first arguments of
 // each whole multibulk command of two or more arguments buffered after the
 // last one handed out, without consuming or checking them: only a hint of
 // what comes next (a later command may be refused or parsed otherwise).
@@ -241,6 +241,8 @@ func (g *guard) peek(dst []Peeked) []Peeked {
 				p.Name = b[k : k+int(m) : k+int(m)]
 			case 1:
 				p.Arg = b[k : k+int(m) : k+int(m)]
+			case 2:
+				p.Arg2 = b[k : k+int(m) : k+int(m)]
 			}
 			j = k + int(m) + 2
 		}

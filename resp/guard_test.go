@@ -356,7 +356,7 @@ func TestGuardWholeCommands(t *testing.T) {
 	}
 }
 
-// TestGuardPeek: peek sees the name and first argument of each whole
+// TestGuardPeek: peek sees the name and first two arguments of each whole
 // multibulk command after the one handed out, stops at anything else,
 // respects its capacity, and consumes nothing.
 func TestGuardPeek(t *testing.T) {
@@ -369,7 +369,7 @@ func TestGuardPeek(t *testing.T) {
 		cap  int
 		want string // "name arg" joined by "|"
 	}{
-		{get("a") + get("b") + set, 16, "GET a|GET b|SET k1"},
+		{get("a") + get("b") + set, 16, "GET a|GET b|SET k1 xxx"},
 		{get("a") + get("bb") + set, 2, "GET a|GET bb"},
 		{get("a") + "*2\r\n$3\r\nGET\r\n$1\r\nb", 16, "GET a"},      // the next is still to come
 		{get("a") + "*1\r\n$4\r\nPING\r\n" + get("c"), 16, "GET a"}, // one argument: stop
@@ -385,7 +385,11 @@ func TestGuardPeek(t *testing.T) {
 		got := g.peek(make([]Peeked, 0, c.cap))
 		var s []string
 		for _, p := range got {
-			s = append(s, string(p.Name)+" "+string(p.Arg))
+			x := string(p.Name) + " " + string(p.Arg)
+			if p.Arg2 != nil {
+				x += " " + string(p.Arg2)
+			}
+			s = append(s, x)
 		}
 		if strings.Join(s, "|") != c.want {
 			t.Fatalf("%q: peeked %q, want %q", c.in, strings.Join(s, "|"), c.want)
@@ -394,7 +398,7 @@ func TestGuardPeek(t *testing.T) {
 			t.Fatalf("%q: peek consumed input", c.in)
 		}
 		for _, p := range got {
-			if cap(p.Name) != len(p.Name) || cap(p.Arg) != len(p.Arg) {
+			if cap(p.Name) != len(p.Name) || cap(p.Arg) != len(p.Arg) || cap(p.Arg2) != len(p.Arg2) {
 				t.Fatalf("%q: a peeked argument's capacity reaches past it", c.in)
 			}
 		}

@@ -36,7 +36,7 @@ type Handler interface {
 
 // Prefetcher is a Handler that can make use of the commands a client has
 // pipelined before they are served: the event loop passes the names and
-// first arguments of the commands one read brought in (the first already
+// first two arguments of the commands one read brought in (the first already
 // handed out, the others peeked at) when there are two or more, so that the
 // handler can bring their keys into the cache together. Only a hint: the
 // commands are served as usual afterwards. The slices are valid only
@@ -452,6 +452,9 @@ func (s *Server) prefetch(c *Conn, args [][]byte) {
 	p := Peeked{Name: args[0]}
 	if len(args) > 1 {
 		p.Arg = args[1]
+	}
+	if len(args) > 2 {
+		p.Arg2 = args[2]
 	}
 	cmds := append(c.peeked[:0], p)
 	if cmds = c.g.peek(cmds); len(cmds) > 1 {
