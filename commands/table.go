@@ -35,14 +35,14 @@ type Cmd struct {
 	ACL     []string
 	Subs    []*Cmd
 	Fn      func(c *Ctx)
-	denyOOM bool   // the "denyoom" flag: refused over maxmemory
-	noAuth  bool   // runs before AUTH (noAuthOK)
-	inMulti bool   // runs at once inside MULTI (multiOK)
+	denyOOM bool // the "denyoom" flag: refused over maxmemory
+	noAuth  bool // runs before AUTH (noAuthOK)
+	inMulti bool // runs at once inside MULTI (multiOK)
 	// elemHint: the argument after the key names a member or field
 	// (Prefetch looks it up too)
 	elemHint bool
-	upper   string // Name in upper case
-	id      int    // index of its counters in Engine.byID (1..; 0 for subcommands)
+	upper    string // Name in upper case
+	id       int    // index of its counters in Engine.byID (1..; 0 for subcommands)
 }
 
 // cmdStats are one engine's counters for one command (INFO commandstats).
