@@ -331,7 +331,7 @@ func (l *evLoop) serve(c *Conn) {
 		if c.rd.reads != reads {
 			c.CallClock = 0 // the command did not follow the last at once
 			if err == nil && l.s.pre != nil {
-				l.s.prefetch(c, args)
+				l.s.prefetch(c, c.g, args)
 			}
 		}
 		if err == errWouldBlock {

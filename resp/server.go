@@ -35,7 +35,7 @@ type Handler interface {
 }
 
 // Prefetcher is a Handler that can make use of the commands a client has
-// pipelined before they are served: the event loop passes the names and
+// pipelined before they are served: the server passes the names and
 // first two arguments of the commands one read brought in (the first already
 // handed out, the others peeked at) when there are two or more, so that the
 // handler can bring their keys into the cache together. Only a hint: the
@@ -72,7 +72,7 @@ type Config struct {
 	// (Linux; Redis's shape) instead of a goroutine per connection; TLS
 	// clients always get a goroutine.
 	EventLoop bool
-	// NoPrefetch: the event loop does not pass a pipeline's commands to a
+	// NoPrefetch: the server does not pass a pipeline's commands to a
 	// Prefetcher handler before serving them.
 	NoPrefetch bool
 	// Loops is how many event loops share the clients (each on a thread
@@ -324,6 +324,9 @@ func (s *Server) serveConn(nc net.Conn) {
 		// together (a protocol error behind them is reported on the next
 		// round, after these replies)
 		c.CallClock = 0
+		if s.pre != nil {
+			s.prefetch(c, g, args)
+		}
 		for ; args != nil; args, _ = g.next(false) { // (never reading: the commands follow one another)
 			if s.serveOne(c, args) {
 				break
@@ -448,7 +451,7 @@ const maxPeek = 16
 
 // prefetch passes the command just read (args) and those buffered behind
 // it to the handler's Prefetch, when a pipeline brought two or more.
-func (s *Server) prefetch(c *Conn, args [][]byte) {
+func (s *Server) prefetch(c *Conn, g *guard, args [][]byte) {
 	p := Peeked{Name: args[0]}
 	if len(args) > 1 {
 		p.Arg = args[1]
@@ -457,7 +460,7 @@ func (s *Server) prefetch(c *Conn, args [][]byte) {
 		p.Arg2 = args[2]
 	}
 	cmds := append(c.peeked[:0], p)
-	if cmds = c.g.peek(cmds); len(cmds) > 1 {
+	if cmds = g.peek(cmds); len(cmds) > 1 {
 		s.pre.Prefetch(c, cmds)
 	}
 	clear(cmds) // (no references into the buffer kept)
