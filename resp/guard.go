@@ -199,8 +199,9 @@ func (g *guard) whole() ([][]byte, bool) {
 }
 
 // Peeked is a command seen ahead in a connection's buffer before it is
-// served: its name and first two arguments (Arg2 nil if none), pointing into the buffer (valid
-// until the next command is read). Prefetcher gets them.
+// served: its name and first two arguments (Arg2 nil if none), pointing
+// into the buffer (valid until the next command is read). Prefetcher gets
+// them.
 type Peeked struct{ Name, Arg, Arg2 []byte }
 
 // peek appends to dst (up to its capacity) the name and first arguments of

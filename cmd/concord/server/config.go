@@ -34,8 +34,8 @@ type Config struct {
 	// IOLoops is how many event loops share the clients under IO "loop",
 	// each on a thread of its own (default 1, as Redis).
 	IOLoops int
-	// IONoPrefetch turns off the event loop's prefetch of a pipeline's
-	// keys (--io-prefetch=false; resp.Prefetcher).
+	// IONoPrefetch turns off the prefetch of a pipeline's keys
+	// (--io-prefetch=false; resp.Prefetcher).
 	IONoPrefetch bool
 	MaxBulkLen   int64
 	DBs          int
