@@ -541,7 +541,7 @@ func (e *Engine) Prefetch(conn *resp.Conn, cmds []resp.Peeked) {
 	if !conn.Authed() {
 		return
 	}
-	var kbuf, ebuf [16][]byte
+	var kbuf, ebuf [keyspace.MaxPrefetch][]byte
 	keys, elems := kbuf[:0], ebuf[:0]
 	last, _ := conn.LastLookup.(*Cmd)
 	for _, p := range cmds {

@@ -6,8 +6,9 @@ import "sync/atomic"
 // must only look used).
 var prefetchSink atomic.Uint64
 
-// maxPrefetch is the most keys one Prefetch looks up.
-const maxPrefetch = 16
+// MaxPrefetch is the most keys one Prefetch looks up: about what a core's
+// out-of-order window and line-fill buffers can overlap (a -P 16 pipeline).
+const MaxPrefetch = 16
 
 // Prefetch brings the entries of keys in database db into the CPU's cache
 // ahead of the commands that will read or write them (a client's pipeline:
@@ -19,7 +20,7 @@ const maxPrefetch = 16
 // keys for the same reason). So the shards' locks are all taken first: a
 // lock is an atomic instruction, which would make each lookup wait for the
 // one before. Only a hint: it changes nothing, looks at the first
-// maxPrefetch keys, skips keys whose shard's lock is taken and keys that are
+// MaxPrefetch keys, skips keys whose shard's lock is taken and keys that are
 // cold (packed), and never blocks.
 //
 // elems, when not nil, holds for each key a member or field (or nil) whose
@@ -31,9 +32,9 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 		return
 	}
 	d := ks.dbs[db]
-	keys = keys[:min(len(keys), maxPrefetch)]
-	var of [maxPrefetch]*shard // each key's shard, nil if its lock was taken
-	var held [maxPrefetch]*shard
+	keys = keys[:min(len(keys), MaxPrefetch)]
+	var of [MaxPrefetch]*shard // each key's shard, nil if its lock was taken
+	var held [MaxPrefetch]*shard
 	nheld := 0
 	for i, k := range keys {
 		s := &d.shards[hashKey(k)%shardCount]
@@ -82,11 +83,11 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 }
 
 // Prefetch is Keyspace.Prefetch inside a transaction, for keys it holds
-// (a peer's batch: the applier prefetches each next maxPrefetch keys
+// (a peer's batch: the applier prefetches each next MaxPrefetch keys
 // before merging them). Keys in a database out of range are skipped.
 func (tx *Tx) Prefetch(keys []Key) {
 	var sink uint64
-	for _, k := range keys[:min(len(keys), maxPrefetch)] {
+	for _, k := range keys[:min(len(keys), MaxPrefetch)] {
 		if k.DB < 0 || k.DB >= len(tx.ks.dbs) {
 			continue
 		}

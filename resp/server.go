@@ -444,9 +444,8 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// maxPeek is how many commands of a pipeline prefetch looks at: a
-// redis-benchmark -P 16 pipeline, and about what a core's out-of-order
-// window and line-fill buffers can overlap.
+// maxPeek is how many commands of a pipeline prefetch looks at (as many
+// as keyspace.MaxPrefetch looks up; resp does not import keyspace).
 const maxPeek = 16
 
 // prefetch passes the command just read (args) and those buffered behind

@@ -624,7 +624,7 @@ func (a applier) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) er
 			k := 0
 			for _, kd := range chunk {
 				if kd.DB < a.ks.DBs() {
-					if k%16 == 0 {
+					if k%keyspace.MaxPrefetch == 0 {
 						tx.Prefetch(keys[k:])
 					}
 					tx.ApplyRemote(keys[k], kd.Delta, origin)
