@@ -77,12 +77,12 @@ func (s *State) AddElement(kind byte, name string, b []byte) error {
 	return ErrCorrupt
 }
 
-// Touched lists what merging d changes beyond the header: all is true when
-// d may touch every element (an unscoped delta), else members and fields
-// name the elements d lists.
-func (d *State) Touched() (all bool, members, fields []string) {
+// Touched tells what merging d changes beyond the header: all is true when
+// d may touch every element (an unscoped delta), else the elements d lists
+// are appended to members and fields (returned).
+func (d *State) Touched(members, fields []string) (all bool, _, _ []string) {
 	if !d.Scoped {
-		return true, nil, nil
+		return true, members, fields
 	}
 	for m := range d.Set {
 		members = append(members, m)

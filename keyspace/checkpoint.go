@@ -67,7 +67,7 @@ func (s *shard) markDirty(key string, e *entry, t *touch, gone, hasElems bool) {
 // elements or more, is rewritten whole by the next checkpoint.
 const dirtyElemsAll = 1024
 
-func (d *dirtyKey) merge(all, elems bool, members, fields map[string]struct{}) {
+func (d *dirtyKey) merge(all, elems bool, members, fields []string) {
 	d.elems = d.elems || elems
 	if all {
 		d.all, d.members, d.fields = true, nil, nil
@@ -75,15 +75,39 @@ func (d *dirtyKey) merge(all, elems bool, members, fields map[string]struct{}) {
 	if d.all {
 		return
 	}
-	for m := range members {
+	for _, m := range members {
 		if d.members == nil {
 			d.members = make(map[string]struct{}, len(members))
 		}
 		d.members[m] = struct{}{}
 	}
-	for f := range fields {
+	for _, f := range fields {
 		if d.fields == nil {
 			d.fields = make(map[string]struct{}, len(fields))
+		}
+		d.fields[f] = struct{}{}
+	}
+}
+
+// mergeKey is merge of another dirtyKey's changes (a captured shard's,
+// joined or put back).
+func (d *dirtyKey) mergeKey(o *dirtyKey) {
+	d.elems = d.elems || o.elems
+	if o.all {
+		d.all, d.members, d.fields = true, nil, nil
+	}
+	if d.all {
+		return
+	}
+	for m := range o.members {
+		if d.members == nil {
+			d.members = make(map[string]struct{}, len(o.members))
+		}
+		d.members[m] = struct{}{}
+	}
+	for f := range o.fields {
+		if d.fields == nil {
+			d.fields = make(map[string]struct{}, len(o.fields))
 		}
 		d.fields[f] = struct{}{}
 	}
@@ -118,7 +142,7 @@ func (c *captured) join(key string) {
 	case !had || cur == nil:
 		c.dirty[key] = dk
 	case dk != nil:
-		cur.merge(dk.all, dk.elems, dk.members, dk.fields)
+		cur.mergeKey(dk)
 	}
 }
 
@@ -552,7 +576,7 @@ func (ks *Keyspace) redirty(taken []captured) {
 				case !seen || cur == nil:
 					c.s.dirty[key] = dk
 				case dk != nil:
-					cur.merge(dk.all, dk.elems, dk.members, dk.fields)
+					cur.mergeKey(dk)
 				}
 			}
 		}

@@ -262,8 +262,10 @@ type touch struct {
 	e       *entry
 	all     bool
 	elems   bool // the key held members or fields at some point in the tx
-	members map[string]struct{}
-	fields  map[string]struct{}
+	// the members and fields the tx changed (repeats allowed: the dirty
+	// map's sets drop them)
+	members []string
+	fields  []string
 }
 
 // entryWithState allocates an entry and its state together: one
@@ -496,6 +498,7 @@ type Tx struct {
 	touched []*touch       // in first-write order; looked up linearly (few keys),
 	index   map[Key]*touch // or through index once there are many
 	tbuf    [1]touch
+	ebuf    [2]string // tbuf's first member and field
 	tslab   []touch // the touches of a tx naming many keys, in one allocation
 	nkeys   int     // how many keys the tx named
 	tptrs   [1]*touch
@@ -701,6 +704,7 @@ func (tx *Tx) touchOf(k Key) *touch {
 	case len(tx.touched) < len(tx.tbuf):
 		t = &tx.tbuf[len(tx.touched)]
 		t.k = k
+		t.members, t.fields = tx.ebuf[0:0:1], tx.ebuf[1:1:2] // a command's one member or field
 	case len(tx.tslab) < cap(tx.tslab):
 		tx.tslab = append(tx.tslab, touch{k: k})
 		t = &tx.tslab[len(tx.tslab)-1]
@@ -893,20 +897,9 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	t := tx.touchOf(k)
 	t.e = e
 	t.elems = t.elems || hadElems || len(e.st.Set) > 0 || len(e.st.Hash) > 0 || len(d.Set) > 0 || len(d.Hash) > 0
-	all, members, fields := d.Touched()
+	var all bool
+	all, t.members, t.fields = d.Touched(t.members, t.fields)
 	t.all = t.all || all
-	for _, m := range members {
-		if t.members == nil {
-			t.members = make(map[string]struct{}, len(members))
-		}
-		t.members[m] = struct{}{}
-	}
-	for _, f := range fields {
-		if t.fields == nil {
-			t.fields = make(map[string]struct{}, len(fields))
-		}
-		t.fields[f] = struct{}{}
-	}
 }
 
 func (ks *Keyspace) recordConflicts(k Key, c int, st *crdt.State, from string) {
