@@ -257,11 +257,11 @@ type shard struct {
 
 // touch records what a tx changed in one key, for persistence.
 type touch struct {
-	k       Key
-	forget  bool // drop the key's state (tombstone GC)
-	e       *entry
-	all     bool
-	elems   bool // the key held members or fields at some point in the tx
+	k      Key
+	forget bool // drop the key's state (tombstone GC)
+	e      *entry
+	all    bool
+	elems  bool // the key held members or fields at some point in the tx
 	// the members and fields the tx changed (repeats allowed: the dirty
 	// map's sets drop them)
 	members []string
@@ -499,8 +499,8 @@ type Tx struct {
 	index   map[Key]*touch // or through index once there are many
 	tbuf    [1]touch
 	ebuf    [2]string // tbuf's first member and field
-	tslab   []touch // the touches of a tx naming many keys, in one allocation
-	nkeys   int     // how many keys the tx named
+	tslab   []touch   // the touches of a tx naming many keys, in one allocation
+	nkeys   int       // how many keys the tx named
 	tptrs   [1]*touch
 	sbuf    [2]*shard
 	sbig    []*shard // the locked shards of a tx naming many keys (reused like tslab)
