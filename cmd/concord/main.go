@@ -59,7 +59,6 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.StringVar(&cfg.LogLevel, "log-level", server.DefaultLogLevel, "log level: trace, debug, info, warn, error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "json", "log format: json or console")
 	fs.IntVar(&cfg.MaxClients, "maxclients", 10000, "maximum connected clients")
-	hugePages := fs.Bool("huge-pages", true, "ask Linux to back the heap with transparent huge pages (madvise): fewer TLB misses on random keys")
 	prefetch := fs.Bool("io-prefetch", true, "look up the keys of a client's pipelined commands together before serving them, so that their cache misses overlap")
 	fs.IntVar(&cfg.IOLoops, "io-loops", 1, "event loops sharing the clients under --io loop, each on a thread of its own (1, as Redis: more only pays with cores to spare beside the clients)")
 	fs.StringVar(&cfg.IO, "io", server.DefaultIO, "how clients are served: loop (one epoll loop on one thread, as Redis; Linux, plain TCP) or goroutines (one per connection; TLS clients always)")
@@ -120,7 +119,6 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 		}
 	}
 	cfg.IONoPrefetch = !*prefetch
-	cfg.NoHugePages = !*hugePages
 	return cfg, cfg.Validate()
 }
 

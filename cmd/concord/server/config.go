@@ -37,12 +37,8 @@ type Config struct {
 	// IONoPrefetch turns off the prefetch of a pipeline's keys
 	// (--io-prefetch=false; resp.Prefetcher).
 	IONoPrefetch bool
-	// NoHugePages stops the server from advising the kernel to back its
-	// heap with transparent huge pages (--huge-pages=false; see
-	// adviseHugePages).
-	NoHugePages bool
-	MaxBulkLen  int64
-	DBs         int
+	MaxBulkLen   int64
+	DBs          int
 
 	// Replication (DESIGN §6, §7).
 	PeerListen string            // where peers reach this region's embedded NATS

@@ -32,7 +32,6 @@ import (
 // Instance is a running region.
 type Instance struct {
 	cfg    Config
-	huge   hugePages // touched by memLoop only, after Start
 	Log    zerolog.Logger
 	store  *persistence.Store
 	KS     *keyspace.Keyspace
@@ -108,10 +107,6 @@ func Start(cfg Config) (*Instance, error) {
 		return nil, err
 	}
 	log := NewLogger(&cfg)
-	var huge hugePages
-	if !cfg.NoHugePages {
-		adviseHeap(&huge, log) // before the load grows the heap
-	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create --dir: %w", err)
 	}
@@ -250,7 +245,7 @@ func Start(cfg Config) (*Instance, error) {
 		go srv.Serve(tlsLn)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &Instance{huge: huge, tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{}), ckptDone: make(chan struct{}), started: time.Now(), stopped: make(chan struct{})}
+	in := &Instance{tlsLn: tlsLn, cfg: cfg, Log: log, store: store, KS: ks, Engine: eng, srv: srv, ln: ln, cancel: cancel, done: make(chan struct{}), ckptDone: make(chan struct{}), started: time.Now(), stopped: make(chan struct{})}
 	eng.Saver = in
 	inf.in = in
 	if len(corrupt) > 0 && !replicated {
@@ -482,8 +477,7 @@ func (in *Instance) packLoop(ctx context.Context) {
 // the heap's high-water mark resident. FreeOSMemory (a collection, then
 // everything free returned) pauses allocations while it works: only a
 // server idle that long takes it.
-// It also samples the heap for maxmemory every 100 ms, and advises huge
-// pages for the heap's new mappings every second (--huge-pages).
+// It also samples the heap for maxmemory every 100 ms.
 func (in *Instance) memLoop(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -499,9 +493,6 @@ func (in *Instance) memLoop(ctx context.Context) {
 		if tick%10 != 0 {
 			continue
 		}
-		if !in.cfg.NoHugePages {
-			adviseHeap(&in.huge, in.Log) // the heap's new mappings
-		}
 		if in.freed.Load() >= gcAfterPacked {
 			in.freed.Store(0)
 			release = true
@@ -514,14 +505,6 @@ func (in *Instance) memLoop(ctx context.Context) {
 			in.released.Add(1)
 			in.Log.Debug().Msg("idle: returned free memory to the OS")
 		}
-	}
-}
-
-// adviseHeap is h.advise, its failure logged (reading /proc/self/maps
-// failed: the server runs on without the advice).
-func adviseHeap(h *hugePages, log zerolog.Logger) {
-	if _, err := h.advise(); err != nil {
-		log.Debug().Err(err).Msg("huge pages not advised")
 	}
 }
 
