@@ -201,8 +201,10 @@ type Stats struct {
 	ColdKeys  atomic.Int64
 	ColdBytes atomic.Int64
 	WarmKeys  atomic.Int64
-	// Prefetched counts keys Prefetch found and brought into the cache.
-	Prefetched atomic.Uint64
+	// Prefetched counts keys Prefetch found and brought into the cache;
+	// PrefetchedCold the cold keys whose packed record it brought in.
+	Prefetched     atomic.Uint64
+	PrefetchedCold atomic.Uint64
 }
 
 // Conflict is one resolution that discarded data.

@@ -19,9 +19,10 @@ const MaxPrefetch = 16
 // lookups thousands of instructions run (Redis 8 prefetches a pipeline's
 // keys for the same reason). So the shards' locks are all taken first: a
 // lock is an atomic instruction, which would make each lookup wait for the
-// one before. Only a hint: it changes nothing, looks at the first
-// MaxPrefetch keys, skips keys whose shard's lock is taken and keys that are
-// cold (packed), and never blocks.
+// one before. For a cold key (packed, see PackCold) it reads the index slot
+// and the record its command will unpack. Only a hint: it changes nothing,
+// looks at the first MaxPrefetch keys, skips keys whose shard's lock is
+// taken, and never blocks.
 //
 // elems, when not nil, holds for each key a member or field (or nil) whose
 // element is looked up too: a big set's or hash's element lookup waits
@@ -34,10 +35,12 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 	d := ks.dbs[db]
 	keys = keys[:min(len(keys), MaxPrefetch)]
 	var of [MaxPrefetch]*shard // each key's shard, nil if its lock was taken
+	var hs [MaxPrefetch]uint64 // each key's hashKey
 	var held [MaxPrefetch]*shard
 	nheld := 0
 	for i, k := range keys {
-		s := &d.shards[hashKey(k)%shardCount]
+		hs[i] = hashKey(k)
+		s := &d.shards[hs[i]%shardCount]
 		mine := false
 		for _, h := range held[:nheld] {
 			if h == s {
@@ -56,6 +59,8 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 	}
 	var sink uint64
 	found := 0
+	var notWarm [MaxPrefetch]int // keys not in their shard's map, which may be cold
+	nw := 0
 	for i, k := range keys {
 		s := of[i]
 		if s == nil {
@@ -68,6 +73,29 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 			}
 			sink ^= touchState(e, elem)
 			found++
+		} else if s.cold.n > 0 {
+			notWarm[nw] = i
+			nw++
+		}
+	}
+	// a cold key's record, which its command will unpack: the index slots
+	// of all first, then the records (each load waits for none of the
+	// others)
+	var slot [MaxPrefetch]uint64
+	for j, i := range notWarm[:nw] {
+		t := &of[i].cold
+		slot[j] = t.idx[int(mix64(hs[i]))&(len(t.idx)-1)]
+	}
+	cold := 0
+	for j, i := range notWarm[:nw] {
+		t := &of[i].cold
+		if v := slot[j]; v != 0 && v != tombSlot && v>>32 == mix64(hs[i])>>32 {
+			o := int(uint32(v)) - 1
+			sink ^= uint64(t.arena[o])
+			if o+64 < len(t.arena) { // a record is ~75 bytes for a small string key
+				sink ^= uint64(t.arena[o+64])
+			}
+			cold++
 		}
 	}
 	for _, s := range held[:nheld] {
@@ -76,6 +104,9 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 	ks.world.RUnlock()
 	if found > 0 {
 		ks.Stats.Prefetched.Add(uint64(found))
+	}
+	if cold > 0 {
+		ks.Stats.PrefetchedCold.Add(uint64(cold))
 	}
 	if sink == 1 {
 		prefetchSink.Store(sink)

@@ -8,8 +8,8 @@ import (
 	"concord/crdt"
 )
 
-// Prefetch is only a hint: it counts the warm keys it found, changes no
-// key (versions, hot flags, warm/cold), skips cold and missing keys, never
+// Prefetch is only a hint: it counts the warm keys it found and the cold
+// records it read, changes no key (versions, hot flags, warm/cold), never
 // blocks on a shard or the world lock, and takes any database index.
 func TestPrefetchChangesNothing(t *testing.T) {
 	ks, _, _ := newKS(true)
@@ -36,6 +36,9 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b"), []byte("cold"), []byte("missing")}, nil)
 	if n := ks.Stats.Prefetched.Load(); n != 2 {
 		t.Fatalf("prefetched %d keys, want 2 (a, b)", n)
+	}
+	if n := ks.Stats.PrefetchedCold.Load(); n != 1 {
+		t.Fatalf("prefetched %d cold records, want 1 (cold; missing has none)", n)
 	}
 	if after := state(); len(after) != len(before) || func() bool {
 		for i := range after {
