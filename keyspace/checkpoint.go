@@ -1,6 +1,8 @@
 package keyspace
 
 import (
+	"iter"
+	"maps"
 	"math/bits"
 	"runtime"
 	"slices"
@@ -72,45 +74,31 @@ func (d *dirtyKey) merge(all, elems bool, members, fields []string) {
 	if all {
 		d.all, d.members, d.fields = true, nil, nil
 	}
-	if d.all {
-		return
-	}
-	for _, m := range members {
-		if d.members == nil {
-			d.members = make(map[string]struct{}, len(members))
-		}
-		d.members[m] = struct{}{}
-	}
-	for _, f := range fields {
-		if d.fields == nil {
-			d.fields = make(map[string]struct{}, len(fields))
-		}
-		d.fields[f] = struct{}{}
+	if !d.all {
+		d.members = addNames(d.members, slices.Values(members), len(members))
+		d.fields = addNames(d.fields, slices.Values(fields), len(fields))
 	}
 }
 
 // mergeKey is merge of another dirtyKey's changes (a captured shard's,
 // joined or put back).
 func (d *dirtyKey) mergeKey(o *dirtyKey) {
-	d.elems = d.elems || o.elems
-	if o.all {
-		d.all, d.members, d.fields = true, nil, nil
+	d.merge(o.all, o.elems, nil, nil)
+	if !d.all {
+		d.members = addNames(d.members, maps.Keys(o.members), len(o.members))
+		d.fields = addNames(d.fields, maps.Keys(o.fields), len(o.fields))
 	}
-	if d.all {
-		return
-	}
-	for m := range o.members {
-		if d.members == nil {
-			d.members = make(map[string]struct{}, len(o.members))
+}
+
+// addNames adds names to set, made (for about n) when nil and needed.
+func addNames(set map[string]struct{}, names iter.Seq[string], n int) map[string]struct{} {
+	for name := range names {
+		if set == nil {
+			set = make(map[string]struct{}, n)
 		}
-		d.members[m] = struct{}{}
+		set[name] = struct{}{}
 	}
-	for f := range o.fields {
-		if d.fields == nil {
-			d.fields = make(map[string]struct{}, len(o.fields))
-		}
-		d.fields[f] = struct{}{}
-	}
+	return set
 }
 
 // captured is one shard's dirty set taken by a checkpoint, kept until its
@@ -487,7 +475,7 @@ func (ks *Keyspace) planElems(s *shard, dbi int, key string, dk *dirtyKey) elemP
 func (p *elemPlan) store(lock func(*shard, func()), add func(Write) error) error {
 	if len(p.pages) == 0 {
 		if p.replace {
-			return add(Write{DB: p.db, Key: p.key, ReplaceAll: true, ElemsOnly: true})
+			return add(Write{DB: p.db, Key: p.key, ReplaceAll: true})
 		}
 		return nil
 	}
@@ -498,7 +486,7 @@ func (p *elemPlan) store(lock func(*shard, func()), add func(Write) error) error
 			st := p.s.stateOf(p.key)
 			for n := 0; i < len(p.pages) && (n == 0 || n+len(p.refs[p.pages[i]]) <= captureChunk); i++ {
 				refs := p.refs[p.pages[i]]
-				ws = append(ws, Write{DB: p.db, Key: p.key, ElemsOnly: true, ReplaceAll: i == 0 && p.replace,
+				ws = append(ws, Write{DB: p.db, Key: p.key, ReplaceAll: i == 0 && p.replace,
 					Fan: 1 << p.lg, Bucket: p.pages[i], Elems: encodeElems(st, refs)})
 				n += len(refs)
 			}

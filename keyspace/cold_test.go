@@ -252,7 +252,7 @@ func canonWrites(ws []Write) string {
 			el = append(el, fmt.Sprintf("%d:%s:%d", e.Kind, e.Name, len(e.Data)))
 		}
 		sort.Strings(el)
-		out = append(out, fmt.Sprintf("%d/%s %v %v %s %v", w.DB, w.Key, w.ReplaceAll, w.ElemsOnly, h, el))
+		out = append(out, fmt.Sprintf("%d/%s %v %s %v", w.DB, w.Key, w.ReplaceAll, h, el))
 	}
 	sort.Strings(out)
 	return fmt.Sprint(out)

@@ -33,9 +33,6 @@ type Write struct {
 	Header     []byte
 	ReplaceAll bool
 	Elems      []Elem
-	// ElemsOnly stores Elems and leaves the header alone (the rest of a
-	// big key's elements, captured in chunks).
-	ElemsOnly bool
 	// Meta stores Header under the metadata name Key (a watermark).
 	Meta bool
 	// Page stores the page of bucket Bucket (BucketOf) of db DB: the

@@ -307,7 +307,7 @@ func headersIn(t testing.TB, writes []Write) (map[string][]byte, []Write) {
 	var elems []Write
 	for _, w := range writes {
 		if !w.Page {
-			if !w.ElemsOnly || w.Header != nil {
+			if w.Header != nil {
 				t.Fatalf("a checkpoint wrote a header outside a page: %+v", w)
 			}
 			elems = append(elems, w)

@@ -139,7 +139,7 @@ func TestLegacyRecordsMigrate(t *testing.T) {
 		}
 		// a migration's pages (b deleted since, a changed), then a crash;
 		// a's rewrite drops its element pages, never the old records
-		drop := Write{Key: "a", ElemsOnly: true, ReplaceAll: true}
+		drop := Write{Key: "a", ReplaceAll: true}
 		if err := s.WriteStates([]Write{drop, epage("a", 1, 0, "s", "n", "n-new"), page(0, 1, "a", "new-a")}); err != nil {
 			t.Fatal(err)
 		}

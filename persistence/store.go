@@ -87,8 +87,6 @@ type Write struct {
 	Header     []byte
 	ReplaceAll bool
 	Elems      []Elem
-	// ElemsOnly writes Elems and leaves the header alone.
-	ElemsOnly bool
 	// Meta writes Header under the metadata key Key (e.g. a watermark).
 	Meta bool
 	// Page stores the page of bucket Bucket of db DB (see pages.go): the

@@ -168,7 +168,7 @@ func page(db, bucket int, kv ...string) Write {
 // epage is the write of element page n of key's fan pages: kind, name,
 // data triples (an empty data: no data).
 func epage(key string, fan, n int, ked ...string) Write {
-	w := Write{Key: key, ElemsOnly: true, Fan: fan, Bucket: n}
+	w := Write{Key: key, Fan: fan, Bucket: n}
 	for i := 0; i < len(ked); i += 3 {
 		e := Elem{Kind: ked[i][0], Name: ked[i+1]}
 		if ked[i+2] != "" {
@@ -186,8 +186,8 @@ func TestGroupLastWriteWinsAndDelete(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, FsyncNo)
 	s.Submit([]Write{page(0, 1, "a", "1"), page(0, 1, "a", "2"), page(0, 2, "b", "x"), epage("b", 1, 0, "s", "m", "d")}, nil, nil).Wait()
-	s.Submit([]Write{page(0, 4, "d", "x"), epage("d", 1, 0, "s", "p", "1"), {Key: "d", ElemsOnly: true, ReplaceAll: true}, page(0, 4)}, nil, nil).Wait()
-	s.Submit([]Write{{Key: "b", ElemsOnly: true, ReplaceAll: true}, page(0, 2), page(0, 3, "c", "h"), epage("c", 2, 0, "s", "m1", "1", "h", "m2", "2"), epage("c", 2, 1, "s", "m4", "4")}, nil, nil).Wait()
+	s.Submit([]Write{page(0, 4, "d", "x"), epage("d", 1, 0, "s", "p", "1"), {Key: "d", ReplaceAll: true}, page(0, 4)}, nil, nil).Wait()
+	s.Submit([]Write{{Key: "b", ReplaceAll: true}, page(0, 2), page(0, 3, "c", "h"), epage("c", 2, 0, "s", "m1", "1", "h", "m2", "2"), epage("c", 2, 1, "s", "m4", "4")}, nil, nil).Wait()
 	s.Submit([]Write{page(0, 3, "c", "h2", "c2", "h3"), epage("c", 2, 0, "s", "m1", "", "s", "m3", "3"), epage("c", 2, 1, "s", "m4", "")}, nil, nil).Wait()
 	for _, bad := range []Write{{Key: "e", Header: []byte("h")}, {Key: "e", Elems: []Elem{{Kind: 's', Name: "x", Data: []byte("1")}}}} {
 		if err := s.Submit([]Write{bad}, nil, nil).Wait(); err == nil {

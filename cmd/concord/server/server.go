@@ -76,7 +76,7 @@ func toStore(w []keyspace.Write) []persistence.Write {
 	}
 	pw := make([]persistence.Write, len(w))
 	for i, x := range w {
-		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, ElemsOnly: x.ElemsOnly, Meta: x.Meta,
+		pw[i] = persistence.Write{DB: x.DB, Key: x.Key, Header: x.Header, ReplaceAll: x.ReplaceAll, Meta: x.Meta,
 			Page: x.Page, Bucket: x.Bucket, Keys: x.Keys, Ends: x.Ends, Fan: x.Fan}
 		if len(x.Elems) > 0 {
 			pw[i].Elems = make([]persistence.Elem, len(x.Elems))
