@@ -108,6 +108,17 @@ func (t *coldTable) find(key string, h uint64) (slot, off int) {
 	}
 }
 
+// home returns the record offset in the first index slot of a key whose
+// coldHash is h when that slot carries h's tag, else -1: a guess at the
+// key's record without following its probe or comparing keys (Prefetch).
+func (t *coldTable) home(h uint64) int {
+	v := t.idx[int(h)&(len(t.idx)-1)]
+	if v == 0 || v == tombSlot || v>>32 != h>>32 {
+		return -1
+	}
+	return int(uint32(v)) - 1
+}
+
 // lookup is find with key's hash computed.
 func (t *coldTable) lookup(key string) (slot, off int) { return t.find(key, coldHash(key)) }
 

@@ -81,19 +81,17 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 	// a cold key's record, which its command will unpack: the index slots
 	// of all first, then the records (each load waits for none of the
 	// others)
-	var slot [MaxPrefetch]uint64
+	var rec [MaxPrefetch]int
 	for j, i := range notWarm[:nw] {
-		t := &of[i].cold
-		slot[j] = t.idx[int(mix64(hs[i]))&(len(t.idx)-1)]
+		rec[j] = of[i].cold.home(mix64(hs[i])) // coldHash
 	}
 	cold := 0
 	for j, i := range notWarm[:nw] {
-		t := &of[i].cold
-		if v := slot[j]; v != 0 && v != tombSlot && v>>32 == mix64(hs[i])>>32 {
-			o := int(uint32(v)) - 1
-			sink ^= uint64(t.arena[o])
-			if o+64 < len(t.arena) { // a record is ~75 bytes for a small string key
-				sink ^= uint64(t.arena[o+64])
+		if o := rec[j]; o >= 0 {
+			arena := of[i].cold.arena
+			sink ^= uint64(arena[o])
+			if o+64 < len(arena) { // a record is ~75 bytes for a small string key
+				sink ^= uint64(arena[o+64])
 			}
 			cold++
 		}
