@@ -89,6 +89,42 @@ func BenchmarkColdKeys(b *testing.B) {
 			})
 		}
 	})
+	// in random order (redis-benchmark -r), and with each 16 keys
+	// prefetched first as the server does for a pipeline (Prefetch reads
+	// a cold key's index slot and record)
+	for _, prefetch := range []bool{false, true} {
+		b.Run(fmt.Sprint("warm random prefetch=", prefetch), func(b *testing.B) {
+			ks := setup()
+			ks.PackCold(128)
+			keys := make([]string, n)
+			raw := make([][]byte, n)
+			for i, j := range rand.Perm(n) {
+				keys[i] = "key:" + strconv.Itoa(j)
+				raw[i] = []byte(keys[i])
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				j := i % n
+				if j == 0 && i > 0 {
+					b.StopTimer()
+					ks.PackCold(128)
+					ks.PackCold(128)
+					b.StartTimer()
+				}
+				if prefetch && j%16 == 0 {
+					ks.Prefetch(0, raw[j:min(j+16, n)], nil)
+				}
+				k := Key{Key: keys[j]}
+				ks.Run([]Key{k}, func(tx *Tx) error {
+					if tx.Get(k) == nil {
+						b.Fatal("key lost")
+					}
+					return nil
+				})
+			}
+		})
+	}
 }
 
 // BenchmarkRunSetRandom is BenchmarkRunSet over a million existing keys in
