@@ -3,6 +3,8 @@ package keyspace
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -837,5 +839,49 @@ func TestVersionChangesWithEveryWrite(t *testing.T) {
 	}
 	if n := len(ks.dbs[0].shardOf("w").gone); n > goneMax {
 		t.Fatalf("the shard remembers %d removed keys", n)
+	}
+}
+
+// Every member and field a transaction changes is marked for the next
+// checkpoint, however many (the first of each kept in the tx's own buffer,
+// the rest appended), and no more.
+func TestTxMarksEachElementDirty(t *testing.T) {
+	ks, _, store := newKS(true)
+	s, h := Key{Key: "s"}, Key{Key: "h"}
+	var members, pairs [][]byte
+	for i := 0; i < 2000; i++ {
+		members = append(members, []byte(fmt.Sprint("m", i)))
+		pairs = append(pairs, []byte(fmt.Sprint("f", i)), []byte("v"))
+	}
+	ks.Run([]Key{s, h}, func(tx *Tx) error {
+		tx.Apply(s, crdt.SAdd(tx.State(s), tx.Op(), members))
+		tx.Apply(h, crdt.HSet(tx.State(h), tx.Op(), pairs))
+		return nil
+	})
+	b := func(v string) [][]byte { return [][]byte{[]byte(v)} }
+	store.checkpoint(t, ks) // from here on, changes are tracked element by element
+	ks.Run([]Key{h, s}, func(tx *Tx) error {
+		tx.Apply(h, crdt.HSet(tx.State(h), tx.Op(), [][]byte{[]byte("f1"), []byte("w")}))
+		tx.Apply(s, crdt.SAdd(tx.State(s), tx.Op(), b("new1")))
+		tx.Apply(s, crdt.SAdd(tx.State(s), tx.Op(), b("new2")))
+		tx.Apply(h, crdt.HSet(tx.State(h), tx.Op(), [][]byte{[]byte("f2"), []byte("w"), []byte("f3"), []byte("w")}))
+		tx.Apply(s, crdt.SRem(tx.State(s), b("m5")))
+		return nil
+	})
+	ks.Run([]Key{s}, func(tx *Tx) error { tx.Apply(s, crdt.SAdd(tx.State(s), tx.Op(), b("new3"))); return nil })
+	dirty := func(k Key) *dirtyKey {
+		sh := ks.dbs[0].shardOf(k.Key)
+		d := sh.dirty[k.Key]
+		if d == nil || d.all {
+			t.Fatalf("%s: dirty %+v, want its changed elements", k.Key, d)
+		}
+		return d
+	}
+	names := func(m map[string]struct{}) []string { return slices.Sorted(maps.Keys(m)) }
+	if got := names(dirty(s).members); fmt.Sprint(got) != "[m5 new1 new2 new3]" || len(dirty(s).fields) != 0 {
+		t.Fatalf("set's dirty members %v, fields %v", got, dirty(s).fields)
+	}
+	if got := names(dirty(h).fields); fmt.Sprint(got) != "[f1 f2 f3]" || len(dirty(h).members) != 0 {
+		t.Fatalf("hash's dirty fields %v, members %v", got, dirty(h).members)
 	}
 }
