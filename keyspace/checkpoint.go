@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"runtime"
 	"slices"
+	"strings"
 	"unsafe"
 
 	"concord/crdt"
@@ -261,16 +262,19 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			})
 			// each page sized for its keys (headers of the average size so
 			// far): one allocation each instead of a doubling series
-			var count [subBuckets]int
+			var count, nameBytes [subBuckets]int
 			for _, key := range names {
-				count[subBucket(key)]++
+				sub := subBucket(key)
+				count[sub]++
+				nameBytes[sub] += len(key)
 			}
 			for i := range pages {
 				if !inPage[i] {
 					continue
 				}
 				pages[i] = pageBuf{keys: make([]string, 0, count[i]), ends: make([]int, 0, count[i]),
-					hdr: make([]byte, 0, count[i]*(hdrBytes/max(hdrKeys, 1)+16))}
+					names: make([]byte, 0, nameBytes[i]),
+					hdr:   make([]byte, 0, count[i]*(hdrBytes/max(hdrKeys, 1)+16))}
 			}
 			// headers first, then the members and fields: a stored header
 			// must never be newer than its key's stored elements (its
@@ -287,7 +291,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 				if st := s.stateOf(key); st != nil {
 					p := &pages[subBucket(key)]
 					p.hdr = crdt.AppendHeader(p.hdr, st)
-					p.keys = append(p.keys, key)
+					p.keys = append(p.keys, p.name(key))
 					p.ends = append(p.ends, len(p.hdr))
 				}
 			})
@@ -334,9 +338,23 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 
 // pageBuf collects one page's headers.
 type pageBuf struct {
-	keys []string
-	ends []int
-	hdr  []byte
+	keys  []string
+	ends  []int
+	hdr   []byte
+	names []byte // the bytes of keys, one after another
+}
+
+// name returns a copy of key in p.names: the page's encoding then reads
+// its keys' names from one buffer, not from the entries they were looked
+// up in (by then long out of the cache: a miss per key). The copy is made
+// as the key's entry is encoded, while the name is in the cache. p.names
+// is sized for all of them; a copy that does not fit goes elsewhere.
+func (p *pageBuf) name(key string) string {
+	if len(key) == 0 || len(p.names)+len(key) > cap(p.names) {
+		return strings.Clone(key)
+	}
+	p.names = append(p.names, key...)
+	return unsafe.String(&p.names[len(p.names)-len(key)], len(key))
 }
 
 // captureChunk is how many elements of one key a checkpoint encodes per

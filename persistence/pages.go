@@ -78,7 +78,8 @@ func encodePage(buf []byte, keys []string, ends []int, headers []byte) []byte {
 		start = ends[i]
 		page = binary.AppendUvarint(page, uint64(len(k)))
 		page = append(page, k...)
-		page = binary.LittleEndian.AppendUint32(page, crc32.Checksum([]byte(k), castagnoli))
+		// (the checksum of the copy: []byte(k) would allocate)
+		page = binary.LittleEndian.AppendUint32(page, crc32.Checksum(page[len(page)-len(k):], castagnoli))
 		page = binary.AppendUvarint(page, uint64(len(h)))
 		page = append(page, h...)
 		sum := crc32.Checksum(h, castagnoli)
