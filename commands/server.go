@@ -138,7 +138,8 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 			fmt.Sprintf("corrupt_records:%d", ks.Stats.CorruptRecords.Load()),
 			fmt.Sprintf("keys_repaired:%d", ks.Stats.KeysRepaired.Load()),
 			fmt.Sprintf("prefetched_keys:%d", ks.Stats.Prefetched.Load()),
-			fmt.Sprintf("prefetched_cold_keys:%d", ks.Stats.PrefetchedCold.Load())}
+			fmt.Sprintf("prefetched_cold_keys:%d", ks.Stats.PrefetchedCold.Load()),
+			fmt.Sprintf("checkpoint_elem_pages_read:%d", ks.Stats.ElemPagesRead.Load())}
 	case "replication":
 		lines := []string{"role:master", "connected_slaves:0", "region:" + ks.Region()}
 		if e.Info != nil {

@@ -211,6 +211,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			})
 		}
 	}
+	stored, _ := ks.store.(ElemPages)
 	var names []string
 	var pages [subBuckets]pageBuf
 	hdrBytes, hdrKeys := 64, 1 // the headers encoded so far (to size pages)
@@ -316,7 +317,7 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			// an old header over newer elements, which the log's replay mends
 			for _, key := range names {
 				var plan elemPlan
-				lock(s, func() { plan = ks.planElems(s, dbi, key, c.dirty[key]) })
+				lock(s, func() { plan = ks.planElems(s, dbi, key, c.dirty[key], stored) })
 				if err := plan.store(lock, add); err != nil {
 					return keys, err
 				}
@@ -409,8 +410,10 @@ func elemPageOf(name string, lg uint8) int { return int(mix64(hashKey(name)) & (
 
 // elemPlan is what a checkpoint stores of one key's elements: pages, with
 // the elements of each, in a layout of 2^lg pages, after dropping every
-// stored page of the key when replace.
+// stored page of the key when replace. With stored, refs holds only the
+// changed elements, and each page's stored elements are read from it.
 type elemPlan struct {
+	ks      *Keyspace
 	s       *shard
 	db      int
 	key     string
@@ -418,7 +421,14 @@ type elemPlan struct {
 	replace bool
 	pages   []int
 	refs    map[int][]elemRef
+	stored  ElemPages
 }
+
+// fewPages: a checkpoint reads back the stored elements of a key's changed
+// element pages (ElemPages) when at most one in fewPages of its pages
+// changed; else it walks the key's elements to find those of the changed
+// pages (a walk costs ~0.1 µs per element, a page read tens of µs).
+const fewPages = 8
 
 // scanChunk is how many elements of a big key the planning of its pages
 // walks per hold of the shard's lock.
@@ -431,8 +441,8 @@ const scanChunk = 1024
 // elements changed, or when its size calls for another layout (4× more or
 // fewer elements per page than elemsPerPage); else only the pages of its
 // changed elements.
-func (ks *Keyspace) planElems(s *shard, dbi int, key string, dk *dirtyKey) elemPlan {
-	p := elemPlan{s: s, db: dbi, key: key}
+func (ks *Keyspace) planElems(s *shard, dbi int, key string, dk *dirtyKey, stored ElemPages) elemPlan {
+	p := elemPlan{ks: ks, s: s, db: dbi, key: key}
 	have := s.fans[key]
 	st := s.stateOf(key)
 	if st == nil {
@@ -464,6 +474,28 @@ func (ks *Keyspace) planElems(s *shard, dbi int, key string, dk *dirtyKey) elemP
 			dirty[elemPageOf(f, p.lg)] = true
 		}
 		if len(dirty) == 0 {
+			return p
+		}
+		if stored != nil && len(dirty)*fewPages <= 1<<p.lg {
+			// the changed elements now; the pages' other elements are
+			// read from the store (store). Every element a merge changes
+			// is in the dirty key (State.Touched; a change of all of them
+			// rewrites the key whole), so a page's elements are its stored
+			// ones and its changed ones.
+			p.stored = stored
+			p.refs = make(map[int][]elemRef, len(dirty))
+			for m := range dk.members {
+				pg := elemPageOf(m, p.lg)
+				p.refs[pg] = append(p.refs[pg], elemRef{crdt.ElemMember, m})
+			}
+			for f := range dk.fields {
+				pg := elemPageOf(f, p.lg)
+				p.refs[pg] = append(p.refs[pg], elemRef{crdt.ElemField, f})
+			}
+			for pg := range dirty {
+				p.pages = append(p.pages, pg)
+			}
+			slices.Sort(p.pages)
 			return p
 		}
 	}
@@ -509,6 +541,16 @@ func (p *elemPlan) store(lock func(*shard, func()), add func(Write) error) error
 		}
 		return nil
 	}
+	if p.stored != nil && !p.readStored() {
+		// a page unreadable or of another layout: rewrite the key whole
+		lock(p.s, func() { *p = p.ks.planElems(p.s, p.db, p.key, &dirtyKey{all: true, elems: true}, nil) })
+		if len(p.pages) == 0 {
+			if p.replace {
+				return add(Write{DB: p.db, Key: p.key, ReplaceAll: true})
+			}
+			return nil
+		}
+	}
 	var ws []Write
 	for i := 0; i < len(p.pages); {
 		ws = ws[:0]
@@ -528,6 +570,31 @@ func (p *elemPlan) store(lock func(*shard, func()), add func(Write) error) error
 		}
 	}
 	return nil
+}
+
+// readStored adds to each page's changed elements the others stored in it
+// (outside the shard's lock); false when a page cannot be read or belongs
+// to another layout.
+func (p *elemPlan) readStored() bool {
+	fan := 1 << p.lg
+	for _, pg := range p.pages {
+		refs := p.refs[pg]
+		changed := make(map[elemRef]bool, len(refs))
+		for _, r := range refs {
+			changed[r] = true
+		}
+		f, err := p.stored.ElemPageNames(p.db, p.key, pg, func(kind byte, name string) {
+			if r := (elemRef{kind, name}); !changed[r] {
+				refs = append(refs, r)
+			}
+		})
+		if err != nil || f != 0 && f != fan {
+			return false
+		}
+		p.refs[pg] = refs
+		p.ks.Stats.ElemPagesRead.Add(1)
+	}
+	return true
 }
 
 // clearDirty clears key's dirty flag, on its entry or cold record, and

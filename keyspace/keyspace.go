@@ -66,6 +66,15 @@ type Store interface {
 	Submit(meta []Write, deltas, inbound []crdt.KeyDelta) Ticket
 }
 
+// ElemPages is a Store that can read back the elements stored in an
+// element page of a key (Write.Fan): fn gets each one's kind and name (a
+// copy), and fan is the page's Write.Fan (0: no such page stored). A
+// checkpoint that rewrites a few pages of a big key reads them instead of
+// walking every element of the key to find those of its pages.
+type ElemPages interface {
+	ElemPageNames(db int, key string, n int, fn func(kind byte, name string)) (fan int, err error)
+}
+
 // Config configures a Keyspace.
 type Config struct {
 	Region string
@@ -202,6 +211,9 @@ type Stats struct {
 	// PrefetchedCold the cold keys whose packed record it brought in.
 	Prefetched     atomic.Uint64
 	PrefetchedCold atomic.Uint64
+	// ElemPagesRead counts element pages whose stored elements' names a
+	// checkpoint read back (ElemPages) instead of walking their key.
+	ElemPagesRead atomic.Uint64
 }
 
 // Conflict is one resolution that discarded data.

@@ -286,6 +286,31 @@ func ReadElemPage(page []byte, fn func(kind byte, name string, data []byte) erro
 	return parseElemPage(page, fn)
 }
 
+// ElemPageNames calls fn with the kind and name of every element stored in
+// element page n of key, and returns the page's number of pages (0: the
+// page is not stored, or emptied). A checkpoint that rewrites a few pages
+// of a big key reads their elements' names here instead of walking all its
+// elements. fn gets a copy of each name.
+func (s *Store) ElemPageNames(db int, key string, n int, fn func(kind byte, name string)) (fan int, err error) {
+	err = s.sdb.View(func(rt *badger.Txn) error {
+		item, err := rt.Get(ElemPageKey(db, key, n))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(page []byte) error {
+			fan, err = parseElemPage(page, func(kind byte, name string, _ []byte) error {
+				fn(kind, name)
+				return nil
+			})
+			return err
+		})
+	})
+	return fan, err
+}
+
 // emptyPage is what a page that no longer holds anything is overwritten
 // with (a header page of no keys, an element page of no elements), never a
 // delete: a page above the value threshold (128 KiB) lives in Badger's value

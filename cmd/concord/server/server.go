@@ -70,6 +70,12 @@ func (a storeAdapter) Submit(w []keyspace.Write, d, in []crdt.KeyDelta) keyspace
 	return a.s.Submit(toStore(w), d, in)
 }
 
+// ElemPageNames lets a checkpoint read back a key's stored element pages
+// (keyspace.ElemPages).
+func (a storeAdapter) ElemPageNames(db int, key string, n int, fn func(kind byte, name string)) (int, error) {
+	return a.s.ElemPageNames(db, key, n, fn)
+}
+
 func toStore(w []keyspace.Write) []persistence.Write {
 	if len(w) == 0 {
 		return nil
