@@ -542,8 +542,15 @@ func (p *elemPlan) store(lock func(*shard, func()), add func(Write) error) error
 		return nil
 	}
 	if p.stored != nil && !p.readStored() {
-		// a page unreadable or of another layout: rewrite the key whole
-		lock(p.s, func() { *p = p.ks.planElems(p.s, p.db, p.key, &dirtyKey{all: true, elems: true}, nil) })
+		// a page unreadable or of another layout: rewrite the key whole,
+		// dropping whatever is stored of it
+		lock(p.s, func() {
+			if p.s.fans == nil {
+				p.s.fans = make(map[string]uint8)
+			}
+			p.s.fans[p.key] = lgUnknown
+			*p = p.ks.planElems(p.s, p.db, p.key, &dirtyKey{all: true, elems: true}, nil)
+		})
 		if len(p.pages) == 0 {
 			if p.replace {
 				return add(Write{DB: p.db, Key: p.key, ReplaceAll: true})
