@@ -387,20 +387,12 @@ func (d *decoder) hlc() HLC {
 	return HLC{Phys: p, Log: uint32(l), Region: d.region()}
 }
 
-func (d *decoder) counts() []Count { return d.countsIn(nil) }
-
-// countsIn decodes counts into dst's memory when it has room for them (a
-// StringRoom's), else into a new slice (nil when there are none and dst is
-// nil).
-func (d *decoder) countsIn(dst []Count) []Count {
+func (d *decoder) counts() []Count {
 	n := d.count(4)
 	if n == 0 {
-		return dst[:0]
+		return nil
 	}
-	cs := dst[:0]
-	if cap(cs) < n {
-		cs = make([]Count, 0, n)
-	}
+	cs := make([]Count, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		c := Count{Region: d.region(), N: d.uv(), I: d.iv(), F: d.str()}
 		if c.F != "" {

@@ -158,9 +158,6 @@ type StringRoom struct {
 	// merge uses, so a value read before a write (SET ... GET, GETSET)
 	// stays intact through that write; values are never written in place.
 	val roomVals
-	// cnt holds the register's first count (a counter's increments by one
-	// region: INCR reads them beside the rest of the key)
-	cnt [1]Count
 }
 
 // roomVal is the longest value a StringRoom keeps in itself.
@@ -175,7 +172,6 @@ type roomVals [2][roomVal]byte
 func (r *StringRoom) State() *State {
 	r.st.Ctx.VV = r.vv[:0]
 	r.reg.r.Base = r.reg.b[:0]
-	r.reg.r.Counts = r.cnt[:0]
 	r.st.Str = &r.reg.r
 	r.st.room = true
 	return &r.st
@@ -188,7 +184,7 @@ func (s *State) emptyReg() *Reg {
 		return newReg()
 	}
 	r := (*StringRoom)(unsafe.Pointer(s))
-	r.reg.r = Reg{Base: r.reg.b[:0], Counts: r.cnt[:0]}
+	r.reg.r = Reg{Base: r.reg.b[:0]}
 	return &r.reg.r
 }
 

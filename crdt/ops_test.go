@@ -1,7 +1,6 @@
 package crdt
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -128,61 +127,4 @@ func TestRoomValues(t *testing.T) {
 	if !seen["fromA"] || !seen["fromB"] || !seen["fromC"] {
 		t.Fatalf("bases %+v", st.Str.Base)
 	}
-}
-
-// A counter in a StringRoom keeps its first count in the room (INCR reads
-// it beside the rest of the key, no allocation of its own), through a SET
-// over the counter, a delete and packing and unpacking into another room;
-// a second region's count moves the counts out of it. Every value reads
-// back as on a state without a room.
-func TestRoomCounts(t *testing.T) {
-	room := new(StringRoom)
-	st := room.State()
-	plain := &State{}
-	a, b := NewClock("A"), NewClock("B")
-	inRoom := func(st *State, room *StringRoom) bool {
-		return st.Str != nil && len(st.Str.Counts) > 0 && &st.Str.Counts[0] == &room.cnt[0]
-	}
-	same := func(when string) {
-		t.Helper()
-		got, _, _ := st.Str.Get()
-		want, _, _ := plain.Str.Get()
-		if !Equal(st, plain) || string(got) != string(want) {
-			t.Fatalf("%s: room reads %q, plain %q (equal %v)", when, got, want, Equal(st, plain))
-		}
-	}
-	apply := func(d *State) {
-		st.Merge(d)
-		plain.Merge(d)
-		Release(d)
-	}
-	for i := 0; i < 5; i++ {
-		apply(IncrBy(st, Op{HLC: a.Now(int64(i))}, 3))
-		if !inRoom(st, room) {
-			t.Fatalf("incr %d: the count is not in the room", i)
-		}
-		same(fmt.Sprint("incr ", i))
-	}
-	apply(SetString(st, Op{HLC: a.Now(20)}, []byte("7"), false))
-	same("a SET over the counter")
-	apply(Delete(st))
-	same("deleted")
-	apply(IncrBy(st, Op{HLC: a.Now(30)}, 5))
-	same("counting again after the delete")
-	if !inRoom(st, room) {
-		t.Fatal("the count left the room")
-	}
-	var tbl testRegions
-	other := new(StringRoom)
-	got, err := other.Unpack(AppendPacked(nil, st, &tbl), &tbl)
-	if err != nil || !Equal(got, st) || !inRoom(got, other) {
-		t.Fatalf("unpacked into a room: err %v, equal %v, count in the room %v", err, err == nil && Equal(got, st), err == nil && inRoom(got, other))
-	}
-	apply(IncrBy(plain.Clone(), Op{HLC: b.Now(40)}, 100)) // B's count: two of them
-	same("a second region's count")
-	if inRoom(st, room) {
-		t.Fatal("two counts in a room of one")
-	}
-	apply(IncrBy(st, Op{HLC: a.Now(50)}, 1))
-	same("both regions counting")
 }

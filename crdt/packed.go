@@ -225,11 +225,10 @@ func unpackInto(s *State, b []byte, tbl Regions, room *StringRoom) error {
 	if flags&pkStr != 0 {
 		var ra *regAlloc
 		var vals *roomVals
-		var cnt *[1]Count
 		if room != nil {
-			ra, vals, cnt = &room.reg, &room.val, &room.cnt
+			ra, vals = &room.reg, &room.val
 		}
-		s.Str = u.regIn(ra, vals, cnt, s.StrT)
+		s.Str = u.regIn(ra, vals, s.StrT)
 	}
 	if flags&pkSet != 0 {
 		s.Set = d.members(d.count(2), u.dot)
@@ -276,11 +275,11 @@ func (u *unpacker) hlc() HLC {
 	return HLC{Phys: p, Log: uint32(l), Region: u.d.region()}
 }
 
-func (u *unpacker) reg(ref HLC) *Reg { return u.regIn(nil, nil, nil, ref) }
+func (u *unpacker) reg(ref HLC) *Reg { return u.regIn(nil, nil, ref) }
 
-// regIn reads a register, into ra's room when ra is not nil, its short
-// values into vals and its first count into cnt when not nil.
-func (u *unpacker) regIn(ra *regAlloc, vals *roomVals, cnt *[1]Count, ref HLC) *Reg {
+// regIn reads a register, into ra's room when ra is not nil, and its short
+// values into vals when not nil.
+func (u *unpacker) regIn(ra *regAlloc, vals *roomVals, ref HLC) *Reg {
 	d := u.d
 	h := d.uv()
 	n, rf := h>>2, h<<2&(pkCounts|pkFloor)
@@ -294,9 +293,6 @@ func (u *unpacker) regIn(ra *regAlloc, vals *roomVals, cnt *[1]Count, ref HLC) *
 	case ra != nil:
 		r = &ra.r
 		*r = Reg{Base: ra.b[:0]}
-		if cnt != nil {
-			r.Counts = cnt[:0]
-		}
 	case n == 1:
 		rb = &regWithBase{} // one base and a short value in one allocation
 		r = &rb.r
@@ -326,7 +322,7 @@ func (u *unpacker) regIn(ra *regAlloc, vals *roomVals, cnt *[1]Count, ref HLC) *
 		}
 	}
 	if rf&pkCounts != 0 {
-		r.Counts = d.countsIn(r.Counts)
+		r.Counts = d.counts()
 	}
 	if rf&pkFloor != 0 {
 		r.Floor = d.counts()

@@ -299,16 +299,14 @@ func newEntry() *entry {
 type entryWithString struct {
 	name [32]byte // first: the entry's flags share its cache line
 	e    entry
-	room crdt.StringRoom // 32 + 48 + 480 bytes: the 576-byte size class
+	room crdt.StringRoom // 32 + 48 + 432 bytes: the 512-byte size class
 }
 
 // touchEntry reads one word of each cache line of a string key's entry
-// (entryWithString) at once, so that their cache misses overlap instead of
-// following one another as a command reads the entry's parts (state,
-// register, base, value) one after the other: its first 512 bytes (the
-// last line holds a counter's count, which touchState reads when the key
-// has one). The caller keeps the result (tx.touchSink), so that the loads
-// are not optimized away.
+// (entryWithString, 512 bytes) at once, so that their cache misses overlap
+// instead of following one another as a command reads the entry's parts
+// (state, register, base, value) one after the other. The caller keeps
+// the result (tx.touchSink), so that the loads are not optimized away.
 func touchEntry(e *entry) uint64 {
 	if !e.inRoom {
 		return 0
