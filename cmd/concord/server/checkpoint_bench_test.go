@@ -28,17 +28,24 @@ func BenchmarkCheckpoint(b *testing.B) {
 	})
 }
 
-func benchCheckpoint(b *testing.B, write func(p redis.Pipeliner, i, round int), save bool) {
-	const keys = 100000
+// startBench starts a region that checkpoints only when told, and a
+// client of it (both closed when b ends).
+func startBench(b *testing.B) (*Instance, *redis.Client) {
 	cfg := Config{Addr: "127.0.0.1:0", Dir: b.TempDir(), LogLevel: "error", Region: "A",
 		CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
 	in, err := Start(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer in.Close()
+	b.Cleanup(func() { in.Close() })
 	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
-	defer c.Close()
+	b.Cleanup(func() { c.Close() })
+	return in, c
+}
+
+func benchCheckpoint(b *testing.B, write func(p redis.Pipeliner, i, round int), save bool) {
+	const keys = 100000
+	in, c := startBench(b)
 	ctx := context.Background()
 	dirty := func(round int) {
 		p := c.Pipeline()
@@ -71,15 +78,7 @@ func benchCheckpoint(b *testing.B, write func(p redis.Pipeliner, i, round int), 
 
 func benchFewMembers(b *testing.B) {
 	const members = 500000
-	cfg := Config{Addr: "127.0.0.1:0", Dir: b.TempDir(), LogLevel: "error", Region: "A",
-		CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
-	in, err := Start(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer in.Close()
-	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
-	defer c.Close()
+	in, c := startBench(b)
 	ctx := context.Background()
 	p := c.Pipeline()
 	for i := 0; i < members; i++ {
