@@ -22,6 +22,12 @@ import (
 // one data dir. Odd seeds run alone (deleted keys are dropped at once), even
 // seeds with a peer X (tombstones kept) whose deltas arrive in between.
 func TestCrashRecoversCheckpointPlusLog(t *testing.T) {
+	pagesRead := uint64(0) // element pages read back by checkpoints, all lives
+	defer func() {
+		if !t.Failed() && pagesRead == 0 {
+			t.Fatal("no checkpoint read back a page of the big set: the workload misses that path")
+		}
+	}()
 	for seed := uint64(1); seed <= 6; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			dir := t.TempDir()
@@ -34,6 +40,7 @@ func TestCrashRecoversCheckpointPlusLog(t *testing.T) {
 					checkSame(t, "after restart", want(t, in), in)
 				}
 				runWorkload(t, in, rng, peer, &remoteSeq)
+				pagesRead += in.KS.Stats.ElemPagesRead.Load()
 				before := want(t, in)
 				in.crash = true
 				if err := in.Close(); err != nil {
@@ -135,6 +142,15 @@ func runWorkload(t *testing.T, in *Instance, rng *rand.Rand, peer bool, remoteSe
 		}
 		if err != nil && err.Error() != "WRONGTYPE Operation against a key holding the wrong kind of value" {
 			t.Fatal(err)
+		}
+		if rng.IntN(8) == 0 { // a few members of the big set: its checkpoint reads pages back
+			m := fmt.Sprint("b", rng.IntN(3000))
+			if err := cl.SAdd(ctx, "big", m).Err(); err != nil && err.Error() != "WRONGTYPE Operation against a key holding the wrong kind of value" {
+				t.Fatal(err)
+			}
+			if err := cl.SRem(ctx, "big", fmt.Sprint("b", rng.IntN(3000))).Err(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if rng.IntN(80) == 0 { // a set bigger than a checkpoint's capture chunk
 			var add, rem []any
