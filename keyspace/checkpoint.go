@@ -535,28 +535,19 @@ func (ks *Keyspace) planElems(s *shard, dbi int, key string, dk *dirtyKey, store
 // the shard's lock (writes to a big key wait for one chunk, never for the
 // whole key), and hands them to add outside it.
 func (p *elemPlan) store(lock func(*shard, func()), add func(Write) error) error {
+	if p.stored != nil && !p.readStored() {
+		// a page unreadable or of another layout: rewrite the key whole,
+		// dropping whatever is stored of it
+		lock(p.s, func() {
+			p.s.unknownLayout(p.key)
+			*p = p.ks.planElems(p.s, p.db, p.key, &dirtyKey{all: true, elems: true}, nil)
+		})
+	}
 	if len(p.pages) == 0 {
 		if p.replace {
 			return add(Write{DB: p.db, Key: p.key, ReplaceAll: true})
 		}
 		return nil
-	}
-	if p.stored != nil && !p.readStored() {
-		// a page unreadable or of another layout: rewrite the key whole,
-		// dropping whatever is stored of it
-		lock(p.s, func() {
-			if p.s.fans == nil {
-				p.s.fans = make(map[string]uint8)
-			}
-			p.s.fans[p.key] = lgUnknown
-			*p = p.ks.planElems(p.s, p.db, p.key, &dirtyKey{all: true, elems: true}, nil)
-		})
-		if len(p.pages) == 0 {
-			if p.replace {
-				return add(Write{DB: p.db, Key: p.key, ReplaceAll: true})
-			}
-			return nil
-		}
 	}
 	var ws []Write
 	for i := 0; i < len(p.pages); {
@@ -602,6 +593,15 @@ func (p *elemPlan) readStored() bool {
 		p.ks.Stats.ElemPagesRead.Add(1)
 	}
 	return true
+}
+
+// unknownLayout records that key's stored element pages may be in any
+// layout: the next checkpoint that stores its elements drops them all.
+func (s *shard) unknownLayout(key string) {
+	if s.fans == nil {
+		s.fans = make(map[string]uint8)
+	}
+	s.fans[key] = lgUnknown
 }
 
 // clearDirty clears key's dirty flag, on its entry or cold record, and
@@ -653,10 +653,7 @@ func (ks *Keyspace) redirty(taken []captured) {
 				// its element pages may be stored in part: rewrite it whole,
 				// dropping whatever is stored
 				dk.merge(true, dk.elems, nil, nil)
-				if c.s.fans == nil {
-					c.s.fans = make(map[string]uint8)
-				}
-				c.s.fans[key] = lgUnknown
+				c.s.unknownLayout(key)
 			}
 		}
 		if c.s.dirty == nil {

@@ -14,9 +14,9 @@ import (
 // store does, and reads them back (ElemPages).
 type pageStore struct {
 	memStore
-	mu    sync.Mutex
-	pages map[string]map[int]storedPage // by key, by page
-	reads int
+	pagesMu sync.Mutex                    // (memStore's mu guards what Submit gets)
+	pages   map[string]map[int]storedPage // by key, by page
+	reads   int
 }
 
 type storedPage struct {
@@ -25,8 +25,8 @@ type storedPage struct {
 }
 
 func (p *pageStore) flush(ws []Write) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.pagesMu.Lock()
+	defer p.pagesMu.Unlock()
 	for _, w := range ws {
 		if w.Page || w.Meta {
 			continue
@@ -52,8 +52,8 @@ func (p *pageStore) flush(ws []Write) error {
 }
 
 func (p *pageStore) ElemPageNames(db int, key string, n int, fn func(kind byte, name string)) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.pagesMu.Lock()
+	defer p.pagesMu.Unlock()
 	p.reads++
 	pg, ok := p.pages[key][n]
 	if !ok {
@@ -67,8 +67,8 @@ func (p *pageStore) ElemPageNames(db int, key string, n int, fn func(kind byte, 
 
 // members returns the members stored in key's pages.
 func (p *pageStore) members(key string) []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.pagesMu.Lock()
+	defer p.pagesMu.Unlock()
 	var out []string
 	for _, pg := range p.pages[key] {
 		for r := range pg.names {
