@@ -269,6 +269,9 @@ func cmdConfig(c *Ctx) {
 		c.ks.Stats.ExpiredKeys.Store(0)
 		c.ks.Stats.KeyspaceHits.Store(0)
 		c.ks.Stats.KeyspaceMiss.Store(0)
+		if c.e.Info != nil {
+			c.e.Info.ResetStats()
+		}
 		c.Conn.OK()
 	case sub == "rewrite" && len(c.Args) == 2:
 		c.fail(Error("ERR The server is running without a config file"))

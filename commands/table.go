@@ -136,6 +136,9 @@ type Engine struct {
 type InfoSource interface {
 	Persistence() []string
 	Replication() []string
+	// ResetStats clears the statistics CONFIG RESETSTAT clears (the
+	// replication lag histograms)
+	ResetStats()
 }
 
 // Saver is what SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE and SHUTDOWN need: Concord's

@@ -72,6 +72,9 @@ func BenchmarkReplicationLag(b *testing.B) {
 			}
 		}
 	}
+	if os.Getenv("BENCH_REPL_PROCS") != "0" {
+		lagAsProcesses(b, rates, secs)
+	}
 	b.ReportMetric(0, "ns/op") // the table is the result
 }
 
@@ -222,4 +225,67 @@ func drive(c *cluster, r string, rate int, d time.Duration) int {
 	}
 	wg.Wait()
 	return total
+}
+
+// lagAsProcesses prints the lag table again with each region in its own
+// concord process (as regions are deployed: each with its own heap and
+// collector; the in-process table's three regions share one, so every
+// collection of all three heaps pauses all three apply paths), driven from
+// this process, with the lag read from B's and C's INFO replication after
+// CONFIG RESETSTAT cleared it.
+func lagAsProcesses(b *testing.B, rates []int, secs int) {
+	pc := startProcCluster(b, 3, "everysec")
+	defer func() {
+		for _, p := range pc.procs {
+			p.kill9()
+		}
+	}()
+	for _, rate := range rates {
+		seq0 := map[string]int{}
+		for _, peer := range []string{"B", "C"} {
+			if err := pc.clients[peer].ConfigResetStat(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+			seq0[peer], _ = strconv.Atoi(peerStat(b, pc.clients[peer], "A")["applied_from_peer"])
+		}
+		done := drive(pc.cluster, "A", rate, time.Duration(secs)*time.Second)
+		start := time.Now()
+		drained := false
+		for time.Since(start) < 10*time.Second {
+			if peerStat(b, pc.clients["A"], "B")["lag_ops"] == "0" && peerStat(b, pc.clients["A"], "C")["lag_ops"] == "0" {
+				drained = true
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		drain := time.Since(start)
+		for _, peer := range []string{"B", "C"} {
+			st := peerStat(b, pc.clients[peer], "A")
+			seq, _ := strconv.Atoi(st["applied_from_peer"])
+			fmt.Printf("%-10d %-10d %-8s %-12s %-12s %-12d %-12v %v\n", rate, done/secs, peer+" proc", st["apply_lag_p50_ms"]+"ms", st["apply_lag_p99_ms"]+"ms", seq-seq0[peer], drain.Round(time.Millisecond), drained && drain < 2*time.Second)
+		}
+	}
+}
+
+// peerStat returns the fields of the INFO replication line of peer name.
+func peerStat(t testing.TB, c *redis.Client, name string) map[string]string {
+	t.Helper()
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if !strings.HasPrefix(line, "peer") || !strings.Contains(line, ":name="+name+",") {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, ":")
+		m := map[string]string{}
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			m[k] = v
+		}
+		return m
+	}
+	t.Fatalf("INFO replication has no peer %s:\n%s", name, info)
+	return nil
 }

@@ -548,3 +548,25 @@ func TestWaitParksOnlyItsClient(t *testing.T) {
 		t.Fatalf("WAIT in EXEC = %d after %v", n, time.Since(start))
 	}
 }
+
+// CONFIG RESETSTAT clears the replication lag INFO reports, as it clears
+// Redis's statistics: a lag measured afterwards covers only what followed.
+func TestResetStatClearsReplicationLag(t *testing.T) {
+	c := startCluster(t, 2)
+	if err := c.clients["A"].Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if p99 := peerStat(t, c.clients["B"], "A")["apply_lag_p99_ms"]; p99 == "0.000" {
+			return fmt.Errorf("B reports no lag from A yet (p99 %s)", p99)
+		}
+		return nil
+	})
+	if err := c.clients["B"].ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st := peerStat(t, c.clients["B"], "A")
+	if st["apply_lag_p50_ms"] != "0.000" || st["apply_lag_p99_ms"] != "0.000" {
+		t.Fatalf("after CONFIG RESETSTAT B still reports lag from A: %v", st)
+	}
+}

@@ -694,6 +694,14 @@ func (i *info) Persistence() []string {
 	return append([]string{fmt.Sprintf("aof_current_size:%d", logSize)}, lines...)
 }
 
+// ResetStats implements commands.InfoSource: CONFIG RESETSTAT starts the
+// replication lag histograms afresh.
+func (i *info) ResetStats() {
+	if i.node != nil {
+		i.node.ResetLag()
+	}
+}
+
 func (i *info) Replication() []string {
 	if i.node == nil {
 		return []string{"peers:0"}
