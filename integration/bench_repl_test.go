@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -73,6 +75,13 @@ func BenchmarkReplicationLag(b *testing.B) {
 		}
 	}
 	if os.Getenv("BENCH_REPL_PROCS") != "0" {
+		// the regions above stop first: their sweeps, checkpoints and the
+		// collection of their heaps would share the cores with the processes
+		for _, r := range c.regions {
+			r.Close()
+		}
+		runtime.GC()
+		debug.FreeOSMemory()
 		lagAsProcesses(b, rates, secs)
 	}
 	b.ReportMetric(0, "ns/op") // the table is the result
@@ -240,6 +249,18 @@ func lagAsProcesses(b *testing.B, rates []int, secs int) {
 			p.kill9()
 		}
 	}()
+	// the first rate's lag must not include the peers' connecting
+	if err := pc.clients["A"].Set(ctx, "lag:ready", 1, 0).Err(); err != nil {
+		b.Fatal(err)
+	}
+	checkFor(b, 30*time.Second, 10*time.Millisecond, func() error {
+		for _, peer := range []string{"B", "C"} {
+			if err := pc.clients[peer].Get(ctx, "lag:ready").Err(); err != nil {
+				return fmt.Errorf("%s: %v", peer, err)
+			}
+		}
+		return nil
+	})
 	for _, rate := range rates {
 		seq0 := map[string]int{}
 		for _, peer := range []string{"B", "C"} {
