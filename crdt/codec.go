@@ -154,10 +154,10 @@ func (e *encoder) stateOf(s *State, elems bool) {
 		if s.StrT.IsZero() {
 			flags |= 8
 		}
-		if s.SetT.IsZero() {
+		if s.SetT().IsZero() {
 			flags |= 16
 		}
-		if s.HashT.IsZero() {
+		if s.HashT().IsZero() {
 			flags |= 32
 		}
 	}
@@ -171,7 +171,7 @@ func (e *encoder) stateOf(s *State, elems bool) {
 	for _, d := range s.Ctx.Cloud {
 		e.dot(d)
 	}
-	for i, h := range [3]HLC{s.StrT, s.SetT, s.HashT} {
+	for i, h := range [3]HLC{s.StrT, s.SetT(), s.HashT()} {
 		if flags&(8<<i) == 0 {
 			e.hlc(h)
 		}
@@ -469,15 +469,18 @@ func (d *decoder) state() *State {
 	for i := 0; i < n && d.err == nil; i++ {
 		s.Ctx.Add(d.dot())
 	}
+	var ts [3]HLC // string, set, hash
 	if d.rel {
-		for i, h := range [3]*HLC{&s.StrT, &s.SetT, &s.HashT} {
+		for i := range ts {
 			if flags&(8<<i) == 0 {
-				*h = d.hlc()
+				ts[i] = d.hlc()
 			}
 		}
 	} else {
-		s.StrT, s.SetT, s.HashT = d.hlc(), d.hlc(), d.hlc()
+		ts = [3]HLC{d.hlc(), d.hlc(), d.hlc()}
 	}
+	s.StrT = ts[0]
+	s.setStamps(ts[1], ts[2])
 	if x != nil {
 		s.Str = d.regInto(&x.reg)
 	}

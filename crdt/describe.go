@@ -41,12 +41,12 @@ func Describe(s *State, kind int) (winner, loser string) {
 			ls = append(ls, "string created "+at(s.StrT))
 		}
 		if t != TypeSet && len(s.Set) > 0 {
-			ls = append(ls, fmt.Sprintf("set of %d created %s", len(s.Set), at(s.SetT)))
+			ls = append(ls, fmt.Sprintf("set of %d created %s", len(s.Set), at(s.SetT())))
 		}
 		if t != TypeHash && s.hashExists() {
-			ls = append(ls, fmt.Sprintf("hash of %d created %s", s.HashLen(), at(s.HashT)))
+			ls = append(ls, fmt.Sprintf("hash of %d created %s", s.HashLen(), at(s.HashT())))
 		}
-		stamp := map[Type]HLC{TypeString: s.StrT, TypeSet: s.SetT, TypeHash: s.HashT}[t]
+		stamp := map[Type]HLC{TypeString: s.StrT, TypeSet: s.SetT(), TypeHash: s.HashT()}[t]
 		return t.String() + " created " + at(stamp), strings.Join(ls, ", ")
 	case ConflictNonNumeric:
 		if w := s.Str.Winner(); w != nil {

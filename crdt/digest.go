@@ -68,8 +68,8 @@ func HeaderDigest(s *State) uint64 {
 		d.dot(x)
 	}
 	d.hlc(s.StrT)
-	d.hlc(s.SetT)
-	d.hlc(s.HashT)
+	d.hlc(s.SetT())
+	d.hlc(s.HashT())
 	d.reg(s.Str)
 	exp := append([]Exp(nil), s.Exp...)
 	sort.Slice(exp, func(i, j int) bool { return dotLess(exp[i].Dot, exp[j].Dot) })

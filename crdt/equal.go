@@ -5,7 +5,7 @@ import "sort"
 // Equal reports whether a and b are the same replicated state (the same
 // elements, dots, counters and context), ignoring representation order.
 func Equal(a, b *State) bool {
-	if !a.Ctx.Equal(&b.Ctx) || a.StrT != b.StrT || a.SetT != b.SetT || a.HashT != b.HashT {
+	if !a.Ctx.Equal(&b.Ctx) || a.StrT != b.StrT || a.SetT() != b.SetT() || a.HashT() != b.HashT() {
 		return false
 	}
 	if !regEqual(a.Str, b.Str) || len(a.Set) != len(b.Set) || len(a.Hash) != len(b.Hash) {

@@ -56,9 +56,9 @@ func stamp(s *State, t Type, op Op) HLC {
 		case TypeString:
 			return s.StrT
 		case TypeSet:
-			return s.SetT
+			return s.SetT()
 		case TypeHash:
-			return s.HashT
+			return s.HashT()
 		}
 	}
 	return op.HLC
@@ -394,11 +394,13 @@ func Poison(d *State) {
 		poisonVV(x.vv[:])
 		poisonReg(&x.reg, bad)
 		x.m[bad.Region] = &Reg{Base: []Base{{Dot: bad, Val: []byte("!")}}}
+		x.cs = collStamps{hash: HLC{Phys: 1 << 62, Region: bad.Region}}
 	case poolSAdd:
 		x := (*saddDelta)(unsafe.Pointer(d))
 		poisonVV(x.vv[:])
 		x.dot[0] = bad
 		x.m[bad.Region] = []Dot{bad}
+		x.cs = collStamps{set: HLC{Phys: 1 << 62, Region: bad.Region}}
 	default:
 		return
 	}
@@ -466,7 +468,8 @@ func SAdd(s *State, op Op, members [][]byte) *State {
 	}
 	d := &x.st
 	d.pool = poolSAdd
-	d.Scoped, d.SetT, d.Set = true, stamp(s, TypeSet, op), x.m
+	x.cs.set = stamp(s, TypeSet, op)
+	d.Scoped, d.coll, d.Set = true, &x.cs, x.m
 	d.Ctx.VV = x.vv[:0]
 	g.mark(&d.Ctx)
 	for i, m := range members {
@@ -495,12 +498,14 @@ type saddDelta struct {
 	st  State
 	vv  [2]VVEntry
 	dot [1]Dot
+	cs  collStamps
 	m   map[string][]Dot
 }
 
 // SRem removes members from the set.
 func SRem(s *State, members [][]byte) *State {
-	d := &State{Scoped: true, SetT: s.SetT, Set: make(map[string][]Dot, len(members))}
+	d := &State{Scoped: true, Set: make(map[string][]Dot, len(members))}
+	d.setStamps(s.SetT(), HLC{})
 	for _, m := range members {
 		d.Set[string(m)] = nil
 		for _, old := range s.Set[string(m)] {
@@ -513,7 +518,7 @@ func SRem(s *State, members [][]byte) *State {
 // ReplaceSet makes the key a set holding exactly members (any type before).
 func ReplaceSet(s *State, op Op, members [][]byte) *State {
 	g := newDotGen(s, op)
-	d := &State{Ctx: s.Ctx.Clone(), SetT: op.HLC, Set: make(map[string][]Dot, len(members))}
+	d := &State{Ctx: s.Ctx.Clone(), coll: &collStamps{set: op.HLC}, Set: make(map[string][]Dot, len(members))}
 	g.mark(&d.Ctx)
 	for _, m := range members {
 		dot := g.take()
@@ -542,7 +547,8 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 	}
 	d := &x.st
 	d.pool = poolHSet
-	d.Scoped, d.HashT, d.Hash = true, stamp(s, TypeHash, op), x.m
+	x.cs.hash = stamp(s, TypeHash, op)
+	d.Scoped, d.coll, d.Hash = true, &x.cs, x.m
 	d.Ctx.VV, d.Ctx.Cloud = x.vv[:0], x.cloud[:0]
 	g.mark(&d.Ctx)
 	for i := 0; i+1 < len(pairs); i += 2 {
@@ -588,12 +594,14 @@ type hsetDelta struct {
 	vv    [2]VVEntry
 	cloud [2]Dot
 	reg   regWithBase
+	cs    collStamps
 	m     map[string]*Reg
 }
 
 // HDel removes hash fields.
 func HDel(s *State, fields [][]byte) *State {
-	d := &State{Scoped: true, HashT: s.HashT, Hash: make(map[string]*Reg, len(fields))}
+	d := &State{Scoped: true, Hash: make(map[string]*Reg, len(fields))}
+	d.setStamps(HLC{}, s.HashT())
 	for _, fb := range fields {
 		f := string(fb)
 		r := &Reg{}
@@ -613,7 +621,7 @@ func HIncrBy(s *State, op Op, field []byte, n int64) *State {
 	c := s.Hash[string(field)].own(op.region())
 	c.N++
 	c.I += n
-	d := &State{Scoped: true, HashT: stamp(s, TypeHash, op), Hash: map[string]*Reg{string(field): {Counts: []Count{c}}}}
+	d := &State{Scoped: true, coll: &collStamps{hash: stamp(s, TypeHash, op)}, Hash: map[string]*Reg{string(field): {Counts: []Count{c}}}}
 	widen(s, d, TypeHash)
 	return d
 }
@@ -623,14 +631,14 @@ func HIncrByFloat(s *State, op Op, field []byte, r *big.Rat) *State {
 	c := s.Hash[string(field)].own(op.region())
 	c.N++
 	c.F = ratString(new(big.Rat).Add(parseRatString(c.F), r))
-	d := &State{Scoped: true, HashT: stamp(s, TypeHash, op), Hash: map[string]*Reg{string(field): {Counts: []Count{c}}}}
+	d := &State{Scoped: true, coll: &collStamps{hash: stamp(s, TypeHash, op)}, Hash: map[string]*Reg{string(field): {Counts: []Count{c}}}}
 	widen(s, d, TypeHash)
 	return d
 }
 
 // ReplaceHash makes the key a hash holding exactly pairs (field, value).
 func ReplaceHash(s *State, op Op, pairs [][]byte) *State {
-	d := &State{Ctx: s.Ctx.Clone(), HashT: op.HLC}
+	d := &State{Ctx: s.Ctx.Clone(), coll: &collStamps{hash: op.HLC}}
 	removalFloors(s, d, TypeNone)
 	h := HSet(&State{Ctx: s.Ctx}, op, pairs)
 	d.Ctx.Join(&h.Ctx)

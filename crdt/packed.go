@@ -51,8 +51,8 @@ func AppendPacked(dst []byte, s *State, tbl Regions) []byte {
 		}
 	}
 	set(!s.StrT.IsZero(), pkStrT)
-	set(!s.SetT.IsZero(), pkSetT)
-	set(!s.HashT.IsZero(), pkHashT)
+	set(!s.SetT().IsZero(), pkSetT)
+	set(!s.HashT().IsZero(), pkHashT)
 	set(s.Str != nil, pkStr)
 	set(len(s.Set) > 0, pkSet)
 	set(len(s.Hash) > 0, pkHash)
@@ -76,10 +76,10 @@ func AppendPacked(dst []byte, s *State, tbl Regions) []byte {
 		p.hlc(s.StrT)
 	}
 	if flags&pkSetT != 0 {
-		p.hlc(s.SetT)
+		p.hlc(s.SetT())
 	}
 	if flags&pkHashT != 0 {
-		p.hlc(s.HashT)
+		p.hlc(s.HashT())
 	}
 	if flags&pkStr != 0 {
 		p.reg(s.Str, s.StrT)
@@ -89,9 +89,10 @@ func AppendPacked(dst []byte, s *State, tbl Regions) []byte {
 	}
 	if flags&pkHash != 0 {
 		e.uv(uint64(len(s.Hash)))
+		hashT := s.HashT()
 		for f, r := range s.Hash {
 			e.str(f)
-			p.reg(r, s.HashT)
+			p.reg(r, hashT)
 		}
 	}
 	if flags&pkExp != 0 {
@@ -216,12 +217,14 @@ func unpackInto(s *State, b []byte, tbl Regions, room *StringRoom) error {
 	if flags&pkStrT != 0 {
 		s.StrT = u.hlc()
 	}
+	var setT, hashT HLC
 	if flags&pkSetT != 0 {
-		s.SetT = u.hlc()
+		setT = u.hlc()
 	}
 	if flags&pkHashT != 0 {
-		s.HashT = u.hlc()
+		hashT = u.hlc()
 	}
+	s.setStamps(setT, hashT)
 	if flags&pkStr != 0 {
 		var ra *regAlloc
 		var vals *roomVals
@@ -238,7 +241,7 @@ func unpackInto(s *State, b []byte, tbl Regions, room *StringRoom) error {
 		s.Hash = make(map[string]*Reg, n)
 		for i := 0; i < n && d.err == nil; i++ {
 			f := d.str()
-			s.Hash[f] = u.reg(s.HashT)
+			s.Hash[f] = u.reg(hashT)
 		}
 	}
 	if flags&pkExp != 0 {

@@ -54,7 +54,12 @@ type State struct {
 	// it (Assign and Header do)
 	room bool
 
-	StrT, SetT, HashT HLC
+	// StrT is the string's creation stamp; the set's and the hash's are in
+	// coll (SetT, HashT), apart: most keys never hold a set or a hash, and
+	// a string key's state must stay small (keyspace keeps it in a
+	// 448-byte entry)
+	StrT HLC
+	coll *collStamps
 
 	Str  *Reg
 	Set  map[string][]Dot
@@ -64,6 +69,36 @@ type State struct {
 	// liveField names a field seen holding a value, checked first by
 	// hashExists (iterating a big map from a random start costs ~1 µs)
 	liveField string
+}
+
+// collStamps are a state's set and hash creation stamps. Copies of a State
+// share them, so they are never changed in place: setStamps replaces them.
+type collStamps struct{ set, hash HLC }
+
+// SetT returns the set's creation stamp (zero if none).
+func (s *State) SetT() HLC {
+	if s.coll == nil {
+		return HLC{}
+	}
+	return s.coll.set
+}
+
+// HashT returns the hash's creation stamp (zero if none).
+func (s *State) HashT() HLC {
+	if s.coll == nil {
+		return HLC{}
+	}
+	return s.coll.hash
+}
+
+// setStamps sets the set's and the hash's creation stamps.
+func (s *State) setStamps(set, hash HLC) {
+	switch {
+	case set.IsZero() && hash.IsZero():
+		s.coll = nil
+	case s.coll == nil || s.coll.set != set || s.coll.hash != hash:
+		s.coll = &collStamps{set, hash}
+	}
 }
 
 // Conflict flags reported by Merge: a resolution that discarded data.
@@ -80,10 +115,10 @@ func (s *State) Type() Type {
 	if s.Str.Exists() {
 		t, best = TypeString, s.StrT
 	}
-	if len(s.Set) > 0 && (t == TypeNone || best.Less(s.SetT)) {
-		t, best = TypeSet, s.SetT
+	if len(s.Set) > 0 && (t == TypeNone || best.Less(s.SetT())) {
+		t, best = TypeSet, s.SetT()
 	}
-	if s.hashExists() && (t == TypeNone || best.Less(s.HashT)) {
+	if s.hashExists() && (t == TypeNone || best.Less(s.HashT())) {
 		t = TypeHash
 	}
 	return t
@@ -205,8 +240,9 @@ func (s *State) Merge(d *State) (conflicts int) {
 		s.Exp = joinExp(s.Exp, sctx, d.Exp, dctx)
 	}
 	s.StrT = maxHLC(s.StrT, d.StrT)
-	s.SetT = maxHLC(s.SetT, d.SetT)
-	s.HashT = maxHLC(s.HashT, d.HashT)
+	if d.coll != nil {
+		s.setStamps(maxHLC(s.SetT(), d.coll.set), maxHLC(s.HashT(), d.coll.hash))
+	}
 	s.Ctx.Join(dctx)
 	strA, setA := s.Str.Exists(), len(s.Set) > 0
 	hashA := false
@@ -318,7 +354,8 @@ func hasExp(es []Exp, d Dot) bool {
 // Clone returns a deep copy of s.
 func (s *State) Clone() *State {
 	o := &State{Ctx: s.Ctx.Clone(), Scoped: s.Scoped, ExpTouched: s.ExpTouched,
-		StrT: s.StrT, SetT: s.SetT, HashT: s.HashT, Str: s.Str.clone()}
+		StrT: s.StrT, Str: s.Str.clone()}
+	o.setStamps(s.SetT(), s.HashT()) // not s.coll: a pooled delta's is reused
 	if len(s.Set) > 0 {
 		o.Set = make(map[string][]Dot, len(s.Set))
 		for m, ds := range s.Set {
@@ -411,7 +448,7 @@ func (s *State) HashLen() int {
 // MaxHLC returns the latest timestamp a state or delta carries (creation
 // stamps and register assignments), for advancing a receiver's clock.
 func (s *State) MaxHLC() HLC {
-	m := maxHLC(maxHLC(s.StrT, s.SetT), s.HashT)
+	m := maxHLC(maxHLC(s.StrT, s.SetT()), s.HashT())
 	if s.Str != nil {
 		for _, b := range s.Str.Base {
 			m = maxHLC(m, b.HLC)

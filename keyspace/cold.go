@@ -148,7 +148,14 @@ func (tx *Tx) Usage(k Key) (int64, bool) {
 		if at := e.st.ExpireAt(); at > 0 && at <= tx.now {
 			return 0, false
 		}
-		return int64(unsafe.Sizeof(entryWithState{})+48+uintptr(len(k.Key))) + int64(len(crdt.AppendState(nil, e.st))), true
+		size := unsafe.Sizeof(entryWithState{}) + uintptr(len(k.Key))
+		if e.inRoom { // a string key's entry, its name inside when short
+			size = unsafe.Sizeof(entryWithString{})
+			if len(k.Key) > len(entryWithString{}.name) {
+				size += uintptr(len(k.Key))
+			}
+		}
+		return int64(size+48) + int64(len(crdt.AppendState(nil, e.st))), true
 	}
 	slot, off := s.cold.lookup(k.Key)
 	if slot < 0 {

@@ -415,3 +415,12 @@ func TestTouchEntryOnlyInRooms(t *testing.T) {
 		})
 	}
 }
+
+// A string key's entry is exactly one of Go's size classes: a field added
+// to it (or to crdt.StringRoom) must not push every warm string key into
+// the next class unnoticed.
+func TestStringEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(entryWithString{}); n != stringEntrySize {
+		t.Fatalf("entryWithString is %d bytes, want %d", n, stringEntrySize)
+	}
+}

@@ -297,13 +297,18 @@ func newEntry() *entry {
 // short (the map's key then points into it: a lookup compares the name and
 // reads the entry from the same few cache lines).
 type entryWithString struct {
-	name [32]byte // first: the entry's flags share its cache line
+	name [24]byte // first: the entry's flags share its cache line
 	e    entry
-	room crdt.StringRoom // 32 + 48 + 432 bytes: the 512-byte size class
+	room crdt.StringRoom // 24 + 48 + 376 bytes: the 448-byte size class
 }
 
+// stringEntrySize is entryWithString's size, one of Go's size classes:
+// a bigger entry costs every warm string key the next class (and above
+// 512 bytes, Go's collector no longer scans it span-wise).
+const stringEntrySize = 448
+
 // touchEntry reads one word of each cache line of a string key's entry
-// (entryWithString, 512 bytes) at once, so that their cache misses overlap
+// (entryWithString, 448 bytes) at once, so that their cache misses overlap
 // instead of following one another as a command reads the entry's parts
 // (state, register, base, value) one after the other. The caller keeps
 // the result (tx.touchSink), so that the loads are not optimized away.
@@ -313,7 +318,7 @@ func touchEntry(e *entry) uint64 {
 	}
 	p := unsafe.Add(unsafe.Pointer(e), -int(unsafe.Offsetof(entryWithString{}.e)))
 	return *(*uint64)(unsafe.Add(p, 64)) ^ *(*uint64)(unsafe.Add(p, 128)) ^ *(*uint64)(unsafe.Add(p, 192)) ^
-		*(*uint64)(unsafe.Add(p, 256)) ^ *(*uint64)(unsafe.Add(p, 320)) ^ *(*uint64)(unsafe.Add(p, 384)) ^ *(*uint64)(unsafe.Add(p, 448))
+		*(*uint64)(unsafe.Add(p, 256)) ^ *(*uint64)(unsafe.Add(p, 320)) ^ *(*uint64)(unsafe.Add(p, 384))
 }
 
 // newEntryFor returns a new entry for key, whose first delta is d, and the
@@ -1045,7 +1050,7 @@ func (ks *Keyspace) ObserveHLC(h crdt.HLC) {
 }
 
 func hlcsOf(st *crdt.State) []crdt.HLC {
-	out := []crdt.HLC{st.StrT, st.SetT, st.HashT}
+	out := []crdt.HLC{st.StrT, st.SetT(), st.HashT()}
 	if st.Str != nil {
 		for _, b := range st.Str.Base {
 			out = append(out, b.HLC)
