@@ -128,3 +128,47 @@ func TestRoomValues(t *testing.T) {
 		t.Fatalf("bases %+v", st.Str.Base)
 	}
 }
+
+// A set's and a hash's creation stamps are shared by copies of a state
+// (Header, Assign) and by a state and the deltas made from it, so a change
+// replaces them and never writes them in place: a copy keeps the stamps it
+// was made with, and a state that merged a pooled SADD or HSET delta keeps
+// its stamps after the delta's memory is reused.
+func TestCreationStampsAreNotSharedMutably(t *testing.T) {
+	c := NewClock("A")
+	s := &State{}
+	d := SAdd(s, Op{HLC: c.Now(1)}, [][]byte{[]byte("m")})
+	s.Merge(d)
+	setT := s.SetT()
+	Poison(d) // a pooled delta's stamps are its own memory, reused after Release
+	if setT.IsZero() || s.SetT() != setT || !s.HashT().IsZero() {
+		t.Fatalf("after SADD: set stamp %v (%v before the delta's release), hash stamp %v", s.SetT(), setT, s.HashT())
+	}
+	h := s.Header()
+	var a State
+	a.Assign(s)
+	// a hash written after the set, and concurrently a newer set stamp
+	s.Merge(ReplaceHash(s, Op{HLC: c.Now(2)}, [][]byte{[]byte("f"), []byte("v")}))
+	hashT := s.HashT()
+	if hashT.IsZero() || s.Type() != TypeHash {
+		t.Fatalf("after the hash write: %s", dump(s))
+	}
+	for name, cp := range map[string]*State{"Header": h, "Assign": &a} {
+		if cp.SetT() != setT || !cp.HashT().IsZero() {
+			t.Fatalf("%s's copy changed with the state: set %v hash %v", name, cp.SetT(), cp.HashT())
+		}
+	}
+	d = HSet(s, Op{HLC: c.Now(3)}, [][]byte{[]byte("g"), []byte("w")})
+	s.Merge(d)
+	Poison(d)
+	if s.HashT() != hashT || s.SetT() != setT {
+		t.Fatalf("a released HSET delta changed the state's stamps: set %v hash %v", s.SetT(), s.HashT())
+	}
+	d = SAdd(s, Op{HLC: c.Now(4)}, [][]byte{[]byte("m2")})
+	s.Merge(d)
+	got := s.SetT()
+	Poison(d)
+	if s.SetT() != got {
+		t.Fatalf("a released SADD delta changed the state's set stamp: %v, was %v", s.SetT(), got)
+	}
+}
