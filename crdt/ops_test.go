@@ -147,7 +147,7 @@ func TestCreationStampsAreNotSharedMutably(t *testing.T) {
 	h := s.Header()
 	var a State
 	a.Assign(s)
-	// a hash written after the set, and concurrently a newer set stamp
+	// the key becomes a hash: a new hash stamp replaces the pair
 	s.Merge(ReplaceHash(s, Op{HLC: c.Now(2)}, [][]byte{[]byte("f"), []byte("v")}))
 	hashT := s.HashT()
 	if hashT.IsZero() || s.Type() != TypeHash {
