@@ -10,11 +10,12 @@ import (
 
 // Cold keys. A key nobody read or wrote between two runs of PackCold leaves
 // its shard's map for the shard's cold table, in crdt's packed form (a few
-// dozen bytes for a small string key instead of a ~550-byte *crdt.State
-// with its maps, slices and timestamps, plus its map slot, key string and
-// entry); the next access through a Tx moves it back. Readers outside a Tx
-// (checkpoints, anti-entropy, SCAN's type filter) unpack a temporary copy
-// and leave the key cold.
+// dozen bytes for a small string key instead of its 448-byte entry with
+// state, register and value; for other keys, instead of an entry and a
+// *crdt.State with its maps, slices and timestamps; plus the map's slot
+// and a long name's string); the next access through a Tx moves it back.
+// Readers outside a Tx (checkpoints, anti-entropy, SCAN's type filter)
+// unpack a temporary copy and leave the key cold.
 
 // regionTable interns the region names of packed states: a handful of
 // names, read lock-free, appended under a lock.
