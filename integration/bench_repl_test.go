@@ -51,20 +51,14 @@ func BenchmarkReplicationLag(b *testing.B) {
 			}
 		}
 		done := drive(c, "A", rate, time.Duration(secs)*time.Second)
-		start := time.Now()
-		drained := false
-		for time.Since(start) < 10*time.Second {
-			pending := uint64(0)
+		drain, drained := drainTime(func() bool {
 			for _, st := range a.Node.Status() {
-				pending += st.Pending
+				if st.Pending > 0 {
+					return false
+				}
 			}
-			if pending == 0 {
-				drained = true
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		drain := time.Since(start)
+			return true
+		})
 		for _, peer := range []string{"B", "C"} {
 			for _, st := range c.regions[peer].Node.Status() {
 				if st.Name != "A" {
@@ -270,22 +264,28 @@ func lagAsProcesses(b *testing.B, rates []int, secs int) {
 			seq0[peer], _ = strconv.Atoi(peerStat(b, pc.clients[peer], "A")["applied_from_peer"])
 		}
 		done := drive(pc.cluster, "A", rate, time.Duration(secs)*time.Second)
-		start := time.Now()
-		drained := false
-		for time.Since(start) < 10*time.Second {
-			if peerStat(b, pc.clients["A"], "B")["lag_ops"] == "0" && peerStat(b, pc.clients["A"], "C")["lag_ops"] == "0" {
-				drained = true
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		drain := time.Since(start)
+		drain, drained := drainTime(func() bool {
+			return peerStat(b, pc.clients["A"], "B")["lag_ops"] == "0" && peerStat(b, pc.clients["A"], "C")["lag_ops"] == "0"
+		})
 		for _, peer := range []string{"B", "C"} {
 			st := peerStat(b, pc.clients[peer], "A")
 			seq, _ := strconv.Atoi(st["applied_from_peer"])
 			fmt.Printf("%-10d %-10d %-8s %-12s %-12s %-12d %-12v %v\n", rate, done/secs, peer+" proc", st["apply_lag_p50_ms"]+"ms", st["apply_lag_p99_ms"]+"ms", seq-seq0[peer], drain.Round(time.Millisecond), drained && drain < 2*time.Second)
 		}
 	}
+}
+
+// drainTime waits up to 10 s for the peers to have applied everything
+// (done reports it) and returns how long that took and whether they did.
+func drainTime(done func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for time.Since(start) < 10*time.Second {
+		if done() {
+			return time.Since(start), true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start), false
 }
 
 // peerStat returns the fields of the INFO replication line of peer name.
