@@ -559,21 +559,23 @@ func AppendEnvelope(dst []byte, batches [][]byte) []byte {
 
 // DecodeMessage decodes a stream message, one batch or an envelope of
 // batches, into their deltas in order.
-func DecodeMessage(b []byte) ([]KeyDelta, error) { return decodeMessage(b, false) }
+func DecodeMessage(b []byte) ([]KeyDelta, error) { return decodeMessage(nil, b, false) }
 
-// DecodeMessageReleasable is DecodeMessage for the apply path: its string
-// deltas come from the pool Release hands memory back to, so whoever ends
-// their use (persistence, once it logged them as inbound entries) releases
-// them, and nothing reads them after.
-func DecodeMessageReleasable(b []byte) ([]KeyDelta, error) { return decodeMessage(b, true) }
+// DecodeMessageReleasable is DecodeMessage for the apply path: it appends
+// the deltas to dst (a slice the caller reuses from message to message),
+// and its string deltas come from the pool Release hands memory back to,
+// so whoever ends their use (persistence, once it logged them as inbound
+// entries) releases them, and nothing reads them after.
+func DecodeMessageReleasable(dst []KeyDelta, b []byte) ([]KeyDelta, error) {
+	return decodeMessage(dst, b, true)
+}
 
-func decodeMessage(b []byte, reuse bool) ([]KeyDelta, error) {
+func decodeMessage(out []KeyDelta, b []byte, reuse bool) ([]KeyDelta, error) {
 	if len(b) == 0 || b[0] != envelopeVersion {
-		return decodeBatch(b, reuse)
+		return decodeBatchInto(out, b, reuse)
 	}
 	d := decoder{b: b[1:]}
 	n := d.count(2) // a batch is at least a length and a version byte
-	var out []KeyDelta
 	for i := 0; i < n && d.err == nil; i++ {
 		var err error
 		if out, err = decodeBatchInto(out, d.raw(), reuse); d.err != nil || err != nil {

@@ -301,12 +301,20 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		t.Fatal("trailing byte accepted")
 	}
 	// the apply path's decoding gives the same deltas, its string ones
-	// reusable: released and decoded again, still the same
+	// reusable: released and decoded again, still the same; appended to
+	// the caller's slice (reused from round to round, a delta already in
+	// it kept)
+	kept := KeyDelta{Key: "kept", Delta: SAdd(&State{}, Op{HLC: HLC{Phys: 1, Region: "A"}}, [][]byte{[]byte("m")})}
+	scratch := []KeyDelta{kept}
 	for round := 0; round < 3; round++ {
-		re, err := DecodeMessageReleasable(env)
-		if err != nil || len(re) != len(got) {
+		re, err := DecodeMessageReleasable(scratch, env)
+		if err != nil || len(re) != len(got)+1 || re[0] != kept {
 			t.Fatalf("releasable decode: %v %v", re, err)
 		}
+		if round > 0 && &re[0] != &scratch[0] {
+			t.Fatal("the caller's slice was not reused")
+		}
+		scratch, re = re[:1], re[1:]
 		for i := range re {
 			if !Equal(re[i].Delta, got[i].Delta) || re[i].Key != got[i].Key {
 				t.Fatalf("releasable decode differs at %d: %s vs %s", i, dump(re[i].Delta), dump(got[i].Delta))

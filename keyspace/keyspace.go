@@ -62,6 +62,8 @@ type Ticket interface{ Wait() error }
 // Store logs each tx in group commits: its local deltas (the outbox), the
 // deltas it merged from elsewhere (inbound: peers, repairs) and metadata
 // writes. Key states are stored separately, by checkpoints (Checkpoint).
+//
+// Submit copies what it keeps: the slices are the tx's, reused after it.
 type Store interface {
 	Submit(meta []Write, deltas, inbound []crdt.KeyDelta) Ticket
 }
@@ -533,6 +535,7 @@ type Tx struct {
 	sk      Key
 	ss      *shard
 	inbound []crdt.KeyDelta
+	ibuf    []crdt.KeyDelta // a peer's batch's inbound, kept by the last Run
 	meta    []Write
 	expired int
 }
@@ -568,8 +571,8 @@ func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
 func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	ks.world.RLock()
 	tx := txPool.Get().(*Tx)
-	slab, ptrs, index, sbig := tx.tslab, tx.touched, tx.index, tx.sbig // kept by the last Run
-	*tx = Tx{ks: ks, now: ks.NowMs(), nkeys: len(keys)}
+	slab, ptrs, index, sbig, ibuf := tx.tslab, tx.touched, tx.index, tx.sbig, tx.ibuf // kept by the last Run
+	*tx = Tx{ks: ks, now: ks.NowMs(), nkeys: len(keys), ibuf: ibuf}
 	sbuf := tx.sbuf[:0]
 	if len(keys) > 16 { // a peer's batch: sized once, not grown per key
 		if cap(slab) < len(keys)-1 {
@@ -602,6 +605,10 @@ func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	}
 	ks.world.RUnlock()
 	slab, ptrs, index, sbig = tx.tslab, tx.touched, tx.index, tx.sbig
+	clear(tx.inbound) // (the store copied it)
+	if cap(tx.inbound) > cap(tx.ibuf) {
+		ibuf = tx.inbound
+	}
 	*tx = Tx{} // drop references before reuse
 	// but keep a batch's buffers, emptied, for the next
 	if cap(slab) > 0 && cap(slab) <= 4096 {
@@ -610,6 +617,9 @@ func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 		clear(index)
 		clear(sbig[:cap(sbig)])
 		tx.tslab, tx.touched, tx.index, tx.sbig = slab[:0], ptrs[:0], index, sbig[:0]
+	}
+	if cap(ibuf) > 1 && cap(ibuf) <= 4096 {
+		tx.ibuf = ibuf[:0]
 	}
 	txPool.Put(tx)
 	return t, err
@@ -837,8 +847,12 @@ func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
 		tx.ks.ObserveHLC(h)
 	}
 	tx.merge(k, d, true, from)
-	if tx.inbound == nil && tx.nkeys > 1 { // a peer's batch: one allocation, not one per doubling
-		tx.inbound = make([]crdt.KeyDelta, 0, tx.nkeys)
+	if tx.inbound == nil && tx.nkeys > 1 { // a peer's batch: sized once, not grown per key
+		if cap(tx.ibuf) >= tx.nkeys {
+			tx.inbound = tx.ibuf[:0]
+		} else {
+			tx.inbound = make([]crdt.KeyDelta, 0, tx.nkeys)
+		}
 	}
 	tx.inbound = append(tx.inbound, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 	tx.ks.Stats.RemoteApplied.Add(1)

@@ -885,3 +885,49 @@ func TestTxMarksEachElementDirty(t *testing.T) {
 		t.Fatalf("hash's dirty fields %v, members %v", got, dirty(h).members)
 	}
 }
+
+// A peer's batch logs its deltas as inbound through a slice the Tx keeps
+// from Run to Run: applying a batch into warm keys allocates nothing, and
+// each batch hands the store its own deltas only.
+func TestBatchInboundSliceIsReused(t *testing.T) {
+	ks, _, st := newKS(true)
+	peer, _, _ := newKS(true)
+	peer.cfg.Region = "B"
+	var batch []crdt.KeyDelta
+	var keys []Key
+	for i := 0; i < 64; i++ {
+		k := Key{Key: fmt.Sprint("key:", i)}
+		set(ks, k.Key, "x", 0)
+		peer.Run([]Key{k}, func(tx *Tx) error {
+			d := crdt.SetString(tx.State(k), tx.Op(), []byte("y"), false)
+			tx.Apply(k, d)
+			batch = append(batch, crdt.KeyDelta{Key: k.Key, Delta: d.Clone()})
+			return nil
+		})
+		keys = append(keys, k)
+	}
+	apply := func(n int) {
+		ks.Run(keys[:n], func(tx *Tx) error {
+			for i, kd := range batch[:n] {
+				tx.ApplyRemote(keys[i], kd.Delta, "B")
+			}
+			return nil
+		})
+	}
+	for _, n := range []int{64, 3, 40} {
+		st.inbound = nil
+		apply(n)
+		if len(st.inbound) != n {
+			t.Fatalf("a batch of %d logged %d inbound deltas", n, len(st.inbound))
+		}
+		for i, kd := range st.inbound {
+			if kd != batch[i] {
+				t.Fatalf("inbound %d of a batch of %d is %v, want %v", i, n, kd, batch[i])
+			}
+		}
+	}
+	ks.store = discard{}
+	if a := testing.AllocsPerRun(20, func() { apply(64) }); a != 0 {
+		t.Fatalf("applying a batch into warm keys allocates %v times", a)
+	}
+}

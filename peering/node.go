@@ -95,6 +95,10 @@ type peer struct {
 	lag       lagHist
 	downSince atomic.Int64 // unix ms when the link was first seen down (0: up)
 	wasUp     bool         // watchLinks only
+	// scratch is the slice the peer's last message decoded into, emptied:
+	// the next one decodes into it (taken by a swap, so that two deliveries
+	// at once would each have their own)
+	scratch atomic.Pointer[[]crdt.KeyDelta]
 }
 
 // Start starts the transport (embedded NATS by default), the publisher and
@@ -255,11 +259,19 @@ func (n *Node) recordPublished(outSeq, streamSeq uint64) {
 	n.seqMu.Unlock()
 }
 
+// maxScratch is the most deltas a peer's kept decoding slice holds (a
+// bigger one, from a message of many small deltas, is dropped after use).
+const maxScratch = 1 << 16
+
 // applyEntry is the apply path for one entry of a peer's stream.
 func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 	// the deltas' memory is reused once the apply path logged them (see
 	// crdt.DecodeMessageReleasable): read what the lag needs first
-	batch, err := crdt.DecodeMessageReleasable(data)
+	var dst []crdt.KeyDelta
+	if sp := p.scratch.Swap(nil); sp != nil {
+		dst = *sp
+	}
+	batch, err := crdt.DecodeMessageReleasable(dst, data)
 	if err != nil {
 		p.errors.Add(1)
 		n.cfg.Log.Error().Err(err).Str("peer", p.name).Uint64("seq", seq).Msg("undecodable delta batch; skipped")
@@ -269,7 +281,13 @@ func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 	for _, kd := range batch {
 		newest = max(newest, kd.Delta.MaxHLC().Phys)
 	}
-	if err := n.apply.ApplyBatch(p.name, seq, batch); err != nil {
+	err = n.apply.ApplyBatch(p.name, seq, batch)
+	if cap(batch) <= maxScratch { // the slice for the next message
+		clear(batch)
+		batch = batch[:0]
+		p.scratch.Store(&batch)
+	}
+	if err != nil {
 		p.errors.Add(1)
 		return err
 	}

@@ -185,3 +185,52 @@ func TestLagHistogram(t *testing.T) {
 		t.Fatal("reset kept samples")
 	}
 }
+
+// recordingApplier keeps a copy of each batch it applies and the address
+// of the batch's first slot.
+type recordingApplier struct {
+	batches [][]crdt.KeyDelta
+	firsts  []*crdt.KeyDelta
+}
+
+func (r *recordingApplier) ApplyBatch(_ string, _ uint64, batch []crdt.KeyDelta) error {
+	r.batches = append(r.batches, append([]crdt.KeyDelta(nil), batch...))
+	r.firsts = append(r.firsts, &batch[0])
+	return nil
+}
+
+// A peer's messages decode into one slice, reused from message to message
+// (emptied: the deltas of one message are not seen with the next's).
+func TestApplyReusesTheDecodingSlice(t *testing.T) {
+	rec := &recordingApplier{}
+	n := &Node{apply: rec, cfg: Config{Log: zerolog.Nop()}}
+	p := &peer{name: "B"}
+	msg := func(keys ...string) []byte {
+		var kds []crdt.KeyDelta
+		for i, k := range keys {
+			op := crdt.Op{HLC: crdt.HLC{Phys: int64(i + 1), Region: "B"}}
+			kds = append(kds, crdt.KeyDelta{Key: k, Delta: crdt.SetString(&crdt.State{}, op, []byte(k), false)})
+		}
+		return crdt.AppendBatch(nil, kds)
+	}
+	for i, keys := range [][]string{{"a", "b", "c"}, {"d"}, {"e", "f"}} {
+		if err := n.applyEntry(p, uint64(i+1), msg(keys...)); err != nil {
+			t.Fatal(err)
+		}
+		got := rec.batches[i]
+		if len(got) != len(keys) {
+			t.Fatalf("message %d: %d deltas, want %d", i, len(got), len(keys))
+		}
+		for j, kd := range got {
+			if kd.Key != keys[j] {
+				t.Fatalf("message %d: delta %d is for %q, want %q", i, j, kd.Key, keys[j])
+			}
+		}
+	}
+	if rec.firsts[1] != rec.firsts[0] || rec.firsts[2] != rec.firsts[0] {
+		t.Fatal("each message decoded into a new slice")
+	}
+	if sp := p.scratch.Load(); sp == nil || len(*sp) != 0 || (*sp)[:2][1] != (crdt.KeyDelta{}) {
+		t.Fatal("the kept slice is not emptied")
+	}
+}

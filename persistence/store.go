@@ -114,12 +114,12 @@ type Store struct {
 	// (crdt.Release; crdt.Poison under CONCORD_POISON_ARGS=1): a caller of
 	// Submit does not read its deltas after it
 	release func(*crdt.State)
-	// spare: a committed group's emptied delta slice, for a group to come
-	// (under mu)
-	spare []crdt.KeyDelta
-	log   *wal       // outbox, inbound log, metadata (LogDir)
-	sdb   *badger.DB // key states, written by checkpoints (Dir)
-	fr    frame      // the frame being built (under commitMu)
+	// spare, spareIn: a committed group's emptied delta and inbound
+	// slices, for a group to come (under mu)
+	spare, spareIn []crdt.KeyDelta
+	log            *wal       // outbox, inbound log, metadata (LogDir)
+	sdb            *badger.DB // key states, written by checkpoints (Dir)
+	fr             frame      // the frame being built (under commitMu)
 	// commitMu orders commits: the commit loop's and CommitNow's
 	commitMu sync.Mutex
 	held     atomic.Int32   // passes running (see Hold)
@@ -471,17 +471,35 @@ func (s *Store) takeOpen() *Group {
 		return nil
 	}
 	s.open = s.newOpenGroup()
-	if n := min(len(g.deltas), 4096); n > 0 {
-		if cap(s.spare) >= n { // an earlier group's, emptied by its commit
-			s.open.deltas, s.spare = s.spare, nil
-		} else {
-			s.open.deltas = make([]crdt.KeyDelta, 0, n)
-		}
-	}
-	if n := min(len(g.inbound), 4096); n > 0 {
-		s.open.inbound = make([]crdt.KeyDelta, 0, n)
-	}
+	s.open.deltas = sized(&s.spare, len(g.deltas))
+	s.open.inbound = sized(&s.spareIn, len(g.inbound))
 	return g
+}
+
+// sized returns an empty slice for up to n deltas (at most 4096): *spare
+// (an earlier group's, emptied by its commit) when it is big enough.
+func sized(spare *[]crdt.KeyDelta, n int) []crdt.KeyDelta {
+	if n = min(n, maxSpare); n == 0 {
+		return nil
+	}
+	if cap(*spare) >= n {
+		s := *spare
+		*spare = nil
+		return s
+	}
+	return make([]crdt.KeyDelta, 0, n)
+}
+
+// maxSpare is the most deltas a slice kept for a later group holds.
+const maxSpare = 4096
+
+// keep empties a committed group's slice and keeps it for a later one
+// (under mu; a bigger one than maxSpare is dropped).
+func keep(spare *[]crdt.KeyDelta, used []crdt.KeyDelta) {
+	if cap(used) <= maxSpare && cap(used) > cap(*spare) {
+		clear(used)
+		*spare = used[:0]
+	}
 }
 
 // keepFrameBytes: a frame buffer grown past it (a huge group) is dropped
@@ -532,10 +550,9 @@ func (s *Store) commit(g *Group) {
 	}
 	s.mu.Lock()
 	s.sinceCkpt += int64(logBytes)
-	if cap(g.deltas) <= 4096 { // takeOpen gives it to a later group
-		clear(g.deltas)
-		s.spare, g.deltas = g.deltas[:0], nil
-	}
+	keep(&s.spare, g.deltas) // takeOpen gives them to a later group
+	keep(&s.spareIn, g.inbound)
+	g.deltas, g.inbound = nil, nil
 	s.mu.Unlock()
 	s.log.mu.Lock()
 	err := s.log.write(fr, s.opts.Fsync == FsyncAlways)

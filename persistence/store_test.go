@@ -439,3 +439,31 @@ func TestBadgerLogsThroughZerolog(t *testing.T) {
 		t.Fatalf("a warning was not logged as one: %q", buf.String())
 	}
 }
+
+// A committed group's delta and inbound slices, emptied, are lent to a
+// later group: a stream of groups does not allocate them anew.
+func TestCommittedGroupsLendTheirSlices(t *testing.T) {
+	s := open(t, t.TempDir(), FsyncEverysec)
+	defer s.Close()
+	for round := 0; round < 4; round++ {
+		var out, in []crdt.KeyDelta
+		for i := 0; i < 8; i++ {
+			out, in = append(out, delta(fmt.Sprint("out", round, i))), append(in, delta(fmt.Sprint("in", round, i)))
+		}
+		if err := s.Submit(nil, out, in).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, spare := range map[string][]crdt.KeyDelta{"delta": s.spare, "inbound": s.spareIn} {
+		if cap(spare) < 8 || len(spare) != 0 {
+			t.Fatalf("the %s slice kept: len %d cap %d", name, len(spare), cap(spare))
+		}
+		for _, kd := range spare[:cap(spare)] {
+			if kd != (crdt.KeyDelta{}) {
+				t.Fatalf("the %s slice kept holds %v", name, kd)
+			}
+		}
+	}
+}

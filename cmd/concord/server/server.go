@@ -615,9 +615,10 @@ func (a applier) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) er
 	// last chunk: a crash between chunks gets the batch delivered again,
 	// and merging a delta twice changes nothing.
 	var tickets []keyspace.Ticket
+	keys := make([]keyspace.Key, 0, min(applyChunk, len(batch))) // each chunk's in turn
 	for start := 0; start == 0 || start < len(batch); start += applyChunk {
 		chunk := batch[start:min(start+applyChunk, len(batch))]
-		keys := make([]keyspace.Key, 0, len(chunk))
+		keys = keys[:0]
 		for _, kd := range chunk {
 			if kd.DB < a.ks.DBs() {
 				keys = append(keys, keyspace.Key{DB: kd.DB, Key: kd.Key})
