@@ -60,3 +60,12 @@ func TestBaselinesServeSetAndGet(t *testing.T) {
 		})
 	}
 }
+
+func TestFsyncPolicy(t *testing.T) {
+	for env, want := range map[string]string{"": "everysec", "everysec": "everysec", "always": "always", "no": "", "ALWAYS": ""} {
+		got, err := fsyncPolicy(env)
+		if got != want || (err != nil) != (want == "") {
+			t.Errorf("BENCH_FSYNC=%q: %q, %v; want %q", env, got, err, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/csv"
 	"flag"
 	"fmt"
@@ -152,16 +153,20 @@ func main() {
 		fail(serve(ln))
 	}
 	quick := os.Getenv("BENCH_QUICK") != ""
+	fsync, err := fsyncPolicy(os.Getenv("BENCH_FSYNC"))
+	if err != nil {
+		fail(err)
+	}
 	dir, _ := os.MkdirTemp("", "concord-bench")
 	defer os.RemoveAll(dir)
 	newConcord := func() *server {
 		d, _ := os.MkdirTemp(dir, "concord")
-		return start("concord", *concordBin, "--addr", "127.0.0.1:PORT", "--dir", d, "--fsync", "everysec", "--log-level", "warn")
+		return start("concord", *concordBin, "--addr", "127.0.0.1:PORT", "--dir", d, "--fsync", fsync, "--log-level", "warn")
 	}
 	newRedis := func() *server {
 		d, _ := os.MkdirTemp(dir, "redis")
 		return start("redis", "redis-server", "--port", "PORT", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-			"--appendfsync", "everysec", "--dir", d)
+			"--appendfsync", fsync, "--dir", d)
 	}
 	if srv, cli := pinning(); srv != nil {
 		fmt.Printf("cores: %d (servers pinned to %s, redis-benchmark to %s)\n", runtime.NumCPU(), srv[2], cli[2])
@@ -182,7 +187,7 @@ func main() {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_N")); err == nil && v > 0 {
 		n = v // longer rows average out a checkpoint landing in one
 	}
-	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d, Concord --fsync everysec vs redis-server --appendonly yes --appendfsync everysec\n\n", n)
+	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d, Concord --fsync %s vs redis-server --appendonly yes --appendfsync %s\n\n", n, fsync, fsync)
 	fmt.Printf("%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio")
 	for _, p := range []int{1, 16} {
 		for _, test := range []string{"set", "get", "incr", "sadd", "hset"} {
@@ -192,6 +197,17 @@ func main() {
 		}
 	}
 	ceiling(r, n)
+}
+
+// fsyncPolicy is the fsync policy both servers run with, from BENCH_FSYNC:
+// everysec (the default) or always (Concord --fsync always, Redis
+// --appendfsync always: every write fsynced before its reply).
+func fsyncPolicy(env string) (string, error) {
+	p := cmp.Or(env, "everysec")
+	if p != "everysec" && p != "always" {
+		return "", fmt.Errorf("BENCH_FSYNC must be everysec or always, not %q", env)
+	}
+	return p, nil
 }
 
 // ceiling runs SET and GET against two bare baselines, a locked map and
