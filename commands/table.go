@@ -102,6 +102,9 @@ type Ctx struct {
 	e    *Engine
 	tx   *keyspace.Tx // set inside EXEC: the whole keyspace is held
 	kbuf [1]keyspace.Key
+	// start is the monotonic clock as the command started (0: not read):
+	// its transaction's time, without another clock read
+	start time.Duration
 }
 
 // Engine is the command table plus the server-wide state commands share
@@ -361,6 +364,7 @@ func (e *Engine) call(c *Ctx) {
 	if start == 0 {
 		start = keyspace.Monotonic()
 	}
+	c.start = start
 	c.Cmd.Fn(c)
 	end := keyspace.Monotonic()
 	c.Conn.CallClock = end
@@ -446,7 +450,11 @@ func (c *Ctx) run(keys []keyspace.Key, fn func(tx *keyspace.Tx) error) bool {
 		err = fn(c.tx)
 	} else {
 		var t keyspace.Ticket
-		t, err = c.ks.Run(keys, fn)
+		if c.start != 0 {
+			t, err = c.ks.RunAt(c.start, keys, fn)
+		} else {
+			t, err = c.ks.Run(keys, fn)
+		}
 		if t != nil {
 			c.Conn.Await(t)
 			c.Conn.LastWrite = t

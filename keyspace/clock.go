@@ -31,10 +31,14 @@ func Monotonic() time.Duration { return time.Since(clockEpoch) }
 
 const wallClockPeriod = time.Second
 
-func (c *wallClock) nowMs() int64 {
-	m := Monotonic()
+func (c *wallClock) nowMs() int64 { return c.nowMsAt(Monotonic()) }
+
+// nowMsAt is the wall clock in ms at the monotonic reading m (Monotonic).
+func (c *wallClock) nowMsAt(m time.Duration) int64 {
 	a := c.anchor.Load()
-	if a == nil || m-a.mono >= c.period || m < a.mono {
+	// (a reading older than the anchor, taken before another goroutine
+	// anchored again, counts back from it)
+	if a == nil || m-a.mono >= c.period {
 		t := time.Now()
 		a = &clockAnchor{wall: t.UnixNano(), mono: t.Sub(clockEpoch)}
 		c.anchor.Store(a)

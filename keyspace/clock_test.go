@@ -30,3 +30,29 @@ func TestWallClock(t *testing.T) {
 		t.Fatalf("after a period: %d, wall clock %d", got, now)
 	}
 }
+
+// A command's transaction takes its time from the monotonic reading the
+// command started with (RunAt), and a reading older than the clock's
+// anchor counts back from it instead of anchoring again.
+func TestRunAtTakesTheCommandsReading(t *testing.T) {
+	ks := New(Config{Region: "A"}, nil)
+	if ks.wall == nil {
+		t.Fatal("no wall clock")
+	}
+	m := Monotonic()
+	now := ks.NowMsAt(m)
+	a := ks.wall.anchor.Load()
+	for _, back := range []time.Duration{0, 1500 * time.Millisecond, time.Hour} {
+		if got := ks.NowMsAt(m - back); got < now-back.Milliseconds()-1 || got > now-back.Milliseconds()+1 {
+			t.Fatalf("%v back: %d, want %d", back, got, now-back.Milliseconds())
+		}
+		var txNow int64
+		ks.RunAt(m-back, nil, func(tx *Tx) error { txNow = tx.NowMs(); return nil })
+		if txNow != ks.NowMsAt(m-back) {
+			t.Fatalf("%v back: the transaction's time %d, the reading's %d", back, txNow, ks.NowMsAt(m-back))
+		}
+	}
+	if ks.wall.anchor.Load() != a {
+		t.Fatal("an older reading anchored the clock again")
+	}
+}

@@ -480,6 +480,15 @@ func (ks *Keyspace) NowMs() int64 {
 	return ks.cfg.Now().UnixMilli()
 }
 
+// NowMsAt is NowMs at a monotonic reading the caller took (Monotonic)
+// instead of another clock read; with Config.Now set, it is NowMs.
+func (ks *Keyspace) NowMsAt(m time.Duration) int64 {
+	if ks.wall != nil {
+		return ks.wall.nowMsAt(m)
+	}
+	return ks.cfg.Now().UnixMilli()
+}
+
 // hashKey (FNV-1a) places keys in shards and anti-entropy buckets, and so
 // in the pages checkpoints store (a page holds every key of its bucket) and
 // their members in element pages (elemPageOf): it is part of the stored
@@ -569,10 +578,21 @@ func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
 // Run executes fn with the shards of keys locked and returns the ticket of
 // the persistence of whatever fn wrote (nil when it wrote nothing).
 func (ks *Keyspace) Run(keys []Key, fn func(tx *Tx) error) (Ticket, error) {
+	return ks.run(ks.NowMs(), keys, fn)
+}
+
+// RunAt is Run for a command that read the monotonic clock as it started
+// (Monotonic): the transaction's time is that reading's, as Redis takes a
+// command's time once, not a clock read of its own.
+func (ks *Keyspace) RunAt(start time.Duration, keys []Key, fn func(tx *Tx) error) (Ticket, error) {
+	return ks.run(ks.NowMsAt(start), keys, fn)
+}
+
+func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	ks.world.RLock()
 	tx := txPool.Get().(*Tx)
 	slab, ptrs, index, sbig, ibuf := tx.tslab, tx.touched, tx.index, tx.sbig, tx.ibuf // kept by the last Run
-	*tx = Tx{ks: ks, now: ks.NowMs(), nkeys: len(keys), ibuf: ibuf}
+	*tx = Tx{ks: ks, now: now, nkeys: len(keys), ibuf: ibuf}
 	sbuf := tx.sbuf[:0]
 	if len(keys) > 16 { // a peer's batch: sized once, not grown per key
 		if cap(slab) < len(keys)-1 {
