@@ -212,11 +212,17 @@ func (s *State) Merge(d *State) (conflicts int) {
 		}
 	}
 	if d.Scoped {
-		for m, dd := range d.Set {
-			s.mergeMember(m, s.Set[m], dd, dctx)
+		// (a range over an empty map still starts an iterator: 1% of an
+		// INCR, whose pooled delta may carry emptied maps)
+		if len(d.Set) > 0 {
+			for m, dd := range d.Set {
+				s.mergeMember(m, s.Set[m], dd, dctx)
+			}
 		}
-		for f, dr := range d.Hash {
-			conflicts |= s.mergeField(f, dr, dctx)
+		if len(d.Hash) > 0 {
+			for f, dr := range d.Hash {
+				conflicts |= s.mergeField(f, dr, dctx)
+			}
 		}
 	} else if len(s.Set)+len(d.Set)+len(s.Hash)+len(d.Hash) > 0 { // (a string's merge skips four empty ranges)
 		for m, sd := range s.Set {
