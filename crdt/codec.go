@@ -297,6 +297,11 @@ func (d *decoder) uv() uint64 {
 	if d.err != nil {
 		return 0
 	}
+	if len(d.b) > 0 && d.b[0] < 0x80 { // one byte: most lengths, flags, counts
+		v := uint64(d.b[0])
+		d.b = d.b[1:]
+		return v
+	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
 		d.fail()
@@ -309,6 +314,11 @@ func (d *decoder) uv() uint64 {
 func (d *decoder) iv() int64 {
 	if d.err != nil {
 		return 0
+	}
+	if len(d.b) > 0 && d.b[0] < 0x80 { // one byte (zigzag): -64..63
+		u := uint64(d.b[0])
+		d.b = d.b[1:]
+		return int64(u>>1) ^ -int64(u&1)
 	}
 	v, n := binary.Varint(d.b)
 	if n <= 0 {

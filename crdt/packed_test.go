@@ -1,6 +1,8 @@
 package crdt
 
 import (
+	"encoding/binary"
+	"math"
 	"testing"
 )
 
@@ -135,5 +137,27 @@ func TestPackedSize(t *testing.T) {
 	checkPacked(t, tbl, "INCR+EXPIRE", st)
 	if bad := UnpackInto(&State{}, b, &testRegions{}); bad == nil {
 		t.Fatalf("a region index missing from the table unpacked")
+	}
+}
+
+// The decoder's one-byte fast paths read what encoding/binary writes, and
+// hand longer varints to it.
+func TestDecoderVarints(t *testing.T) {
+	for _, v := range []int64{0, 1, -1, 63, -64, 64, -65, 127, 128, 300, -300, math.MaxInt64, math.MinInt64} {
+		d := decoder{b: binary.AppendVarint(binary.AppendUvarint(nil, uint64(v)), v)}
+		if got := d.uv(); got != uint64(v) || d.err != nil {
+			t.Fatalf("uv of %d: %d, %v", uint64(v), got, d.err)
+		}
+		if got := d.iv(); got != v || d.err != nil || len(d.b) != 0 {
+			t.Fatalf("iv of %d: %d, %v, %d bytes left", v, got, d.err, len(d.b))
+		}
+	}
+	for _, b := range [][]byte{nil, {0x80}, {0xff, 0xff}} { // truncated
+		if d := (decoder{b: b}); d.uv() != 0 || d.err == nil {
+			t.Fatalf("uv of %x: no error", b)
+		}
+		if d := (decoder{b: b}); d.iv() != 0 || d.err == nil {
+			t.Fatalf("iv of %x: no error", b)
+		}
 	}
 }
