@@ -53,11 +53,7 @@ func BenchmarkEncodeDecodeState(b *testing.B) {
 }
 
 func BenchmarkEncodeBatch(b *testing.B) {
-	c := NewClock("A")
-	var batch []KeyDelta
-	for i := 0; i < 100; i++ {
-		batch = append(batch, KeyDelta{Key: "key:" + strconv.Itoa(i), Delta: SetString(&State{}, Op{HLC: c.Now(1)}, []byte("xxx"), false)})
-	}
+	batch := setBatch()
 	b.ReportAllocs()
 	var buf []byte
 	for i := 0; i < b.N; i++ {
@@ -69,11 +65,7 @@ func BenchmarkEncodeBatch(b *testing.B) {
 // BenchmarkDecodeBatch decodes a batch of 100 SET deltas (the apply path of
 // a replicating region, per received message).
 func BenchmarkDecodeBatch(b *testing.B) {
-	c := NewClock("A")
-	var batch []KeyDelta
-	for i := 0; i < 100; i++ {
-		batch = append(batch, KeyDelta{Key: "key:" + strconv.Itoa(i), Delta: SetString(&State{}, Op{HLC: c.Now(1)}, []byte("xxx"), false)})
-	}
+	batch := setBatch()
 	buf := AppendBatch(nil, batch)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(buf)))
@@ -89,11 +81,7 @@ func BenchmarkDecodeBatch(b *testing.B) {
 // delta from the pool and released once used (persistence releases them
 // once logged).
 func BenchmarkDecodeMessageReleasable(b *testing.B) {
-	c := NewClock("A")
-	var batch []KeyDelta
-	for i := 0; i < 100; i++ {
-		batch = append(batch, KeyDelta{Key: "key:" + strconv.Itoa(i), Delta: SetString(&State{}, Op{HLC: c.Now(1)}, []byte("xxx"), false)})
-	}
+	batch := setBatch()
 	buf := AppendBatch(nil, batch)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(buf)))
@@ -109,4 +97,14 @@ func BenchmarkDecodeMessageReleasable(b *testing.B) {
 		clear(kds)
 		scratch = kds[:0]
 	}
+}
+
+// setBatch is a batch of 100 SET deltas of 3-byte values to distinct keys.
+func setBatch() []KeyDelta {
+	c := NewClock("A")
+	var batch []KeyDelta
+	for i := 0; i < 100; i++ {
+		batch = append(batch, KeyDelta{Key: "key:" + strconv.Itoa(i), Delta: SetString(&State{}, Op{HLC: c.Now(1)}, []byte("xxx"), false)})
+	}
+	return batch
 }
