@@ -98,12 +98,7 @@ func (in *Instance) syncWith(ctx context.Context, peer string, lim *rate.Limiter
 			if binary.LittleEndian.Uint64(bb[8*b:]) == d {
 				continue
 			}
-			req := binary.AppendUvarint(binary.AppendUvarint([]byte{reqKeys}, uint64(db)), uint64(b))
-			kb, err := ask(req)
-			if err != nil {
-				return keys, bytes, err
-			}
-			kds, err := crdt.DecodeBatch(kb)
+			kds, err := in.differingStates(ask, db, b)
 			if err != nil {
 				return keys, bytes, err
 			}
@@ -125,6 +120,77 @@ func (in *Instance) syncWith(ctx context.Context, peer string, lim *rate.Limiter
 		}
 	}
 	return keys, bytes, nil
+}
+
+// differingStates returns the peer's states of the keys of bucket b
+// (database db) whose key digests differ from this region's. It asks for
+// the bucket's key digests first, then for the states of the keys that
+// differ only: under a steady stream of writes nearly every bucket differs
+// for a moment (the keys in flight, and the time each side takes to read
+// its digests), and shipping, encoding and merging every key of every
+// bucket again made a round under load a full resync (a region's apply
+// lag p99 at 47k SET/s 0.2–0.5 s during rounds, 5–13 ms without). A peer
+// that predates the digest request answers nothing: it is asked for the
+// whole bucket's states.
+func (in *Instance) differingStates(ask func([]byte) ([]byte, error), db, b int) ([]crdt.KeyDelta, error) {
+	where := binary.AppendUvarint(binary.AppendUvarint(nil, uint64(db)), uint64(b))
+	dg, err := ask(append([]byte{reqDigests}, where...))
+	if err != nil {
+		return nil, err
+	}
+	var kb []byte
+	if len(dg) == 0 || dg[0] != digestsVersion {
+		if kb, err = ask(append([]byte{reqKeys}, where...)); err != nil {
+			return nil, err
+		}
+	} else {
+		var want []crdt.KeyDelta
+		if err := parseKeyDigests(dg[1:], func(key string, d uint64) {
+			if in.KS.Digest(keyspace.Key{DB: db, Key: key}) != d {
+				want = append(want, crdt.KeyDelta{DB: db, Key: key, Delta: &crdt.State{}})
+			}
+		}); err != nil {
+			return nil, err
+		}
+		if len(want) == 0 {
+			return nil, nil
+		}
+		if kb, err = ask(append([]byte{reqFetch}, crdt.AppendBatch(nil, want)...)); err != nil {
+			return nil, err
+		}
+	}
+	return crdt.DecodeBatch(kb)
+}
+
+// digestsVersion starts an answer to reqDigests: then, per key of the
+// bucket, its name (uvarint length, bytes) and its key digest (8 bytes,
+// little-endian).
+const digestsVersion = 1
+
+// keyDigests answers reqDigests for bucket b of database db.
+func (in *Instance) keyDigests(db, b int) []byte {
+	out := []byte{digestsVersion}
+	for _, k := range in.KS.KeysIn(db, []int{b}) {
+		out = binary.AppendUvarint(out, uint64(len(k)))
+		out = append(out, k...)
+		out = binary.LittleEndian.AppendUint64(out, in.KS.Digest(keyspace.Key{DB: db, Key: k}))
+	}
+	return out
+}
+
+// parseKeyDigests calls fn for each key and digest of an answer to
+// reqDigests (after its version byte).
+func parseKeyDigests(b []byte, fn func(key string, d uint64)) error {
+	for len(b) > 0 {
+		n, m := binary.Uvarint(b)
+		if m <= 0 || n > uint64(len(b)-m) || len(b)-m-int(n) < 8 {
+			return errAE
+		}
+		key := string(b[m : m+int(n)])
+		fn(key, binary.LittleEndian.Uint64(b[m+int(n):]))
+		b = b[m+int(n)+8:]
+	}
+	return nil
 }
 
 // AntiEntropyRound runs one comparison with every peer now and returns the

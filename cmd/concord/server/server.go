@@ -818,13 +818,15 @@ func (in *Instance) conflictLog(ctx context.Context) {
 // Requests peers send each other (one byte of kind, then the body):
 // 'F' + batch of keys -> their full states; 'R' -> each database's
 // anti-entropy root; 'B' + db -> its bucket digests; 'K' + db + bucket ->
-// the full states of the keys in that bucket.
+// the full states of the keys in that bucket; 'D' + db + bucket -> the
+// names and key digests of the keys in that bucket (see keyDigests).
 const (
 	reqFetch   = 'F'
 	reqRoots   = 'R'
 	reqBuckets = 'B'
 	reqKeys    = 'K'
 	reqVector  = 'W'
+	reqDigests = 'D'
 )
 
 // serveFetch answers a peer's request.
@@ -873,6 +875,13 @@ func (in *Instance) serveFetch(req []byte) []byte {
 			keys = append(keys, keyspace.Key{DB: int(db), Key: k})
 		}
 		return in.statesOf(keys)
+	case reqDigests:
+		db, n := binary.Uvarint(body)
+		b, m := binary.Uvarint(body[max(n, 0):])
+		if n <= 0 || m <= 0 || db >= uint64(in.KS.DBs()) || b >= keyspace.NumBuckets {
+			return nil
+		}
+		return in.keyDigests(int(db), int(b))
 	}
 	return nil
 }
