@@ -1404,7 +1404,12 @@ func (ks *Keyspace) Roots() []uint64 {
 func (ks *Keyspace) Buckets(dbi int) []uint64 {
 	out := make([]uint64, NumBuckets)
 	d := ks.dbs[dbi]
-	for i := range d.shards {
+	// from the last shard down: a transaction locks its shards in
+	// ascending order, so one that waits here for a shard's settle waits
+	// once, where in the same order it followed the walk shard by shard (a
+	// peer's batch of 256 keys waited for every shard's settle in turn:
+	// 0.2–0.5 s once the digests of 400k keys were stale)
+	for i := len(d.shards) - 1; i >= 0; i-- {
 		s := &d.shards[i]
 		s.mu.Lock()
 		s.settle()
