@@ -2,6 +2,7 @@ package keyspace
 
 import (
 	"fmt"
+	"maps"
 	"math/rand"
 	"sort"
 	"strings"
@@ -422,5 +423,43 @@ func TestTouchEntryOnlyInRooms(t *testing.T) {
 func TestStringEntrySize(t *testing.T) {
 	if n := unsafe.Sizeof(entryWithString{}); n != stringEntrySize {
 		t.Fatalf("entryWithString is %d bytes, want %d", n, stringEntrySize)
+	}
+}
+
+// DigestsIn gives every key of a bucket, warm or cold, with the digest
+// Digest gives it.
+func TestDigestsInMatchesDigest(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	ks := New(Config{Region: "A", Now: clk.Now, Digests: true, Stable: func() bool { return false }}, &memStore{})
+	want := map[string]uint64{}
+	for i := 0; i < 300; i++ {
+		set(ks, fmt.Sprint("k", i), fmt.Sprint(i), 0)
+		if i == 150 {
+			ks.Roots() // (a key awaiting its digest stays warm)
+			ks.PackCold(128)
+			ks.PackCold(128) // the first half cold
+		}
+	}
+	// DigestsIn first: it must bring the stale digests up to date itself
+	got := map[string]uint64{}
+	for b := 0; b < NumBuckets; b++ {
+		ks.DigestsIn(0, b, func(k string, d uint64) {
+			if BucketOf(k) != b {
+				t.Fatalf("%s listed in bucket %d, not its own %d", k, b, BucketOf(k))
+			}
+			got[k] = d
+		})
+	}
+	if ks.Stats.ColdKeys.Load() == 0 {
+		t.Fatal("no cold key")
+	}
+	for i := 0; i < 300; i++ {
+		k := fmt.Sprint("k", i)
+		if want[k] = ks.Digest(Key{Key: k}); want[k] == 0 {
+			t.Fatalf("%s has no digest", k)
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("DigestsIn: %d keys, want %d (or digests differ)", len(got), len(want))
 	}
 }

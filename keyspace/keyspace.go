@@ -1421,29 +1421,36 @@ func (ks *Keyspace) Buckets(dbi int) []uint64 {
 
 // KeysIn returns every key (tombstones included) of the given buckets.
 func (ks *Keyspace) KeysIn(dbi int, buckets []int) []string {
-	d := ks.dbs[dbi]
 	var out []string
 	for _, b := range buckets {
-		if b < 0 || b >= NumBuckets {
-			continue
-		}
-		s := &d.shards[b/subBuckets]
-		sub := b % subBuckets
-		s.mu.Lock()
-		for k := range s.m {
-			if subBucket(k) == sub {
-				out = append(out, k)
-			}
-		}
-		s.cold.each(func(_ int, kb []byte, _ coldRec) bool {
-			if k := string(kb); subBucket(k) == sub {
-				out = append(out, k)
-			}
-			return true
-		})
-		s.mu.Unlock()
+		ks.DigestsIn(dbi, b, func(k string, _ uint64) { out = append(out, k) })
 	}
 	return out
+}
+
+// DigestsIn calls fn with every key (tombstones included) of bucket b and
+// its key digest (see Digest), under one hold of the bucket's shard lock:
+// fn must not call the keyspace.
+func (ks *Keyspace) DigestsIn(dbi, b int, fn func(key string, dig uint64)) {
+	if b < 0 || b >= NumBuckets {
+		return
+	}
+	s := &ks.dbs[dbi].shards[b/subBuckets]
+	sub := b % subBuckets
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settle()
+	for k, e := range s.m {
+		if subBucket(k) == sub {
+			fn(k, e.dig)
+		}
+	}
+	s.cold.each(func(_ int, kb []byte, r coldRec) bool {
+		if k := string(kb); subBucket(k) == sub {
+			fn(k, r.dig)
+		}
+		return true
+	})
 }
 
 // Digest returns k's key digest (0 when absent).

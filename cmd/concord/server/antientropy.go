@@ -170,11 +170,11 @@ const digestsVersion = 1
 // keyDigests answers reqDigests for bucket b of database db.
 func (in *Instance) keyDigests(db, b int) []byte {
 	out := []byte{digestsVersion}
-	for _, k := range in.KS.KeysIn(db, []int{b}) {
+	in.KS.DigestsIn(db, b, func(k string, d uint64) {
 		out = binary.AppendUvarint(out, uint64(len(k)))
 		out = append(out, k...)
-		out = binary.LittleEndian.AppendUint64(out, in.KS.Digest(keyspace.Key{DB: db, Key: k}))
-	}
+		out = binary.LittleEndian.AppendUint64(out, d)
+	})
 	return out
 }
 
