@@ -144,9 +144,11 @@ func (in *Instance) differingStates(ask func([]byte) ([]byte, error), db, b int)
 			return nil, err
 		}
 	} else {
+		mine := map[string]uint64{} // this region's digests of the bucket, read in one walk
+		in.KS.DigestsIn(db, b, func(k string, d uint64) { mine[k] = d })
 		var want []crdt.KeyDelta
 		if err := parseKeyDigests(dg[1:], func(key string, d uint64) {
-			if in.KS.Digest(keyspace.Key{DB: db, Key: key}) != d {
+			if mine[key] != d {
 				want = append(want, crdt.KeyDelta{DB: db, Key: key, Delta: &crdt.State{}})
 			}
 		}); err != nil {
