@@ -1,9 +1,10 @@
 package crdt
 
 import (
+	"cmp"
 	"encoding/binary"
-	"hash/fnv"
-	"sort"
+	"slices"
+	"strings"
 )
 
 // Digests are canonical 64-bit hashes of CRDT state, equal in every region
@@ -11,94 +12,118 @@ import (
 // digest combines its header digest with the XOR of its element digests, so
 // a write that touches one member updates it in O(1).
 
-type digester struct{ b []byte }
+// The digests hash (FNV-1a, 64 bits) a canonical encoding, appended by
+// the d* functions below to a buffer on the caller's stack (digestBuf),
+// with the sorted copies of short lists on the stack too: a region digests
+// every key it changed once per anti-entropy round, and the heap
+// allocations (buffer, copies, sort closures, the hash.Hash) were half of
+// what that cost. (Functions that return the slice, not methods of a
+// struct holding it: a pointer to it passed to a call that is not inlined
+// moves the buffer to the heap.)
 
-func (d *digester) u(v uint64)  { d.b = binary.AppendUvarint(d.b, v) }
-func (d *digester) i(v int64)   { d.b = binary.AppendVarint(d.b, v) }
-func (d *digester) s(v string)  { d.u(uint64(len(v))); d.b = append(d.b, v...) }
-func (d *digester) by(v []byte) { d.u(uint64(len(v))); d.b = append(d.b, v...) }
-func (d *digester) dot(x Dot)   { d.s(x.Region); d.u(x.N) }
-func (d *digester) hlc(h HLC)   { d.i(h.Phys); d.u(uint64(h.Log)); d.s(h.Region) }
-func (d *digester) sum() uint64 { h := fnv.New64a(); h.Write(d.b); return h.Sum64() }
-func sortDots(ds []Dot) []Dot {
-	ds = append([]Dot(nil), ds...)
-	sort.Slice(ds, func(i, j int) bool { return dotLess(ds[i], ds[j]) })
-	return ds
+// digestBuf is a digest's buffer on its caller's stack.
+type digestBuf [160]byte
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func dU(b []byte, v uint64) []byte  { return binary.AppendUvarint(b, v) }
+func dI(b []byte, v int64) []byte   { return binary.AppendVarint(b, v) }
+func dS(b []byte, v string) []byte  { return append(dU(b, uint64(len(v))), v...) }
+func dBy(b []byte, v []byte) []byte { return append(dU(b, uint64(len(v))), v...) }
+func dDot(b []byte, x Dot) []byte   { return dU(dS(b, x.Region), x.N) }
+func dHLC(b []byte, h HLC) []byte   { return dS(dU(dI(b, h.Phys), uint64(h.Log)), h.Region) }
+
+func fnvSum(b []byte) uint64 {
+	h := uint64(fnvOffset)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= fnvPrime
+	}
+	return h
 }
-func (d *digester) counts(cs []Count) {
-	cs = append([]Count(nil), cs...)
-	sort.Slice(cs, func(i, j int) bool { return cs[i].Region < cs[j].Region })
-	d.u(uint64(len(cs)))
+
+// sortedCopy returns src sorted by cmp: src itself when it has at most
+// one element, else a copy in buf's array (grown on the heap past it).
+// The lists digested are sets (no two elements compare equal), so any
+// sort gives the same order.
+func sortedCopy[T any](buf []T, src []T, cmp func(a, b T) int) []T {
+	if len(src) <= 1 {
+		return src
+	}
+	out := append(buf[:0], src...)
+	slices.SortFunc(out, cmp)
+	return out
+}
+
+func cmpDot(a, b Dot) int {
+	if c := strings.Compare(a.Region, b.Region); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.N, b.N)
+}
+
+func dCounts(b []byte, cs []Count) []byte {
+	var buf [4]Count
+	cs = sortedCopy(buf[:0], cs, func(a, b Count) int { return strings.Compare(a.Region, b.Region) })
+	b = dU(b, uint64(len(cs)))
 	for _, c := range cs {
-		d.s(c.Region)
-		d.u(c.N)
-		d.i(c.I)
-		d.s(c.F)
+		b = dS(dI(dU(dS(b, c.Region), c.N), c.I), c.F)
 	}
+	return b
 }
 
-func (d *digester) reg(r *Reg) {
+func dReg(b []byte, r *Reg) []byte {
 	if r == nil {
-		d.u(0)
-		return
+		return dU(b, 0)
 	}
-	bs := append([]Base(nil), r.Base...)
-	sort.Slice(bs, func(i, j int) bool { return dotLess(bs[i].Dot, bs[j].Dot) })
-	d.u(uint64(len(bs)) + 1)
-	for _, b := range bs {
-		d.dot(b.Dot)
-		d.hlc(b.HLC)
-		d.by(b.Val)
-		d.counts(b.Absorb)
+	var buf [4]Base
+	bs := sortedCopy(buf[:0], r.Base, func(a, b Base) int { return cmpDot(a.Dot, b.Dot) })
+	b = dU(b, uint64(len(bs))+1)
+	for _, x := range bs {
+		b = dCounts(dBy(dHLC(dDot(b, x.Dot), x.HLC), x.Val), x.Absorb)
 	}
-	d.counts(r.Counts)
-	d.counts(r.Floor)
+	return dCounts(dCounts(b, r.Counts), r.Floor)
 }
 
 // HeaderDigest hashes everything of s but its members and fields.
 func HeaderDigest(s *State) uint64 {
-	d := digester{b: make([]byte, 0, 128)}
-	d.u(uint64(len(s.Ctx.VV)))
+	var buf digestBuf
+	b := dU(buf[:0], uint64(len(s.Ctx.VV)))
 	for _, v := range s.Ctx.VV {
-		d.s(v.Region)
-		d.u(v.N)
+		b = dU(dS(b, v.Region), v.N)
 	}
-	d.u(uint64(len(s.Ctx.Cloud)))
+	b = dU(b, uint64(len(s.Ctx.Cloud)))
 	for _, x := range s.Ctx.Cloud {
-		d.dot(x)
+		b = dDot(b, x)
 	}
-	d.hlc(s.StrT)
-	d.hlc(s.SetT())
-	d.hlc(s.HashT())
-	d.reg(s.Str)
-	exp := append([]Exp(nil), s.Exp...)
-	sort.Slice(exp, func(i, j int) bool { return dotLess(exp[i].Dot, exp[j].Dot) })
-	d.u(uint64(len(exp)))
+	b = dReg(dHLC(dHLC(dHLC(b, s.StrT), s.SetT()), s.HashT()), s.Str)
+	var ebuf [2]Exp
+	exp := sortedCopy(ebuf[:0], s.Exp, func(a, b Exp) int { return cmpDot(a.Dot, b.Dot) })
+	b = dU(b, uint64(len(exp)))
 	for _, e := range exp {
-		d.dot(e.Dot)
-		d.i(e.At)
+		b = dI(dDot(b, e.Dot), e.At)
 	}
-	return d.sum()
+	return fnvSum(b)
 }
 
 // MemberDigest hashes one set member with its dots.
 func MemberDigest(m string, dots []Dot) uint64 {
-	d := digester{b: make([]byte, 0, 32+len(m))}
-	d.b = append(d.b, ElemMember)
-	d.s(m)
-	for _, x := range sortDots(dots) {
-		d.dot(x)
+	var buf digestBuf
+	b := dS(append(buf[:0], ElemMember), m)
+	var dbuf [4]Dot
+	for _, x := range sortedCopy(dbuf[:0], dots, cmpDot) {
+		b = dDot(b, x)
 	}
-	return d.sum()
+	return fnvSum(b)
 }
 
 // FieldDigest hashes one hash field with its register.
 func FieldDigest(f string, r *Reg) uint64 {
-	d := digester{b: make([]byte, 0, 64+len(f))}
-	d.b = append(d.b, ElemField)
-	d.s(f)
-	d.reg(r)
-	return d.sum()
+	var buf digestBuf
+	return fnvSum(dReg(dS(append(buf[:0], ElemField), f), r))
 }
 
 // ElementsDigest is the XOR of every member's and field's digest.
@@ -131,9 +156,6 @@ func ListedDigest(s *State, d *State) uint64 {
 
 // KeyDigest combines a key's name with its header and elements digests.
 func KeyDigest(key string, header, elems uint64) uint64 {
-	d := digester{b: make([]byte, 0, 24+len(key))}
-	d.s(key)
-	d.u(header)
-	d.u(elems)
-	return d.sum()
+	var buf digestBuf
+	return fnvSum(dU(dU(dS(buf[:0], key), header), elems))
 }
