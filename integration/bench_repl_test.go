@@ -24,7 +24,8 @@ import (
 // cluster (in this process, loopback) at fixed rates and reports the lag
 // from the write in A to its merge in B and C (p50/p99), and whether the
 // lag stayed bounded (the peers drained within 2 s of the load stopping).
-// `make bench-repl` runs it; BENCH_REPL_RATES and BENCH_REPL_SECONDS tune it.
+// `make bench-repl` runs it; BENCH_REPL_RATES, BENCH_REPL_SECONDS and
+// BENCH_REPL_ARGS (flags for the processes of the last table) tune it.
 func BenchmarkReplicationLag(b *testing.B) {
 	rates := []int{1000, 10000, 50000, 100000}
 	if s := os.Getenv("BENCH_REPL_RATES"); s != "" {
@@ -237,7 +238,9 @@ func drive(c *cluster, r string, rate int, d time.Duration) int {
 // this process, with the lag read from B's and C's INFO replication after
 // CONFIG RESETSTAT cleared it.
 func lagAsProcesses(b *testing.B, rates []int, secs int) {
-	pc := startProcCluster(b, 3, "everysec")
+	// BENCH_REPL_ARGS: more flags for the three processes (what a background
+	// task costs the lag: "--checkpoint-interval 1h", ...)
+	pc := startProcCluster(b, 3, "everysec", strings.Fields(os.Getenv("BENCH_REPL_ARGS"))...)
 	defer func() {
 		for _, p := range pc.procs {
 			p.kill9()

@@ -14,12 +14,13 @@ type procCluster struct {
 	procs map[string]*proc
 	nats  map[string]string
 	fsync string
+	extra []string // more flags for every process
 }
 
-func startProcCluster(t testing.TB, n int, fsync string) *procCluster {
+func startProcCluster(t testing.TB, n int, fsync string, extra ...string) *procCluster {
 	t.Helper()
 	pc := &procCluster{cluster: &cluster{links: map[string]map[string]*proxy{}, dirs: map[string]string{}, clients: map[string]*redis.Client{}},
-		procs: map[string]*proc{}, nats: map[string]string{}, fsync: fsync}
+		procs: map[string]*proc{}, nats: map[string]string{}, fsync: fsync, extra: extra}
 	for i := 0; i < n; i++ {
 		name := string(rune('A' + i))
 		pc.names = append(pc.names, name)
@@ -42,7 +43,7 @@ func startProcCluster(t testing.TB, n int, fsync string) *procCluster {
 
 func (pc *procCluster) startProc(t testing.TB, name string) {
 	t.Helper()
-	args := []string{"--region", name, "--dir", pc.dirs[name], "--fsync", pc.fsync, "--peer-listen", pc.nats[name]}
+	args := append([]string{"--region", name, "--dir", pc.dirs[name], "--fsync", pc.fsync, "--peer-listen", pc.nats[name]}, pc.extra...)
 	for _, other := range pc.names {
 		if other != name {
 			args = append(args, "--peer", other+"=nats://"+pc.links[name][other].addr())

@@ -462,4 +462,25 @@ func TestDigestsInMatchesDigest(t *testing.T) {
 	if !maps.Equal(got, want) {
 		t.Fatalf("DigestsIn: %d keys, want %d (or digests differ)", len(got), len(want))
 	}
+	// a shard's buckets in one walk: exactly the keys of the buckets in the
+	// mask (warm and cold), every shard's full mask all keys
+	for _, mask := range []uint32{0xffff, 0x5555, 1 << 3, 0x8001} {
+		got, inMask := map[string]uint64{}, map[string]uint64{}
+		for k, d := range want {
+			if mask&(1<<(BucketOf(k)%BucketsPerShard)) != 0 {
+				inMask[k] = d
+			}
+		}
+		for sh := 0; sh < NumBuckets/BucketsPerShard; sh++ {
+			ks.DigestsInShard(0, sh, mask, func(k string, d uint64) {
+				if BucketOf(k)/BucketsPerShard != sh {
+					t.Fatalf("%s listed in shard %d, not its own", k, sh)
+				}
+				got[k] = d
+			})
+		}
+		if !maps.Equal(got, inMask) {
+			t.Fatalf("DigestsInShard, mask %#x: %d keys, want %d (or digests differ)", mask, len(got), len(inMask))
+		}
+	}
 }

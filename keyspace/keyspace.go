@@ -98,6 +98,9 @@ type Config struct {
 const (
 	subBuckets = 16
 	NumBuckets = shardCount * subBuckets
+	// BucketsPerShard: the buckets of shard i are i*BucketsPerShard and the
+	// BucketsPerShard after it (see DigestsInShard)
+	BucketsPerShard = subBuckets
 )
 
 // Keyspace holds every database.
@@ -263,7 +266,7 @@ type shard struct {
 	// fans: the layout of the stored element pages of keys stored in more
 	// than one (lg: 2^lg pages; see elemsPerPage), or lgUnknown
 	fans map[string]uint8
-	pend []string // keys whose digest is stale (see settle)
+	pend []pending // keys whose digest is stale (see settle)
 	live int
 	bkt  [subBuckets]uint64 // XOR of the key digests of each bucket
 }
@@ -381,27 +384,56 @@ func BucketOf(key string) int {
 func (s *shard) redigest(key string, e *entry) {
 	if !e.digStale {
 		e.digStale = true
-		s.pend = append(s.pend, key)
+		s.pend = append(s.pend, pending{key, e})
 	}
+}
+
+// pending is a key whose digest awaits settle, and its entry.
+type pending struct {
+	key string
+	e   *entry
 }
 
 // settle brings the stale key digests of the shard and its buckets up to
 // date (under the shard's lock). A bucket always holds the XOR of its keys'
 // e.dig, stale or not, so removing a key stays consistent before settling.
+// An entry that left the map is no longer stale (forget), so the pending
+// entries are used without looking their keys up (which waited for memory
+// twice a key: 0.6 of a settle's 1.4 s under steady writes to 400k keys).
 func (s *shard) settle() {
-	for _, key := range s.pend {
-		if e := s.m[key]; e != nil && e.digStale {
-			old := e.dig
-			e.dig = crdt.KeyDigest(key, crdt.HeaderDigest(e.st), e.elems)
-			s.bkt[subBucket(key)] ^= old ^ e.dig
-			e.digStale = false
+	var sink uint64
+	for i := 0; i < len(s.pend); i += MaxPrefetch {
+		// each chunk's entries read at once first (their cache misses
+		// overlap; see touchEntry), then digested
+		chunk := s.pend[i:min(i+MaxPrefetch, len(s.pend))]
+		for _, p := range chunk {
+			sink ^= touchEntry(p.e)
 		}
+		for _, p := range chunk {
+			if e := p.e; e.digStale {
+				old := e.dig
+				e.dig = crdt.KeyDigest(p.key, crdt.HeaderDigest(e.st), e.elems)
+				s.bkt[subBucket(p.key)] ^= old ^ e.dig
+				e.digStale = false
+			}
+		}
+	}
+	if sink == 1 {
+		prefetchSink.Store(sink)
 	}
 	if cap(s.pend) > 4096 {
 		s.pend = nil
 	} else {
+		clear(s.pend) // (the entries may have left the map)
 		s.pend = s.pend[:0]
 	}
+}
+
+// forget takes e's digest out of key's bucket as e leaves the map: a
+// pending settle of it is dropped.
+func (s *shard) forget(key string, e *entry) {
+	s.bkt[subBucket(key)] ^= e.dig
+	e.digStale = false
 }
 
 // goneMax bounds a shard's record of removed keys' versions.
@@ -1002,7 +1034,7 @@ func (tx *Tx) commit() Ticket {
 				delete(s.m, k.Key)
 				s.removed(k.Key)
 				tx.ks.Stats.WarmKeys.Add(-1)
-				s.bkt[subBucket(k.Key)] ^= e.dig
+				s.forget(k.Key, e)
 			}
 			gone = true
 		}
@@ -1035,7 +1067,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		if old.dirty {
 			s.flagged--
 		}
-		s.bkt[subBucket(k.Key)] ^= old.dig
+		s.forget(k.Key, old)
 		// assigning would keep the map's old key, which may point into
 		// the old entry (newStringEntry) and keep it allocated
 		delete(s.m, k.Key)
@@ -1435,19 +1467,32 @@ func (ks *Keyspace) DigestsIn(dbi, b int, fn func(key string, dig uint64)) {
 	if b < 0 || b >= NumBuckets {
 		return
 	}
-	s := &ks.dbs[dbi].shards[b/subBuckets]
-	sub := b % subBuckets
+	ks.DigestsInShard(dbi, b/BucketsPerShard, 1<<(b%BucketsPerShard), fn)
+}
+
+// DigestsInShard is DigestsIn for the buckets of shard (0..NumBuckets /
+// BucketsPerShard-1) whose bits are set in mask (bit i: bucket
+// shard*BucketsPerShard+i), in one walk of the shard: anti-entropy under
+// steady writes finds nearly every bucket differing, and a walk per bucket
+// visited each key BucketsPerShard times.
+func (ks *Keyspace) DigestsInShard(dbi, shard int, mask uint32, fn func(key string, dig uint64)) {
+	if shard < 0 || shard >= shardCount || mask == 0 {
+		return
+	}
+	all := mask&(1<<subBuckets-1) == 1<<subBuckets-1
+	s := &ks.dbs[dbi].shards[shard]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settle()
 	for k, e := range s.m {
-		if subBucket(k) == sub {
+		if all || mask&(1<<subBucket(k)) != 0 {
 			fn(k, e.dig)
 		}
 	}
 	s.cold.each(func(_ int, kb []byte, r coldRec) bool {
-		if k := string(kb); subBucket(k) == sub {
-			fn(k, r.dig)
+		// the name is copied only when fn gets it (kb points into the arena)
+		if all || mask&(1<<subBucket(unsafe.String(unsafe.SliceData(kb), len(kb)))) != 0 {
+			fn(string(kb), r.dig)
 		}
 		return true
 	})

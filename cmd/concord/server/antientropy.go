@@ -94,11 +94,20 @@ func (in *Instance) syncWith(ctx context.Context, peer string, lim *rate.Limiter
 		if len(bb) != 8*len(local) {
 			return keys, bytes, errAE
 		}
-		for b, d := range local {
-			if binary.LittleEndian.Uint64(bb[8*b:]) == d {
+		// the differing buckets, a shard's at once (one walk of it on
+		// each side, one request)
+		for sh := 0; sh < len(local)/keyspace.BucketsPerShard; sh++ {
+			var mask uint32
+			for i := range keyspace.BucketsPerShard {
+				b := sh*keyspace.BucketsPerShard + i
+				if binary.LittleEndian.Uint64(bb[8*b:]) != local[b] {
+					mask |= 1 << i
+				}
+			}
+			if mask == 0 {
 				continue
 			}
-			kds, err := in.differingStates(ask, db, b)
+			kds, err := in.differingInShard(ask, db, sh, mask)
 			if err != nil {
 				return keys, bytes, err
 			}
@@ -122,44 +131,79 @@ func (in *Instance) syncWith(ctx context.Context, peer string, lim *rate.Limiter
 	return keys, bytes, nil
 }
 
-// differingStates returns the peer's states of the keys of bucket b
-// (database db) whose key digests differ from this region's. It asks for
-// the bucket's key digests first, then for the states of the keys that
-// differ only: under a steady stream of writes nearly every bucket differs
-// for a moment (the keys in flight, and the time each side takes to read
-// its digests), and shipping, encoding and merging every key of every
-// bucket again made a round under load a full resync (a region's apply
-// lag p99 at 47k SET/s 0.2–0.5 s during rounds, 5–13 ms without). A peer
-// that predates the digest request answers nothing: it is asked for the
-// whole bucket's states.
+// differingInShard returns the peer's states of the keys whose key digests
+// differ from this region's, in the buckets of shard sh (database db) set
+// in mask. It asks for those buckets' key digests first, then for the
+// states of the keys that differ only: under a steady stream of writes
+// nearly every bucket differs for a moment (the keys in flight, and the
+// time each side takes to read its digests), and shipping, encoding and
+// merging every key of every bucket again made a round under load a full
+// resync (a region's apply lag p99 at 47k SET/s 0.2–0.5 s during rounds,
+// 5–13 ms without). A peer that predates the shard request answers
+// nothing: it is asked bucket by bucket (differingStates).
+func (in *Instance) differingInShard(ask func([]byte) ([]byte, error), db, sh int, mask uint32) ([]crdt.KeyDelta, error) {
+	req := binary.AppendUvarint(binary.AppendUvarint(binary.AppendUvarint([]byte{reqShard}, uint64(db)), uint64(sh)), uint64(mask))
+	dg, err := ask(req)
+	if err != nil {
+		return nil, err
+	}
+	if len(dg) == 0 || dg[0] != digestsVersion {
+		var out []crdt.KeyDelta
+		for i := range keyspace.BucketsPerShard {
+			if mask&(1<<i) == 0 {
+				continue
+			}
+			kds, err := in.differingStates(ask, db, sh*keyspace.BucketsPerShard+i)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, kds...)
+		}
+		return out, nil
+	}
+	mine := map[string]uint64{} // this region's digests of the buckets, read in one walk
+	in.KS.DigestsInShard(db, sh, mask, func(k string, d uint64) { mine[k] = d })
+	return in.fetchDiffering(ask, db, dg[1:], mine)
+}
+
+// differingStates is differingInShard for one bucket, asked of a peer that
+// predates the shard request; a peer that predates the digest request too
+// answers nothing: it is asked for the whole bucket's states.
 func (in *Instance) differingStates(ask func([]byte) ([]byte, error), db, b int) ([]crdt.KeyDelta, error) {
 	where := binary.AppendUvarint(binary.AppendUvarint(nil, uint64(db)), uint64(b))
 	dg, err := ask(append([]byte{reqDigests}, where...))
 	if err != nil {
 		return nil, err
 	}
-	var kb []byte
 	if len(dg) == 0 || dg[0] != digestsVersion {
-		if kb, err = ask(append([]byte{reqKeys}, where...)); err != nil {
+		kb, err := ask(append([]byte{reqKeys}, where...))
+		if err != nil {
 			return nil, err
 		}
-	} else {
-		mine := map[string]uint64{} // this region's digests of the bucket, read in one walk
-		in.KS.DigestsIn(db, b, func(k string, d uint64) { mine[k] = d })
-		var want []crdt.KeyDelta
-		if err := parseKeyDigests(dg[1:], func(key string, d uint64) {
-			if mine[key] != d {
-				want = append(want, crdt.KeyDelta{DB: db, Key: key, Delta: &crdt.State{}})
-			}
-		}); err != nil {
-			return nil, err
+		return crdt.DecodeBatch(kb)
+	}
+	mine := map[string]uint64{}
+	in.KS.DigestsIn(db, b, func(k string, d uint64) { mine[k] = d })
+	return in.fetchDiffering(ask, db, dg[1:], mine)
+}
+
+// fetchDiffering asks the peer for the states of the keys of its digest
+// answer dg (after the version byte) whose digests differ from mine.
+func (in *Instance) fetchDiffering(ask func([]byte) ([]byte, error), db int, dg []byte, mine map[string]uint64) ([]crdt.KeyDelta, error) {
+	var want []crdt.KeyDelta
+	if err := parseKeyDigests(dg, func(key string, d uint64) {
+		if mine[key] != d {
+			want = append(want, crdt.KeyDelta{DB: db, Key: key, Delta: &crdt.State{}})
 		}
-		if len(want) == 0 {
-			return nil, nil
-		}
-		if kb, err = ask(append([]byte{reqFetch}, crdt.AppendBatch(nil, want)...)); err != nil {
-			return nil, err
-		}
+	}); err != nil {
+		return nil, err
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	kb, err := ask(append([]byte{reqFetch}, crdt.AppendBatch(nil, want)...))
+	if err != nil {
+		return nil, err
 	}
 	return crdt.DecodeBatch(kb)
 }
@@ -171,8 +215,14 @@ const digestsVersion = 1
 
 // keyDigests answers reqDigests for bucket b of database db.
 func (in *Instance) keyDigests(db, b int) []byte {
+	return in.shardDigests(db, b/keyspace.BucketsPerShard, 1<<(b%keyspace.BucketsPerShard))
+}
+
+// shardDigests answers reqShard: the key digests of the buckets of shard
+// sh set in mask.
+func (in *Instance) shardDigests(db, sh int, mask uint32) []byte {
 	out := []byte{digestsVersion}
-	in.KS.DigestsIn(db, b, func(k string, d uint64) {
+	in.KS.DigestsInShard(db, sh, mask, func(k string, d uint64) {
 		out = binary.AppendUvarint(out, uint64(len(k)))
 		out = append(out, k...)
 		out = binary.LittleEndian.AppendUint64(out, d)

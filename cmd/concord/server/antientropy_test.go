@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,9 +12,10 @@ import (
 )
 
 // A bucket that differs by one key ships that key's state, not the
-// bucket's: the peer sends the bucket's key digests, then the one state.
-// A peer that predates the digest request (it answers nothing) is asked
-// for the whole bucket.
+// bucket's: the peer sends the key digests of the differing buckets of a
+// shard (one request), then the differing states. A peer that predates
+// the shard request (it answers nothing) is asked bucket by bucket; one
+// that predates the digest request too, for the whole buckets.
 func TestAntiEntropyShipsOnlyDifferingKeys(t *testing.T) {
 	start := func(region string) *Instance {
 		// replicated (key digests kept), with no peer to reach
@@ -26,18 +28,29 @@ func TestAntiEntropyShipsOnlyDifferingKeys(t *testing.T) {
 	}
 	peer, local := start("P"), start("L")
 	// 100 keys of one bucket, the same in both regions, and one more only
-	// in the peer's
+	// in the peer's; one key only in the peer's in another bucket of the
+	// shard, asked for too, and one in a third, not asked for
 	var keys []keyspace.Key
 	bucket := -1
-	for i := 0; len(keys) < 101; i++ {
+	var other, notAsked []keyspace.Key
+	for i := 0; len(keys) < 101 || len(other) == 0 || len(notAsked) == 0; i++ {
 		k := fmt.Sprint("ae:", i)
-		if b := keyspace.BucketOf(k); bucket < 0 || b == bucket {
-			bucket = b
-			keys = append(keys, keyspace.Key{Key: k})
+		b := keyspace.BucketOf(k)
+		switch {
+		case bucket < 0 || b == bucket:
+			if len(keys) < 101 {
+				bucket = b
+				keys = append(keys, keyspace.Key{Key: k})
+			}
+		case b/keyspace.BucketsPerShard != bucket/keyspace.BucketsPerShard:
+		case len(other) == 0:
+			other = append(other, keyspace.Key{Key: k})
+		case b != keyspace.BucketOf(other[0].Key) && len(notAsked) == 0:
+			notAsked = append(notAsked, keyspace.Key{Key: k})
 		}
 	}
 	val := bytes.Repeat([]byte("v"), 100)
-	for _, k := range keys {
+	for _, k := range slices.Concat(keys, other, notAsked) {
 		peer.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
 			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), val, false))
 			return nil
@@ -51,29 +64,47 @@ func TestAntiEntropyShipsOnlyDifferingKeys(t *testing.T) {
 		k := keyspace.Key{Key: kd.Key}
 		local.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error { tx.ApplyRemote(k, kd.Delta, "P"); return nil })
 	}
-	for _, old := range []bool{false, true} {
-		received := 0
+	sh := bucket / keyspace.BucketsPerShard
+	mask := uint32(1)<<(bucket%keyspace.BucketsPerShard) | 1<<(keyspace.BucketOf(other[0].Key)%keyspace.BucketsPerShard)
+	// a peer of this build, one that predates the shard request, one that
+	// predates the digest request too (each answers nothing to what it
+	// does not know)
+	for gen, unknown := range [][]byte{nil, {reqShard}, {reqShard, reqDigests}} {
+		received, asked := 0, 0
 		ask := func(req []byte) ([]byte, error) {
-			if old && req[0] == reqDigests {
+			asked++
+			if bytes.IndexByte(unknown, req[0]) >= 0 {
 				return nil, nil
 			}
 			resp := peer.serveFetch(req)
 			received += len(resp)
 			return resp, nil
 		}
-		kds, err := local.differingStates(ask, 0, bucket)
+		kds, err := local.differingInShard(ask, 0, sh, mask)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, bound := 1, 100*len(keys)/4 // the digests: a quarter of the states' bytes
-		if old {
-			want, bound = len(keys), 1<<20
+		var got []string
+		for _, kd := range kds {
+			got = append(got, kd.Key)
 		}
-		if len(kds) != want || (!old && kds[0].Key != keys[100].Key) {
-			t.Fatalf("old peer %v: %d states, want %d", old, len(kds), want)
+		slices.Sort(got)
+		want, bound := []string{keys[100].Key, other[0].Key}, 100*len(keys)/4 // the digests: a quarter of the states' bytes
+		if gen == 2 {
+			want, bound = nil, 1<<20
+			for _, k := range append(keys, other...) {
+				want = append(want, k.Key)
+			}
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("peer generation %d: states of %d keys (%.3q...), want %d", gen, len(got), got[:min(len(got), 3)], len(want))
 		}
 		if received > bound {
-			t.Fatalf("old peer %v: %d bytes received for one differing key", old, received)
+			t.Fatalf("peer generation %d: %d bytes received for two differing keys", gen, received)
+		}
+		if gen == 0 && asked != 2 {
+			t.Fatalf("%d requests for a shard's buckets, want 2 (its key digests, then the differing states)", asked)
 		}
 	}
 	if err := parseKeyDigests([]byte{3, 'a', 'b'}, func(string, uint64) {}); err == nil {

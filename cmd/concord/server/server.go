@@ -819,7 +819,9 @@ func (in *Instance) conflictLog(ctx context.Context) {
 // 'F' + batch of keys -> their full states; 'R' -> each database's
 // anti-entropy root; 'B' + db -> its bucket digests; 'K' + db + bucket ->
 // the full states of the keys in that bucket; 'D' + db + bucket -> the
-// names and key digests of the keys in that bucket (see keyDigests).
+// names and key digests of the keys in that bucket (see keyDigests); 'S' +
+// db + shard + mask -> the same for the buckets of a shard set in mask
+// (see keyspace.DigestsInShard; a peer of an older build answers nothing).
 const (
 	reqFetch   = 'F'
 	reqRoots   = 'R'
@@ -827,6 +829,7 @@ const (
 	reqKeys    = 'K'
 	reqVector  = 'W'
 	reqDigests = 'D'
+	reqShard   = 'S'
 )
 
 // serveFetch answers a peer's request.
@@ -882,6 +885,14 @@ func (in *Instance) serveFetch(req []byte) []byte {
 			return nil
 		}
 		return in.keyDigests(int(db), int(b))
+	case reqShard:
+		db, n := binary.Uvarint(body)
+		sh, m := binary.Uvarint(body[max(n, 0):])
+		mask, o := binary.Uvarint(body[max(n, 0)+max(m, 0):])
+		if n <= 0 || m <= 0 || o <= 0 || db >= uint64(in.KS.DBs()) || sh >= keyspace.NumBuckets/keyspace.BucketsPerShard || mask >= 1<<keyspace.BucketsPerShard {
+			return nil
+		}
+		return in.shardDigests(int(db), int(sh), uint32(mask))
 	}
 	return nil
 }
