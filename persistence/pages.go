@@ -60,8 +60,8 @@ func PageKey(db, bucket int) []byte {
 }
 
 // encodePage builds the page of keys, whose headers are headers cut at
-// ends, in buf's memory when it is big enough.
-func encodePage(buf []byte, keys []string, ends []int, headers []byte) []byte {
+// ends, in memory from get (nil: new memory).
+func encodePage(get func(n int) []byte, keys []string, ends []int, headers []byte) []byte {
 	n := 1
 	for i, k := range keys {
 		n += len(k) + 2*binary.MaxVarintLen32 + 8
@@ -71,7 +71,7 @@ func encodePage(buf []byte, keys []string, ends []int, headers []byte) []byte {
 			n += ends[i] - ends[i-1]
 		}
 	}
-	page := append(grown(buf, n), pageFormat1)
+	page := append(grown(get, n), pageFormat1)
 	start := 0
 	for i, k := range keys {
 		h := headers[start:ends[i]]
@@ -250,8 +250,8 @@ func parseElemPageKey(k []byte) (db int, key string, ok bool) {
 }
 
 // encodeElemPage builds an element page (nil: no element has data), in
-// buf's memory when it is big enough.
-func encodeElemPage(buf []byte, fan int, elems []Elem) []byte {
+// memory from get (nil: new memory).
+func encodeElemPage(get func(n int) []byte, fan int, elems []Elem) []byte {
 	n := 1 + binary.MaxVarintLen32
 	live := 0
 	for _, e := range elems {
@@ -263,7 +263,7 @@ func encodeElemPage(buf []byte, fan int, elems []Elem) []byte {
 	if live == 0 {
 		return nil
 	}
-	page := append(grown(buf, n+4), pageFormat1)
+	page := append(grown(get, n+4), pageFormat1)
 	page = binary.AppendUvarint(page, uint64(fan))
 	page = binary.LittleEndian.AppendUint32(page, crc32.Checksum(page, castagnoli))
 	for _, e := range elems {
@@ -365,32 +365,38 @@ func parseElemPage(page []byte, fn func(kind byte, name string, data []byte) err
 	return int(f), nil
 }
 
-// grown returns buf emptied, or a new buffer when buf cannot hold n bytes.
-func grown(buf []byte, n int) []byte {
-	if cap(buf) < n {
-		return make([]byte, 0, max(n, 4<<10))
+// grown returns an empty buffer that holds n bytes: get's, or new memory
+// with a quarter more (so that it fits the pages of about that size it is
+// reused for).
+func grown(get func(n int) []byte, n int) []byte {
+	if get != nil {
+		if b := get(n); b != nil {
+			return b
+		}
 	}
-	return buf[:0]
+	return make([]byte, 0, n+n/4)
 }
 
-// pageBufs keeps the memory of the pages a WriteStates stored for the next
-// one: a checkpoint encodes its pages into the same buffers instead of new
-// allocations (~100 bytes per key) for the collector to clear. At most
-// maxPageBufs bytes are kept.
 type pageBufs struct {
 	mu    sync.Mutex
 	free  [][]byte
 	bytes int
 }
 
-func (p *pageBufs) get() []byte {
+// get returns a free buffer that holds n bytes (nil: none), looking at
+// the last few freed.
+func (p *pageBufs) get(n int) []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n := len(p.free); n > 0 {
-		b := p.free[n-1]
-		p.free = p.free[:n-1]
-		p.bytes -= cap(b)
-		return b
+	for i := len(p.free) - 1; i >= max(0, len(p.free)-8); i-- {
+		if b := p.free[i]; cap(b) >= n {
+			last := len(p.free) - 1
+			p.free[i] = p.free[last]
+			p.free[last] = nil
+			p.free = p.free[:last]
+			p.bytes -= cap(b)
+			return b[:0]
+		}
 	}
 	return nil
 }

@@ -330,3 +330,30 @@ func TestRewrittenPagesReclaimed(t *testing.T) {
 		t.Fatalf("%d pages read back, %v", len(got), err)
 	}
 }
+
+// A page's buffer comes from the pool only when it holds the page: a
+// smaller one stays for a smaller page (WriteStates of a checkpoint's
+// pages reused half of them when the last freed buffer was taken whatever
+// its size and replaced when too small).
+func TestPageBufsFit(t *testing.T) {
+	var p pageBufs
+	p.release([][]byte{make([]byte, 0, 100), make([]byte, 0, 5000), make([]byte, 0, 300)})
+	if b := p.get(6000); b != nil {
+		t.Fatalf("a %d-byte buffer for 6000 bytes", cap(b))
+	}
+	if b := p.get(1000); cap(b) != 5000 || len(b) != 0 {
+		t.Fatalf("get(1000): cap %d len %d, want the 5000-byte buffer", cap(b), len(b))
+	}
+	if b := p.get(200); cap(b) != 300 {
+		t.Fatalf("get(200): cap %d, want the 300-byte buffer", cap(b))
+	}
+	if b := p.get(50); cap(b) != 100 {
+		t.Fatalf("get(50): cap %d, want the 100-byte buffer", cap(b))
+	}
+	if p.get(1) != nil || p.bytes != 0 {
+		t.Fatalf("the pool still holds %d bytes", p.bytes)
+	}
+	if b := grown(p.get, 1000); cap(b) < 1000 {
+		t.Fatalf("grown: cap %d for 1000 bytes", cap(b))
+	}
+}

@@ -647,7 +647,7 @@ func (s *Store) applyWrites(set func(k, v []byte) error, writes []Write, used *[
 	var pending map[string][][]byte
 	for _, w := range writes {
 		if w.Page { // no keys: an empty page (never a delete: see emptyPage)
-			page := encodePage(s.bufs.get(), w.Keys, w.Ends, w.Header)
+			page := encodePage(s.bufs.get, w.Keys, w.Ends, w.Header)
 			*used = append(*used, page)
 			if err := set(PageKey(w.DB, w.Bucket), page); err != nil {
 				return err
@@ -683,7 +683,7 @@ func (s *Store) applyWrites(set func(k, v []byte) error, writes []Write, used *[
 			continue
 		}
 		k := ElemPageKey(w.DB, w.Key, w.Bucket)
-		page := encodeElemPage(s.bufs.get(), w.Fan, w.Elems)
+		page := encodeElemPage(s.bufs.get, w.Fan, w.Elems)
 		*used = append(*used, page)
 		if page == nil {
 			page = emptyPage

@@ -22,7 +22,7 @@ type aeStats struct {
 }
 
 // antiEntropy compares this region's hash tree with each peer's every
-// interval and pulls the full states of keys in buckets that differ. Every
+// interval (75–100% of it: jitter) and pulls the full states of keys in buckets that differ. Every
 // region does the same, so both sides converge; merging full states is safe
 // in any direction. A region that started empty reports ready (/readyz)
 // only after its first complete round.
@@ -34,7 +34,7 @@ func (in *Instance) antiEntropy(ctx context.Context, every time.Duration, bytesP
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(every):
+			case <-time.After(jitter(every)):
 			case <-in.aeNow:
 			}
 		}

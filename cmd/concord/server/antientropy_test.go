@@ -111,3 +111,25 @@ func TestAntiEntropyShipsOnlyDifferingKeys(t *testing.T) {
 		t.Fatal("a truncated digest answer parsed")
 	}
 }
+
+// Checkpoints and anti-entropy rounds come after a random 75–100% of
+// their interval, never later than configured.
+func TestJitter(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := jitter(30 * time.Second)
+		if d < 22500*time.Millisecond || d > 30*time.Second {
+			t.Fatalf("jitter(30s) = %v", d)
+		}
+		seen[d] = true
+		if b := jitter(int64(64 << 20)); b < 48<<20 || b > 64<<20 {
+			t.Fatalf("jitter(64 MiB) = %d", b)
+		}
+	}
+	if len(seen) < 100 {
+		t.Fatalf("%d distinct intervals in 200", len(seen))
+	}
+	if jitter(int64(1)) != 1 && jitter(int64(1)) != 0 {
+		t.Fatal("jitter of a tiny value out of range")
+	}
+}

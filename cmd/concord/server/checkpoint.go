@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"concord/keyspace"
@@ -16,27 +17,40 @@ const checkpointBatch = 4096
 
 // checkpointLoop stores changed key states in the background: every
 // CheckpointInterval, or sooner once CheckpointLogBytes of log were written
-// since the last checkpoint (that bounds what recovery replays).
+// since the last checkpoint (that bounds what recovery replays). Each
+// checkpoint comes after a random 75–100% of both (jitter), so that regions
+// taking the same writes do not all checkpoint at the same moment.
 func (in *Instance) checkpointLoop(ctx context.Context) {
 	defer close(in.ckptDone)
 	poll := min(in.cfg.CheckpointInterval, 100*time.Millisecond)
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	last := time.Now()
+	every, logBytes := jitter(in.cfg.CheckpointInterval), jitter(in.cfg.CheckpointLogBytes)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if time.Since(last) < in.cfg.CheckpointInterval && in.store.LogBytes(false) < in.cfg.CheckpointLogBytes {
+		if time.Since(last) < every && in.store.LogBytes(false) < logBytes {
 			continue
 		}
 		last = time.Now()
+		every, logBytes = jitter(in.cfg.CheckpointInterval), jitter(in.cfg.CheckpointLogBytes)
 		if err := in.checkpoint(); err != nil {
 			in.Log.Error().Err(err).Msg("checkpoint failed; the log is kept and the keys stay dirty")
 		}
 	}
+}
+
+// jitter returns a random value between 75% and 100% of v: background
+// work at an interval of its own in every region (checkpoints,
+// anti-entropy rounds) then does not run in all of them at once, whatever
+// their start times — a burst of it in every region together takes the
+// CPU of regions sharing a machine, and floods each other's links.
+func jitter[T time.Duration | int64](v T) T {
+	return v - T(rand.Int64N(int64(v)/4+1))
 }
 
 // checkpoint stores the state of every key changed since the last one and
