@@ -144,8 +144,10 @@ func (c *captured) join(key string) {
 // batch that flush fails to store is marked dirty again. The caller makes
 // the log durable up to the capture before storing a batch, and records the
 // log position taken before Checkpoint began as covered once it returns
-// nil. keys counts the changed keys.
-func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, err error) {
+// nil. keys counts the changed keys. pace, when not nil, is called before
+// each shard with changes (a background checkpoint sleeps there: see
+// server's pacer).
+func (ks *Keyspace) Checkpoint(batch int, pace func(), flush func([]Write) error) (keys int, err error) {
 	var writes []Write
 	var taken []captured
 	size, changed := 0, 0 // bytes in writes; changed keys in taken
@@ -254,6 +256,9 @@ func (ks *Keyspace) Checkpoint(batch int, flush func([]Write) error) (keys int, 
 			})
 			if c.s == nil {
 				continue
+			}
+			if pace != nil {
+				pace()
 			}
 			// the pages of the changed keys' buckets: every key in them
 			lock(s, func() {

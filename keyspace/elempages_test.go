@@ -102,7 +102,7 @@ func TestCheckpointElemPagesFromStore(t *testing.T) {
 	}
 	checkpoint := func() {
 		t.Helper()
-		if _, err := ks.Checkpoint(7, st.flush); err != nil {
+		if _, err := ks.Checkpoint(7, nil, st.flush); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -49,7 +49,7 @@ func (m *memStore) Submit(w []Write, d, in []crdt.KeyDelta) Ticket {
 // checkpoint stores the states of the keys changed since the last one.
 func (m *memStore) checkpoint(t testing.TB, ks *Keyspace) {
 	t.Helper()
-	if _, err := ks.Checkpoint(3, func(ws []Write) error {
+	if _, err := ks.Checkpoint(3, nil, func(ws []Write) error {
 		m.mu.Lock()
 		m.writes = append(m.writes, ws...)
 		m.mu.Unlock()
@@ -425,7 +425,7 @@ func TestCheckpointStoresDirtyKeysOnce(t *testing.T) {
 	if ks.Stats.ColdKeys.Load() == 0 {
 		t.Fatal("nothing packed")
 	}
-	if _, err := ks.Checkpoint(10, func([]Write) error { return errors.New("disk full") }); err == nil {
+	if _, err := ks.Checkpoint(10, nil, func([]Write) error { return errors.New("disk full") }); err == nil {
 		t.Fatal("flush error not returned")
 	}
 	checkFlagged(t, ks)
@@ -713,7 +713,7 @@ func TestHeaderNeverNewerThanElements(t *testing.T) {
 	hset("f2")
 	var writes []Write
 	changed := false
-	if _, err := ks.Checkpoint(1, func(ws []Write) error {
+	if _, err := ks.Checkpoint(1, nil, func(ws []Write) error {
 		writes = append(writes, ws...)
 		if !changed { // the first batch stored: change the key meanwhile
 			changed = true
@@ -940,5 +940,29 @@ func TestBatchInboundSliceIsReused(t *testing.T) {
 	ks.store = discard{}
 	if a := testing.AllocsPerRun(20, func() { apply(64) }); a != 0 {
 		t.Fatalf("applying a batch into warm keys allocates %v times", a)
+	}
+}
+
+// A checkpoint calls its pace function before each shard with changes
+// (a background checkpoint sleeps there), and only then.
+func TestCheckpointPacesPerShard(t *testing.T) {
+	ks, _, _ := newKS(true)
+	shards := map[uint64]bool{}
+	for i := 0; i < 40; i++ {
+		k := fmt.Sprint("pace", i)
+		set(ks, k, "v", 0)
+		shards[hashKey(k)%shardCount] = true
+	}
+	paced := 0
+	keys, err := ks.Checkpoint(1000, func() { paced++ }, func([]Write) error { return nil })
+	if err != nil || keys != 40 {
+		t.Fatalf("checkpoint: %d keys, %v", keys, err)
+	}
+	if paced != len(shards) {
+		t.Fatalf("paced %d times, want once per shard with changes (%d)", paced, len(shards))
+	}
+	paced = 0
+	if _, err := ks.Checkpoint(1000, func() { paced++ }, func([]Write) error { return nil }); err != nil || paced != 0 {
+		t.Fatalf("nothing changed: paced %d times (%v)", paced, err)
 	}
 }

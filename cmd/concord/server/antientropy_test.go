@@ -133,3 +133,28 @@ func TestJitter(t *testing.T) {
 		t.Fatal("jitter of a tiny value out of range")
 	}
 }
+
+// A paced checkpoint sleeps (1-cpu)/cpu of the time it worked since the
+// last pause, sleeps shorter than a millisecond added up first.
+func TestPacer(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var slept []time.Duration
+	p := newPacer(0.25, func() time.Time { return now }, func(d time.Duration) { slept = append(slept, d) })
+	now = now.Add(3 * time.Millisecond) // a shard's work
+	p.pace()
+	if len(slept) != 1 || slept[0] != 9*time.Millisecond {
+		t.Fatalf("after 3 ms of work: slept %v, want [9ms]", slept)
+	}
+	for range 3 { // 0.1 ms each: 0.3 ms owed each, slept once 1.2 ms are owed
+		now = now.Add(100 * time.Microsecond)
+		p.pace()
+	}
+	if len(slept) != 1 {
+		t.Fatalf("slept %v for 0.9 ms owed", slept)
+	}
+	now = now.Add(100 * time.Microsecond)
+	p.pace()
+	if len(slept) != 2 || slept[1] != 1200*time.Microsecond {
+		t.Fatalf("slept %v, want [9ms 1.2ms]", slept)
+	}
+}

@@ -38,7 +38,7 @@ func (in *Instance) checkpointLoop(ctx context.Context) {
 		}
 		last = time.Now()
 		every, logBytes = jitter(in.cfg.CheckpointInterval), jitter(in.cfg.CheckpointLogBytes)
-		if err := in.checkpoint(); err != nil {
+		if err := in.checkpointPaced(in.cfg.CheckpointCPU); err != nil {
 			in.Log.Error().Err(err).Msg("checkpoint failed; the log is kept and the keys stay dirty")
 		}
 	}
@@ -60,13 +60,24 @@ func jitter[T time.Duration | int64](v T) T {
 // it captured is durable (a barrier), so a crash never leaves a stored
 // state ahead of the log; once every batch is stored, P is recorded and the
 // log up to P trimmed. Recovery = stored states + the log after P.
-func (in *Instance) checkpoint() error {
+func (in *Instance) checkpoint() error { return in.checkpointPaced(1) }
+
+// checkpointPaced is checkpoint running cpu of the time (see pacer).
+func (in *Instance) checkpointPaced(cpu float64) error {
 	in.ckptMu.Lock()
 	defer in.ckptMu.Unlock()
 	start := time.Now()
 	in.store.LogBytes(true)
 	in.savedWrites.Store(in.store.Stats().Writes)
-	keys, records, err := storeChanged(in.store, in.KS, start)
+	var pace func()
+	if cpu < 1 {
+		pace = newPacer(cpu, time.Now, func(d time.Duration) {
+			if in.hurry.Load() == 0 {
+				time.Sleep(d)
+			}
+		}).pace
+	}
+	keys, records, err := storeChanged(in.store, in.KS, start, pace)
 	in.freed.Add(int64(records))
 	if err == nil && keys > 0 {
 		in.Log.Debug().Int("keys", keys).Dur("took", time.Since(start)).Msg("checkpoint")
@@ -74,11 +85,39 @@ func (in *Instance) checkpoint() error {
 	return err
 }
 
+// pacer keeps a background checkpoint to a share of the time: called
+// between shards, it sleeps for what the work since its last call earns.
+// A checkpoint of 400k changed keys takes ~0.5 s of a core and its
+// allocations set off a collection of the heap; at full speed, in regions
+// sharing a machine, its burst held every apply path behind it (lag p99
+// 100–250 ms for a second). The work is measured in wall time, so a
+// checkpoint slowed by a busy machine sleeps longer.
+type pacer struct {
+	cpu   float64
+	now   func() time.Time
+	sleep func(time.Duration)
+	last  time.Time
+	owed  time.Duration
+}
+
+func newPacer(cpu float64, now func() time.Time, sleep func(time.Duration)) *pacer {
+	return &pacer{cpu: cpu, now: now, sleep: sleep, last: now()}
+}
+
+func (p *pacer) pace() {
+	p.owed += time.Duration(float64(p.now().Sub(p.last)) * (1 - p.cpu) / p.cpu)
+	if p.owed >= time.Millisecond { // (shorter sleeps add up first)
+		p.sleep(p.owed)
+		p.owed = 0
+	}
+	p.last = p.now()
+}
+
 // storeChanged is a checkpoint's work (see checkpoint); records counts the
-// pages and element records stored.
-func storeChanged(store *persistence.Store, ks *keyspace.Keyspace, start time.Time) (keys, records int, err error) {
+// pages and element records stored; pace (nil: none) runs between shards.
+func storeChanged(store *persistence.Store, ks *keyspace.Keyspace, start time.Time, pace func()) (keys, records int, err error) {
 	mark := store.Barrier()
-	keys, err = ks.Checkpoint(checkpointBatch, func(ws []keyspace.Write) error {
+	keys, err = ks.Checkpoint(checkpointBatch, pace, func(ws []keyspace.Write) error {
 		if err := store.Barrier().Wait(); err != nil {
 			return err
 		}
@@ -106,7 +145,7 @@ func migratePages(store *persistence.Store, ks *keyspace.Keyspace, log zerolog.L
 	}
 	start := time.Now()
 	ks.DirtyAll()
-	keys, _, err := storeChanged(store, ks, start)
+	keys, _, err := storeChanged(store, ks, start, nil)
 	if err != nil {
 		return fmt.Errorf("rewrite the key states as pages: %w", err)
 	}
@@ -127,6 +166,8 @@ func (in *Instance) Save() error {
 	// holds of a shard's lock — a locked goroutine's every yield hands its P
 	// to another thread and back (two wake-ups): 100k keys took 1.1 s of
 	// CPU that way, 0.2 s on a goroutine of its own
+	in.hurry.Add(1) // (a background checkpoint running finishes at full speed)
+	defer in.hurry.Add(-1)
 	done := make(chan error, 1)
 	go func() { done <- in.checkpoint() }()
 	err := <-done

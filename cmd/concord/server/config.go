@@ -77,6 +77,10 @@ type Config struct {
 	// was written since the last one; recovery replays the log after it.
 	CheckpointInterval time.Duration
 	CheckpointLogBytes int64
+	// CheckpointCPU is the share of the time a background checkpoint runs
+	// (it sleeps between shards for the rest; default 0.25, 1: never):
+	// SAVE, BGSAVE and the one at shutdown run at full speed.
+	CheckpointCPU float64
 	// LogSegmentBytes: the log starts a new segment file past this size
 	// (and at every checkpoint); a segment is deleted once a checkpoint
 	// covers it and peers have its outbox entries.
@@ -250,6 +254,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LogSegmentBytes < 64<<10 {
 		return fmt.Errorf("--log-segment-bytes %d: want at least 64 KiB", c.LogSegmentBytes)
+	}
+	if c.CheckpointCPU == 0 {
+		c.CheckpointCPU = 0.25
+	}
+	if !(c.CheckpointCPU > 0 && c.CheckpointCPU <= 1) {
+		return fmt.Errorf("--checkpoint-cpu %v: want more than 0, at most 1", c.CheckpointCPU)
 	}
 	if c.CheckpointInterval < 10*time.Millisecond || c.CheckpointLogBytes < 1<<20 {
 		return fmt.Errorf("--checkpoint-interval (>= 10ms) and --checkpoint-log-bytes (>= 1 MiB) out of range: %v, %d", c.CheckpointInterval, c.CheckpointLogBytes)

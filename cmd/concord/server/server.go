@@ -52,6 +52,7 @@ type Instance struct {
 	ckptMu      sync.Mutex // one checkpoint at a time
 	started     time.Time
 	bgsave      atomic.Bool   // a BGSAVE is running
+	hurry       atomic.Int32  // SAVEs or a shutdown waiting: a paced checkpoint stops sleeping
 	savedWrites atomic.Uint64 // the store's write count when the last checkpoint began
 	freed       atomic.Int64  // keys packed or records checkpointed since memLoop last took note
 	released    atomic.Int64  // times memLoop returned free memory to the OS
@@ -553,6 +554,7 @@ func (in *Instance) Shutdown(save bool) {
 func (in *Instance) Stopped() <-chan struct{} { return in.stopped }
 
 func (in *Instance) close() error {
+	in.hurry.Add(1)
 	in.cancel()
 	if in.metricsLn != nil {
 		in.metricsLn.Close()
