@@ -198,15 +198,26 @@ func (in *Instance) fetchDiffering(ask func([]byte) ([]byte, error), db int, dg 
 	}); err != nil {
 		return nil, err
 	}
-	if len(want) == 0 {
-		return nil, nil
+	var out []crdt.KeyDelta
+	for len(want) > 0 { // fetchKeys at a time: an answer's size stays bounded
+		n := min(len(want), fetchKeys)
+		kb, err := ask(append([]byte{reqFetch}, crdt.AppendBatch(nil, want[:n])...))
+		if err != nil {
+			return nil, err
+		}
+		kds, err := crdt.DecodeBatch(kb)
+		if err != nil {
+			return nil, err
+		}
+		out, want = append(out, kds...), want[n:]
 	}
-	kb, err := ask(append([]byte{reqFetch}, crdt.AppendBatch(nil, want)...))
-	if err != nil {
-		return nil, err
-	}
-	return crdt.DecodeBatch(kb)
+	return out, nil
 }
+
+// fetchKeys is how many keys' states anti-entropy asks a peer for at once:
+// a shard's differing keys may be all of its keys (a region that starts
+// empty: 4k keys a shard with 1M keys), and an answer is one message.
+const fetchKeys = 1024
 
 // digestsVersion starts an answer to reqDigests: then, per key of the
 // bucket, its name (uvarint length, bytes) and its key digest (8 bytes,

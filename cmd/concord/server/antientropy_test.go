@@ -158,3 +158,48 @@ func TestPacer(t *testing.T) {
 		t.Fatalf("slept %v, want [9ms 1.2ms]", slept)
 	}
 }
+
+// The states of a shard's differing keys are asked for fetchKeys at a
+// time: a region that starts empty differs by every key of every shard.
+func TestAntiEntropyFetchesInChunks(t *testing.T) {
+	start := func(region string) *Instance {
+		in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), Region: region, LogLevel: "error", CheckpointInterval: time.Hour, PeerListen: "127.0.0.1:0", AntiEntropyInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close() })
+		return in
+	}
+	peer, local := start("P"), start("L")
+	const sh = 7
+	n := 0
+	for i := 0; n < fetchKeys+100; i++ {
+		k := keyspace.Key{Key: fmt.Sprint("chunk:", i)}
+		if keyspace.BucketOf(k.Key)/keyspace.BucketsPerShard != sh {
+			continue
+		}
+		peer.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
+			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), []byte("v"), false))
+			return nil
+		})
+		n++
+	}
+	var fetches []int
+	ask := func(req []byte) ([]byte, error) {
+		if req[0] == reqFetch {
+			kds, err := crdt.DecodeBatch(req[1:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			fetches = append(fetches, len(kds))
+		}
+		return peer.serveFetch(req), nil
+	}
+	kds, err := local.differingInShard(ask, 0, sh, 1<<keyspace.BucketsPerShard-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kds) != n || !slices.Equal(fetches, []int{fetchKeys, n - fetchKeys}) {
+		t.Fatalf("%d states of %d keys, fetched in %v", len(kds), n, fetches)
+	}
+}
