@@ -161,7 +161,10 @@ func main() {
 	defer os.RemoveAll(dir)
 	newConcord := func() *server {
 		d, _ := os.MkdirTemp(dir, "concord")
-		return start("concord", *concordBin, "--addr", "127.0.0.1:PORT", "--dir", d, "--fsync", fsync, "--log-level", "warn")
+		// BENCH_CONCORD_ARGS: more flags for Concord (what a setting
+		// costs or buys: "--checkpoint-cpu 1", ...)
+		args := append([]string{"--addr", "127.0.0.1:PORT", "--dir", d, "--fsync", fsync, "--log-level", "warn"}, strings.Fields(os.Getenv("BENCH_CONCORD_ARGS"))...)
+		return start("concord", *concordBin, args...)
 	}
 	newRedis := func() *server {
 		d, _ := os.MkdirTemp(dir, "redis")
