@@ -11,22 +11,24 @@ import (
 	"concord/keyspace"
 )
 
+// startUnlinked starts a replicated region (key digests kept) with no peer
+// to reach: tests call its anti-entropy functions with a peer's answers.
+func startUnlinked(t *testing.T, region string) *Instance {
+	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), Region: region, LogLevel: "error", CheckpointInterval: time.Hour, PeerListen: "127.0.0.1:0", AntiEntropyInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close() })
+	return in
+}
+
 // A bucket that differs by one key ships that key's state, not the
 // bucket's: the peer sends the key digests of the differing buckets of a
 // shard (one request), then the differing states. A peer that predates
 // the shard request (it answers nothing) is asked bucket by bucket; one
 // that predates the digest request too, for the whole buckets.
 func TestAntiEntropyShipsOnlyDifferingKeys(t *testing.T) {
-	start := func(region string) *Instance {
-		// replicated (key digests kept), with no peer to reach
-		in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), Region: region, LogLevel: "error", CheckpointInterval: time.Hour, PeerListen: "127.0.0.1:0", AntiEntropyInterval: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { in.Close() })
-		return in
-	}
-	peer, local := start("P"), start("L")
+	peer, local := startUnlinked(t, "P"), startUnlinked(t, "L")
 	// 100 keys of one bucket, the same in both regions, and one more only
 	// in the peer's; one key only in the peer's in another bucket of the
 	// shard, asked for too, and one in a third, not asked for
@@ -162,15 +164,7 @@ func TestPacer(t *testing.T) {
 // The states of a shard's differing keys are asked for fetchKeys at a
 // time: a region that starts empty differs by every key of every shard.
 func TestAntiEntropyFetchesInChunks(t *testing.T) {
-	start := func(region string) *Instance {
-		in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), Region: region, LogLevel: "error", CheckpointInterval: time.Hour, PeerListen: "127.0.0.1:0", AntiEntropyInterval: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { in.Close() })
-		return in
-	}
-	peer, local := start("P"), start("L")
+	peer, local := startUnlinked(t, "P"), startUnlinked(t, "L")
 	const sh = 7
 	n := 0
 	for i := 0; n < fetchKeys+100; i++ {
