@@ -197,3 +197,39 @@ func TestAntiEntropyFetchesInChunks(t *testing.T) {
 		t.Fatalf("%d states of %d keys, fetched in %v", len(kds), n, fetches)
 	}
 }
+
+// A paced checkpoint pauses unless a SAVE or a shutdown waits for it, or
+// more than twice --checkpoint-log-bytes of log were written since it
+// began.
+func TestCheckpointMayPause(t *testing.T) {
+	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	in.ckptMu.Lock() // (a checkpoint begins: the background one waits)
+	defer in.ckptMu.Unlock()
+	in.store.LogBytes(true)
+	if !in.mayPause() {
+		t.Fatal("a checkpoint with nothing waiting may not pause")
+	}
+	in.hurry.Add(1)
+	if in.mayPause() {
+		t.Fatal("a checkpoint pauses while a SAVE waits")
+	}
+	in.hurry.Add(-1)
+	val := bytes.Repeat([]byte("v"), 1000)
+	for i := 0; in.store.LogBytes(false) < 2<<20; i++ {
+		k := keyspace.Key{Key: fmt.Sprint("log:", i)}
+		tk, _ := in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
+			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), val, false))
+			return nil
+		})
+		if tk != nil {
+			tk.Wait()
+		}
+	}
+	if in.mayPause() {
+		t.Fatal("a checkpoint pauses with twice --checkpoint-log-bytes of log written since it began")
+	}
+}

@@ -72,7 +72,7 @@ func (in *Instance) checkpointPaced(cpu float64) error {
 	var pace func()
 	if cpu < 1 {
 		pace = newPacer(cpu, time.Now, func(d time.Duration) {
-			if in.hurry.Load() == 0 {
+			if in.mayPause() {
 				time.Sleep(d)
 			}
 		}).pace
@@ -83,6 +83,14 @@ func (in *Instance) checkpointPaced(cpu float64) error {
 		in.Log.Debug().Int("keys", keys).Dur("took", time.Since(start)).Msg("checkpoint")
 	}
 	return err
+}
+
+// mayPause tells whether a paced checkpoint may sleep: not while a SAVE or
+// a shutdown waits for it, nor once more than twice CheckpointLogBytes of
+// log were written since it began (on a machine too busy for it, that
+// bounds what recovery would replay).
+func (in *Instance) mayPause() bool {
+	return in.hurry.Load() == 0 && in.store.LogBytes(false) < 2*in.cfg.CheckpointLogBytes
 }
 
 // pacer keeps a background checkpoint to a share of the time: called
