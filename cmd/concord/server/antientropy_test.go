@@ -114,53 +114,6 @@ func TestAntiEntropyShipsOnlyDifferingKeys(t *testing.T) {
 	}
 }
 
-// Checkpoints and anti-entropy rounds come after a random 75–100% of
-// their interval, never later than configured.
-func TestJitter(t *testing.T) {
-	seen := map[time.Duration]bool{}
-	for range 200 {
-		d := jitter(30 * time.Second)
-		if d < 22500*time.Millisecond || d > 30*time.Second {
-			t.Fatalf("jitter(30s) = %v", d)
-		}
-		seen[d] = true
-		if b := jitter(int64(64 << 20)); b < 48<<20 || b > 64<<20 {
-			t.Fatalf("jitter(64 MiB) = %d", b)
-		}
-	}
-	if len(seen) < 100 {
-		t.Fatalf("%d distinct intervals in 200", len(seen))
-	}
-	if jitter(int64(1)) != 1 && jitter(int64(1)) != 0 {
-		t.Fatal("jitter of a tiny value out of range")
-	}
-}
-
-// A paced checkpoint sleeps (1-cpu)/cpu of the time it worked since the
-// last pause, sleeps shorter than a millisecond added up first.
-func TestPacer(t *testing.T) {
-	now := time.Unix(1000, 0)
-	var slept []time.Duration
-	p := newPacer(0.25, func() time.Time { return now }, func(d time.Duration) { slept = append(slept, d) })
-	now = now.Add(3 * time.Millisecond) // a shard's work
-	p.pace()
-	if len(slept) != 1 || slept[0] != 9*time.Millisecond {
-		t.Fatalf("after 3 ms of work: slept %v, want [9ms]", slept)
-	}
-	for range 3 { // 0.1 ms each: 0.3 ms owed each, slept once 1.2 ms are owed
-		now = now.Add(100 * time.Microsecond)
-		p.pace()
-	}
-	if len(slept) != 1 {
-		t.Fatalf("slept %v for 0.9 ms owed", slept)
-	}
-	now = now.Add(100 * time.Microsecond)
-	p.pace()
-	if len(slept) != 2 || slept[1] != 1200*time.Microsecond {
-		t.Fatalf("slept %v, want [9ms 1.2ms]", slept)
-	}
-}
-
 // The states of a shard's differing keys are asked for fetchKeys at a
 // time: a region that starts empty differs by every key of every shard.
 func TestAntiEntropyFetchesInChunks(t *testing.T) {
@@ -195,41 +148,5 @@ func TestAntiEntropyFetchesInChunks(t *testing.T) {
 	}
 	if len(kds) != n || !slices.Equal(fetches, []int{fetchKeys, n - fetchKeys}) {
 		t.Fatalf("%d states of %d keys, fetched in %v", len(kds), n, fetches)
-	}
-}
-
-// A paced checkpoint pauses unless a SAVE or a shutdown waits for it, or
-// more than twice --checkpoint-log-bytes of log were written since it
-// began.
-func TestCheckpointMayPause(t *testing.T) {
-	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	in.ckptMu.Lock() // (a checkpoint begins: the background one waits)
-	defer in.ckptMu.Unlock()
-	in.store.LogBytes(true)
-	if !in.mayPause() {
-		t.Fatal("a checkpoint with nothing waiting may not pause")
-	}
-	in.hurry.Add(1)
-	if in.mayPause() {
-		t.Fatal("a checkpoint pauses while a SAVE waits")
-	}
-	in.hurry.Add(-1)
-	val := bytes.Repeat([]byte("v"), 1000)
-	for i := 0; in.store.LogBytes(false) < 2<<20; i++ {
-		k := keyspace.Key{Key: fmt.Sprint("log:", i)}
-		tk, _ := in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
-			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), val, false))
-			return nil
-		})
-		if tk != nil {
-			tk.Wait()
-		}
-	}
-	if in.mayPause() {
-		t.Fatal("a checkpoint pauses with twice --checkpoint-log-bytes of log written since it began")
 	}
 }
