@@ -377,6 +377,10 @@ func grown(get func(n int) []byte, n int) []byte {
 	return make([]byte, 0, n+n/4)
 }
 
+// pageBufs keeps the memory of the pages a WriteStates stored for the next
+// one: a checkpoint encodes its pages into the same buffers instead of new
+// allocations (~100 bytes per key) for the collector to clear. At most
+// maxPageBufs bytes are kept; a page takes a buffer only when it fits.
 type pageBufs struct {
 	mu    sync.Mutex
 	free  [][]byte

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"testing"
 	"time"
-
-	"concord/crdt"
-	"concord/keyspace"
 )
 
 // Checkpoints and anti-entropy rounds come after a random 75–100% of
@@ -79,14 +76,7 @@ func TestCheckpointMayPause(t *testing.T) {
 	in.hurry.Add(-1)
 	val := bytes.Repeat([]byte("v"), 1000)
 	for i := 0; in.store.LogBytes(false) < 2<<20; i++ {
-		k := keyspace.Key{Key: fmt.Sprint("log:", i)}
-		tk, _ := in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
-			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), val, false))
-			return nil
-		})
-		if tk != nil {
-			tk.Wait()
-		}
+		setValue(in, fmt.Sprint("log:", i), val)
 	}
 	if in.mayPause() {
 		t.Fatal("a checkpoint pauses with twice --checkpoint-log-bytes of log written since it began")

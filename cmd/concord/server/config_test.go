@@ -24,6 +24,37 @@ func TestConfigLogSegmentBytes(t *testing.T) {
 	}
 }
 
+// Validate fills --checkpoint-cpu's default and refuses a share outside
+// (0, 1].
+func TestConfigCheckpointCPU(t *testing.T) {
+	c := Config{}
+	if err := c.Validate(); err != nil || c.CheckpointCPU != 0.25 {
+		t.Fatalf("default: %v %v", c.CheckpointCPU, err)
+	}
+	for _, bad := range []float64{-0.5, 1.5} {
+		c := Config{CheckpointCPU: bad}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--checkpoint-cpu") {
+			t.Fatalf("--checkpoint-cpu %v: %v", bad, err)
+		}
+	}
+	c = Config{CheckpointCPU: 1}
+	if err := c.Validate(); err != nil || c.CheckpointCPU != 1 {
+		t.Fatalf("--checkpoint-cpu 1: %v %v", c.CheckpointCPU, err)
+	}
+}
+
+// setValue writes key = val in in and waits until it is logged.
+func setValue(in *Instance, key string, val []byte) {
+	k := keyspace.Key{Key: key}
+	t, _ := in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
+		tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), val, false))
+		return nil
+	})
+	if t != nil {
+		t.Wait()
+	}
+}
+
 // --log-segment-bytes reaches the log: a small size makes several segments.
 func TestLogSegmentBytesReachesTheLog(t *testing.T) {
 	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", LogSegmentBytes: 64 << 10, CheckpointInterval: time.Hour})
@@ -33,14 +64,7 @@ func TestLogSegmentBytesReachesTheLog(t *testing.T) {
 	defer in.Close()
 	val := make([]byte, 1000)
 	for i := 0; i < 300; i++ {
-		k := keyspace.Key{Key: fmt.Sprint("k", i)}
-		t2, _ := in.KS.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
-			tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), val, false))
-			return nil
-		})
-		if t2 != nil {
-			t2.Wait()
-		}
+		setValue(in, fmt.Sprint("k", i), val)
 	}
 	if _, _, segs, bytes := in.store.Size(); segs < 3 {
 		t.Fatalf("%d segments for %d bytes of log with 64 KiB segments", segs, bytes)
