@@ -19,6 +19,7 @@ type Bus struct {
 	down    map[string]bool // regions cut off from everyone
 	paused  map[string]bool // regions that consume no stream (fetches still work)
 	fetch   map[string]func([]byte) []byte
+	maxMsg  int // the largest message or answer (SetMaxPayload)
 }
 
 type memStream struct {
@@ -30,7 +31,8 @@ type memStream struct {
 
 // NewBus returns an empty bus.
 func NewBus() *Bus {
-	b := &Bus{streams: map[string]*memStream{}, down: map[string]bool{}, paused: map[string]bool{}, fetch: map[string]func([]byte) []byte{}}
+	b := &Bus{streams: map[string]*memStream{}, down: map[string]bool{}, paused: map[string]bool{}, fetch: map[string]func([]byte) []byte{},
+		maxMsg: 64 << 20}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -43,6 +45,13 @@ func (b *Bus) stream(region string) *memStream {
 	}
 	return s
 }
+
+// SetMaxPayload sets the largest message or answer the bus carries (64
+// MiB, the embedded NATS server's, by default): bigger ones fail as NATS
+// refuses them.
+func (b *Bus) SetMaxPayload(n int) { b.mu.Lock(); b.maxMsg = n; b.mu.Unlock() }
+
+var errTooLarge = errors.New("peering: maximum payload exceeded")
 
 // Cut isolates region from every peer (both directions) until Heal.
 func (b *Bus) Cut(region string) { b.mu.Lock(); b.down[region] = true; b.mu.Unlock() }
@@ -80,6 +89,9 @@ func (m *memTransport) PublishBatch(_ context.Context, seqs []uint64, entries []
 		if at, dup := s.ids[id]; dup {
 			out = append(out, at)
 			continue
+		}
+		if len(entries[i]) > b.maxMsg {
+			return out, errTooLarge
 		}
 		s.msgs = append(s.msgs, append([]byte(nil), entries[i]...))
 		s.ids[id] = uint64(len(s.msgs))
@@ -136,6 +148,11 @@ func (m *memTransport) Connected(peer string) bool {
 }
 
 func (m *memTransport) ListenAddr() string { return "" }
+func (m *memTransport) MaxPayload() int {
+	m.b.mu.Lock()
+	defer m.b.mu.Unlock()
+	return m.b.maxMsg
+}
 func (m *memTransport) Close()             {}
 
 func (m *memTransport) ServeFetch(fn func([]byte) []byte) error {
@@ -147,10 +164,17 @@ func (m *memTransport) ServeFetch(fn func([]byte) []byte) error {
 
 func (m *memTransport) Fetch(_ context.Context, peer string, req []byte) ([]byte, error) {
 	m.b.mu.Lock()
-	fn, down := m.b.fetch[peer], m.b.down[peer] || m.b.down[m.region]
+	fn, down, limit := m.b.fetch[peer], m.b.down[peer] || m.b.down[m.region], m.b.maxMsg
 	m.b.mu.Unlock()
 	if fn == nil || down {
 		return nil, errCut
 	}
-	return fn(req), nil
+	if len(req) > limit {
+		return nil, errTooLarge
+	}
+	ans := fn(req)
+	if len(ans) > limit { // NATS drops the answer: the request times out
+		return nil, errTooLarge
+	}
+	return ans, nil
 }

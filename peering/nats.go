@@ -274,6 +274,8 @@ func (t *natsTransport) Close() {
 	}
 }
 
+func (t *natsTransport) MaxPayload() int { return int(t.nc.MaxPayload()) }
+
 func fetchSubject(region string) string { return "concord.fetch." + region }
 
 func (t *natsTransport) ServeFetch(fn func([]byte) []byte) error {

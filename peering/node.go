@@ -85,6 +85,7 @@ type Node struct {
 	published map[uint64]uint64
 	pubOrder  []uint64
 	lastPub   atomic.Uint64 // last outbox seq published and acked
+	held      heldAnswers   // answers being read in parts (large.go)
 }
 
 type peer struct {
@@ -121,6 +122,7 @@ func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 		}
 	}
 	n := &Node{cfg: cfg, t: t, src: src, apply: apply, published: map[uint64]uint64{}}
+	n.cfg.MaxMessage = min(cfg.MaxMessage, n.partSize()) // envelopes must fit a message
 	n.seqCond = sync.NewCond(&n.seqMu)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	for name := range cfg.Peers {
@@ -226,9 +228,22 @@ func (n *Node) publishLoop() {
 // last entry (the message's ID: a retried publish that ends at the same
 // entry is de-duplicated, and it can only contain what the first attempt
 // did, since publishing resumes after the last acknowledged entry).
+//
+// An entry larger than a message is published as a reference to its keys
+// (see large.go), alone.
 func (n *Node) envelopes(seqs []uint64, entries [][]byte) (lasts []uint64, msgs [][]byte) {
 	limit := n.cfg.MaxMessage
 	for i := 0; i < len(entries); {
+		if len(entries[i]) > n.partSize() {
+			ref, err := reference(entries[i])
+			if err != nil { // cannot happen: the outbox holds what this build encoded
+				n.cfg.Log.Error().Err(err).Uint64("seq", seqs[i]).Msg("outbox entry too large for a message and undecodable")
+				ref = entries[i]
+			}
+			lasts, msgs = append(lasts, seqs[i]), append(msgs, ref)
+			i++
+			continue
+		}
 		j, size := i+1, len(entries[i])
 		for j < len(entries) && size+len(entries[j])+2*binary.MaxVarintLen64 <= limit {
 			size += len(entries[j]) + binary.MaxVarintLen64
@@ -270,6 +285,15 @@ func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 	var dst []crdt.KeyDelta
 	if sp := p.scratch.Swap(nil); sp != nil {
 		dst = *sp
+	}
+	if len(data) > 0 && data[0] == refMessage { // an entry too large for a message
+		states, err := n.referencedStates(p.name, data[1:])
+		if err != nil {
+			p.errors.Add(1)
+			n.cfg.Log.Warn().Err(err).Str("peer", p.name).Uint64("seq", seq).Msg("fetching the states a large entry names failed; will retry")
+			return err
+		}
+		data = states
 	}
 	batch, err := crdt.DecodeMessageReleasable(dst, data)
 	if err != nil {
@@ -418,14 +442,6 @@ func (n *Node) Close() {
 	n.cancel()
 	n.wg.Wait()
 	n.t.Close()
-}
-
-// ServeFetch answers peers' requests for full key states.
-func (n *Node) ServeFetch(fn func(req []byte) []byte) error { return n.t.ServeFetch(fn) }
-
-// Fetch asks peer for full key states (see ServeFetch).
-func (n *Node) Fetch(ctx context.Context, peer string, req []byte) ([]byte, error) {
-	return n.t.Fetch(ctx, peer, req)
 }
 
 // AppliedVector returns, per peer, the last stream sequence of its deltas

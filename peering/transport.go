@@ -30,6 +30,9 @@ type Transport interface {
 	ServeFetch(fn func(req []byte) []byte) error
 	// Fetch sends a request to peer's fetch handler and returns its answer.
 	Fetch(ctx context.Context, peer string, req []byte) ([]byte, error)
+	// MaxPayload is the largest message (a stream entry or an answer) this
+	// region's server carries.
+	MaxPayload() int
 	Close()
 }
 

@@ -825,7 +825,7 @@ func (in *Instance) conflictLog(ctx context.Context) {
 // db + shard + mask -> the same for the buckets of a shard set in mask
 // (see keyspace.DigestsInShard; a peer of an older build answers nothing).
 const (
-	reqFetch   = 'F'
+	reqFetch   = peering.ReqStates
 	reqRoots   = 'R'
 	reqBuckets = 'B'
 	reqKeys    = 'K'
