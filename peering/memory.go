@@ -153,7 +153,7 @@ func (m *memTransport) MaxPayload() int {
 	defer m.b.mu.Unlock()
 	return m.b.maxMsg
 }
-func (m *memTransport) Close()             {}
+func (m *memTransport) Close() {}
 
 func (m *memTransport) ServeFetch(fn func([]byte) []byte) error {
 	m.b.mu.Lock()

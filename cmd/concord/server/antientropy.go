@@ -199,8 +199,11 @@ func (in *Instance) fetchDiffering(ask func([]byte) ([]byte, error), db int, dg 
 		return nil, err
 	}
 	var out []crdt.KeyDelta
-	for len(want) > 0 { // fetchKeys at a time: an answer's size stays bounded
-		n := min(len(want), fetchKeys)
+	for len(want) > 0 { // fetchKeys at a time (fewer if their names are long): a request is one message
+		n, size := 1, len(want[0].Key)
+		for ; n < min(len(want), fetchKeys) && size+len(want[n].Key) <= fetchNameBytes; n++ {
+			size += len(want[n].Key)
+		}
 		kb, err := ask(append([]byte{reqFetch}, crdt.AppendBatch(nil, want[:n])...))
 		if err != nil {
 			return nil, err
@@ -216,8 +219,13 @@ func (in *Instance) fetchDiffering(ask func([]byte) ([]byte, error), db int, dg 
 
 // fetchKeys is how many keys' states anti-entropy asks a peer for at once:
 // a shard's differing keys may be all of its keys (a region that starts
-// empty: 4k keys a shard with 1M keys), and an answer is one message.
+// empty: 4k keys a shard with 1M keys), and each side holds an answer
+// whole (it travels in parts when larger than a message: peering).
 const fetchKeys = 1024
+
+// fetchNameBytes bounds the names of the keys asked for at once (a request
+// is one message, and an external NATS carries 1 MiB by default).
+const fetchNameBytes = 256 << 10
 
 // digestsVersion starts an answer to reqDigests: then, per key of the
 // bucket, its name (uvarint length, bytes) and its key digest (8 bytes,

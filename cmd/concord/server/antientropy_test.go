@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,12 +117,19 @@ func TestAntiEntropyShipsOnlyDifferingKeys(t *testing.T) {
 
 // The states of a shard's differing keys are asked for fetchKeys at a
 // time: a region that starts empty differs by every key of every shard.
+// Long names make the requests smaller (a request is one message).
 func TestAntiEntropyFetchesInChunks(t *testing.T) {
+	t.Run("short names", func(t *testing.T) { testFetchesInChunks(t, fetchKeys+100, "") })
+	// names of 1,000 bytes: 260 a request
+	t.Run("long names", func(t *testing.T) { testFetchesInChunks(t, 600, strings.Repeat("k", 990)) })
+}
+
+func testFetchesInChunks(t *testing.T, keys int, prefix string) {
 	peer, local := startUnlinked(t, "P"), startUnlinked(t, "L")
 	const sh = 7
 	n := 0
-	for i := 0; n < fetchKeys+100; i++ {
-		k := keyspace.Key{Key: fmt.Sprint("chunk:", i)}
+	for i := 0; n < keys; i++ {
+		k := keyspace.Key{Key: fmt.Sprintf("chunk:%s%06d", prefix, i)}
 		if keyspace.BucketOf(k.Key)/keyspace.BucketsPerShard != sh {
 			continue
 		}
@@ -146,7 +154,12 @@ func TestAntiEntropyFetchesInChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(kds) != n || !slices.Equal(fetches, []int{fetchKeys, n - fetchKeys}) {
+	per := min(fetchKeys, fetchNameBytes/(len("chunk:")+len(prefix)+6))
+	want := []int{}
+	for left := n; left > 0; left -= per {
+		want = append(want, min(left, per))
+	}
+	if len(kds) != n || !slices.Equal(fetches, want) {
 		t.Fatalf("%d states of %d keys, fetched in %v", len(kds), n, fetches)
 	}
 }
