@@ -203,7 +203,7 @@ func (ks *Keyspace) Checkpoint(batch int, pace func(), flush func([]Write) error
 			keys = keys[len(chunk):]
 			lock(s, func() {
 				for _, key := range chunk {
-					if e := s.m[key]; e != nil {
+					if e := s.entry(key); e != nil {
 						sink ^= touchEntry(e)
 					}
 				}
@@ -242,7 +242,7 @@ func (ks *Keyspace) Checkpoint(batch int, pace func(), flush func([]Write) error
 				if s.flagged == 0 {
 					return
 				}
-				for key, e := range s.m {
+				for key, e := range s.m.all() {
 					if e.dirty {
 						inPage[subBucket(key)] = true
 					}
@@ -263,7 +263,7 @@ func (ks *Keyspace) Checkpoint(batch int, pace func(), flush func([]Write) error
 			// the pages of the changed keys' buckets: every key in them
 			lock(s, func() {
 				names = names[:0]
-				for key := range s.m {
+				for key := range s.m.all() {
 					if inPage[subBucket(key)] {
 						names = append(names, key)
 					}
@@ -612,7 +612,7 @@ func (s *shard) unknownLayout(key string) {
 // clearDirty clears key's dirty flag, on its entry or cold record, and
 // tells whether it was set.
 func (s *shard) clearDirty(key string) bool {
-	if e := s.m[key]; e != nil {
+	if e := s.entry(key); e != nil {
 		if e.dirty {
 			e.dirty = false
 			s.flagged--
@@ -631,7 +631,7 @@ func (s *shard) clearDirty(key string) bool {
 // setDirty sets key's dirty flag (a key gone since has its own record in
 // the dirty map).
 func (s *shard) setDirty(key string) {
-	if e := s.m[key]; e != nil {
+	if e := s.entry(key); e != nil {
 		if !e.dirty {
 			e.dirty = true
 			s.flagged++
@@ -687,7 +687,7 @@ func (ks *Keyspace) Dirty() int {
 			s := &d.shards[i]
 			s.mu.Lock()
 			n += len(s.dirty)
-			for k, e := range s.m {
+			for k, e := range s.m.all() {
 				if _, inMap := s.dirty[k]; e.dirty && !inMap {
 					n++
 				}
@@ -720,7 +720,7 @@ func (ks *Keyspace) DirtyAll() {
 				}
 				s.dirty[key] = &dirtyKey{all: true, elems: true}
 			}
-			for key, e := range s.m {
+			for key, e := range s.m.all() {
 				if !e.dirty {
 					e.dirty = true
 					s.flagged++

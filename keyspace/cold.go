@@ -96,7 +96,7 @@ func (s *shard) warm(key string) *entry {
 	s.ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
 	s.ks.Stats.WarmKeys.Add(1)
 	s.cold.remove(slot, off)
-	s.m[key] = e
+	s.m.put(hashKey(key), key, e)
 	s.notePeak()
 	return e
 }
@@ -104,7 +104,7 @@ func (s *shard) warm(key string) *entry {
 // notePeak records the map's largest size: Go maps never shrink, so
 // PackCold rebuilds a map that emptied out.
 func (s *shard) notePeak() {
-	if n := len(s.m); n > s.peak {
+	if n := s.m.len(); n > s.peak {
 		s.peak = n
 	}
 }
@@ -112,7 +112,7 @@ func (s *shard) notePeak() {
 // stateOf returns key's state, warm or an unpacked copy of a cold one (nil
 // when absent); the caller must not modify it.
 func (s *shard) stateOf(key string) *crdt.State {
-	if e := s.m[key]; e != nil {
+	if e := s.entry(key); e != nil {
 		return e.st
 	}
 	_, off := s.cold.lookup(key)
@@ -142,7 +142,7 @@ func (s *shard) expireAt(key string, hasExp bool) int64 {
 // next access or the expiry cycle).
 func (tx *Tx) Usage(k Key) (int64, bool) {
 	s := tx.shard(k)
-	if e := s.m[k.Key]; e != nil || s.cold.n == 0 {
+	if e := s.entry(k.Key); e != nil || s.cold.n == 0 {
 		if e == nil || !e.live {
 			return 0, false
 		}
@@ -193,7 +193,7 @@ func (ks *Keyspace) PackColdPart(maxElems, part, parts int) int {
 			ks.world.RLock()
 			s.mu.Lock()
 			seen := 0
-			for key, e := range s.m {
+			for key, e := range s.m.all() {
 				if seen++; seen%packYield == 0 {
 					// let commands in; Go's map iteration allows the
 					// changes they make meanwhile
@@ -201,7 +201,7 @@ func (ks *Keyspace) PackColdPart(maxElems, part, parts int) int {
 					ks.world.RUnlock()
 					ks.world.RLock()
 					s.mu.Lock()
-					if e = s.m[key]; e == nil { // deleted meanwhile
+					if e = s.entry(key); e == nil { // deleted meanwhile
 						continue
 					}
 				}
@@ -217,19 +217,16 @@ func (ks *Keyspace) PackColdPart(maxElems, part, parts int) int {
 				if !s.cold.add(key, coldHash(key), r, ks.cfg.Digests) {
 					continue
 				}
-				delete(s.m, key)
+				s.m.del(hashKey(key), key)
 				ks.Stats.WarmKeys.Add(-1)
 				ks.Stats.ColdKeys.Add(1)
 				ks.Stats.ColdBytes.Add(int64(len(buf)))
 				n++
 			}
 			s.cold.trim()
-			if s.peak >= 64 && 4*len(s.m) <= s.peak {
-				m := make(map[string]*entry, len(s.m))
-				for k, e := range s.m {
-					m[k] = e
-				}
-				s.m, s.peak = m, len(m)
+			if s.peak >= 64 && 4*s.m.len() <= s.peak {
+				s.m = s.m.rebuilt()
+				s.peak = s.m.len()
 			}
 			s.mu.Unlock()
 			ks.world.RUnlock()

@@ -252,7 +252,7 @@ type shard struct {
 	goneBase uint64
 	// holder: the tx holding mu when it locks many shards (markHolder)
 	holder *Tx
-	m      map[string]*entry
+	m      index            // warm keys
 	peak   int              // len(m)'s high-water mark (see notePeak)
 	cold   coldTable        // keys not accessed for a while (see PackCold)
 	exp    map[string]int64 // keys with a deadline (set with setExp, delExp)
@@ -489,7 +489,7 @@ func New(cfg Config, store Store) *Keyspace {
 		d := &db{}
 		for j := range d.shards {
 			d.shards[j].ks = ks
-			d.shards[j].m = make(map[string]*entry)
+			d.shards[j].m = newIndex(0)
 			d.shards[j].exp = make(map[string]int64)
 			d.shards[j].withExp = &d.withExp
 		}
@@ -572,9 +572,11 @@ type Tx struct {
 	ck  Key
 	ce  *entry
 	cok bool
-	// the key of a one-key tx and its shard (hashing the key once)
+	// the key of a one-key tx, its shard and its hashKey (hashing the key
+	// once)
 	sk      Key
 	ss      *shard
+	sh      uint64
 	inbound []crdt.KeyDelta
 	ibuf    []crdt.KeyDelta // a peer's batch's inbound, kept by the last Run
 	meta    []Write
@@ -636,11 +638,17 @@ func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, e
 		tx.tslab, tx.touched, tx.index, tx.sbig = slab, ptrs, index, sbig
 		sbuf = sbig[:0]
 	}
-	shards := ks.lockShards(sbuf, keys)
-	tx.locked = shards
-	if len(keys) == 1 && len(shards) == 1 {
-		tx.sk, tx.ss = keys[0], shards[0]
+	var shards []*shard
+	if k := keys; len(k) == 1 && k[0].DB >= 0 && k[0].DB < len(ks.dbs) {
+		h := hashKey(k[0].Key)
+		s := &ks.dbs[k[0].DB].shards[h%shardCount]
+		s.mu.Lock()
+		shards = append(sbuf, s)
+		tx.sk, tx.ss, tx.sh = k[0], s, h
+	} else {
+		shards = ks.lockShards(sbuf, keys)
 	}
+	tx.locked = shards
 	marked := len(shards) > markHolder
 	if marked {
 		for _, s := range shards {
@@ -739,6 +747,15 @@ func (tx *Tx) shard(k Key) *shard {
 	return s
 }
 
+// shardH is shard for a key whose hashKey is h.
+func (tx *Tx) shardH(k Key, h uint64) *shard {
+	s := &tx.ks.dbs[k.DB].shards[h%shardCount]
+	if !tx.all && !tx.holds(s) {
+		panic("keyspace: key " + k.Key + " used outside its tx")
+	}
+	return s
+}
+
 // shardOf returns k's shard (locked or not).
 func (tx *Tx) shardOf(k Key) *shard {
 	if tx.ss != nil && k == tx.sk {
@@ -824,8 +841,15 @@ func (tx *Tx) find(k Key) *entry {
 	if tx.cok && tx.ck == k {
 		return tx.ce
 	}
-	s := tx.shard(k)
-	e := s.m[k.Key]
+	var s *shard
+	var e *entry
+	if tx.ss != nil && k == tx.sk {
+		s, e = tx.ss, tx.ss.m.get(tx.sh, k.Key)
+	} else {
+		h := hashKey(k.Key)
+		s = tx.shardH(k, h)
+		e = s.m.get(h, k.Key)
+	}
 	if e == nil && s.cold.n > 0 {
 		e = s.warm(k.Key)
 	}
@@ -871,7 +895,7 @@ func (tx *Tx) Version(k Key) uint64 {
 	tx.lookup(k)
 	v := tx.ks.dbs[k.DB].epoch.Load() << 40
 	s := tx.shard(k)
-	if e := s.m[k.Key]; e != nil {
+	if e := s.entry(k.Key); e != nil {
 		v ^= e.ver
 	} else {
 		v ^= s.absentVer(k.Key)
@@ -917,7 +941,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		var name string
 		e, name = newEntryFor(k.Key, d)
 		e.hot = true
-		s.m[name] = e
+		s.m.put(hashKey(k.Key), name, e)
 		if len(s.gone) > 0 {
 			delete(s.gone, k.Key)
 		}
@@ -1030,8 +1054,8 @@ func (tx *Tx) commit() Ticket {
 		s := tx.shardOf(k)
 		gone := false
 		if !e.live && (tx.ks.cfg.Stable() || t.forget) {
-			if s.m[k.Key] == e {
-				delete(s.m, k.Key)
+			if s.entry(k.Key) == e {
+				s.m.del(hashKey(k.Key), k.Key)
 				s.removed(k.Key)
 				tx.ks.Stats.WarmKeys.Add(-1)
 				s.forget(k.Key, e)
@@ -1057,7 +1081,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	e := newEntry()
 	e.st.Assign(st)
 	e.live, e.ver = e.st.Type() != crdt.TypeNone, s.nextVer()
-	if old := s.m[k.Key]; old != nil {
+	if old := s.entry(k.Key); old != nil {
 		if old.live {
 			s.live--
 		}
@@ -1070,7 +1094,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		s.forget(k.Key, old)
 		// assigning would keep the map's old key, which may point into
 		// the old entry (newStringEntry) and keep it allocated
-		delete(s.m, k.Key)
+		s.m.del(hashKey(k.Key), k.Key)
 	} else {
 		ks.Stats.WarmKeys.Add(1)
 		if slot, off := s.cold.lookup(k.Key); slot >= 0 {
@@ -1092,7 +1116,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		e.elems = crdt.ElementsDigest(st)
 		s.redigest(k.Key, e)
 	}
-	s.m[k.Key] = e
+	s.m.put(hashKey(k.Key), k.Key, e)
 	s.notePeak()
 	if e.live {
 		s.live++
@@ -1166,8 +1190,8 @@ func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match fu
 			k string
 		}
 		s.lockFor(in)
-		cands := make([]hk, 0, len(s.m))
-		for k, e := range s.m {
+		cands := make([]hk, 0, s.m.len())
+		for k, e := range s.m.all() {
 			if !e.live {
 				continue
 			}
@@ -1220,7 +1244,7 @@ func (ks *Keyspace) RandomKey(in *Tx, dbi int) string {
 			// the skip-th live key not past its deadline, warm ones first
 			// (the last one if fewer: s.live counts keys not yet expired)
 			skip := rand.IntN(s.live)
-			for k, e := range s.m {
+			for k, e := range s.m.all() {
 				if at := s.expireAt(k, e.hasExp); e.live && (at == 0 || at > now) {
 					if found = k; skip == 0 {
 						break
@@ -1257,7 +1281,7 @@ func (tx *Tx) Keys(dbi int) []string {
 	var out []string
 	for i := range d.shards {
 		s := &d.shards[i]
-		for k, e := range s.m {
+		for k, e := range s.m.all() {
 			if e.live {
 				out = append(out, k)
 			}
@@ -1484,7 +1508,7 @@ func (ks *Keyspace) DigestsInShard(dbi, shard int, mask uint32, fn func(key stri
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settle()
-	for k, e := range s.m {
+	for k, e := range s.m.all() {
 		if all || mask&(1<<subBucket(k)) != 0 {
 			fn(k, e.dig)
 		}
@@ -1504,7 +1528,7 @@ func (ks *Keyspace) Digest(k Key) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settle()
-	if e := s.m[k.Key]; e != nil {
+	if e := s.entry(k.Key); e != nil {
 		return e.dig
 	}
 	if _, off := s.cold.lookup(k.Key); off >= 0 {
@@ -1552,7 +1576,7 @@ func (ks *Keyspace) StableTombstones(upTo uint32) []Key {
 		for i := range d.shards {
 			s := &d.shards[i]
 			s.mu.Lock()
-			for k, e := range s.m {
+			for k, e := range s.m.all() {
 				if (!e.live && e.deadEpoch > 0 && e.deadEpoch <= upTo) || (e.live && e.metaEpoch > 0 && e.metaEpoch <= upTo) {
 					out = append(out, Key{DB: dbi, Key: k})
 				}

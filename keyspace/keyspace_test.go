@@ -469,7 +469,7 @@ func checkFlagged(t *testing.T, ks *Keyspace) {
 			s := &d.shards[i]
 			s.mu.Lock()
 			n := 0
-			for _, e := range s.m {
+			for _, e := range s.m.all() {
 				if e.dirty {
 					n++
 				}
@@ -483,7 +483,7 @@ func checkFlagged(t *testing.T, ks *Keyspace) {
 			if n != s.flagged {
 				t.Fatalf("db %d shard %d: %d dirty flags, counted %d", dbi, i, n, s.flagged)
 			}
-			warm += len(s.m)
+			warm += s.m.len()
 			cold += s.cold.n
 			s.mu.Unlock()
 		}

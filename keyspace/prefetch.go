@@ -61,15 +61,28 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 	found := 0
 	var notWarm [MaxPrefetch]int // keys not in their shard's map, which may be cold
 	nw := 0
-	for i, k := range keys {
+	// the index's slots first (its own memory: no name compared, see
+	// index), then the entries and names they point to, all of them
+	// loading together; a slot may hold another key of the same hash (its
+	// loads are wasted: the command looks its key up itself)
+	var sl [MaxPrefetch]slot
+	for i := range keys {
+		if s := of[i]; s != nil {
+			sl[i] = s.m.peek(hs[i])
+		}
+	}
+	for i := range keys {
 		s := of[i]
 		if s == nil {
 			continue
 		}
-		if e := s.m[string(k)]; e != nil {
+		if e := sl[i].e; e != nil {
 			var elem []byte
 			if i < len(elems) {
 				elem = elems[i]
+			}
+			if len(sl[i].key) > 0 {
+				sink ^= uint64(sl[i].key[0]) // the name (in the entry's first line when short)
 			}
 			sink ^= touchState(e, elem)
 			found++
@@ -115,12 +128,20 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 // (a peer's batch: the applier prefetches each next MaxPrefetch keys
 // before merging them). Keys in a database out of range are skipped.
 func (tx *Tx) Prefetch(keys []Key) {
-	var sink uint64
-	for _, k := range keys[:min(len(keys), MaxPrefetch)] {
-		if k.DB < 0 || k.DB >= len(tx.ks.dbs) {
-			continue
+	keys = keys[:min(len(keys), MaxPrefetch)]
+	var sl [MaxPrefetch]slot // the index's slots first, then what they point to (see Keyspace.Prefetch)
+	for i, k := range keys {
+		if k.DB >= 0 && k.DB < len(tx.ks.dbs) {
+			h := hashKey(k.Key)
+			sl[i] = tx.shardH(k, h).m.peek(h)
 		}
-		if e := tx.shard(k).m[k.Key]; e != nil {
+	}
+	var sink uint64
+	for i := range keys {
+		if e := sl[i].e; e != nil {
+			if len(sl[i].key) > 0 {
+				sink ^= uint64(sl[i].key[0])
+			}
 			sink ^= touchState(e, nil)
 		}
 	}

@@ -27,7 +27,7 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	state := func() (out []any) {
 		for _, k := range []string{"a", "b"} {
 			s := ks.dbs[0].shardOf(k)
-			e := s.m[k]
+			e := s.entry(k)
 			out = append(out, e.hot, e.ver, e.live)
 		}
 		return append(out, ks.Stats.WarmKeys.Load(), ks.Stats.ColdKeys.Load(), ks.Stats.KeyspaceHits.Load())
