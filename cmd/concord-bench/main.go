@@ -191,14 +191,20 @@ func main() {
 		n = v // longer rows average out a checkpoint landing in one
 	}
 	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d, Concord --fsync %s vs redis-server --appendonly yes --appendfsync %s\n\n", n, fsync, fsync)
-	fmt.Printf("%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio")
+	fmt.Printf("%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s | %7s %3s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio", "bg c/r", "gc")
 	for _, p := range []int{1, 16} {
 		for _, test := range []string{"set", "get", "incr", "sadd", "hset"} {
+			cb := background(c.port, "checkpoints")
 			cr := bench(c.port, test, p, n, 100000)
+			cd := background(c.port, "checkpoints").since(cb)
+			rb := background(r.port, "aof_rewrites")
 			rr := bench(r.port, test, p, n, 100000)
-			fmt.Printf("%-6s %-3d | %12.0f %8.3f %8.3f | %12.0f %8.3f %8.3f | %6.2f\n", strings.ToUpper(test), p, cr.rps, cr.p50, cr.p99, rr.rps, rr.p50, rr.p99, cr.rps/rr.rps)
+			rd := background(r.port, "aof_rewrites").since(rb)
+			fmt.Printf("%-6s %-3d | %12.0f %8.3f %8.3f | %12.0f %8.3f %8.3f | %6.2f | %3d/%-3d %3d\n", strings.ToUpper(test), p, cr.rps, cr.p50, cr.p99, rr.rps, rr.p50, rr.p99, cr.rps/rr.rps,
+				cd.overlapped, rd.overlapped, cd.gc)
 		}
 	}
+	fmt.Println("\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row")
 	ceiling(r, n)
 }
 
@@ -291,6 +297,32 @@ func memory(newConcord, newRedis func() *server, quick bool) {
 		fmt.Printf("%-30s | %8.0f %8.0f %7.2fx  | %8.0f %8.0f %7.2fx  | %8.0f %8.0f %7.2fx\n", t.name,
 			cb.loaded, rb.loaded, cb.loaded/rb.loaded, cb.settled, rb.settled, cb.settled/rb.settled, cb.anon, rb.anon, cb.anon/rb.anon)
 	}
+}
+
+// bgState is a server's background work at a moment: the checkpoints
+// (Concord) or AOF rewrites (Redis) done, whether one is running, and
+// Concord's GC cycles.
+type bgState struct {
+	done    int64
+	running bool
+	gc      int64
+}
+
+func background(port int, counter string) bgState {
+	return bgState{info(port, "persistence", counter), info(port, "persistence", "aof_rewrite_in_progress") > 0, info(port, "memory", "gc_cycles")}
+}
+
+// bgDuring is what ran while a row ran: the checkpoints or rewrites that
+// overlapped it (finished during it, or still running at its end) and the
+// collections.
+type bgDuring struct{ overlapped, gc int64 }
+
+func (after bgState) since(before bgState) bgDuring {
+	d := bgDuring{overlapped: after.done - before.done, gc: after.gc - before.gc}
+	if after.running {
+		d.overlapped++
+	}
+	return d
 }
 
 // cli runs redis-cli against port and returns its output.
