@@ -96,6 +96,13 @@ func (c *Context) Join(o *Context) {
 		c.setMax(e.Region, e.N)
 	}
 	for _, d := range o.Cloud {
+		if len(c.Cloud) == 0 && d.N == c.Max(d.Region)+1 {
+			// extends the vector, with no cloud to fold after it: what
+			// the insert and compact below would do, without the slice
+			// they would allocate (a local write's dot, every write)
+			c.setMax(d.Region, d.N)
+			continue
+		}
 		if !c.Contains(d) {
 			i := sort.Search(len(c.Cloud), func(i int) bool { return !dotLess(c.Cloud[i], d) })
 			c.Cloud = append(c.Cloud, Dot{})
