@@ -66,6 +66,8 @@ func (in *Instance) checkpoint() error { return in.checkpointPaced(1) }
 func (in *Instance) checkpointPaced(cpu float64) error {
 	in.ckptMu.Lock()
 	defer in.ckptMu.Unlock()
+	in.checkpointing.Store(true)
+	defer in.checkpointing.Store(false)
 	start := time.Now()
 	in.store.LogBytes(true)
 	in.savedWrites.Store(in.store.Stats().Writes)
@@ -208,8 +210,10 @@ func (in *Instance) ChangesSinceSave() uint64 {
 	return in.store.Stats().Writes - in.savedWrites.Load()
 }
 
-// Saving tells whether a BGSAVE is running.
-func (in *Instance) Saving() bool { return in.bgsave.Load() }
+// Saving tells whether a checkpoint is running: a BGSAVE's, a SAVE's or a
+// background one (INFO's rdb_bgsave_in_progress and
+// aof_rewrite_in_progress, as Redis reports its automatic rewrites).
+func (in *Instance) Saving() bool { return in.bgsave.Load() || in.checkpointing.Load() }
 
 // LastSave is LASTSAVE: when the last checkpoint ended (the start time
 // before any).

@@ -82,3 +82,33 @@ func TestCheckpointMayPause(t *testing.T) {
 		t.Fatal("a checkpoint pauses with twice --checkpoint-log-bytes of log written since it began")
 	}
 }
+
+// INFO shows a background checkpoint in progress (rdb_bgsave_in_progress,
+// aof_rewrite_in_progress), as Redis shows its automatic rewrites.
+func TestSavingWhileCheckpointing(t *testing.T) {
+	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	for i := range 3000 {
+		setValue(in, fmt.Sprint("k", i), []byte("v"))
+	}
+	done := make(chan error, 1)
+	go func() { done <- in.checkpointPaced(0.01) }() // slowed down: ~99% of it asleep
+	seen := false
+	for !seen {
+		select {
+		case err := <-done:
+			t.Fatalf("checkpoint ended (%v) and never showed as in progress", err)
+		default:
+			seen = in.Saving()
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if in.Saving() {
+		t.Fatal("still in progress after the checkpoint ended")
+	}
+}

@@ -40,29 +40,31 @@ type Instance struct {
 	ln     net.Listener
 	Node   *peering.Node
 
-	metricsLn   net.Listener
-	tlsLn       net.Listener
-	ae          aeStats
-	removedMu   sync.Mutex
-	removed     map[string]bool // peers declared removed (CONCORD PEERS REMOVE)
-	aeNow       chan struct{}   // wakes anti-entropy at once (a gap in a peer's stream)
-	syncing     atomic.Bool     // started empty next to peers: not ready until resynced
-	cancel      context.CancelFunc
-	done        chan struct{}
-	ckptMu      sync.Mutex // one checkpoint at a time
-	started     time.Time
-	bgsave      atomic.Bool   // a BGSAVE is running
-	hurry       atomic.Int32  // SAVEs or a shutdown waiting: a paced checkpoint stops sleeping
-	savedWrites atomic.Uint64 // the store's write count when the last checkpoint began
-	freed       atomic.Int64  // keys packed or records checkpointed since memLoop last took note
-	released    atomic.Int64  // times memLoop returned free memory to the OS
-	ckptDone    chan struct{} // the checkpoint loop stopped
-	crash       bool          // tests: Close without a last checkpoint
-	nosave      atomic.Bool   // SHUTDOWN NOSAVE: likewise
-	closeOnce   sync.Once
-	closeErr    error
-	stopOnce    sync.Once
-	stopped     chan struct{}
+	metricsLn net.Listener
+	tlsLn     net.Listener
+	ae        aeStats
+	removedMu sync.Mutex
+	removed   map[string]bool // peers declared removed (CONCORD PEERS REMOVE)
+	aeNow     chan struct{}   // wakes anti-entropy at once (a gap in a peer's stream)
+	syncing   atomic.Bool     // started empty next to peers: not ready until resynced
+	cancel    context.CancelFunc
+	done      chan struct{}
+	ckptMu    sync.Mutex // one checkpoint at a time
+	started   time.Time
+	bgsave    atomic.Bool // a BGSAVE is running
+	// checkpointing: a checkpoint is running (any: INFO persistence)
+	checkpointing atomic.Bool
+	hurry         atomic.Int32  // SAVEs or a shutdown waiting: a paced checkpoint stops sleeping
+	savedWrites   atomic.Uint64 // the store's write count when the last checkpoint began
+	freed         atomic.Int64  // keys packed or records checkpointed since memLoop last took note
+	released      atomic.Int64  // times memLoop returned free memory to the OS
+	ckptDone      chan struct{} // the checkpoint loop stopped
+	crash         bool          // tests: Close without a last checkpoint
+	nosave        atomic.Bool   // SHUTDOWN NOSAVE: likewise
+	closeOnce     sync.Once
+	closeErr      error
+	stopOnce      sync.Once
+	stopped       chan struct{}
 }
 
 type storeAdapter struct{ s *persistence.Store }
