@@ -85,6 +85,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.IntVar(&cfg.ColdMaxWarm, "cold-max-warm", 1000000, "while more keys than this are warm (unpacked), keys go cold 1-2 s after their last access instead of --cold-after: bounds the memory of a bulk load (0: no limit)")
 	fs.IntVar(&cfg.ColdMaxElements, "cold-max-elements", 128, "keys with more members or fields than this are never packed (an access would unpack them whole)")
 	fs.Int64Var(&cfg.CheckpointLogBytes, "checkpoint-log-bytes", 64<<20, "store key states as soon as this much log was written since the last checkpoint (bounds recovery time)")
+	fs.Int64Var(&cfg.GCHeadroom, "gc-headroom", 128<<20, "keep the Go collector's heap goal at least this many bytes above the live heap (fewer collections while busy, up to this much more RSS; 0: Go's own pacing, GOGC; a GOGC in the environment wins)")
 	fs.Float64Var(&cfg.CheckpointCPU, "checkpoint-cpu", 0.25, "share of the time a background checkpoint runs, sleeping between shards for the rest (1: never sleeps; SAVE and BGSAVE run at full speed)")
 	fs.Int64Var(&cfg.LogSegmentBytes, "log-segment-bytes", 64<<20, "start a new log segment file past this size (segments go once checkpointed and shipped)")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Second, "how often tombstones every region has seen are dropped (0: never)")

@@ -81,6 +81,9 @@ type Config struct {
 	// (it sleeps between shards for the rest; default 0.25, 1: never):
 	// SAVE, BGSAVE and the one at shutdown run at full speed.
 	CheckpointCPU float64
+	// GCHeadroom keeps the Go collector's heap goal at least this many
+	// bytes above the live heap (see gctune.go; 0: Go's own pacing, GOGC).
+	GCHeadroom int64
 	// LogSegmentBytes: the log starts a new segment file past this size
 	// (and at every checkpoint); a segment is deleted once a checkpoint
 	// covers it and peers have its outbox entries.
@@ -260,6 +263,9 @@ func (c *Config) Validate() error {
 	}
 	if !(c.CheckpointCPU > 0 && c.CheckpointCPU <= 1) {
 		return fmt.Errorf("--checkpoint-cpu %v: want more than 0, at most 1", c.CheckpointCPU)
+	}
+	if c.GCHeadroom < 0 {
+		return fmt.Errorf("--gc-headroom %d: must not be negative", c.GCHeadroom)
 	}
 	if c.CheckpointInterval < 10*time.Millisecond || c.CheckpointLogBytes < 1<<20 {
 		return fmt.Errorf("--checkpoint-interval (>= 10ms) and --checkpoint-log-bytes (>= 1 MiB) out of range: %v, %d", c.CheckpointInterval, c.CheckpointLogBytes)

@@ -43,6 +43,18 @@ func TestConfigCheckpointCPU(t *testing.T) {
 	}
 }
 
+// --gc-headroom may be 0 (Go's own pacing), not negative.
+func TestConfigGCHeadroom(t *testing.T) {
+	for _, h := range []int64{0, 128 << 20} {
+		if c := (Config{GCHeadroom: h}); c.Validate() != nil {
+			t.Fatalf("--gc-headroom %d refused", h)
+		}
+	}
+	if c := (Config{GCHeadroom: -1}); c.Validate() == nil {
+		t.Fatal("--gc-headroom -1 accepted")
+	}
+}
+
 // setValue writes key = val in in and waits until it is logged.
 func setValue(in *Instance, key string, val []byte) {
 	k := keyspace.Key{Key: key}

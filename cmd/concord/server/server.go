@@ -52,6 +52,7 @@ type Instance struct {
 	ckptMu    sync.Mutex // one checkpoint at a time
 	started   time.Time
 	bgsave    atomic.Bool // a BGSAVE is running
+	gcStop    func()      // ends this instance's GC headroom (gctune.go)
 	// checkpointing: a checkpoint is running (any: INFO persistence)
 	checkpointing atomic.Bool
 	hurry         atomic.Int32  // SAVEs or a shutdown waiting: a paced checkpoint stops sleeping
@@ -344,6 +345,7 @@ func Start(cfg Config) (*Instance, error) {
 	if cfg.ColdAfter > 0 {
 		go in.packLoop(ctx)
 	}
+	in.gcStop = gcHeadroom(cfg.GCHeadroom)
 	go in.memLoop(ctx)
 	go in.conflictLog(ctx)
 	if !replicated {
@@ -558,6 +560,9 @@ func (in *Instance) Stopped() <-chan struct{} { return in.stopped }
 func (in *Instance) close() error {
 	in.hurry.Add(1)
 	in.cancel()
+	if in.gcStop != nil {
+		in.gcStop()
+	}
 	if in.metricsLn != nil {
 		in.metricsLn.Close()
 	}

@@ -1,0 +1,79 @@
+package server
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func TestGCPercentFor(t *testing.T) {
+	for _, tc := range []struct {
+		live     uint64
+		headroom int64
+		base     int
+		want     int
+	}{
+		{100 << 20, 128 << 20, 100, 128}, // goal 228 MB instead of 200
+		{400 << 20, 128 << 20, 100, 100}, // Go's own goal is further already
+		{10 << 20, 128 << 20, 100, 1280},
+		{0, 128 << 20, 100, 12800}, // an empty heap counts as 1 MiB
+		{10 << 20, 128 << 20, 2000, 2000},
+		{10 << 20, 128 << 20, -1, -1}, // collection off stays off
+	} {
+		if got := gcPercentFor(tc.live, tc.headroom, tc.base); got != tc.want {
+			t.Errorf("live %d, headroom %d, GOGC %d: %d, want %d", tc.live, tc.headroom, tc.base, got, tc.want)
+		}
+	}
+}
+
+// gogc reads the collector's GOGC now.
+func gogc() uint64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// A headroom sets GOGC after every collection, the largest of the
+// instances' applies, and Go's own comes back when the last one ends.
+func TestGCHeadroomTunesGOGC(t *testing.T) {
+	if gogc() != 100 {
+		t.Skip("GOGC is not Go's default here")
+	}
+	defer debug.SetGCPercent(100)
+	waitGOGC := func(cond func(uint64) bool, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(gogc()); {
+			if time.Now().After(deadline) {
+				t.Fatalf("GOGC %d: want %s", gogc(), what)
+			}
+			runtime.GC()
+			time.Sleep(time.Millisecond)
+		}
+	}
+	stop1 := gcHeadroom(1 << 30)
+	stop2 := gcHeadroom(64 << 30)
+	var live [1]metrics.Sample
+	live[0].Name = "/gc/heap/live:bytes"
+	want := func(headroom int64) uint64 {
+		metrics.Read(live[:])
+		return uint64(gcPercentFor(live[0].Value.Uint64(), headroom, 100))
+	}
+	waitGOGC(func(g uint64) bool { return g > 100 && g == want(64<<30) }, "the larger headroom's")
+	stop2()
+	stop2() // twice: no harm
+	waitGOGC(func(g uint64) bool { return g > 100 && g == want(1<<30) && g != want(64<<30) }, "the remaining headroom's")
+	// every cycle sets it for the live heap it found
+	before := gogc()
+	ballast := make([]byte, 256<<20)
+	waitGOGC(func(g uint64) bool { return g < before && g == want(1<<30) }, "lower, with 256 MB more live")
+	runtime.KeepAlive(ballast)
+	stop1()
+	waitGOGC(func(g uint64) bool { return g == 100 }, "Go's own, 100")
+	runtime.GC()
+	runtime.GC()
+	if g := gogc(); g != 100 {
+		t.Fatalf("GOGC %d after the tuner stopped, want 100", g)
+	}
+}
