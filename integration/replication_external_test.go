@@ -12,20 +12,27 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A region may use an operator-run NATS (--nats) instead of the embedded
-// one: here region A runs on an external JetStream server, B embeds its own.
-func TestReplicationExternalNATS(t *testing.T) {
+// startExternalNATS runs an operator's JetStream server (NATS's defaults)
+// for the test and returns its URL.
+func startExternalNATS(t *testing.T) string {
+	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, JetStream: true,
 		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ns.Start()
-	defer ns.Shutdown()
+	t.Cleanup(ns.Shutdown)
 	if !ns.ReadyForConnections(5 * time.Second) {
 		t.Fatal("external NATS not ready")
 	}
-	ext := ns.ClientURL()
+	return ns.ClientURL()
+}
+
+// A region may use an operator-run NATS (--nats) instead of the embedded
+// one: here region A runs on an external JetStream server, B embeds its own.
+func TestReplicationExternalNATS(t *testing.T) {
+	ext := startExternalNATS(t)
 	bNATS := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	a, err := server.Start(server.Config{Addr: "127.0.0.1:0", Region: "A", Dir: t.TempDir(), LogLevel: "warn",
 		NATS: ext, Peers: map[string]string{"B": "nats://" + bNATS}})
@@ -59,17 +66,7 @@ func TestReplicationExternalNATS(t *testing.T) {
 // fetches its state in parts), the writes after it too, and anti-entropy
 // repairs a large key a peer missed (its state in parts too).
 func TestReplicationExternalNATSLargeValues(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true}) // max_payload: the default 1 MiB
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("external NATS not ready")
-	}
-	ext := ns.ClientURL()
+	ext := startExternalNATS(t) // max_payload: the default 1 MiB
 	bNATS := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	// A's stream keeps 3 messages: B, started late, misses the first value
 	a, err := server.Start(server.Config{Addr: "127.0.0.1:0", Region: "A", Dir: t.TempDir(), LogLevel: "warn",
