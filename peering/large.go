@@ -130,8 +130,16 @@ func (h *heldAnswers) read(body []byte, part int, now time.Time) []byte {
 	return a.b[off:end]
 }
 
-// partSize is the most payload an answer's message carries.
-func (n *Node) partSize() int { return max(n.t.MaxPayload()-payloadSlack, 1<<10) }
+// partSize is the most payload a message carries (an answer's part, a
+// stream message): the server's max payload, or NATS's default 1 MiB while
+// the connection is not up (an external server down at start).
+func (n *Node) partSize() int {
+	p := n.t.MaxPayload()
+	if p <= 0 {
+		p = 1 << 20
+	}
+	return max(p-payloadSlack, 1<<10)
+}
 
 // ServeFetch answers peers' requests with fn (full key states, anti-entropy
 // digests), in parts when an answer is larger than a message.

@@ -166,3 +166,22 @@ func TestLargeEntryShippedAsReference(t *testing.T) {
 		}
 	}
 }
+
+// unconnected is a transport whose connection is not up yet: its server's
+// max payload is unknown (nats.Conn reports 0).
+type unconnected struct{ Transport }
+
+func (unconnected) MaxPayload() int { return 0 }
+
+// Until the connection is up (an external server down at start), messages
+// are cut for NATS's default 1 MiB, not for an unknown 0.
+func TestPartSizeBeforeConnecting(t *testing.T) {
+	n := &Node{t: unconnected{NewBus().Transport("A")}, cfg: Config{MaxMessage: 768 << 10, Log: zerolog.Nop()}}
+	if got := n.partSize(); got != 1<<20-payloadSlack {
+		t.Fatalf("part size %d before connecting, want %d", got, 1<<20-payloadSlack)
+	}
+	entry := crdt.AppendBatch(nil, []crdt.KeyDelta{{Key: "k", Delta: crdt.SetString(&crdt.State{}, crdt.Op{HLC: crdt.HLC{Phys: 1, Region: "A"}}, make([]byte, 100<<10), false)}})
+	if _, msgs := n.envelopes([]uint64{1}, [][]byte{entry}); len(msgs) != 1 || msgs[0][0] == refMessage {
+		t.Fatal("a 100 KiB entry became a reference before connecting")
+	}
+}

@@ -122,7 +122,6 @@ func Start(cfg Config, src Source, apply Applier) (*Node, error) {
 		}
 	}
 	n := &Node{cfg: cfg, t: t, src: src, apply: apply, published: map[uint64]uint64{}}
-	n.cfg.MaxMessage = min(cfg.MaxMessage, n.partSize()) // envelopes must fit a message
 	n.seqCond = sync.NewCond(&n.seqMu)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	for name := range cfg.Peers {
@@ -232,9 +231,10 @@ func (n *Node) publishLoop() {
 // An entry larger than a message is published as a reference to its keys
 // (see large.go), alone.
 func (n *Node) envelopes(seqs []uint64, entries [][]byte) (lasts []uint64, msgs [][]byte) {
-	limit := n.cfg.MaxMessage
+	part := n.partSize()
+	limit := min(n.cfg.MaxMessage, part) // an envelope must fit a message
 	for i := 0; i < len(entries); {
-		if len(entries[i]) > n.partSize() {
+		if len(entries[i]) > part {
 			ref, err := reference(entries[i])
 			if err != nil { // cannot happen: the outbox holds what this build encoded
 				n.cfg.Log.Error().Err(err).Uint64("seq", seqs[i]).Msg("outbox entry too large for a message and undecodable")
