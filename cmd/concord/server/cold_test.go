@@ -112,3 +112,29 @@ func TestIdleServerReturnsMemoryAfterPacking(t *testing.T) {
 		}
 	}
 }
+
+// An idle server whose heap holds much garbage (a large value overwritten)
+// collects it and returns the memory, with no key packed.
+func TestIdleServerReturnsMemoryAfterLargeWrites(t *testing.T) {
+	oldG, oldIdle := garbageBeforeRelease, idleBeforeRelease
+	garbageBeforeRelease, idleBeforeRelease = 16<<20, 300*time.Millisecond
+	defer func() { garbageBeforeRelease, idleBeforeRelease = oldG, oldIdle }()
+	// no collection of its own meanwhile: the headroom keeps Go's goal far
+	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointInterval: time.Hour, GCHeadroom: 4 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	cl := redis.NewClient(&redis.Options{Addr: in.Addr()})
+	defer cl.Close()
+	for i := range 3 {
+		if err := cl.Set(context.Background(), "big", strings.Repeat(fmt.Sprint(i), 16<<20), 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); in.released.Load() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("memory not returned: %d MB of garbage", heapGarbage()>>20)
+		}
+	}
+}

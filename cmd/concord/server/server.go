@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -504,7 +505,7 @@ func (in *Instance) memLoop(ctx context.Context) {
 		if tick%10 != 0 {
 			continue
 		}
-		if in.freed.Load() >= gcAfterPacked {
+		if in.freed.Load() >= gcAfterPacked || heapGarbage() >= garbageBeforeRelease {
 			in.freed.Store(0)
 			release = true
 		}
@@ -523,6 +524,26 @@ func (in *Instance) memLoop(ctx context.Context) {
 // server return free memory (a 3-byte string key frees ~500 B of heap when
 // packed); a variable for tests.
 var gcAfterPacked int64 = 50000
+
+// garbageBeforeRelease is how much garbage in the heap (allocated since
+// the last collection and not live then) makes an idle server collect and
+// return free memory: a large value written (its request, log entry and
+// copies for peers: ~5× its size) or a burst under --gc-headroom would
+// otherwise stay resident until Go's forced collection, every 2 minutes,
+// and its pages after (a variable for tests).
+var garbageBeforeRelease uint64 = 64 << 20
+
+// heapGarbage estimates the heap's garbage: its objects' bytes now less
+// what the last collection found live.
+func heapGarbage() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	objs, live := s[0].Value.Uint64(), s[1].Value.Uint64()
+	return objs - min(objs, live)
+}
 
 // idleBeforeRelease is how long a server must have been idle before it
 // returns free memory to the OS at once (a variable for tests).
