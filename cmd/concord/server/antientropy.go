@@ -199,11 +199,8 @@ func (in *Instance) fetchDiffering(ask func([]byte) ([]byte, error), db int, dg 
 		return nil, err
 	}
 	var out []crdt.KeyDelta
-	for len(want) > 0 { // fetchKeys at a time (fewer if their names are long): a request is one message
-		n, size := 1, len(want[0].Key)
-		for ; n < min(len(want), fetchKeys) && size+len(want[n].Key) <= fetchNameBytes; n++ {
-			size += len(want[n].Key)
-		}
+	for len(want) > 0 {
+		n := fetchBatch(want)
 		kb, err := ask(append([]byte{reqFetch}, crdt.AppendBatch(nil, want[:n])...))
 		if err != nil {
 			return nil, err
@@ -226,6 +223,16 @@ const fetchKeys = 1024
 // fetchNameBytes bounds the names of the keys asked for at once (a request
 // is one message, and an external NATS carries 1 MiB by default).
 const fetchNameBytes = 256 << 10
+
+// fetchBatch is how many of the keys want (not empty) one request asks for:
+// fetchKeys, fewer if their names are long.
+func fetchBatch(want []crdt.KeyDelta) int {
+	n, size := 1, len(want[0].Key)
+	for ; n < min(len(want), fetchKeys) && size+len(want[n].Key) <= fetchNameBytes; n++ {
+		size += len(want[n].Key)
+	}
+	return n
+}
 
 // digestsVersion starts an answer to reqDigests: then, per key of the
 // bucket, its name (uvarint length, bytes) and its key digest (8 bytes,

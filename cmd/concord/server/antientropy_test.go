@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"concord/crdt"
 	"concord/keyspace"
+	"concord/peering"
 )
 
 // startUnlinked starts a replicated region (key digests kept) with no peer
@@ -161,5 +163,42 @@ func testFetchesInChunks(t *testing.T, keys int, prefix string) {
 	}
 	if len(kds) != n || !slices.Equal(fetches, want) {
 		t.Fatalf("%d states of %d keys, fetched in %v", len(kds), n, fetches)
+	}
+}
+
+// Damaged keys are asked of a peer a request's worth at a time: 600 keys
+// with names of ~1 kB are more than a message carries here (512 KiB).
+func TestRepairAsksInChunks(t *testing.T) {
+	bus := peering.NewBus()
+	bus.SetMaxPayload(512 << 10)
+	start := func(region, peer string) *Instance {
+		in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), Region: region, LogLevel: "error", CheckpointInterval: time.Hour,
+			Bus: bus, Peers: map[string]string{peer: "nats://mem:1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close() })
+		return in
+	}
+	p, l := start("P", "L"), start("L", "P")
+	var keys []keyspace.Key
+	for i := range 600 {
+		k := keyspace.Key{Key: fmt.Sprintf("r:%s%04d", strings.Repeat("k", 1000), i)}
+		keys = append(keys, k)
+		setValue(p, k.Key, []byte("v"))
+	}
+	for deadline := time.Now().Add(10 * time.Second); l.KS.Digest(keys[len(keys)-1]) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the keys never reached L")
+		}
+	}
+	for _, k := range keys {
+		l.KS.Quarantine(k)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l.repairLoop(ctx)
+	if n := len(l.KS.QuarantinedKeys()); n != 0 || l.KS.Stats.KeysRepaired.Load() != 600 {
+		t.Fatalf("%d keys still quarantined, %d repaired", n, l.KS.Stats.KeysRepaired.Load())
 	}
 }

@@ -950,6 +950,12 @@ func (in *Instance) repairLoop(ctx context.Context) {
 		for i, k := range keys {
 			req[i] = crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: &crdt.State{}}
 		}
+		// as many as one request asks for (a request is one message); the
+		// rest at once after
+		req = req[:fetchBatch(req)]
+		more := len(req) < len(keys)
+		keys = keys[:len(req)]
+		repaired := false
 		for _, peer := range in.Node.Peers() {
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			resp, err := in.Node.Fetch(fctx, peer, append([]byte{reqFetch}, crdt.AppendBatch(nil, req)...))
@@ -973,7 +979,11 @@ func (in *Instance) repairLoop(ctx context.Context) {
 				in.KS.Stats.KeysRepaired.Add(1)
 			}
 			in.Log.Info().Str("peer", peer).Int("keys", len(keys)).Msg("repaired damaged keys from peer")
+			repaired = true
 			break
+		}
+		if repaired && more {
+			continue
 		}
 		select {
 		case <-ctx.Done():
