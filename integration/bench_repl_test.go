@@ -41,7 +41,7 @@ func BenchmarkReplicationLag(b *testing.B) {
 		secs = s
 	}
 	// the production default, not the tests' 30 ms (packing between commands)
-	c := startCluster(b, 3, func(cfg *server.Config) { cfg.ColdAfter = coldAfter })
+	c := startCluster(b, 3, func(cfg *server.Config) { cfg.ColdAfter, cfg.GCHeadroom = coldAfter, gcHeadroom })
 	a := c.regions["A"]
 	throughputWithReplication(b, c)
 	fmt.Printf("\n%-10s %-10s %-8s %-12s %-12s %-12s %-12s %s\n", "target/s", "achieved/s", "peer", "lag p50", "lag p99", "applied", "drain", "bounded")
@@ -82,8 +82,12 @@ func BenchmarkReplicationLag(b *testing.B) {
 	b.ReportMetric(0, "ns/op") // the table is the result
 }
 
-// coldAfter is the production default of --cold-after.
-var coldAfter = 10 * time.Second
+// coldAfter and gcHeadroom are the production defaults of --cold-after
+// and --gc-headroom.
+var (
+	coldAfter  = 10 * time.Second
+	gcHeadroom = int64(128 << 20)
+)
 
 // throughputWithReplication runs redis-benchmark SET -P 16 against a single
 // region and against region A of the cluster (replicating to B and C, all
@@ -109,7 +113,7 @@ func throughputWithReplication(b *testing.B, c *cluster) {
 		rps, _ := strconv.ParseFloat(strings.Trim(f[1], `"`), 64)
 		return rps
 	}
-	single, err := server.Start(server.Config{Addr: "127.0.0.1:0", Dir: b.TempDir(), LogLevel: "error", ColdAfter: coldAfter})
+	single, err := server.Start(server.Config{Addr: "127.0.0.1:0", Dir: b.TempDir(), LogLevel: "error", ColdAfter: coldAfter, GCHeadroom: gcHeadroom})
 	if err != nil {
 		b.Fatal(err)
 	}
