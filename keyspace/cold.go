@@ -84,7 +84,7 @@ func (ks *Keyspace) unpackEntry(key string, packed []byte) (*entry, string) {
 
 // warm moves key from the cold table back into the map (under s.mu); nil
 // when key is not cold.
-func (s *shard) warm(key string) *entry {
+func (s *shard) warm(key string, h uint64) *entry {
 	slot, off := s.cold.lookup(key)
 	if slot < 0 {
 		return nil
@@ -96,7 +96,7 @@ func (s *shard) warm(key string) *entry {
 	s.ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
 	s.ks.Stats.WarmKeys.Add(1)
 	s.cold.remove(slot, off)
-	s.m.put(hashKey(key), key, e)
+	s.m.put(h, key, e)
 	s.notePeak()
 	return e
 }

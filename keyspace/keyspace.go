@@ -572,6 +572,7 @@ type Tx struct {
 	ck  Key
 	ce  *entry
 	cok bool
+	ch  uint64 // ck's hashKey
 	// the key of a one-key tx, its shard and its hashKey (hashing the key
 	// once)
 	sk      Key
@@ -842,16 +843,16 @@ func (tx *Tx) find(k Key) *entry {
 		return tx.ce
 	}
 	var s *shard
-	var e *entry
+	var h uint64
 	if tx.ss != nil && k == tx.sk {
-		s, e = tx.ss, tx.ss.m.get(tx.sh, k.Key)
+		s, h = tx.ss, tx.sh
 	} else {
-		h := hashKey(k.Key)
+		h = hashKey(k.Key)
 		s = tx.shardH(k, h)
-		e = s.m.get(h, k.Key)
 	}
+	e := s.m.get(h, k.Key)
 	if e == nil && s.cold.n > 0 {
-		e = s.warm(k.Key)
+		e = s.warm(k.Key, h)
 	}
 	if e != nil {
 		tx.touchSink ^= touchEntry(e)
@@ -859,7 +860,7 @@ func (tx *Tx) find(k Key) *entry {
 	if e != nil && !e.hot {
 		e.hot = true
 	}
-	tx.ck, tx.ce, tx.cok = k, e, true
+	tx.ck, tx.ce, tx.cok, tx.ch = k, e, true, h
 	return e
 }
 
@@ -941,7 +942,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		var name string
 		e, name = newEntryFor(k.Key, d)
 		e.hot = true
-		s.m.put(hashKey(k.Key), name, e)
+		s.m.put(tx.ch, name, e) // (find just looked k up)
 		if len(s.gone) > 0 {
 			delete(s.gone, k.Key)
 		}
@@ -1054,8 +1055,8 @@ func (tx *Tx) commit() Ticket {
 		s := tx.shardOf(k)
 		gone := false
 		if !e.live && (tx.ks.cfg.Stable() || t.forget) {
-			if s.entry(k.Key) == e {
-				s.m.del(hashKey(k.Key), k.Key)
+			if h := hashKey(k.Key); s.m.get(h, k.Key) == e {
+				s.m.del(h, k.Key)
 				s.removed(k.Key)
 				tx.ks.Stats.WarmKeys.Add(-1)
 				s.forget(k.Key, e)
