@@ -1076,13 +1076,14 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	if k.DB < 0 || k.DB >= len(ks.dbs) {
 		return
 	}
-	s := ks.dbs[k.DB].shardOf(k.Key)
+	h := hashKey(k.Key)
+	s := &ks.dbs[k.DB].shards[h%shardCount]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := newEntry()
 	e.st.Assign(st)
 	e.live, e.ver = e.st.Type() != crdt.TypeNone, s.nextVer()
-	if old := s.entry(k.Key); old != nil {
+	if old := s.m.get(h, k.Key); old != nil {
 		if old.live {
 			s.live--
 		}
@@ -1095,7 +1096,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		s.forget(k.Key, old)
 		// assigning would keep the map's old key, which may point into
 		// the old entry (newStringEntry) and keep it allocated
-		s.m.del(hashKey(k.Key), k.Key)
+		s.m.del(h, k.Key)
 	} else {
 		ks.Stats.WarmKeys.Add(1)
 		if slot, off := s.cold.lookup(k.Key); slot >= 0 {
@@ -1117,7 +1118,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		e.elems = crdt.ElementsDigest(st)
 		s.redigest(k.Key, e)
 	}
-	s.m.put(hashKey(k.Key), k.Key, e)
+	s.m.put(h, k.Key, e)
 	s.notePeak()
 	if e.live {
 		s.live++
