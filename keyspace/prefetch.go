@@ -76,15 +76,12 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 		if s == nil {
 			continue
 		}
-		if e := sl[i].e; e != nil {
+		if sl[i].e != nil {
 			var elem []byte
 			if i < len(elems) {
 				elem = elems[i]
 			}
-			if len(sl[i].key) > 0 {
-				sink ^= uint64(sl[i].key[0]) // the name (in the entry's first line when short)
-			}
-			sink ^= touchState(e, elem)
+			sink ^= touchSlot(sl[i], elem)
 			found++
 		} else if s.cold.n > 0 {
 			notWarm[nw] = i
@@ -138,14 +135,22 @@ func (tx *Tx) Prefetch(keys []Key) {
 	}
 	var sink uint64
 	for i := range keys {
-		if e := sl[i].e; e != nil {
-			if len(sl[i].key) > 0 {
-				sink ^= uint64(sl[i].key[0])
-			}
-			sink ^= touchState(e, nil)
+		if sl[i].e != nil {
+			sink ^= touchSlot(sl[i], nil)
 		}
 	}
 	tx.touchSink ^= sink
+}
+
+// touchSlot reads what a command on the key of an index slot (its entry
+// not nil) is about to read: the name (in the entry's first line when
+// short) and what touchState reads.
+func touchSlot(sl slot, elem []byte) uint64 {
+	var sink uint64
+	if len(sl.key) > 0 {
+		sink = uint64(sl.key[0])
+	}
+	return sink ^ touchState(sl.e, elem)
 }
 
 // touchState reads what a command on e is about to read: the entry's

@@ -83,13 +83,17 @@ func onGC() {
 
 // retuneLocked sets GOGC for the live heap the last cycle found.
 func retuneLocked() {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	debug.SetGCPercent(gcPercentFor(runtimeMetric("/gc/heap/live:bytes"), slices.Max(gcTune.headrooms), gcTune.base))
+}
+
+// runtimeMetric reads one of the runtime's uint64 metrics (0 if unknown).
+func runtimeMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
 	metrics.Read(s)
-	var live uint64
-	if s[0].Value.Kind() == metrics.KindUint64 {
-		live = s[0].Value.Uint64()
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
 	}
-	debug.SetGCPercent(gcPercentFor(live, slices.Max(gcTune.headrooms), gcTune.base))
+	return s[0].Value.Uint64()
 }
 
 // gcPercentFor is the GOGC that puts the heap goal headroom bytes above

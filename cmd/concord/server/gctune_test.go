@@ -3,7 +3,6 @@ package server
 import (
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"testing"
 	"time"
 )
@@ -29,11 +28,7 @@ func TestGCPercentFor(t *testing.T) {
 }
 
 // gogc reads the collector's GOGC now.
-func gogc() uint64 {
-	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
-}
+func gogc() uint64 { return runtimeMetric("/gc/gogc:percent") }
 
 // A headroom sets GOGC after every collection, the largest of the
 // instances' applies, and Go's own comes back when the last one ends.
@@ -54,11 +49,8 @@ func TestGCHeadroomTunesGOGC(t *testing.T) {
 	}
 	stop1 := gcHeadroom(1 << 30)
 	stop2 := gcHeadroom(64 << 30)
-	var live [1]metrics.Sample
-	live[0].Name = "/gc/heap/live:bytes"
 	want := func(headroom int64) uint64 {
-		metrics.Read(live[:])
-		return uint64(gcPercentFor(live[0].Value.Uint64(), headroom, 100))
+		return uint64(gcPercentFor(runtimeMetric("/gc/heap/live:bytes"), headroom, 100))
 	}
 	waitGOGC(func(g uint64) bool { return g > 100 && g == want(64<<30) }, "the larger headroom's")
 	stop2()

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -536,12 +535,7 @@ var garbageBeforeRelease uint64 = 64 << 20
 // heapGarbage estimates the heap's garbage: its objects' bytes now less
 // what the last collection found live.
 func heapGarbage() uint64 {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	objs, live := s[0].Value.Uint64(), s[1].Value.Uint64()
+	objs, live := runtimeMetric("/memory/classes/heap/objects:bytes"), runtimeMetric("/gc/heap/live:bytes")
 	return objs - min(objs, live)
 }
 
