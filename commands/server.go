@@ -94,7 +94,7 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 			fmt.Sprintf("used_memory_peak:%d", ms.HeapSys), fmt.Sprintf("total_system_memory:%d", ms.Sys),
 			"maxmemory:" + e.Config.Get("maxmemory"), "maxmemory_policy:" + e.Config.Get("maxmemory-policy"),
 			fmt.Sprintf("mem_fragmentation_ratio:%.2f", float64(rss)/float64(max(used, 1))),
-			"mem_allocator:go", fmt.Sprintf("gc_cycles:%d", ms.NumGC),
+			"mem_allocator:go", fmt.Sprintf("gc_cycles:%d", ms.NumGC), fmt.Sprintf("total_allocated_bytes:%d", ms.TotalAlloc),
 			fmt.Sprintf("cold_keys:%d", ks.Stats.ColdKeys.Load()), fmt.Sprintf("cold_bytes:%d", ks.Stats.ColdBytes.Load()),
 			fmt.Sprintf("warm_keys:%d", ks.Stats.WarmKeys.Load())}
 	case "persistence":

@@ -358,6 +358,41 @@ func TestInfoCPUCounts(t *testing.T) {
 	}
 }
 
+// INFO memory counts the heap bytes allocated since start (make bench
+// reads it beside gc_cycles): 20000 new keys allocate their entries.
+func TestInfoAllocatedBytes(t *testing.T) {
+	in := startConcord(t, nil)
+	c := client(t, in.Addr())
+	allocated := func() int64 {
+		info, err := c.Info(ctx, "memory").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "total_allocated_bytes:"); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					t.Fatalf("%q: %v", line, err)
+				}
+				return n
+			}
+		}
+		t.Fatalf("INFO memory without total_allocated_bytes:\n%s", info)
+		return 0
+	}
+	before := allocated()
+	p := c.Pipeline()
+	for j := 0; j < 20000; j++ {
+		p.Set(ctx, fmt.Sprint("key:", j), "v", 0)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := allocated(); before <= 0 || after-before < 20000*64 {
+		t.Fatalf("allocated %d then %d bytes around 20000 new keys", before, after)
+	}
+}
+
 // INFO server names the multiplexing in force: epoll for the event loop
 // (--io loop, the default on Linux), goroutines otherwise.
 func TestInfoMultiplexingAPI(t *testing.T) {

@@ -27,6 +27,23 @@ func delta(m string) crdt.KeyDelta {
 
 // Concurrent submissions share group commits; each group gets one outbox
 // entry holding all its deltas; everything is there after reopening.
+// The key states database's memtables are 8 MiB unless told otherwise.
+func TestMemtableBytes(t *testing.T) {
+	s := open(t, t.TempDir(), FsyncNo)
+	if got := s.MemtableBytes(); got != 8<<20 {
+		t.Fatalf("default memtable %d bytes", got)
+	}
+	s.Close()
+	s, err := Open(Options{Dir: t.TempDir(), Fsync: FsyncNo, MemtableBytes: 2 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.MemtableBytes(); got != 2<<20 {
+		t.Fatalf("memtable %d bytes, asked for 2 MiB", got)
+	}
+}
+
 func TestGroupCommitAndReload(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, FsyncAlways)

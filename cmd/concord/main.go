@@ -87,6 +87,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.Int64Var(&cfg.CheckpointLogBytes, "checkpoint-log-bytes", 64<<20, "store key states as soon as this much log was written since the last checkpoint (bounds recovery time)")
 	fs.Int64Var(&cfg.GCHeadroom, "gc-headroom", 128<<20, "keep the Go collector's heap goal at least this many bytes above the live heap (fewer collections while busy, up to this much more RSS; 0: Go's own pacing, GOGC; a GOGC in the environment wins)")
 	fs.Float64Var(&cfg.CheckpointCPU, "checkpoint-cpu", 0.25, "share of the time a background checkpoint runs, sleeping between shards for the rest (1: never sleeps; SAVE and BGSAVE run at full speed)")
+	fs.Int64Var(&cfg.CheckpointMemtableBytes, "checkpoint-memtable-bytes", 8<<20, "size of each of the two in-memory tables checkpoints write key states through (Badger's memtables; larger: fewer table builds and compactions per checkpoint, more memory)")
 	fs.Int64Var(&cfg.LogSegmentBytes, "log-segment-bytes", 64<<20, "start a new log segment file past this size (segments go once checkpointed and shipped)")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Second, "how often tombstones every region has seen are dropped (0: never)")
 	fs.IntVar(&cfg.AntiEntropyBytesPerSec, "anti-entropy-bytes-per-sec", 16<<20, "bound on anti-entropy repair traffic")

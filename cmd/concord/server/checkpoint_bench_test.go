@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,10 +61,16 @@ func benchCheckpoint(b *testing.B, write func(p redis.Pipeliner, i, round int), 
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	var cpu time.Duration
 	for n := 0; n < b.N; n++ {
 		b.StopTimer()
 		dirty(n)
+		time.Sleep(settle)
+		idle0 := processCPU()
+		time.Sleep(settle)
+		idle := processCPU() - idle0
 		b.StartTimer()
+		before := processCPU()
 		if save {
 			if err := c.Save(ctx).Err(); err != nil {
 				b.Fatal(err)
@@ -71,9 +78,25 @@ func benchCheckpoint(b *testing.B, write func(p redis.Pipeliner, i, round int), 
 		} else if err := in.Checkpoint(); err != nil {
 			b.Fatal(err)
 		}
+		b.StopTimer()
+		time.Sleep(settle) // Badger's memtable flushes and compactions
+		cpu += processCPU() - before - idle
+		b.StartTimer()
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*keys), "ns/key")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*keys), "cpu-ns/key")
+}
+
+// settle is how long a checkpoint's background work (Badger's memtable
+// flushes and compactions) is given to end before its CPU is counted.
+const settle = time.Second
+
+// processCPU is the CPU time (user and system) the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func benchFewMembers(b *testing.B) {

@@ -81,6 +81,9 @@ type Config struct {
 	// (it sleeps between shards for the rest; default 0.25, 1: never):
 	// SAVE, BGSAVE and the one at shutdown run at full speed.
 	CheckpointCPU float64
+	// CheckpointMemtableBytes sizes the Badger memtables checkpoints write
+	// the key states through (default 8 MiB; see persistence.Options).
+	CheckpointMemtableBytes int64
 	// GCHeadroom keeps the Go collector's heap goal at least this many
 	// bytes above the live heap (see gctune.go; 0: Go's own pacing, GOGC).
 	GCHeadroom int64
@@ -257,6 +260,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LogSegmentBytes < 64<<10 {
 		return fmt.Errorf("--log-segment-bytes %d: want at least 64 KiB", c.LogSegmentBytes)
+	}
+	if c.CheckpointMemtableBytes == 0 {
+		c.CheckpointMemtableBytes = 8 << 20
+	}
+	if c.CheckpointMemtableBytes < 1<<20 || c.CheckpointMemtableBytes > 1<<30 {
+		return fmt.Errorf("--checkpoint-memtable-bytes %d: want 1 MiB to 1 GiB", c.CheckpointMemtableBytes)
 	}
 	if c.CheckpointCPU == 0 {
 		c.CheckpointCPU = 0.25

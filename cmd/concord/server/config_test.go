@@ -55,6 +55,29 @@ func TestConfigGCHeadroom(t *testing.T) {
 	}
 }
 
+// --checkpoint-memtable-bytes: 8 MiB unless set, 1 MiB to 1 GiB, and it
+// reaches the store.
+func TestConfigCheckpointMemtableBytes(t *testing.T) {
+	c := Config{}
+	if err := c.Validate(); err != nil || c.CheckpointMemtableBytes != 8<<20 {
+		t.Fatalf("default: %d %v", c.CheckpointMemtableBytes, err)
+	}
+	for _, bad := range []int64{-1, 1000, 2 << 30} {
+		c := Config{CheckpointMemtableBytes: bad}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--checkpoint-memtable-bytes") {
+			t.Fatalf("--checkpoint-memtable-bytes %d: %v", bad, err)
+		}
+	}
+	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointMemtableBytes: 3 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if got := in.store.MemtableBytes(); got != 3<<20 {
+		t.Fatalf("store's memtables %d bytes, configured 3 MiB", got)
+	}
+}
+
 // setValue writes key = val in in and waits until it is logged.
 func setValue(in *Instance, key string, val []byte) {
 	k := keyspace.Key{Key: key}
