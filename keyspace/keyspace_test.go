@@ -943,6 +943,34 @@ func TestBatchInboundSliceIsReused(t *testing.T) {
 	}
 }
 
+// A big key's changed elements are encoded a chunk per hold of its shard's
+// lock, and the pace function runs after each chunk, not only per shard.
+func TestCheckpointPacesBigKeys(t *testing.T) {
+	ks, _, _ := newKS(true)
+	k := Key{Key: "big"}
+	const members = 5200 // (over 20 holds)
+	for i := 0; i < members; i += 100 {
+		var m [][]byte
+		for j := i; j < i+100; j++ {
+			m = append(m, []byte(fmt.Sprint("member:", j)))
+		}
+		ks.Run([]Key{k}, func(tx *Tx) error { tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), m)); return nil })
+	}
+	paced, stored := 0, 0
+	keys, err := ks.Checkpoint(1000, func() { paced++ }, func(ws []Write) error {
+		for _, w := range ws {
+			stored += len(w.Elems)
+		}
+		return nil
+	})
+	if err != nil || keys != 1 || stored != members {
+		t.Fatalf("checkpoint: %d keys, %d members stored, %v", keys, stored, err)
+	}
+	if paced < members/captureChunk {
+		t.Fatalf("paced %d times for %d members (%d per hold)", paced, members, captureChunk)
+	}
+}
+
 // A checkpoint calls its pace function before each shard with changes
 // (a background checkpoint sleeps there), and only then.
 func TestCheckpointPacesPerShard(t *testing.T) {
