@@ -395,19 +395,21 @@ func TestHoldCommitNowAndWaiters(t *testing.T) {
 	s.Hold(true)
 	g1 := s.Submit(nil, []crdt.KeyDelta{delta("a")}, nil)
 	s.CommitNow()
-	select {
-	case <-g1.done:
-	default:
+	if !g1.done.Load() {
 		t.Fatal("CommitNow returned before its group was committed")
+	}
+	if err := g1.Wait(); err != nil || g1.wake != nil {
+		t.Fatalf("waiting for a committed group: %v, made a channel: %v", err, g1.wake != nil)
 	}
 	g2 := s.Submit(nil, []crdt.KeyDelta{delta("b")}, nil)
 	wait(g2, "a waiter inside the hold") // the hold is still on
 	g3 := s.Submit(nil, []crdt.KeyDelta{delta("c")}, nil)
 	s.Hold(false)
-	select { // committed by the commit loop once the hold ended (Wait not called)
-	case <-g3.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a write submitted during the hold was not committed after it")
+	for deadline := time.Now().Add(5 * time.Second); !g3.done.Load(); { // committed by the commit loop once the hold ended (Wait not called)
+		if time.Now().After(deadline) {
+			t.Fatal("a write submitted during the hold was not committed after it")
+		}
+		time.Sleep(time.Millisecond)
 	}
 	if last, _ := s.OutboxSeq(); last != 3 {
 		t.Fatalf("outbox seq %d after three committed groups", last)
