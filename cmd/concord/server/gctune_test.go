@@ -1,10 +1,13 @@
 package server
 
 import (
+	"context"
 	"runtime"
 	"runtime/debug"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestGCPercentFor(t *testing.T) {
@@ -67,5 +70,40 @@ func TestGCHeadroomTunesGOGC(t *testing.T) {
 	runtime.GC()
 	if g := gogc(); g != 100 {
 		t.Fatalf("GOGC %d after the tuner stopped, want 100", g)
+	}
+}
+
+// gcSink keeps a test's garbage from being optimized away.
+var gcSink []byte
+
+// An idle server collects once a quarter of its headroom was allocated
+// since the last collection; a busy one leaves it to Go.
+func TestIdleServerCollects(t *testing.T) {
+	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointInterval: time.Hour, GCHeadroom: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	cl := redis.NewClient(&redis.Options{Addr: in.Addr()})
+	defer cl.Close()
+	garbage := func() {
+		for range 24 { // 24 MiB: over a quarter of the headroom, under Go's goal
+			gcSink = make([]byte, 1<<20)
+		}
+	}
+	runtime.GC()
+	garbage()
+	for busy := time.Now().Add(time.Second); time.Now().Before(busy); {
+		if err := cl.Ping(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := in.idleGCs.Load(); n != 0 {
+		t.Fatalf("a busy server collected %d times on its own", n)
+	}
+	for deadline := time.Now().Add(3 * time.Second); in.idleGCs.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("an idle server left %d MB since the last collection", heapGarbage()>>20)
+		}
 	}
 }
