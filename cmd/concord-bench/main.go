@@ -191,20 +191,22 @@ func main() {
 		n = v // longer rows average out a checkpoint landing in one
 	}
 	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d, Concord --fsync %s vs redis-server --appendonly yes --appendfsync %s\n\n", n, fsync, fsync)
-	fmt.Printf("%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s | %7s %3s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio", "bg c/r", "gc")
+	fmt.Printf("%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s | %7s %3s | %9s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio", "bg c/r", "gc", "aside c/r")
 	for _, p := range []int{1, 16} {
 		for _, test := range []string{"set", "get", "incr", "sadd", "hset"} {
-			cb := background(c.port, "checkpoints")
+			quiet(c.port, r.port)
+			cb, rc0 := background(c.port, "checkpoints"), cpuSeconds(r.port)
 			cr := bench(c.port, test, p, n, 100000)
-			cd := background(c.port, "checkpoints").since(cb)
-			rb := background(r.port, "aof_rewrites")
+			cd, rAside := background(c.port, "checkpoints").since(cb), cpuSeconds(r.port)-rc0
+			quiet(c.port, r.port)
+			rb, cc0 := background(r.port, "aof_rewrites"), cpuSeconds(c.port)
 			rr := bench(r.port, test, p, n, 100000)
-			rd := background(r.port, "aof_rewrites").since(rb)
-			fmt.Printf("%-6s %-3d | %12.0f %8.3f %8.3f | %12.0f %8.3f %8.3f | %6.2f | %3d/%-3d %3d\n", strings.ToUpper(test), p, cr.rps, cr.p50, cr.p99, rr.rps, rr.p50, rr.p99, cr.rps/rr.rps,
-				cd.overlapped, rd.overlapped, cd.gc)
+			rd, cAside := background(r.port, "aof_rewrites").since(rb), cpuSeconds(c.port)-cc0
+			fmt.Printf("%-6s %-3d | %12.0f %8.3f %8.3f | %12.0f %8.3f %8.3f | %6.2f | %3d/%-3d %3d | %4.0f/%-4.0f\n", strings.ToUpper(test), p, cr.rps, cr.p50, cr.p99, rr.rps, rr.p50, rr.p99, cr.rps/rr.rps,
+				cd.overlapped, rd.overlapped, cd.gc, cAside*1000, rAside*1000)
 		}
 	}
-	fmt.Println("\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row")
+	fmt.Println("\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row;\naside c/r: CPU ms each server used while the other one's half of the row ran (its background work then: Concord's\ncheckpoints run at full speed and it collects when idle; it takes the cores from the other server and its client).\nEach half starts once both servers used under 5% of a core for 100 ms (at most 3 s): background work after a\nburst runs in the lull, as on a machine of its own, unless it outlasts the wait")
 	ceiling(r, n)
 }
 
@@ -323,6 +325,41 @@ func (after bgState) since(before bgState) bgDuring {
 		d.overlapped++
 	}
 	return d
+}
+
+// quiet waits until none of the servers on ports used more than 5 ms of
+// CPU in 100 ms (at most 3 s): one server's background work after its row
+// (a checkpoint, a collection) then does not run in the other's.
+func quiet(ports ...int) {
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		before := make([]float64, len(ports))
+		for i, p := range ports {
+			before[i] = cpuSeconds(p)
+		}
+		time.Sleep(100 * time.Millisecond)
+		busy := false
+		for i, p := range ports {
+			busy = busy || cpuSeconds(p)-before[i] > 0.005
+		}
+		if !busy {
+			return
+		}
+	}
+}
+
+// cpuSeconds is a server's CPU time so far (INFO cpu's used_cpu_sys +
+// used_cpu_user).
+func cpuSeconds(port int) float64 {
+	total := 0.0
+	for _, line := range strings.Split(cli(port, "INFO", "cpu"), "\n") {
+		for _, f := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), f); ok {
+				x, _ := strconv.ParseFloat(v, 64)
+				total += x
+			}
+		}
+	}
+	return total
 }
 
 // cli runs redis-cli against port and returns its output.

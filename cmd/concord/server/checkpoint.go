@@ -73,11 +73,13 @@ func (in *Instance) checkpointPaced(cpu float64) error {
 	in.savedWrites.Store(in.store.Stats().Writes)
 	var pace func()
 	if cpu < 1 {
-		pace = newPacer(cpu, time.Now, func(d time.Duration) {
+		p := newPacer(cpu, time.Now, func(d time.Duration) {
 			if in.mayPause() {
 				time.Sleep(d)
 			}
-		}).pace
+		})
+		p.activity, p.seen = in.activity, in.activity()
+		pace = p.pace
 	}
 	keys, records, err := storeChanged(in.store, in.KS, start, pace)
 	in.freed.Add(int64(records))
@@ -95,19 +97,31 @@ func (in *Instance) mayPause() bool {
 	return in.hurry.Load() == 0 && in.store.LogBytes(false) < 2*in.cfg.CheckpointLogBytes
 }
 
+// activity counts what the server did for others: commands served and
+// peers' deltas applied.
+func (in *Instance) activity() uint64 {
+	return in.Engine.Calls() + uint64(in.KS.Stats.RemoteApplied.Load())
+}
+
 // pacer keeps a background checkpoint to a share of the time: called
-// between shards, it sleeps for what the work since its last call earns.
+// between shards, it sleeps for what the work since its last call earns —
+// unless activity (when set) did not change since its last call: with no
+// command served and no delta applied meanwhile there is nobody to yield
+// to, and a checkpoint that finishes in a lull does not run into the next
+// burst.
 // A checkpoint of 400k changed keys takes ~0.5 s of a core and its
 // allocations set off a collection of the heap; at full speed, in regions
 // sharing a machine, its burst held every apply path behind it (lag p99
 // 100–250 ms for a second). The work is measured in wall time, so a
 // checkpoint slowed by a busy machine sleeps longer.
 type pacer struct {
-	cpu   float64
-	now   func() time.Time
-	sleep func(time.Duration)
-	last  time.Time
-	owed  time.Duration
+	cpu      float64
+	now      func() time.Time
+	sleep    func(time.Duration)
+	activity func() uint64 // nil: always busy
+	seen     uint64        // activity at the last call
+	last     time.Time
+	owed     time.Duration
 }
 
 func newPacer(cpu float64, now func() time.Time, sleep func(time.Duration)) *pacer {
@@ -115,6 +129,15 @@ func newPacer(cpu float64, now func() time.Time, sleep func(time.Duration)) *pac
 }
 
 func (p *pacer) pace() {
+	if p.activity != nil {
+		a := p.activity()
+		idle := a == p.seen
+		p.seen = a
+		if idle { // since the last call
+			p.owed, p.last = 0, p.now()
+			return
+		}
+	}
 	p.owed += time.Duration(float64(p.now().Sub(p.last)) * (1 - p.cpu) / p.cpu)
 	if p.owed >= time.Millisecond { // (shorter sleeps add up first)
 		p.sleep(p.owed)

@@ -54,6 +54,34 @@ func TestPacer(t *testing.T) {
 	}
 }
 
+// With an activity count, the pacer sleeps only when something was served
+// since its last call.
+func TestPacerIdle(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var slept []time.Duration
+	var served uint64
+	p := newPacer(0.25, func() time.Time { return now }, func(d time.Duration) { slept = append(slept, d) })
+	p.activity = func() uint64 { return served }
+	for range 3 {
+		now = now.Add(3 * time.Millisecond)
+		p.pace()
+	}
+	if len(slept) != 0 {
+		t.Fatalf("idle: slept %v", slept)
+	}
+	served++
+	now = now.Add(3 * time.Millisecond)
+	p.pace()
+	if len(slept) != 1 || slept[0] != 9*time.Millisecond {
+		t.Fatalf("after 3 ms of work beside a command: slept %v, want [9ms]", slept)
+	}
+	now = now.Add(3 * time.Millisecond)
+	p.pace()
+	if len(slept) != 1 {
+		t.Fatalf("idle again: slept %v", slept)
+	}
+}
+
 // A paced checkpoint pauses unless a SAVE or a shutdown waits for it, or
 // more than twice --checkpoint-log-bytes of log were written since it
 // began.
