@@ -296,6 +296,7 @@ func (s *State) mergeMember(m string, a, b []Dot, dctx *Context) {
 
 func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 	a := s.Hash[f]
+	stored := a != nil // merged in place: no second write of the map
 	if a == nil {
 		if b == nil {
 			return 0
@@ -308,16 +309,20 @@ func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 	n := len(a.Base)
 	mergeReg(a, &s.Ctx, b, dctx, nil)
 	if a.isEmpty() {
-		delete(s.Hash, f)
+		if stored {
+			delete(s.Hash, f)
+		}
 		return 0
 	}
 	if len(a.Base) > 1 && len(a.Base) > n {
 		conflicts |= ConflictLWW
 	}
-	if s.Hash == nil {
-		s.Hash = make(map[string]*Reg)
+	if !stored {
+		if s.Hash == nil {
+			s.Hash = make(map[string]*Reg)
+		}
+		s.Hash[f] = a
 	}
-	s.Hash[f] = a
 	return conflicts
 }
 
