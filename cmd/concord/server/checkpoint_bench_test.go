@@ -32,15 +32,20 @@ func BenchmarkCheckpoint(b *testing.B) {
 // startBench starts a region that checkpoints only when told, and a
 // client of it (both closed when b ends).
 func startBench(b *testing.B) (*Instance, *redis.Client) {
-	cfg := Config{Addr: "127.0.0.1:0", Dir: b.TempDir(), LogLevel: "error", Region: "A",
-		CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40}
+	return startWith(b, Config{Region: "A", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40})
+}
+
+// startWith starts a region with cfg on a free port and a data dir of its
+// own (logging errors only), and a client of it; both closed when tb ends.
+func startWith(tb testing.TB, cfg Config) (*Instance, *redis.Client) {
+	cfg.Addr, cfg.Dir, cfg.LogLevel = "127.0.0.1:0", tb.TempDir(), "error"
 	in, err := Start(cfg)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { in.Close() })
+	tb.Cleanup(func() { in.Close() })
 	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
-	b.Cleanup(func() { c.Close() })
+	tb.Cleanup(func() { c.Close() })
 	return in, c
 }
 

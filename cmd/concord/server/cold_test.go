@@ -120,13 +120,7 @@ func TestIdleServerReturnsMemoryAfterLargeWrites(t *testing.T) {
 	garbageBeforeRelease, idleBeforeRelease = 16<<20, 300*time.Millisecond
 	defer func() { garbageBeforeRelease, idleBeforeRelease = oldG, oldIdle }()
 	// no collection of its own meanwhile: the headroom keeps Go's goal far
-	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointInterval: time.Hour, GCHeadroom: 4 << 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	cl := redis.NewClient(&redis.Options{Addr: in.Addr()})
-	defer cl.Close()
+	in, cl := startWith(t, Config{CheckpointInterval: time.Hour, GCHeadroom: 4 << 30})
 	for i := range 3 {
 		if err := cl.Set(context.Background(), "big", strings.Repeat(fmt.Sprint(i), 16<<20), 0).Err(); err != nil {
 			t.Fatal(err)

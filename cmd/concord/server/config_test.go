@@ -68,11 +68,7 @@ func TestConfigCheckpointMemtableBytes(t *testing.T) {
 			t.Fatalf("--checkpoint-memtable-bytes %d: %v", bad, err)
 		}
 	}
-	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointMemtableBytes: 3 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
+	in, _ := startWith(t, Config{CheckpointMemtableBytes: 3 << 20})
 	if got := in.store.MemtableBytes(); got != 3<<20 {
 		t.Fatalf("store's memtables %d bytes, configured 3 MiB", got)
 	}

@@ -6,8 +6,6 @@ import (
 	"runtime/debug"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 func TestGCPercentFor(t *testing.T) {
@@ -79,13 +77,7 @@ var gcSink []byte
 // An idle server collects once a quarter of its headroom was allocated
 // since the last collection; a busy one leaves it to Go.
 func TestIdleServerCollects(t *testing.T) {
-	in, err := Start(Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error", CheckpointInterval: time.Hour, GCHeadroom: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	cl := redis.NewClient(&redis.Options{Addr: in.Addr()})
-	defer cl.Close()
+	in, cl := startWith(t, Config{CheckpointInterval: time.Hour, GCHeadroom: 64 << 20})
 	garbage := func() {
 		for range 24 { // 24 MiB: over a quarter of the headroom, under Go's goal
 			gcSink = make([]byte, 1<<20)
