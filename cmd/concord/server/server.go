@@ -506,7 +506,7 @@ func (in *Instance) memLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		in.Engine.RefreshMemory()
-		calls := in.Engine.Calls() + uint64(in.KS.Stats.RemoteApplied.Load())
+		calls := in.activity()
 		idle := calls == lastCalls // for a tick at least
 		if !idle {
 			lastCalls, lastActive = calls, time.Now()
