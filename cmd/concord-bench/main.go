@@ -349,18 +349,7 @@ func quiet(ports ...int) {
 
 // cpuSeconds is a server's CPU time so far (INFO cpu's used_cpu_sys +
 // used_cpu_user).
-func cpuSeconds(port int) float64 {
-	total := 0.0
-	for _, line := range strings.Split(cli(port, "INFO", "cpu"), "\n") {
-		for _, f := range []string{"used_cpu_sys:", "used_cpu_user:"} {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), f); ok {
-				x, _ := strconv.ParseFloat(v, 64)
-				total += x
-			}
-		}
-	}
-	return total
-}
+func cpuSeconds(port int) float64 { return infoFields(port, "cpu", "used_cpu_sys", "used_cpu_user") }
 
 // cli runs redis-cli against port and returns its output.
 func cli(port int, args ...string) string {
@@ -370,13 +359,22 @@ func cli(port int, args ...string) string {
 
 // info returns a numeric field of an INFO section (0 if absent).
 func info(port int, section, field string) int64 {
+	return int64(infoFields(port, section, field))
+}
+
+// infoFields returns the sum of numeric fields of an INFO section (absent
+// ones count 0).
+func infoFields(port int, section string, fields ...string) float64 {
+	total := 0.0
 	for _, line := range strings.Split(cli(port, "INFO", section), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
+		for _, f := range fields {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), f+":"); ok {
+				x, _ := strconv.ParseFloat(v, 64)
+				total += x
+			}
 		}
 	}
-	return 0
+	return total
 }
 
 func count(port int, test string) int64 {
