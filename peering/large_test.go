@@ -185,3 +185,24 @@ func TestPartSizeBeforeConnecting(t *testing.T) {
 		t.Fatal("a 100 KiB entry became a reference before connecting")
 	}
 }
+
+// An outbox entry too large for a message that does not decode (it cannot
+// be one this build wrote) goes out as a reference to no key: as is it
+// could never be published, and every later entry would wait behind it.
+func TestUndecodableLargeEntryDoesNotStall(t *testing.T) {
+	bus := NewBus()
+	bus.SetMaxPayload(1 << 20)
+	n := &Node{t: bus.Transport("A"), cfg: Config{MaxMessage: 768 << 10, Log: zerolog.Nop()}}
+	entry := bytes.Repeat([]byte{0xff}, 2<<20)
+	small := crdt.AppendBatch(nil, []crdt.KeyDelta{{Key: "k", Delta: crdt.SetString(&crdt.State{}, crdt.Op{HLC: crdt.HLC{Phys: 1, Region: "A"}}, []byte("v"), false)}})
+	lasts, msgs := n.envelopes([]uint64{1, 2}, [][]byte{entry, small})
+	if len(msgs) != 2 || lasts[0] != 1 || lasts[1] != 2 {
+		t.Fatalf("%d messages up to %v for two entries", len(msgs), lasts)
+	}
+	if m := msgs[0]; len(m) > n.partSize() || m[0] != refMessage {
+		t.Fatalf("the undecodable entry went out as %d bytes starting %#x", len(m), m[0])
+	}
+	if kds, err := crdt.DecodeBatch(msgs[0][1:]); err != nil || len(kds) != 0 {
+		t.Fatalf("the reference names %d keys (%v), want none", len(kds), err)
+	}
+}

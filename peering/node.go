@@ -237,8 +237,11 @@ func (n *Node) envelopes(seqs []uint64, entries [][]byte) (lasts []uint64, msgs 
 		if len(entries[i]) > part {
 			ref, err := reference(entries[i])
 			if err != nil { // cannot happen: the outbox holds what this build encoded
-				n.cfg.Log.Error().Err(err).Uint64("seq", seqs[i]).Msg("outbox entry too large for a message and undecodable")
-				ref = entries[i]
+				// a reference to no key: published, the stream goes on
+				// (as is, the entry could never be: every later entry
+				// would wait behind it); anti-entropy repairs its keys
+				n.cfg.Log.Error().Err(err).Uint64("seq", seqs[i]).Msg("outbox entry too large for a message and undecodable; shipped as a reference to no key")
+				ref = crdt.AppendBatch([]byte{refMessage}, nil)
 			}
 			lasts, msgs = append(lasts, seqs[i]), append(msgs, ref)
 			i++
