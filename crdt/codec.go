@@ -182,10 +182,10 @@ func (e *encoder) stateOf(s *State, elems bool) {
 	if elems {
 		e.members(s.Set, e.dot)
 		e.uv(uint64(len(s.Hash)))
-		for f, r := range s.Hash {
+		s.EachField(func(f string, r *Reg) {
 			e.str(f)
 			e.reg(r)
-		}
+		})
 	} else {
 		e.uv(0)
 		e.uv(0)

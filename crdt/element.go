@@ -87,8 +87,6 @@ func (d *State) Touched(members, fields []string) (all bool, _, _ []string) {
 	for m := range d.Set {
 		members = append(members, m)
 	}
-	for f := range d.Hash {
-		fields = append(fields, f)
-	}
+	d.EachField(func(f string, _ *Reg) { fields = append(fields, f) })
 	return false, members, fields
 }

@@ -575,6 +575,9 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 			rb = new(regWithBase)
 		}
 		d.Hash[f] = rb.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1])
+		if i == 0 {
+			d.liveField = f // (a one-field delta is then read without iterating: EachField)
+		}
 	}
 	if len(d.Ctx.VV) == 0 {
 		d.Ctx.VV = nil

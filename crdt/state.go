@@ -71,6 +71,23 @@ type State struct {
 	liveField string
 }
 
+// EachField calls fn with each field of s.Hash, live or not. A map of one field whose
+// name is liveField (an HSET delta's: HSetAdded names it) is read without
+// an iteration, whose start alone (a random number drawn) cost ~70 ns —
+// each HSET delta was iterated four times (merged, listed as touched,
+// encoded, sized).
+func (s *State) EachField(fn func(f string, r *Reg)) {
+	if len(s.Hash) == 1 {
+		if r, ok := s.Hash[s.liveField]; ok {
+			fn(s.liveField, r)
+			return
+		}
+	}
+	for f, r := range s.Hash {
+		fn(f, r)
+	}
+}
+
 // collStamps are a state's set and hash creation stamps. Copies of a State
 // share them, so they are never changed in place: setStamps replaces them.
 type collStamps struct{ set, hash HLC }
@@ -220,9 +237,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 			}
 		}
 		if len(d.Hash) > 0 {
-			for f, dr := range d.Hash {
-				conflicts |= s.mergeField(f, dr, dctx)
-			}
+			d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx) })
 		}
 	} else if len(s.Set)+len(d.Set)+len(s.Hash)+len(d.Hash) > 0 { // (a string's merge skips four empty ranges)
 		for m, sd := range s.Set {

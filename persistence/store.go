@@ -76,12 +76,12 @@ func approxDeltaSize(kd crdt.KeyDelta) int {
 	for m := range kd.Delta.Set {
 		n += 24 + len(m)
 	}
-	for f, r := range kd.Delta.Hash {
+	kd.Delta.EachField(func(f string, r *crdt.Reg) {
 		n += 24 + len(f)
 		for _, b := range r.Base {
 			n += 48 + len(b.Val)
 		}
-	}
+	})
 	return n
 }
 
