@@ -71,11 +71,30 @@ func TestGCHeadroomTunesGOGC(t *testing.T) {
 	}
 }
 
+// An idle collection comes after a quarter of the runway to the goal,
+// whatever the heap's size.
+func TestIdleCollect(t *testing.T) {
+	for _, tc := range []struct {
+		allocated, live, goal uint64
+		want                  bool
+	}{
+		{32 << 20, 50 << 20, 178 << 20, true}, // a quarter of --gc-headroom's 128 MiB
+		{20 << 20, 50 << 20, 178 << 20, false},
+		{32 << 20, 10 << 30, 20 << 30, false}, // a 10 GB heap is not marked for 32 MB
+		{3 << 30, 10 << 30, 20 << 30, true},
+		{1 << 20, 100 << 20, 100 << 20, false}, // no runway (a goal not yet known)
+	} {
+		if got := idleCollect(tc.allocated, tc.live, tc.goal); got != tc.want {
+			t.Errorf("allocated %d, live %d, goal %d: %v", tc.allocated, tc.live, tc.goal, got)
+		}
+	}
+}
+
 // gcSink keeps a test's garbage from being optimized away.
 var gcSink []byte
 
-// An idle server collects once a quarter of its headroom was allocated
-// since the last collection; a busy one leaves it to Go.
+// An idle server collects once a quarter of its runway to the next
+// collection was allocated since the last one; a busy one leaves it to Go.
 func TestIdleServerCollects(t *testing.T) {
 	in, cl := startWith(t, Config{CheckpointInterval: time.Hour, GCHeadroom: 64 << 20})
 	garbage := func() {

@@ -490,9 +490,9 @@ func (in *Instance) packLoop(ctx context.Context) {
 // the heap's high-water mark resident. FreeOSMemory (a collection, then
 // everything free returned) pauses allocations while it works: only a
 // server idle that long takes it.
-// A server idle for a tick with a quarter of --gc-headroom allocated since
-// the last collection collects then (no release): the next burst does not
-// pay for a collection it did not cause.
+// A server idle for a tick with a quarter of its runway to the next
+// collection allocated since the last one collects then (no release): the
+// next burst does not pay for a collection it did not cause.
 // It also samples the heap for maxmemory every 100 ms.
 func (in *Instance) memLoop(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
@@ -512,9 +512,10 @@ func (in *Instance) memLoop(ctx context.Context) {
 			lastCalls, lastActive = calls, time.Now()
 		}
 		if idle && in.cfg.GCHeadroom > 0 {
-			if g := heapGarbage(); g >= uint64(in.cfg.GCHeadroom)/idleCollectShare {
+			g := heapGarbage()
+			if idleCollect(g, runtimeMetric("/gc/heap/live:bytes"), runtimeMetric("/gc/heap/goal:bytes")) {
 				// collect now, while nothing waits for the CPU: a burst
-				// starting later has the whole headroom before its own
+				// starting later has the whole runway before its own
 				// collection (make bench's P=16 rows with one in them were
 				// 0.6–0.8× Redis, ~1× without)
 				runtime.GC()
@@ -558,10 +559,16 @@ func heapGarbage() uint64 {
 	return objs - min(objs, live)
 }
 
-// idleCollectShare: a server idle for a tick (100 ms) collects once its
-// heap holds a this-th of --gc-headroom of garbage and new objects since
-// the last collection.
-const idleCollectShare = 4
+// idleCollect tells whether an idle server collects: once what was
+// allocated since the last collection (garbage, and objects not yet
+// marked live) is a quarter of the runway from the live heap to the
+// collector's goal (with --gc-headroom at least that much: 32 MiB of the
+// default 128). Relative to the runway, not a fixed size: a collection
+// marks the whole live heap, and a big heap with a trickle of writes
+// would otherwise be marked again and again for little garbage.
+func idleCollect(allocated, live, goal uint64) bool {
+	return goal > live && allocated >= (goal-live)/4
+}
 
 // idleBeforeRelease is how long a server must have been idle before it
 // returns free memory to the OS at once (a variable for tests).
