@@ -36,9 +36,6 @@ func TestEachField(t *testing.T) {
 	if got := visit(s); len(got) != 1 || got[other] == "" {
 		t.Fatalf("one field left (%s), hint %q: visited %v", other, stale, got)
 	}
-	if got := visit(d); len(got) != 1 {
-		t.Fatalf("%v", got)
-	}
 	big := &State{}
 	big.Merge(HSet(big, op, [][]byte{[]byte("x"), []byte("1"), []byte("y"), []byte("2"), []byte("z"), []byte("3")}))
 	if got := visit(big); len(got) != 3 {
