@@ -27,9 +27,12 @@ type User struct {
 	allowed   map[string]bool // command name -> allowed
 	subs      map[string]bool // "cmd|sub" explicitly allowed (+) or denied (-)
 	cmdRules  []string        // the command rules in order, as given
-	allKeys   bool
-	keys      []string
-	allChans  bool
+	// allCmds: every command allowed and no subcommand rule (canRun then
+	// looks nothing up; kept by apply)
+	allCmds  bool
+	allKeys  bool
+	keys     []string
+	allChans bool
 }
 
 // ACL holds the users of one engine.
@@ -89,6 +92,7 @@ func (e *ruleError) Error() string { return e.msg }
 
 // apply applies ACL rules to u in order; an error names the bad rule.
 func (a *ACL) apply(u *User, rules []string) error {
+	defer func() { u.allCmds = a.allowsAll(u) }()
 	for _, r := range rules {
 		if err := a.apply1(u, r); err != nil {
 			return &ruleError{rule: r, msg: err.Error()}
@@ -242,8 +246,24 @@ func permName(cmd *Cmd, args [][]byte) string {
 	return cmd.Name
 }
 
+// allowsAll reports whether u may run every command and subcommand.
+func (a *ACL) allowsAll(u *User) bool {
+	if len(u.subs) > 0 {
+		return false
+	}
+	for name := range a.e.cmds {
+		if !u.allowed[name] {
+			return false
+		}
+	}
+	return true
+}
+
 // canRun reports whether u may run cmd with args.
 func (u *User) canRun(cmd *Cmd, args [][]byte) bool {
+	if u.allCmds {
+		return true
+	}
 	if len(args) > 1 && len(u.subs) > 0 {
 		if v, ok := u.subs[cmd.Name+"|"+strings.ToLower(string(args[1]))]; ok {
 			return v

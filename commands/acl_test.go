@@ -38,3 +38,45 @@ func FuzzACLRules(f *testing.F) {
 		}
 	})
 }
+
+// TestCanRunAfterRules: a user allowed every command answers without
+// looking the command up, and loses that as soon as a rule denies one
+// command or subcommand.
+func TestCanRunAfterRules(t *testing.T) {
+	e := New(nil, NewConfig())
+	a := e.ACL
+	get, cfg := e.cmds["get"], e.cmds["config"]
+	args := func(s ...string) [][]byte {
+		var out [][]byte
+		for _, x := range s {
+			out = append(out, []byte(x))
+		}
+		return out
+	}
+	cases := []struct {
+		rules    string
+		get, set bool // config get, config set
+	}{
+		{"+@all", true, true},
+		{"+@all -get", false, true},
+		{"+@all -get +get", true, true},
+		{"+@all -config|set", true, false},
+		{"+@all -config|set +@all", true, true},
+		{"-@all +get", true, false},
+	}
+	for _, c := range cases {
+		u := a.newUser("u")
+		if err := a.apply(u, strings.Fields(c.rules)); err != nil {
+			t.Fatal(err)
+		}
+		if got := u.canRun(get, args("get", "k")); got != c.get {
+			t.Errorf("%q: get allowed=%v, want %v", c.rules, got, c.get)
+		}
+		if got := u.canRun(cfg, args("config", "set", "x", "y")); got != c.set {
+			t.Errorf("%q: config set allowed=%v, want %v", c.rules, got, c.set)
+		}
+		if all := u.allCmds; all != (c.get && c.set && !strings.Contains(c.rules, "-@all")) {
+			t.Errorf("%q: allCmds=%v", c.rules, all)
+		}
+	}
+}

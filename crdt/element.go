@@ -22,6 +22,7 @@ func (s *State) Assign(o *State) {
 func (s *State) Header() *State {
 	h := *s
 	h.Set, h.Hash, h.pool, h.room = nil, nil, 0, false // a copy is never a pooled delta nor a room
+	h.live = nil                                       // (its fields will be its own: see liveHint)
 	return &h
 }
 

@@ -575,8 +575,9 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 			rb = new(regWithBase)
 		}
 		d.Hash[f] = rb.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1])
-		if i == 0 {
-			d.liveField = f // (a one-field delta is then read without iterating: EachField)
+		if i == 0 || f == x.hint.field { // (a one-field delta is then read without iterating: EachField)
+			x.hint = liveHint{field: f, r: d.Hash[f]}
+			d.live = &x.hint
 		}
 	}
 	if len(d.Ctx.VV) == 0 {
@@ -598,6 +599,7 @@ type hsetDelta struct {
 	cloud [2]Dot
 	reg   regWithBase
 	cs    collStamps
+	hint  liveHint
 	m     map[string]*Reg
 }
 

@@ -27,11 +27,11 @@ func TestEachField(t *testing.T) {
 	if !s.hashExists() {
 		t.Fatal("no live field")
 	}
-	stale := s.liveField // names a or b: drop that one
+	stale, _ := s.liveReg() // names a or b: drop that one
 	other := map[string]string{"a": "b", "b": "a"}[stale]
 	s.Merge(HDel(s, [][]byte{[]byte(stale)}))
-	if s.liveField != stale || len(s.Hash) != 1 {
-		t.Fatalf("setup: live field %q, %d fields", s.liveField, len(s.Hash))
+	if s.live.field != stale || len(s.Hash) != 1 {
+		t.Fatalf("setup: live field %q, %d fields", s.live.field, len(s.Hash))
 	}
 	if got := visit(s); len(got) != 1 || got[other] == "" {
 		t.Fatalf("one field left (%s), hint %q: visited %v", other, stale, got)
@@ -40,5 +40,57 @@ func TestEachField(t *testing.T) {
 	big.Merge(HSet(big, op, [][]byte{[]byte("x"), []byte("1"), []byte("y"), []byte("2"), []byte("z"), []byte("3")}))
 	if got := visit(big); len(got) != 3 {
 		t.Fatalf("three fields: visited %v", got)
+	}
+}
+
+// The live-field hint never makes a hash read as live when it is not, nor
+// an HSET delta read an older value: a field named twice in one command,
+// the hinted field removed, a header copy filled with fields of its own.
+func TestLiveHint(t *testing.T) {
+	op := func(n int64) Op { return Op{HLC: HLC{Phys: n, Region: "A"}} }
+	args := func(s ...string) [][]byte {
+		var out [][]byte
+		for _, x := range s {
+			out = append(out, []byte(x))
+		}
+		return out
+	}
+	d, added := HSetAdded(&State{}, op(1), args("f", "1", "f", "2"))
+	var seen []string
+	d.EachField(func(f string, r *Reg) { v, _, _ := r.Get(); seen = append(seen, f+"="+string(v)) })
+	if len(seen) != 1 || seen[0] != "f=2" || added != 1 {
+		t.Fatalf("HSET f 1 f 2: delta holds %v, added %d", seen, added)
+	}
+
+	s := &State{}
+	s.Merge(HSet(s, op(2), args("a", "1", "b", "2")))
+	if s.Type() != TypeHash {
+		t.Fatal("not a hash")
+	}
+	first, _ := s.liveReg()
+	s.Merge(HDel(s, args(first)))
+	if s.Type() != TypeHash {
+		t.Fatalf("one field left after HDEL %s: type %v", first, s.Type())
+	}
+	rest, _ := s.liveReg()
+	if rest == first || rest == "" {
+		t.Fatalf("hint still names %q (removed)", rest)
+	}
+	s.Merge(HDel(s, args(rest)))
+	if s.Type() != TypeNone {
+		t.Fatalf("no field left: type %v", s.Type())
+	}
+
+	s = &State{}
+	s.Merge(HSet(s, op(3), args("a", "1")))
+	if s.Type() != TypeHash {
+		t.Fatal("not a hash")
+	}
+	h := s.Header() // its fields are loaded apart: here one removed field
+	if err := h.AddElement(ElemField, "z", AppendField(nil, &Reg{Floor: []Count{{Region: "A", N: 1}}})); err != nil {
+		t.Fatal(err)
+	}
+	if h.Type() != TypeNone {
+		t.Fatalf("a header holding one removed field reads as %v", h.Type())
 	}
 }

@@ -302,9 +302,9 @@ func newEntry() *entry {
 // short (the map's key then points into it: a lookup compares the name and
 // reads the entry from the same few cache lines).
 type entryWithString struct {
-	name [24]byte // first: the entry's flags share its cache line
+	name [32]byte // first: the entry's flags share its cache line
 	e    entry
-	room crdt.StringRoom // 24 + 48 + 376 bytes: the 448-byte size class
+	room crdt.StringRoom // 32 + 48 + 368 bytes: the 448-byte size class
 }
 
 // stringEntrySize is entryWithString's size, one of Go's size classes:
