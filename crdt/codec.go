@@ -200,6 +200,9 @@ func (e *encoder) stateOf(s *State, elems bool) {
 // members writes set members, each a name and its dots (written by dot).
 func (e *encoder) members(set map[string][]Dot, dot func(Dot)) {
 	e.uv(uint64(len(set)))
+	if len(set) == 0 { // (a range over an empty map still starts an iterator)
+		return
+	}
 	for m, ds := range set {
 		e.str(m)
 		e.uv(uint64(len(ds)))

@@ -141,15 +141,19 @@ func ElementsDigest(s *State) uint64 {
 // ListedDigest is the XOR of the digests s has for the elements d lists.
 func ListedDigest(s *State, d *State) uint64 {
 	var x uint64
-	for m := range d.Set {
-		if ds, ok := s.Set[m]; ok {
-			x ^= MemberDigest(m, ds)
+	if len(d.Set) > 0 { // (a range over an empty map still starts an iterator)
+		for m := range d.Set {
+			if ds, ok := s.Set[m]; ok {
+				x ^= MemberDigest(m, ds)
+			}
 		}
 	}
-	for f := range d.Hash {
-		if r, ok := s.Hash[f]; ok {
-			x ^= FieldDigest(f, r)
-		}
+	if len(s.Hash) > 0 {
+		d.EachField(func(f string, _ *Reg) {
+			if r, ok := s.Hash[f]; ok {
+				x ^= FieldDigest(f, r)
+			}
+		})
 	}
 	return x
 }

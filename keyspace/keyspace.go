@@ -1555,12 +1555,13 @@ func hasDeadFields(s *crdt.State, d *crdt.State) bool {
 		return false
 	}
 	if d.Scoped {
-		for f := range d.Hash {
+		dead := false
+		d.EachField(func(f string, _ *crdt.Reg) {
 			if r := s.Hash[f]; r != nil && !r.Exists() {
-				return true
+				dead = true
 			}
-		}
-		return false
+		})
+		return dead
 	}
 	for _, r := range s.Hash {
 		if !r.Exists() {
