@@ -32,11 +32,7 @@ func (s *slowlog) record(limit int64, cfg *Config, c *Ctx, d time.Duration) {
 			e.args = append(e.args, "... ("+formatInt(int64(len(c.Args)-31))+" more arguments)")
 			break
 		}
-		s := string(a)
-		if len(s) > 128 {
-			s = s[:128] + "... (" + formatInt(int64(len(a)-128)) + " more bytes)"
-		}
-		e.args = append(e.args, s)
+		e.args = append(e.args, slowArg(a))
 	}
 	max := int(cfg.Int("slowlog-max-len"))
 	s.mu.Lock()
@@ -47,6 +43,16 @@ func (s *slowlog) record(limit int64, cfg *Config, c *Ctx, d time.Duration) {
 	if len(s.entries) > max {
 		s.entries = s.entries[:max]
 	}
+}
+
+// slowArg is an argument as the slow log keeps it: its first 128 bytes
+// and how many more there were, as Redis does (without a copy of all of a
+// 512 MB argument first).
+func slowArg(a []byte) string {
+	if len(a) > 128 {
+		return string(a[:128]) + "... (" + formatInt(int64(len(a)-128)) + " more bytes)"
+	}
+	return string(a)
 }
 
 func (s *slowlog) get(n int) []slowEntry {

@@ -338,8 +338,10 @@ func (r *Reg) own(region string) Count {
 // mergeReg joins b (with context bctx) into a (with context actx); scoped
 // limits b's context to this register (it only matters for the Bases).
 // vals, when not nil, are the buffers of a's room (StringRoom): a short new
-// value goes into one no value of a used before the merge.
-func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context, vals *roomVals) {
+// value goes into one no value of a used before the merge. share: b's
+// values longer than a delta keeps inline are b's own and never written
+// (a pooled local delta's, see regWithBase), so a takes them as they are.
+func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context, vals *roomVals, share bool) {
 	var used uint8
 	if vals != nil {
 		used = roomUse(a.Base, vals)
@@ -354,7 +356,7 @@ func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context, vals *roomVals) {
 	a.Base = out
 	for _, e := range b.Base {
 		if !hasBase(a.Base, e.Dot) && !actx.Contains(e.Dot) {
-			a.Base = append(a.Base, cloneBaseIn(e, vals, &used))
+			a.Base = append(a.Base, cloneBaseIn(e, vals, &used, share))
 		}
 	}
 	if len(a.Base) == 0 {

@@ -237,6 +237,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 	hashB := !hashFixed && !hashOnly && s.hashExists()
 	sctx := &s.Ctx
 	dctx := &d.Ctx
+	share := d.pool != 0 // a pooled local delta's long values are its own (regWithBase)
 	// Registers and elements first, against the contexts before the join.
 	if !d.Scoped || d.Str != nil {
 		if s.Str != nil || d.Str != nil {
@@ -249,7 +250,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 				b = &Reg{}
 			}
 			n := len(a.Base)
-			mergeReg(a, sctx, b, dctx, s.roomVals(a))
+			mergeReg(a, sctx, b, dctx, s.roomVals(a), share)
 			if a.isEmpty() {
 				a = nil
 			} else if len(a.Base) > 1 && len(a.Base) > n {
@@ -267,7 +268,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 			}
 		}
 		if len(d.Hash) > 0 {
-			d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx) })
+			d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx, share) })
 		}
 	} else if len(s.Set)+len(d.Set)+len(s.Hash)+len(d.Hash) > 0 { // (a string's merge skips four empty ranges)
 		for m, sd := range s.Set {
@@ -280,11 +281,11 @@ func (s *State) Merge(d *State) (conflicts int) {
 		}
 		for f := range s.Hash {
 			if _, ok := d.Hash[f]; !ok {
-				conflicts |= s.mergeField(f, nil, dctx)
+				conflicts |= s.mergeField(f, nil, dctx, false)
 			}
 		}
 		for f, dr := range d.Hash {
-			conflicts |= s.mergeField(f, dr, dctx)
+			conflicts |= s.mergeField(f, dr, dctx, share)
 		}
 	}
 	if !d.Scoped || d.ExpTouched {
@@ -339,7 +340,7 @@ func (s *State) mergeMember(m string, a, b []Dot, dctx *Context) {
 	s.Set[m] = out
 }
 
-func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
+func (s *State) mergeField(f string, b *Reg, dctx *Context, share bool) (conflicts int) {
 	a := s.Hash[f]
 	stored := a != nil // merged in place: no second write of the map
 	if a == nil {
@@ -352,7 +353,7 @@ func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 		b = &Reg{}
 	}
 	n := len(a.Base)
-	mergeReg(a, &s.Ctx, b, dctx, nil)
+	mergeReg(a, &s.Ctx, b, dctx, nil, share)
 	if a.isEmpty() {
 		if stored {
 			delete(s.Hash, f)
