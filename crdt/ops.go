@@ -219,10 +219,10 @@ func roomUse(bs []Base, vals *roomVals) uint8 {
 }
 
 // cloneBaseIn is cloneBase with a short value copied into a buffer of vals
-// not in *used (which it then marks), when there is one, and a value
-// longer than a delta keeps inline shared when share says it may be (a
-// 100 MB SET was copied from the request, then again into the key).
-func cloneBaseIn(b Base, vals *roomVals, used *uint8, share bool) Base {
+// not in *used (which it then marks), when there is one, and a longer
+// value shared (see Base: a 100 MB SET was copied from the request, then
+// again into the key; a peer's, from its message, then into the key).
+func cloneBaseIn(b Base, vals *roomVals, used *uint8) Base {
 	if vals != nil && len(b.Val) > 0 && len(b.Val) <= roomVal {
 		for j := range vals {
 			if *used&(1<<j) == 0 {
@@ -234,7 +234,7 @@ func cloneBaseIn(b Base, vals *roomVals, used *uint8, share bool) Base {
 			}
 		}
 	}
-	if share && len(b.Val) > deltaVal {
+	if len(b.Val) > deltaVal {
 		b.Absorb = cloneCounts(b.Absorb)
 		return b
 	}
@@ -250,17 +250,18 @@ func newReg() *Reg {
 }
 
 // regWithBase is a delta's register with its one base and a short value,
-// in one allocation. A longer value is a copy of its own, never written
-// after: a state merging the delta shares it (cloneBaseIn), and Release
-// and Poison leave it alone.
+// in one allocation. A longer value is a copy of its own (see Base).
 type regWithBase struct {
 	r   Reg
 	b   [1]Base
 	val [deltaVal]byte
 }
 
-// deltaVal is the longest value a pooled delta keeps inline.
+// deltaVal is the longest value a pooled delta keeps inline; see Base.
 const deltaVal = 8
+
+// a StringRoom's values must be copied too: roomVal ≤ deltaVal
+var _ [deltaVal - roomVal]struct{}
 
 // set makes the register hold b with a copy of val (inline when short).
 func (rb *regWithBase) set(b Base, val []byte) *Reg {

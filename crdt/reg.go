@@ -7,7 +7,11 @@ import (
 
 // Base is one assignment of a register (a SET, an HSET of a field): its dot,
 // its timestamp, its bytes, and the per-region counter totals it observed and
-// therefore absorbs.
+// therefore absorbs. Val, when longer than deltaVal (8) bytes, is an
+// allocation of its own that nothing ever writes: whoever builds a Base
+// copies the value in (a command's argument, a decoded message), and a
+// merge then shares it (cloneBaseIn). A shorter one may live in memory
+// that is reused (a pooled delta's, a StringRoom's) and is copied.
 type Base struct {
 	Dot    Dot
 	HLC    HLC
@@ -338,10 +342,9 @@ func (r *Reg) own(region string) Count {
 // mergeReg joins b (with context bctx) into a (with context actx); scoped
 // limits b's context to this register (it only matters for the Bases).
 // vals, when not nil, are the buffers of a's room (StringRoom): a short new
-// value goes into one no value of a used before the merge. share: b's
-// values longer than a delta keeps inline are b's own and never written
-// (a pooled local delta's, see regWithBase), so a takes them as they are.
-func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context, vals *roomVals, share bool) {
+// value goes into one no value of a used before the merge; a longer one is
+// shared (see Base).
+func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context, vals *roomVals) {
 	var used uint8
 	if vals != nil {
 		used = roomUse(a.Base, vals)
@@ -356,7 +359,7 @@ func mergeReg(a *Reg, actx *Context, b *Reg, bctx *Context, vals *roomVals, shar
 	a.Base = out
 	for _, e := range b.Base {
 		if !hasBase(a.Base, e.Dot) && !actx.Contains(e.Dot) {
-			a.Base = append(a.Base, cloneBaseIn(e, vals, &used, share))
+			a.Base = append(a.Base, cloneBaseIn(e, vals, &used))
 		}
 	}
 	if len(a.Base) == 0 {

@@ -237,7 +237,6 @@ func (s *State) Merge(d *State) (conflicts int) {
 	hashB := !hashFixed && !hashOnly && s.hashExists()
 	sctx := &s.Ctx
 	dctx := &d.Ctx
-	share := d.pool != 0 // a pooled local delta's long values are its own (regWithBase)
 	// Registers and elements first, against the contexts before the join.
 	if !d.Scoped || d.Str != nil {
 		if s.Str != nil || d.Str != nil {
@@ -250,7 +249,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 				b = &Reg{}
 			}
 			n := len(a.Base)
-			mergeReg(a, sctx, b, dctx, s.roomVals(a), share)
+			mergeReg(a, sctx, b, dctx, s.roomVals(a))
 			if a.isEmpty() {
 				a = nil
 			} else if len(a.Base) > 1 && len(a.Base) > n {
@@ -268,7 +267,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 			}
 		}
 		if len(d.Hash) > 0 {
-			d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx, share) })
+			d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx) })
 		}
 	} else if len(s.Set)+len(d.Set)+len(s.Hash)+len(d.Hash) > 0 { // (a string's merge skips four empty ranges)
 		for m, sd := range s.Set {
@@ -281,11 +280,11 @@ func (s *State) Merge(d *State) (conflicts int) {
 		}
 		for f := range s.Hash {
 			if _, ok := d.Hash[f]; !ok {
-				conflicts |= s.mergeField(f, nil, dctx, false)
+				conflicts |= s.mergeField(f, nil, dctx)
 			}
 		}
 		for f, dr := range d.Hash {
-			conflicts |= s.mergeField(f, dr, dctx, share)
+			conflicts |= s.mergeField(f, dr, dctx)
 		}
 	}
 	if !d.Scoped || d.ExpTouched {
@@ -340,7 +339,7 @@ func (s *State) mergeMember(m string, a, b []Dot, dctx *Context) {
 	s.Set[m] = out
 }
 
-func (s *State) mergeField(f string, b *Reg, dctx *Context, share bool) (conflicts int) {
+func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 	a := s.Hash[f]
 	stored := a != nil // merged in place: no second write of the map
 	if a == nil {
@@ -353,7 +352,7 @@ func (s *State) mergeField(f string, b *Reg, dctx *Context, share bool) (conflic
 		b = &Reg{}
 	}
 	n := len(a.Base)
-	mergeReg(a, &s.Ctx, b, dctx, nil, share)
+	mergeReg(a, &s.Ctx, b, dctx, nil)
 	if a.isEmpty() {
 		if stored {
 			delete(s.Hash, f)

@@ -98,10 +98,11 @@ func TestLiveHint(t *testing.T) {
 	}
 }
 
-// A state merging a local SET or HSET delta shares the delta's long value
+// A state merging a SET or HSET delta shares the delta's long value
 // instead of copying it (a 100 MB SET was copied twice), and keeps it
-// intact after the delta is released and its memory reused; a short value,
-// inline in the pooled delta, and a decoded delta's value are copied.
+// intact after the delta is released and its memory reused, or the
+// message it was decoded from; a short value, inline in the pooled
+// delta, is copied.
 func TestMergeSharesLongValues(t *testing.T) {
 	op := func(n int64) Op { return Op{HLC: HLC{Phys: n, Region: "A"}} }
 	long := bytes.Repeat([]byte("v"), 1000)
@@ -139,17 +140,31 @@ func TestMergeSharesLongValues(t *testing.T) {
 			t.Errorf("%s HSET: value after the delta's reuse %q", tc.name, fv)
 		}
 	}
-	// a decoded delta's values may point into a message buffer: copied
-	s := &State{}
-	d := SetString(&State{}, op(1), long, false)
-	dec, err := DecodeState(AppendState(nil, d))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Merge(dec)
-	got, _, _ := s.Str.Get()
-	dv, _, _ := dec.Str.Get()
-	if &got[0] == &dv[0] {
-		t.Error("a decoded delta's value is shared")
+	// a decoded delta's value is a copy, not the message's bytes: shared
+	// too, and intact when the message's buffer is reused
+	for _, tc := range []struct {
+		name string
+		d    *State
+	}{
+		{"SET", SetString(&State{}, op(1), long, false)},
+		{"HSET", HSet(&State{}, op(1), [][]byte{[]byte("f"), long})},
+	} {
+		msg := AppendState(nil, tc.d)
+		dec, err := DecodeState(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &State{}
+		s.Merge(dec)
+		for i := range msg {
+			msg[i] = '!'
+		}
+		got, _ := s.Field("f")
+		if tc.name == "SET" {
+			got, _, _ = s.Str.Get()
+		}
+		if !bytes.Equal(got, long) {
+			t.Errorf("%s: the value merged from a decoded delta reads %.20q… once the message is overwritten", tc.name, got)
+		}
 	}
 }

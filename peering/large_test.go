@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,12 +123,15 @@ func TestLargeEntryShippedAsReference(t *testing.T) {
 	a := startOnBus(t, bus, "A", outA, nopApplier{}, "B")
 	startOnBus(t, bus, "B", newMemOutbox(), applied, "A")
 	clock := crdt.NewClock("A")
+	var mu sync.Mutex // the fetch handler reads states while the next write adds one
 	states := map[string]*crdt.State{}
 	write := func(key string, val []byte) {
 		st := &crdt.State{}
+		mu.Lock()
 		d := crdt.SetString(st, crdt.Op{HLC: clock.Now(int64(len(states) + 1))}, val, false)
 		st.Merge(d)
 		states[key] = st
+		mu.Unlock()
 		outA.add(crdt.AppendBatch(nil, []crdt.KeyDelta{{Key: key, Delta: d}}))
 	}
 	if err := a.ServeFetch(func(req []byte) []byte { // the server's ReqStates
@@ -136,9 +140,11 @@ func TestLargeEntryShippedAsReference(t *testing.T) {
 			t.Errorf("request %q...: %v", req[:min(len(req), 8)], err)
 			return nil
 		}
+		mu.Lock()
 		for i := range kds {
 			kds[i].Delta = states[kds[i].Key]
 		}
+		mu.Unlock()
 		return crdt.AppendBatch(nil, kds)
 	}); err != nil {
 		t.Fatal(err)
