@@ -69,3 +69,12 @@ func TestFsyncPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestDataSize(t *testing.T) {
+	for env, want := range map[string]int{"": 3, "3": 3, "100": 100, "1048576": 1 << 20, "0": 0, "-5": 0, "1048577": 0, "1k": 0} {
+		got, err := dataSize(env)
+		if got != want || (err != nil) != (want == 0) {
+			t.Errorf("BENCH_DATA=%q: %d, %v; want %d", env, got, err, want)
+		}
+	}
+}

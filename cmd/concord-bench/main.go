@@ -116,7 +116,7 @@ type result struct{ rps, p50, p99 float64 }
 func bench(port int, test string, pipeline, n, random int) result {
 	_, pin := pinning()
 	out, err := command(pin, "redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "50",
-		"-n", strconv.Itoa(n), "-r", strconv.Itoa(random), "-P", strconv.Itoa(pipeline), "-t", test, "--csv").Output()
+		"-n", strconv.Itoa(n), "-r", strconv.Itoa(random), "-P", strconv.Itoa(pipeline), "-d", strconv.Itoa(valueSize), "-t", test, "--csv").Output()
 	if err != nil {
 		fail(fmt.Errorf("redis-benchmark %s: %v", test, err))
 	}
@@ -131,6 +131,22 @@ func bench(port int, test string, pipeline, n, random int) result {
 	}
 	fail(fmt.Errorf("no result for %s: %s", test, out))
 	return result{}
+}
+
+// valueSize is redis-benchmark's -d: the bytes of each SET's, SADD's
+// member's... value (BENCH_DATA; redis-benchmark's default 3).
+var valueSize = 3
+
+// dataSize reads BENCH_DATA: a value size of 1 byte to 1 MiB.
+func dataSize(env string) (int, error) {
+	if env == "" {
+		return 3, nil
+	}
+	n, err := strconv.Atoi(env)
+	if err != nil || n < 1 || n > 1<<20 {
+		return 0, fmt.Errorf("BENCH_DATA must be a value size in bytes, 1 to 1048576, not %q", env)
+	}
+	return n, nil
 }
 
 func main() {
@@ -155,6 +171,9 @@ func main() {
 	quick := os.Getenv("BENCH_QUICK") != ""
 	fsync, err := fsyncPolicy(os.Getenv("BENCH_FSYNC"))
 	if err != nil {
+		fail(err)
+	}
+	if valueSize, err = dataSize(os.Getenv("BENCH_DATA")); err != nil {
 		fail(err)
 	}
 	dir, _ := os.MkdirTemp("", "concord-bench")
@@ -190,7 +209,7 @@ func main() {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_N")); err == nil && v > 0 {
 		n = v // longer rows average out a checkpoint landing in one
 	}
-	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d, Concord --fsync %s vs redis-server --appendonly yes --appendfsync %s\n\n", n, fsync, fsync)
+	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d -d %d, Concord --fsync %s vs redis-server --appendonly yes --appendfsync %s\n\n", n, valueSize, fsync, fsync)
 	fmt.Printf("%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s | %7s %3s | %9s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio", "bg c/r", "gc", "aside c/r")
 	for _, p := range []int{1, 16} {
 		for _, test := range []string{"set", "get", "incr", "sadd", "hset"} {
