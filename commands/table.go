@@ -41,7 +41,10 @@ type Cmd struct {
 	// elemHint: the argument after the key names a member or field
 	// (Prefetch looks it up too)
 	elemHint bool
-	upper    string // Name in upper case
+	// valHint: it reads the value of its key (or of its field): Prefetch
+	// brings a long value in too
+	valHint bool
+	upper   string // Name in upper case
 	id       int    // index of its counters in Engine.byID (1..; 0 for subcommands)
 }
 
@@ -199,6 +202,7 @@ func init() {
 			// a set or hash command of one key: its second argument is
 			// (usually) a member or field, prefetched with the key
 			cmd.elemHint = (cmd.Group == "set" || cmd.Group == "hash") && cmd.First == 1 && cmd.Last == 1
+			cmd.valHint = valReaders[cmd.Name]
 			cmd.upper = strings.ToUpper(cmd.Name)
 			numCmds++
 			cmd.id = numCmds
@@ -282,6 +286,10 @@ var noAuthOK = map[string]bool{"auth": true, "hello": true, "quit": true, "reset
 
 // multiOK lists the commands that run at once inside MULTI.
 var multiOK = map[string]bool{"exec": true, "discard": true, "multi": true, "watch": true, "quit": true, "reset": true}
+
+// valReaders read their key's string value, or their field's (Prefetch
+// brings it in with the key).
+var valReaders = map[string]bool{"get": true, "getex": true, "getdel": true, "getset": true, "getrange": true, "substr": true, "append": true, "hget": true}
 
 func argErr(name string) string {
 	return "ERR wrong number of arguments for '" + name + "' command"
@@ -554,6 +562,7 @@ func (e *Engine) Prefetch(conn *resp.Conn, cmds []resp.Peeked) {
 	}
 	var kbuf, ebuf [keyspace.MaxPrefetch][]byte
 	keys, elems := kbuf[:0], ebuf[:0]
+	var vals uint32
 	last, _ := conn.LastLookup.(*Cmd)
 	for _, p := range cmds {
 		cmd := last
@@ -562,6 +571,9 @@ func (e *Engine) Prefetch(conn *resp.Conn, cmds []resp.Peeked) {
 		}
 		if cmd == nil || cmd.First != 1 || p.Arg == nil {
 			continue
+		}
+		if cmd.valHint {
+			vals |= 1 << len(keys)
 		}
 		keys = append(keys, p.Arg)
 		var elem []byte
@@ -574,6 +586,6 @@ func (e *Engine) Prefetch(conn *resp.Conn, cmds []resp.Peeked) {
 		}
 	}
 	if len(keys) > 1 {
-		e.ks.Prefetch(conn.DB, keys, elems)
+		e.ks.Prefetch(conn.DB, keys, elems, vals)
 	}
 }

@@ -29,3 +29,15 @@ func TestElemHint(t *testing.T) {
 		}
 	}
 }
+
+// Every command named as reading its value exists and names its key
+// first (Prefetch looks at the first key only).
+func TestValReadersExist(t *testing.T) {
+	e := New(nil, NewConfig())
+	for name := range valReaders {
+		c := e.cmds[name]
+		if c == nil || c.First != 1 || !c.valHint {
+			t.Errorf("%s: %+v", name, c)
+		}
+	}
+}

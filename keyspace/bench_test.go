@@ -120,7 +120,7 @@ func BenchmarkColdKeys(b *testing.B) {
 					b.StartTimer()
 				}
 				if prefetch && j%16 == 0 {
-					ks.Prefetch(0, raw[j:min(j+16, n)], nil)
+					ks.Prefetch(0, raw[j:min(j+16, n)], nil, 0)
 				}
 				k := Key{Key: keys[j]}
 				ks.Run([]Key{k}, func(tx *Tx) error {
@@ -220,7 +220,7 @@ func benchKeys(b *testing.B, prefetch bool, op func(tx *Tx, k Key)) {
 	for i := 0; i < b.N; i++ {
 		j := i & (n - 1)
 		if prefetch && j%batch == 0 {
-			ks.Prefetch(0, raw[j:j+batch], nil)
+			ks.Prefetch(0, raw[j:j+batch], nil, 0)
 		}
 		run(keys[j])
 	}

@@ -1,6 +1,10 @@
 package keyspace
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"concord/crdt"
+)
 
 // prefetchSink keeps what Prefetch read (almost never stored: the loads
 // must only look used).
@@ -27,8 +31,11 @@ const MaxPrefetch = 16
 // elems, when not nil, holds for each key a member or field (or nil) whose
 // element is looked up too: a big set's or hash's element lookup waits
 // for memory as a key's does (redis-benchmark's SADD and HSET: one key,
-// 100k members).
-func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
+// 100k members). Bit i of vals set: key i's command reads its value (GET,
+// HGET): a value longer than a string key's entry keeps is an allocation
+// of its own, another wait (GET of 100-byte values: 13% of the CPU was
+// the copy of each value into the reply, waiting for it).
+func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 	if db < 0 || db >= len(ks.dbs) || !ks.world.TryRLock() {
 		return
 	}
@@ -81,7 +88,7 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte) {
 			if i < len(elems) {
 				elem = elems[i]
 			}
-			sink ^= touchSlot(sl[i], elem)
+			sink ^= touchSlot(sl[i], elem, vals&(1<<i) != 0)
 			found++
 		} else if s.cold.n > 0 {
 			notWarm[nw] = i
@@ -136,7 +143,7 @@ func (tx *Tx) Prefetch(keys []Key) {
 	var sink uint64
 	for i := range keys {
 		if sl[i].e != nil {
-			sink ^= touchSlot(sl[i], nil)
+			sink ^= touchSlot(sl[i], nil, false)
 		}
 	}
 	tx.touchSink ^= sink
@@ -145,21 +152,27 @@ func (tx *Tx) Prefetch(keys []Key) {
 // touchSlot reads what a command on the key of an index slot (its entry
 // not nil) is about to read: the name (in the entry's first line when
 // short) and what touchState reads.
-func touchSlot(sl slot, elem []byte) uint64 {
+func touchSlot(sl slot, elem []byte, val bool) uint64 {
 	var sink uint64
 	if len(sl.key) > 0 {
 		sink = uint64(sl.key[0])
 	}
-	return sink ^ touchState(sl.e, elem)
+	return sink ^ touchState(sl.e, elem, val)
 }
 
 // touchState reads what a command on e is about to read: the entry's
-// lines, a counter's increments, and elem's member or field (when not nil).
-func touchState(e *entry, elem []byte) uint64 {
+// lines, a counter's increments, elem's member or field (when not nil),
+// and with val the value it reads (the string's, or elem's field's).
+func touchState(e *entry, elem []byte, val bool) uint64 {
 	sink := touchEntry(e)
 	st := e.st
-	if r := st.Str; r != nil && len(r.Counts) > 0 { // a counter's increments (INCR)
-		sink ^= r.Counts[0].N
+	if r := st.Str; r != nil {
+		if len(r.Counts) > 0 { // a counter's increments (INCR)
+			sink ^= r.Counts[0].N
+		}
+		if val && elem == nil {
+			sink ^= touchVal(r)
+		}
 	}
 	if elem != nil {
 		if len(st.Set) > 0 {
@@ -169,8 +182,24 @@ func touchState(e *entry, elem []byte) uint64 {
 		} else if len(st.Hash) > 0 {
 			if r := st.Hash[string(elem)]; r != nil && len(r.Base) > 0 {
 				sink ^= uint64(r.Base[0].HLC.Phys)
+				if val {
+					sink ^= touchVal(r)
+				}
 			}
 		}
 	}
 	return sink
+}
+
+// touchVal reads the first and the last byte of a register's value (the
+// lines between follow them in: the CPU's own prefetcher).
+func touchVal(r *crdt.Reg) uint64 {
+	if len(r.Base) == 0 {
+		return 0
+	}
+	v := r.Base[0].Val
+	if len(v) == 0 {
+		return 0
+	}
+	return uint64(v[0]) ^ uint64(v[len(v)-1])
 }

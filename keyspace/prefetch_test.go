@@ -33,7 +33,7 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		return append(out, ks.Stats.WarmKeys.Load(), ks.Stats.ColdKeys.Load(), ks.Stats.KeyspaceHits.Load())
 	}
 	before := state()
-	ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b"), []byte("cold"), []byte("missing")}, nil)
+	ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b"), []byte("cold"), []byte("missing")}, nil, 0)
 	if n := ks.Stats.Prefetched.Load(); n != 2 {
 		t.Fatalf("prefetched %d keys, want 2 (a, b)", n)
 	}
@@ -62,7 +62,7 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	n0 := ks.Stats.Prefetched.Load()
 	b := func(s string) []byte { return []byte(s) }
 	ks.Prefetch(0, [][]byte{b("set"), b("set"), b("hash"), b("hash"), b("a"), b("missing")},
-		[][]byte{b("m"), b("nope"), b("f"), nil, b("x")}) // (elems shorter than keys)
+		[][]byte{b("m"), b("nope"), b("f"), nil, b("x")}, ^uint32(0)) // (elems shorter than keys; every value read)
 	if n := ks.Stats.Prefetched.Load() - n0; n != 5 {
 		t.Fatalf("prefetched %d keys with elements, want 5", n)
 	}
@@ -97,7 +97,7 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	}
 	set(ks, same, "v", 0)
 	n0 = ks.Stats.Prefetched.Load()
-	ks.Prefetch(0, [][]byte{[]byte("a"), []byte(same), []byte("a")}, nil)
+	ks.Prefetch(0, [][]byte{[]byte("a"), []byte(same), []byte("a")}, nil, 0)
 	if n := ks.Stats.Prefetched.Load() - n0; n != 3 {
 		t.Fatalf("prefetched %d keys of one shard, want 3", n)
 	}
@@ -108,13 +108,13 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		defer close(done)
 		s := ks.dbs[0].shardOf("a")
 		s.mu.Lock() // a shard another transaction holds: skipped
-		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")}, nil)
+		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")}, nil, 0)
 		s.mu.Unlock()
 		ks.world.Lock() // RunAll: nothing
-		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")}, nil)
+		ks.Prefetch(0, [][]byte{[]byte("a"), []byte("b")}, nil, 0)
 		ks.world.Unlock()
-		ks.Prefetch(-1, [][]byte{[]byte("a")}, nil)
-		ks.Prefetch(len(ks.dbs), [][]byte{[]byte("a")}, nil)
+		ks.Prefetch(-1, [][]byte{[]byte("a")}, nil, 0)
+		ks.Prefetch(len(ks.dbs), [][]byte{[]byte("a")}, nil, 0)
 	}()
 	select {
 	case <-done:
