@@ -45,7 +45,7 @@ type Cmd struct {
 	// brings a long value in too
 	valHint bool
 	upper   string // Name in upper case
-	id       int    // index of its counters in Engine.byID (1..; 0 for subcommands)
+	id      int    // index of its counters in Engine.byID (1..; 0 for subcommands)
 }
 
 // cmdStats are one engine's counters for one command (INFO commandstats).
