@@ -35,20 +35,6 @@ func startBench(b *testing.B) (*Instance, *redis.Client) {
 	return startWith(b, Config{Region: "A", CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 40})
 }
 
-// startWith starts a region with cfg on a free port and a data dir of its
-// own (logging errors only), and a client of it; both closed when tb ends.
-func startWith(tb testing.TB, cfg Config) (*Instance, *redis.Client) {
-	cfg.Addr, cfg.Dir, cfg.LogLevel = "127.0.0.1:0", tb.TempDir(), "error"
-	in, err := Start(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { in.Close() })
-	c := redis.NewClient(&redis.Options{Addr: in.Addr()})
-	tb.Cleanup(func() { c.Close() })
-	return in, c
-}
-
 func benchCheckpoint(b *testing.B, write func(p redis.Pipeliner, i, round int), save bool) {
 	const keys = 100000
 	in, c := startBench(b)

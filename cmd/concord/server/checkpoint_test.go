@@ -2,7 +2,9 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -139,4 +141,91 @@ func TestSavingWhileCheckpointing(t *testing.T) {
 	if in.Saving() {
 		t.Fatal("still in progress after the checkpoint ended")
 	}
+}
+
+// A due checkpoint waits while the server is busy, up to twice its
+// interval or its log bytes.
+func TestCheckpointDue(t *testing.T) {
+	const every, limit = time.Minute, int64(64 << 20)
+	for _, c := range []struct {
+		since time.Duration
+		log   int64
+		busy  bool
+		want  bool
+	}{
+		{30 * time.Second, 10 << 20, false, false},
+		{30 * time.Second, 10 << 20, true, false},
+		{every, 0, false, true},
+		{every, 0, true, false},
+		{2 * every, 0, true, true},
+		{time.Second, limit, false, true},
+		{time.Second, limit, true, false},
+		{time.Second, 2*limit - 1, true, false},
+		{time.Second, 2 * limit, true, true},
+	} {
+		if got := checkpointDue(c.since, c.log, every, limit, c.busy); got != c.want {
+			t.Errorf("since %v, log %d, busy %v: due %v, want %v", c.since, c.log, c.busy, got, c.want)
+		}
+	}
+}
+
+// Under a steady stream of writes a background checkpoint starts past
+// its log bytes (1 MiB here, 0.75–1 MiB with jitter), at twice them at
+// the latest, or at once with --checkpoint-eager; once the writes stop,
+// a due checkpoint starts in the lull.
+func TestCheckpointWaitsForLull(t *testing.T) {
+	ctx := context.Background()
+	// logAtFirst writes 1 KB values in pipelines of ten every 5 ms (~2 MB/s
+	// of log: a 100 ms poll sees ~0.2 MiB) until a checkpoint ran, and
+	// returns how much log there was when it started
+	logAtFirst := func(eager bool) int64 {
+		in, c := startWith(t, Config{CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 20, CheckpointEager: eager})
+		val := strings.Repeat("v", 1000)
+		var last int64
+		for i := 0; in.store.Stats().Checkpoints == 0; i++ {
+			if i > 4000 {
+				t.Fatalf("no checkpoint after %d bytes of log", last)
+			}
+			last = max(last, in.store.LogBytes(false))
+			p := c.Pipeline()
+			for j := range 10 {
+				p.Set(ctx, fmt.Sprint("k", i*10+j), val, 0)
+			}
+			if _, err := p.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return last
+	}
+	if got := logAtFirst(true); got > 1300<<10 {
+		t.Errorf("eager: the checkpoint started at %d KiB of log, want about 1 MiB", got>>10)
+	}
+	// the writer must not stall for a poll (100 ms) past the due point: a
+	// loaded machine gets three tries
+	var got int64
+	for range 3 {
+		if got = logAtFirst(false); got >= 1300<<10 {
+			break
+		}
+	}
+	if got < 1300<<10 || got > 2200<<10 {
+		t.Errorf("busy: the checkpoint started at %d KiB of log, want past 1.3 MiB and by 2 MiB", got>>10)
+	}
+
+	in, c := startWith(t, Config{CheckpointInterval: time.Hour, CheckpointLogBytes: 1 << 20})
+	val := strings.Repeat("v", 1000)
+	p := c.Pipeline()
+	for i := range 1200 { // 1.2 MiB: due, not twice due
+		p.Set(ctx, fmt.Sprint("k", i), val, 0)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 3*time.Second, 20*time.Millisecond, func() error {
+		if in.store.Stats().Checkpoints == 0 {
+			return fmt.Errorf("no checkpoint in the lull (%d KiB of log)", in.store.LogBytes(false)>>10)
+		}
+		return nil
+	})
 }

@@ -77,6 +77,11 @@ type Config struct {
 	// was written since the last one; recovery replays the log after it.
 	CheckpointInterval time.Duration
 	CheckpointLogBytes int64
+	// CheckpointEager starts a checkpoint as soon as it is due. Without
+	// it, one that falls due while commands are being served (or peers'
+	// deltas applied) waits for a quiet 100 ms, at most until twice the
+	// interval or twice the log bytes: a burst is not slowed by one.
+	CheckpointEager bool
 	// CheckpointCPU is the share of the time a background checkpoint runs
 	// (it sleeps between shards for the rest; default 0.25, 1: never):
 	// SAVE, BGSAVE and the one at shutdown run at full speed.
