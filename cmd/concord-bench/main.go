@@ -225,7 +225,7 @@ func main() {
 				cd.overlapped, rd.overlapped, cd.gc, cAside*1000, rAside*1000)
 		}
 	}
-	fmt.Println("\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row;\naside c/r: CPU ms each server used while the other one's half of the row ran (its background work then: Concord's\ncheckpoints run at full speed and it collects when idle; it takes the cores from the other server and its client).\nEach half starts once both servers used under 5% of a core for 100 ms (at most 3 s): background work after a\nburst runs in the lull, as on a machine of its own, unless it outlasts the wait")
+	fmt.Println("\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row;\naside c/r: CPU ms each server used while the other one's half of the row ran (its background work then: Concord's\ncheckpoints run at full speed and it collects when idle; it takes the cores from the other server and its client).\nEach half starts once both servers used under 5% of a core for 300 ms (at most 5 s): background work after a\nburst runs in the lull, as on a machine of its own, unless it outlasts the wait")
 	ceiling(r, n)
 }
 
@@ -346,19 +346,21 @@ func (after bgState) since(before bgState) bgDuring {
 	return d
 }
 
-// quiet waits until none of the servers on ports used more than 5 ms of
-// CPU in 100 ms (at most 3 s): one server's background work after its row
-// (a checkpoint, a collection) then does not run in the other's.
+// quiet waits until none of the servers on ports used more than 5% of a
+// core for 300 ms (at most 5 s): one server's background work after its
+// row (a checkpoint, a collection) then does not run in the other's. 300
+// ms: Concord starts a checkpoint that fell due during a burst once it saw
+// a quiet 100 ms poll (--checkpoint-eager), up to ~200 ms into the lull.
 func quiet(ports ...int) {
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		before := make([]float64, len(ports))
 		for i, p := range ports {
 			before[i] = cpuSeconds(p)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
 		busy := false
 		for i, p := range ports {
-			busy = busy || cpuSeconds(p)-before[i] > 0.005
+			busy = busy || cpuSeconds(p)-before[i] > 0.015
 		}
 		if !busy {
 			return
