@@ -84,15 +84,25 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 			continue
 		}
 		if sl[i].e != nil {
-			var elem []byte
-			if i < len(elems) {
-				elem = elems[i]
-			}
-			sink ^= touchSlot(sl[i], elem, vals&(1<<i) != 0)
+			sink ^= touchSlot(sl[i])
 			found++
 		} else if s.cold.n > 0 {
 			notWarm[nw] = i
 			nw++
+		}
+	}
+	// then what the entries point to (a counter's increments, a member or
+	// field, a value), once every entry's lines are on their way: fused
+	// with the loop above, each key's chain of misses (slot, entry, its
+	// increments) waited for most of its predecessor's (INCR: the
+	// increments' miss was 7% of the CPU despite the prefetch)
+	for i := range keys {
+		if of[i] != nil && sl[i].e != nil {
+			var elem []byte
+			if i < len(elems) {
+				elem = elems[i]
+			}
+			sink ^= touchState(sl[i].e, elem, vals&(1<<i) != 0)
 		}
 	}
 	// a cold key's record, which its command will unpack: the index slots
@@ -143,28 +153,33 @@ func (tx *Tx) Prefetch(keys []Key) {
 	var sink uint64
 	for i := range keys {
 		if sl[i].e != nil {
-			sink ^= touchSlot(sl[i], nil, false)
+			sink ^= touchSlot(sl[i])
+		}
+	}
+	for i := range keys {
+		if sl[i].e != nil {
+			sink ^= touchState(sl[i].e, nil, false)
 		}
 	}
 	tx.touchSink ^= sink
 }
 
-// touchSlot reads what a command on the key of an index slot (its entry
-// not nil) is about to read: the name (in the entry's first line when
-// short) and what touchState reads.
-func touchSlot(sl slot, elem []byte, val bool) uint64 {
+// touchSlot reads the first things a command on the key of an index slot
+// (its entry not nil) is about to read: the name (in the entry's first
+// line when short), the entry's lines and its state's first.
+func touchSlot(sl slot) uint64 {
 	var sink uint64
 	if len(sl.key) > 0 {
 		sink = uint64(sl.key[0])
 	}
-	return sink ^ touchState(sl.e, elem, val)
+	return sink ^ touchEntry(sl.e) ^ uint64(sl.e.st.StrT.Phys)
 }
 
-// touchState reads what a command on e is about to read: the entry's
-// lines, a counter's increments, elem's member or field (when not nil),
-// and with val the value it reads (the string's, or elem's field's).
+// touchState reads what a command on e is about to read beyond what
+// touchSlot read: a counter's increments, elem's member or field (when not
+// nil), and with val the value it reads (the string's, or elem's field's).
 func touchState(e *entry, elem []byte, val bool) uint64 {
-	sink := touchEntry(e)
+	var sink uint64
 	st := e.st
 	if r := st.Str; r != nil {
 		if len(r.Counts) > 0 { // a counter's increments (INCR)
