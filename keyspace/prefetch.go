@@ -184,7 +184,7 @@ func touchState(e *entry, elem []byte, val bool) uint64 {
 	st := e.st
 	if r := st.Str; r != nil {
 		if len(r.Counts) > 0 { // a counter's increments (INCR)
-			sink ^= touchEnds(unsafe.Pointer(&r.Counts[0]), unsafe.Sizeof(r.Counts[0]))
+			sink ^= touchSpan(unsafe.Pointer(&r.Counts[0]), unsafe.Sizeof(r.Counts[0]))
 		}
 		if val && elem == nil {
 			sink ^= touchVal(r)
@@ -193,11 +193,11 @@ func touchState(e *entry, elem []byte, val bool) uint64 {
 	if elem != nil {
 		if len(st.Set) > 0 {
 			if ds := st.Set[string(elem)]; len(ds) > 0 {
-				sink ^= touchEnds(unsafe.Pointer(&ds[0]), unsafe.Sizeof(ds[0]))
+				sink ^= touchSpan(unsafe.Pointer(&ds[0]), unsafe.Sizeof(ds[0]))
 			}
 		} else if len(st.Hash) > 0 {
 			if r := st.Hash[string(elem)]; r != nil && len(r.Base) > 0 {
-				sink ^= uint64(r.Base[0].HLC.Phys)
+				sink ^= touchSpan(unsafe.Pointer(r), unsafe.Sizeof(*r)) ^ touchSpan(unsafe.Pointer(&r.Base[0]), unsafe.Sizeof(r.Base[0]))
 				if val {
 					sink ^= touchVal(r)
 				}
@@ -207,12 +207,17 @@ func touchState(e *entry, elem []byte, val bool) uint64 {
 	return sink
 }
 
-// touchEnds reads the first and the last word of the n bytes at p: an
-// object of a size class that is not a multiple of 64 (a 48-byte count, a
-// 24-byte dot) may straddle two cache lines, and one read brought in only
-// one of them (the other was INCR's miss, in Type, despite the prefetch).
-func touchEnds(p unsafe.Pointer, n uintptr) uint64 {
-	return *(*uint64)(p) ^ *(*uint64)(unsafe.Add(p, n-8))
+// touchSpan reads a word of every cache line of the n bytes (n >= 8) at
+// p: an object of a size class that is not a multiple of 64 (a 48-byte
+// count, a 24-byte dot, a 160-byte register with its base) may straddle
+// lines, and one read brought in only one of them (the other was INCR's
+// miss, in Type, despite the prefetch).
+func touchSpan(p unsafe.Pointer, n uintptr) uint64 {
+	sink := *(*uint64)(unsafe.Add(p, n-8))
+	for off := uintptr(0); off < n; off += 64 {
+		sink ^= *(*uint64)(unsafe.Add(p, off))
+	}
+	return sink
 }
 
 // touchVal reads the first and the last byte of a register's value (the
