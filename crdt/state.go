@@ -107,7 +107,10 @@ func (s *State) cacheLive(f string, r *Reg) {
 // drawn) cost ~70 ns — each HSET delta was iterated four times (merged,
 // listed as touched, encoded, sized) — nor a lookup.
 func (s *State) EachField(fn func(f string, r *Reg)) {
-	if len(s.Hash) == 1 {
+	switch len(s.Hash) {
+	case 0: // (a range over an empty map still starts an iterator)
+		return
+	case 1:
 		if f, r := s.liveReg(); r != nil {
 			fn(f, r)
 			return
