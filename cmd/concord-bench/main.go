@@ -133,8 +133,8 @@ func bench(port int, test string, pipeline, n, random int) result {
 	return result{}
 }
 
-// valueSize is redis-benchmark's -d: the bytes of each SET's, SADD's
-// member's... value (BENCH_DATA; redis-benchmark's default 3).
+// valueSize is redis-benchmark's -d: the bytes of each SET's and HSET's
+// value (BENCH_DATA; redis-benchmark's default 3).
 var valueSize = 3
 
 // dataSize reads BENCH_DATA: a value size of 1 byte to 1 MiB.

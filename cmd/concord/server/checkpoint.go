@@ -55,8 +55,9 @@ func (in *Instance) checkpointLoop(ctx context.Context) {
 // neither is reached twice over. A checkpoint in a burst takes CPU its
 // commands need (a make bench row with one in it: 0.7–0.8× Redis, without
 // 0.9–1.1×); in the lull after it, nothing waits for that CPU. Under
-// steady load it runs at twice the limits: recovery replays at most
-// twice the log.
+// steady load it starts at twice the limits: a restart replays up to
+// about four times the log bytes (twice before it, and up to twice more
+// written while it runs paced: see mayPause).
 func checkpointDue(since time.Duration, log int64, every time.Duration, logBytes int64, busy bool) bool {
 	if since < every && log < logBytes {
 		return false
