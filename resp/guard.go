@@ -143,6 +143,8 @@ func (g *guard) compact() {
 	}
 	if g.pos == len(g.out) && cap(g.out) > 1<<20 { // do not keep a big command's buffer
 		g.out = nil
+		clear(g.argv) // (the last command's arguments point into it)
+		g.argv = g.argv[:0]
 	} else {
 		g.out = g.out[:copy(g.out, g.out[g.pos:])]
 	}

@@ -437,3 +437,29 @@ func TestGuardBigBulkAllocations(t *testing.T) {
 		t.Fatalf("allocated %d MB for a %d MB argument", alloc>>20, len(val)>>20)
 	}
 }
+
+// Once a big command was served and nothing follows it, the guard keeps
+// neither its buffer nor the arguments that pointed into it (an idle
+// client after a 100 MB SET held 100 MB until its next command).
+func TestGuardDropsBigBufferWhenIdle(t *testing.T) {
+	val := bytes.Repeat([]byte("v"), 4<<20)
+	in := append([]byte("*2\r\n$3\r\nSET\r\n$"+itoa(len(val))+"\r\n"), val...)
+	in = append(in, "\r\n"...)
+	lim := Limits{}
+	lim.Validate()
+	g := newGuard(&chunkReader{b: in, n: 64 << 10}, &lim, func() bool { return true })
+	if args, err := g.next(true); err != nil || len(args) != 2 || len(args[1]) != len(val) {
+		t.Fatalf("got %d args, err %v", len(args), err)
+	}
+	if args, _ := g.next(false); args != nil {
+		t.Fatalf("a command after the input: %q", args)
+	}
+	if cap(g.out) > 1<<20 {
+		t.Fatalf("the guard keeps a %d-byte buffer", cap(g.out))
+	}
+	for i, a := range g.argv[:cap(g.argv)] {
+		if cap(a) > 1<<20 {
+			t.Fatalf("argument slot %d still points into a %d-byte buffer", i, cap(a))
+		}
+	}
+}
