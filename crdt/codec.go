@@ -37,16 +37,32 @@ const envelopeVersion = 2
 var ErrCorrupt = errors.New("crdt: corrupt encoding")
 
 type encoder struct {
-	b     []byte
-	names []string // the region table; few regions, so a linear search
-	nbuf  [4]string
-	tbl   Regions // the packed form's shared table instead of names
+	b []byte
+	// big are the values of at least bigValue bytes, not copied into b:
+	// finish writes each where it belongs (at, an offset into b), straight
+	// into its destination (a 100 MB SET was copied into b, then b into
+	// the log's frame)
+	big    []bigValueAt
+	bigLen int
+	names  []string // the region table; few regions, so a linear search
+	nbuf   [4]string
+	tbl    Regions // the packed form's shared table instead of names
 	// codecVersionRel: counters and milliseconds as differences from the
 	// last ones written
 	rel      bool
 	lastN    uint64
 	lastPhys int64
 }
+
+// bigValueAt is a value that goes at offset at of the encoder's buffer.
+type bigValueAt struct {
+	at int
+	v  []byte
+}
+
+// bigValue is the size from which a value is written by finish, not
+// copied into the encoder's buffer first.
+const bigValue = 64 << 10
 
 func newEncoder() *encoder {
 	e := &encoder{b: make([]byte, 0, 96)}
@@ -68,13 +84,42 @@ func putEncoder(e *encoder) {
 	e.b, e.names, e.tbl = e.b[:0], e.nbuf[:0], nil
 	e.rel, e.lastN, e.lastPhys = false, 0, 0
 	clear(e.nbuf[:])
+	clear(e.big)
+	e.big, e.bigLen = e.big[:0], 0
 	encoders.Put(e)
 }
 
-func (e *encoder) uv(v uint64)    { e.b = binary.AppendUvarint(e.b, v) }
-func (e *encoder) iv(v int64)     { e.b = binary.AppendVarint(e.b, v) }
-func (e *encoder) bytes(v []byte) { e.uv(uint64(len(v))); e.b = append(e.b, v...) }
-func (e *encoder) str(v string)   { e.uv(uint64(len(v))); e.b = append(e.b, v...) }
+func (e *encoder) uv(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) iv(v int64)  { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) bytes(v []byte) {
+	e.uv(uint64(len(v)))
+	if len(v) >= bigValue {
+		e.big = append(e.big, bigValueAt{at: len(e.b), v: v})
+		e.bigLen += len(v)
+		return
+	}
+	e.b = append(e.b, v...)
+}
+
+// body returns the encoding so far as one slice (the big values copied in).
+func (e *encoder) body() []byte {
+	if len(e.big) == 0 {
+		return e.b
+	}
+	return e.appendBody(make([]byte, 0, len(e.b)+e.bigLen))
+}
+
+// appendBody appends the encoding so far, the big values in their places.
+func (e *encoder) appendBody(dst []byte) []byte {
+	prev := 0
+	for _, bv := range e.big {
+		dst = append(dst, e.b[prev:bv.at]...)
+		dst = append(dst, bv.v...)
+		prev = bv.at
+	}
+	return append(dst, e.b[prev:]...)
+}
+func (e *encoder) str(v string) { e.uv(uint64(len(v))); e.b = append(e.b, v...) }
 
 func (e *encoder) region(r string) {
 	if e.tbl != nil {
@@ -214,7 +259,7 @@ func (e *encoder) members(set map[string][]Dot, dot func(Dot)) {
 
 // finish prepends the version and the region table to the body.
 func (e *encoder) finish(dst []byte) []byte {
-	need := 1 + binary.MaxVarintLen64 + len(e.b)
+	need := 1 + binary.MaxVarintLen64 + len(e.b) + e.bigLen
 	for _, n := range e.names {
 		need += binary.MaxVarintLen64 + len(n)
 	}
@@ -232,7 +277,7 @@ func (e *encoder) finish(dst []byte) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(n)))
 		dst = append(dst, n...)
 	}
-	return append(dst, e.b...)
+	return e.appendBody(dst)
 }
 
 // AppendHeader appends the encoding of s.Header() (s without its set

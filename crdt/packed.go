@@ -102,7 +102,7 @@ func AppendPacked(dst []byte, s *State, tbl Regions) []byte {
 			e.iv(x.At - p.ref)
 		}
 	}
-	return e.b
+	return e.body()
 }
 
 // packer writes stamps and dots relative to the state's context: a dot as

@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"runtime"
 	"testing"
 )
 
@@ -166,5 +167,44 @@ func TestMergeSharesLongValues(t *testing.T) {
 		if !bytes.Equal(got, long) {
 			t.Errorf("%s: the value merged from a decoded delta reads %.20q… once the message is overwritten", tc.name, got)
 		}
+	}
+}
+
+// Values of bigValue bytes and more are written by finish, not copied
+// into the encoder's buffer first: every encoding of a state holding
+// several of them, between small ones, decodes to the same state, and a
+// batch of one 4 MB value allocates about its size once.
+func TestBigValuesEncoded(t *testing.T) {
+	op := func(n int64) Op { return Op{HLC: HLC{Phys: n, Region: "A"}} }
+	big := func(c byte, n int) []byte { return bytes.Repeat([]byte{c}, n) }
+	s := &State{}
+	s.Merge(HSet(s, op(1), [][]byte{[]byte("a"), big('a', bigValue), []byte("s"), []byte("small"), []byte("b"), big('b', 3*bigValue+5)}))
+	str := &State{}
+	str.Merge(SetString(str, op(2), big('s', 2*bigValue), false))
+	for _, st := range []*State{s, str} {
+		if got, err := DecodeState(AppendState([]byte("prefix"), st)[6:]); err != nil || !Equal(got, st) {
+			t.Fatalf("AppendState: %v", err)
+		}
+		b := AppendBatch([]byte("x"), []KeyDelta{{Key: "k", Delta: st}, {Key: "k2", Delta: str}})
+		kds, err := DecodeBatch(b[1:])
+		if err != nil || len(kds) != 2 || !Equal(kds[0].Delta, st) || !Equal(kds[1].Delta, str) {
+			t.Fatalf("AppendBatch: %d deltas, %v", len(kds), err)
+		}
+		tbl := &testRegions{}
+		got := &State{}
+		if err := UnpackInto(got, AppendPacked([]byte("p"), st, tbl)[1:], tbl); err != nil || !Equal(got, st) {
+			t.Fatalf("AppendPacked: %v", err)
+		}
+	}
+	one := []KeyDelta{{Key: "k", Delta: str}}
+	var m0, m1 runtime.MemStats
+	huge := &State{}
+	huge.Merge(SetString(huge, op(3), big('h', 4<<20), false))
+	one[0].Delta = huge
+	runtime.ReadMemStats(&m0)
+	b := AppendBatch(nil, one)
+	runtime.ReadMemStats(&m1)
+	if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > uint64(len(b))*5/4 {
+		t.Fatalf("AppendBatch of a 4 MiB value allocated %d KiB", alloc>>10)
 	}
 }
