@@ -626,8 +626,11 @@ func (ks *Keyspace) RunAt(start time.Duration, keys []Key, fn func(tx *Tx) error
 func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, error) {
 	ks.world.RLock()
 	tx := txPool.Get().(*Tx)
-	slab, ptrs, index, sbig, ibuf := tx.tslab, tx.touched, tx.index, tx.sbig, tx.ibuf // kept by the last Run
-	*tx = Tx{ks: ks, now: now, nkeys: len(keys), ibuf: ibuf}
+	// a pooled tx is zero but for the buffers the last Run kept (below):
+	// not zeroed again here (it is hundreds of bytes, twice per command)
+	slab, ptrs, index, sbig, ibuf := tx.tslab, tx.touched, tx.index, tx.sbig, tx.ibuf
+	tx.ks, tx.now, tx.nkeys = ks, now, len(keys)
+	tx.tslab, tx.touched, tx.index, tx.sbig = nil, nil, nil, nil
 	sbuf := tx.sbuf[:0]
 	if len(keys) > 16 { // a peer's batch: sized once, not grown per key
 		if cap(slab) < len(keys)-1 {
