@@ -416,16 +416,21 @@ func TestGuardPeek(t *testing.T) {
 	}
 }
 
+// bigSetGuard is a guard reading a SET of val in socket-sized pieces.
+func bigSetGuard(val []byte) *guard {
+	in := append([]byte("*2\r\n$3\r\nSET\r\n$"+itoa(len(val))+"\r\n"), val...)
+	in = append(in, "\r\n"...)
+	lim := Limits{}
+	lim.Validate()
+	return newGuard(&chunkReader{b: in, n: 64 << 10}, &lim, func() bool { return true })
+}
+
 // A big argument read in socket-sized pieces is buffered with at most
 // about twice its size allocated on the way (append's 1.25× growth
 // allocated five times a 100 MB SET's value).
 func TestGuardBigBulkAllocations(t *testing.T) {
 	val := bytes.Repeat([]byte("v"), 32<<20)
-	in := append([]byte("*2\r\n$3\r\nSET\r\n$"+itoa(len(val))+"\r\n"), val...)
-	in = append(in, "\r\n"...)
-	lim := Limits{}
-	lim.Validate()
-	g := newGuard(&chunkReader{b: in, n: 64 << 10}, &lim, func() bool { return true })
+	g := bigSetGuard(val)
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	args, err := g.next(true)
@@ -443,11 +448,7 @@ func TestGuardBigBulkAllocations(t *testing.T) {
 // client after a 100 MB SET held 100 MB until its next command).
 func TestGuardDropsBigBufferWhenIdle(t *testing.T) {
 	val := bytes.Repeat([]byte("v"), 4<<20)
-	in := append([]byte("*2\r\n$3\r\nSET\r\n$"+itoa(len(val))+"\r\n"), val...)
-	in = append(in, "\r\n"...)
-	lim := Limits{}
-	lim.Validate()
-	g := newGuard(&chunkReader{b: in, n: 64 << 10}, &lim, func() bool { return true })
+	g := bigSetGuard(val)
 	if args, err := g.next(true); err != nil || len(args) != 2 || len(args[1]) != len(val) {
 		t.Fatalf("got %d args, err %v", len(args), err)
 	}
