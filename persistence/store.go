@@ -227,7 +227,7 @@ type Group struct {
 	seq  uint64 // outbox sequence of the group's deltas (0: none)
 	// the last outbox and inbound sequences assigned before this group
 	outBase, inBase uint64
-	start           int64 // when encoded (Unix ns; 0: not yet)
+	start           int64 // when encoded (monoNow; 0: not yet)
 }
 
 // Seq returns the outbox sequence holding the group's deltas (after Wait).
@@ -404,6 +404,14 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func newGroup() *Group { return &Group{} }
 
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow is a monotonic clock in nanoseconds, never 0: a group's commit
+// time is measured by it, not the wall clock a step would skew (an int64,
+// not a time.Time: half the bytes in every group).
+func monoNow() int64 { return int64(time.Since(monoBase)) + 1 }
+
 // newOpenGroup is the next group Submit fills; its waiters can wake the
 // commit loop (see Wait).
 func (s *Store) newOpenGroup() *Group {
@@ -572,7 +580,7 @@ func (s *Store) commit(g *Group) {
 		}
 		g.writes = metaWrites(g.writes)
 	}
-	g.start = time.Now().UnixNano()
+	g.start = monoNow()
 	fr := &s.fr
 	fr.reset()
 	logBytes := s.cut(fr, itemOut, g.deltas, &s.assigned)
@@ -626,7 +634,7 @@ func (s *Store) finish(g *Group, seq uint64, n int, err error) {
 	s.stats.Writes += uint64(n)
 	s.stats.GroupSize.observe(float64(n))
 	if g.start != 0 {
-		s.stats.CommitSeconds.observe(float64(time.Now().UnixNano()-g.start) / 1e9)
+		s.stats.CommitSeconds.observe(float64(monoNow()-g.start) / 1e9)
 	}
 	if s.opts.Fsync == FsyncAlways {
 		s.stats.Syncs++
