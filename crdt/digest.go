@@ -141,13 +141,11 @@ func ElementsDigest(s *State) uint64 {
 // ListedDigest is the XOR of the digests s has for the elements d lists.
 func ListedDigest(s *State, d *State) uint64 {
 	var x uint64
-	if len(d.Set) > 0 { // (a range over an empty map still starts an iterator)
-		for m := range d.Set {
-			if ds, ok := s.Set[m]; ok {
-				x ^= MemberDigest(m, ds)
-			}
+	d.EachMember(func(m string, _ []Dot) {
+		if ds, ok := s.Set[m]; ok {
+			x ^= MemberDigest(m, ds)
 		}
-	}
+	})
 	if len(s.Hash) > 0 {
 		d.EachField(func(f string, _ *Reg) {
 			if r, ok := s.Hash[f]; ok {

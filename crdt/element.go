@@ -85,11 +85,7 @@ func (d *State) Touched(members, fields []string) (all bool, _, _ []string) {
 	if !d.Scoped {
 		return true, members, fields
 	}
-	if len(d.Set) > 0 { // (a range over an empty map still starts an iterator)
-		for m := range d.Set {
-			members = append(members, m)
-		}
-	}
+	d.EachMember(func(m string, _ []Dot) { members = append(members, m) })
 	d.EachField(func(f string, _ *Reg) { fields = append(fields, f) })
 	return false, members, fields
 }

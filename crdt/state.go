@@ -121,6 +121,18 @@ func (s *State) EachField(fn func(f string, r *Reg)) {
 	}
 }
 
+// EachMember calls fn with each member of s.Set and its dots; an empty
+// set starts no iteration (whose start alone, a random number drawn, was
+// ~1% of an INCR: every delta is encoded, sized and listed as touched).
+func (s *State) EachMember(fn func(m string, ds []Dot)) {
+	if len(s.Set) == 0 {
+		return
+	}
+	for m, ds := range s.Set {
+		fn(m, ds)
+	}
+}
+
 // collStamps are a state's set and hash creation stamps. Copies of a State
 // share them, so they are never changed in place: setStamps replaces them.
 type collStamps struct{ set, hash HLC }
@@ -261,17 +273,9 @@ func (s *State) Merge(d *State) (conflicts int) {
 			s.Str = a
 		}
 	}
-	if d.Scoped {
-		// (a range over an empty map still starts an iterator: 1% of an
-		// INCR, whose pooled delta may carry emptied maps)
-		if len(d.Set) > 0 {
-			for m, dd := range d.Set {
-				s.mergeMember(m, s.Set[m], dd, dctx)
-			}
-		}
-		if len(d.Hash) > 0 {
-			d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx) })
-		}
+	if d.Scoped { // (neither starts an iteration over an empty map)
+		d.EachMember(func(m string, dd []Dot) { s.mergeMember(m, s.Set[m], dd, dctx) })
+		d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx) })
 	} else if len(s.Set)+len(d.Set)+len(s.Hash)+len(d.Hash) > 0 { // (a string's merge skips four empty ranges)
 		for m, sd := range s.Set {
 			if _, ok := d.Set[m]; !ok {

@@ -208,3 +208,17 @@ func TestBigValuesEncoded(t *testing.T) {
 		t.Fatalf("AppendBatch of a 4 MiB value allocated %d KiB", alloc>>10)
 	}
 }
+
+// EachMember visits every member once with its dots, and nothing of an
+// empty or absent set.
+func TestEachMember(t *testing.T) {
+	op := Op{HLC: HLC{Phys: 1, Region: "A"}}
+	s := &State{}
+	s.EachMember(func(string, []Dot) { t.Fatal("a member of no set") })
+	s.Merge(SAdd(s, op, [][]byte{[]byte("a"), []byte("b")}))
+	got := map[string]int{}
+	s.EachMember(func(m string, ds []Dot) { got[m] += len(ds) })
+	if len(got) != 2 || got["a"] != 1 || got["b"] != 1 {
+		t.Fatalf("visited %v", got)
+	}
+}

@@ -73,11 +73,7 @@ func approxDeltaSize(kd crdt.KeyDelta) int {
 		}
 		n += 24 * len(r.Counts)
 	}
-	if len(kd.Delta.Set) > 0 { // (a range over an empty map still starts an iterator)
-		for m := range kd.Delta.Set {
-			n += 24 + len(m)
-		}
-	}
+	kd.Delta.EachMember(func(m string, _ []crdt.Dot) { n += 24 + len(m) })
 	kd.Delta.EachField(func(f string, r *crdt.Reg) {
 		n += 24 + len(f)
 		for _, b := range r.Base {
