@@ -78,3 +78,35 @@ func TestDataSize(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchRounds(t *testing.T) {
+	for env, want := range map[string]int{"": 1, "1": 1, "5": 5, "20": 20} {
+		if got, err := benchRounds(env); err != nil || got != want {
+			t.Errorf("benchRounds(%q) = %d, %v; want %d", env, got, err, want)
+		}
+	}
+	for _, env := range []string{"0", "-1", "21", "x", "2.5"} {
+		if _, err := benchRounds(env); err == nil {
+			t.Errorf("benchRounds(%q) accepted", env)
+		}
+	}
+}
+
+// A row's figures are medians, and its ratio is the median of the rounds'
+// own ratios (each Concord half over the Redis half next to it), not the
+// ratio of the medians.
+func TestSummarize(t *testing.T) {
+	c := []result{{rps: 100, p50: 1, p99: 9}, {rps: 300, p50: 3, p99: 2}, {rps: 200, p50: 2, p99: 5}}
+	r := []result{{rps: 300, p50: 5, p99: 5}, {rps: 100, p50: 1, p99: 1}, {rps: 400, p50: 3, p99: 3}}
+	got := summarize(c, r) // ratios 1/3, 3, 1/2; the medians' ratio would be 2/3
+	want := rowSummary{c: result{200, 2, 5}, r: result{300, 3, 3}, ratio: 0.5, lowest: 100.0 / 300, highest: 3}
+	if got != want {
+		t.Fatalf("summarize = %+v, want %+v", got, want)
+	}
+	if got := summarize(c[1:2], r[1:2]); got.ratio != 3 || got.lowest != 3 || got.highest != 3 || got.c != c[1] || got.r != r[1] {
+		t.Fatalf("one round: %+v", got)
+	}
+	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Fatalf("median of an even count = %v, want 2.5", m)
+	}
+}

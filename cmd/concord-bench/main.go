@@ -176,6 +176,10 @@ func main() {
 	if valueSize, err = dataSize(os.Getenv("BENCH_DATA")); err != nil {
 		fail(err)
 	}
+	rounds, err := benchRounds(os.Getenv("BENCH_ROUNDS"))
+	if err != nil {
+		fail(err)
+	}
 	dir, _ := os.MkdirTemp("", "concord-bench")
 	defer os.RemoveAll(dir)
 	newConcord := func() *server {
@@ -209,23 +213,34 @@ func main() {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_N")); err == nil && v > 0 {
 		n = v // longer rows average out a checkpoint landing in one
 	}
-	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d -d %d, Concord --fsync %s vs redis-server --appendonly yes --appendfsync %s\n\n", n, valueSize, fsync, fsync)
-	fmt.Printf("%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s | %7s %3s | %9s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio", "bg c/r", "gc", "aside c/r")
+	fmt.Printf("redis-benchmark -c 50 -r 100000 -n %d -d %d, Concord --fsync %s vs redis-server --appendonly yes --appendfsync %s", n, valueSize, fsync, fsync)
+	if rounds > 1 {
+		fmt.Printf("; %d rounds per row, medians", rounds)
+	}
+	fmt.Printf("\n\n%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s %-9s | %7s %3s | %9s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio", "range", "bg c/r", "gc", "aside c/r")
 	for _, p := range []int{1, 16} {
 		for _, test := range []string{"set", "get", "incr", "sadd", "hset"} {
-			quiet(c.port, r.port)
-			cb, rc0 := background(c.port, "checkpoints"), cpuSeconds(r.port)
-			cr := bench(c.port, test, p, n, 100000)
-			cd, rAside := background(c.port, "checkpoints").since(cb), cpuSeconds(r.port)-rc0
-			quiet(c.port, r.port)
-			rb, cc0 := background(r.port, "aof_rewrites"), cpuSeconds(c.port)
-			rr := bench(r.port, test, p, n, 100000)
-			rd, cAside := background(r.port, "aof_rewrites").since(rb), cpuSeconds(c.port)-cc0
-			fmt.Printf("%-6s %-3d | %12.0f %8.3f %8.3f | %12.0f %8.3f %8.3f | %6.2f | %3d/%-3d %3d | %4.0f/%-4.0f\n", strings.ToUpper(test), p, cr.rps, cr.p50, cr.p99, rr.rps, rr.p50, rr.p99, cr.rps/rr.rps,
-				cd.overlapped, rd.overlapped, cd.gc, cAside*1000, rAside*1000)
+			var cs, rs []result
+			var cd, rd bgDuring
+			var cAside, rAside float64
+			for range rounds {
+				quiet(c.port, r.port)
+				cb, rc0 := background(c.port, "checkpoints"), cpuSeconds(r.port)
+				cs = append(cs, bench(c.port, test, p, n, 100000))
+				cd = cd.add(background(c.port, "checkpoints").since(cb))
+				rAside += cpuSeconds(r.port) - rc0
+				quiet(c.port, r.port)
+				rb, cc0 := background(r.port, "aof_rewrites"), cpuSeconds(c.port)
+				rs = append(rs, bench(r.port, test, p, n, 100000))
+				rd = rd.add(background(r.port, "aof_rewrites").since(rb))
+				cAside += cpuSeconds(c.port) - cc0
+			}
+			sum := summarize(cs, rs)
+			fmt.Printf("%-6s %-3d | %12.0f %8.3f %8.3f | %12.0f %8.3f %8.3f | %6.2f %-9s | %3d/%-3d %3d | %4.0f/%-4.0f\n", strings.ToUpper(test), p, sum.c.rps, sum.c.p50, sum.c.p99, sum.r.rps, sum.r.p50, sum.r.p99, sum.ratio,
+				fmt.Sprintf("%.2f-%.2f", sum.lowest, sum.highest), cd.overlapped, rd.overlapped, cd.gc, cAside*1000, rAside*1000)
 		}
 	}
-	fmt.Println("\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row;\naside c/r: CPU ms each server used while the other one's half of the row ran (its background work then: Concord's\ncheckpoints run at full speed and it collects when idle; it takes the cores from the other server and its client).\nEach half starts once both servers used under 5% of a core for 300 ms (at most 5 s): background work after a\nburst runs in the lull, as on a machine of its own, unless it outlasts the wait")
+	fmt.Println("\nratio: Concord's rps over Redis's (the median of the rounds' ratios with BENCH_ROUNDS); range: the lowest and\nhighest round;\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row;\naside c/r: CPU ms each server used while the other one's half of the row ran (its background work then: Concord's\ncheckpoints run at full speed and it collects when idle; it takes the cores from the other server and its client).\nbg, gc and aside add up the rounds. Each half starts once both servers used under 5% of a core for 300 ms (at most\n5 s): background work after a burst runs in the lull, as on a machine of its own, unless it outlasts the wait")
 	ceiling(r, n)
 }
 
@@ -337,6 +352,10 @@ func background(port int, counter string) bgState {
 // overlapped it (finished during it, or still running at its end) and the
 // collections.
 type bgDuring struct{ overlapped, gc int64 }
+
+func (d bgDuring) add(e bgDuring) bgDuring {
+	return bgDuring{d.overlapped + e.overlapped, d.gc + e.gc}
+}
 
 func (after bgState) since(before bgState) bgDuring {
 	d := bgDuring{overlapped: after.done - before.done, gc: after.gc - before.gc}
