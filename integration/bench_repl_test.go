@@ -40,11 +40,15 @@ func BenchmarkReplicationLag(b *testing.B) {
 	if s, err := strconv.Atoi(os.Getenv("BENCH_REPL_SECONDS")); err == nil && s > 0 {
 		secs = s
 	}
+	if k, err := strconv.Atoi(os.Getenv("BENCH_REPL_KEYS")); err == nil && k > 0 {
+		driveKeys = k
+	}
 	// the production default, not the tests' 30 ms (packing between commands)
 	c := startCluster(b, 3, func(cfg *server.Config) { cfg.ColdAfter, cfg.GCHeadroom = coldAfter, gcHeadroom })
 	a := c.regions["A"]
 	throughputWithReplication(b, c)
-	fmt.Printf("\n%-10s %-10s %-8s %-12s %-12s %-12s %-12s %s\n", "target/s", "achieved/s", "peer", "lag p50", "lag p99", "applied", "drain", "bounded")
+	fmt.Printf("\nlag: SETs (short numeric values) over %d keys (BENCH_REPL_KEYS), pipelined from %d connections every %v\n", driveKeys, driveWorkers, driveTick)
+	fmt.Printf("%-10s %-10s %-8s %-12s %-12s %-12s %-12s %s\n", "target/s", "achieved/s", "peer", "lag p50", "lag p99", "applied", "drain", "bounded")
 	for _, rate := range rates {
 		for _, r := range c.regions {
 			if r.Node != nil {
@@ -191,11 +195,21 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// driveKeys is how many distinct keys drive writes: by default 100,000,
+// redis-benchmark's -r in make bench (each worker cycles through its
+// share in order).
+var driveKeys = 100000
+
+const (
+	driveWorkers = 8
+	driveTick    = 10 * time.Millisecond
+)
+
 // drive writes SETs into region r at about rate per second for d and
 // returns how many were acknowledged.
 func drive(c *cluster, r string, rate int, d time.Duration) int {
-	const workers = 8
-	const tick = 10 * time.Millisecond
+	const workers, tick = driveWorkers, driveTick
+	share := max(1, driveKeys/workers)
 	per := max(1, rate/workers/int(time.Second/tick))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -215,7 +229,7 @@ func drive(c *cluster, r string, rate int, d time.Duration) int {
 				}
 				p := cl.Pipeline()
 				for i := 0; i < per; i++ {
-					p.Set(ctx, fmt.Sprintf("lag:%d:%d", w, n%50000), n, 0)
+					p.Set(ctx, fmt.Sprintf("lag:%d:%d", w, n%share), n, 0)
 					n++
 				}
 				cmds, _ := p.Exec(ctx)
