@@ -67,6 +67,26 @@ func BenchmarkColdKeys(b *testing.B) {
 			}
 		}
 	})
+	// a sweep of a busy keyspace: every key was accessed since the last
+	// one (its mark is cleared, nothing is packed)
+	b.Run("hot sweep", func(b *testing.B) {
+		ks := setup()
+		b.ResetTimer()
+		for i := 0; i < b.N; i += n {
+			b.StopTimer()
+			for _, d := range ks.dbs {
+				for j := range d.shards {
+					for _, e := range d.shards[j].m.all() {
+						e.hot = true
+					}
+				}
+			}
+			b.StartTimer()
+			if got := ks.PackCold(128); got != 0 {
+				b.Fatalf("packed %d hot keys", got)
+			}
+		}
+	})
 	b.Run("idle sweep", func(b *testing.B) {
 		ks := setup()
 		ks.PackCold(128)

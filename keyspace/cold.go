@@ -170,7 +170,7 @@ func (tx *Tx) Usage(k Key) (int64, bool) {
 }
 
 // packYield is how many entries PackCold visits per lock hold.
-const packYield = 512
+var packYield = 512
 
 // PackCold moves into the shards' cold tables every live key not accessed
 // since the previous call and holding at most maxElems members or fields
@@ -186,43 +186,55 @@ func (ks *Keyspace) PackCold(maxElems int) int { return ks.PackColdPart(maxElems
 // period instead of a burst.
 func (ks *Keyspace) PackColdPart(maxElems, part, parts int) int {
 	var buf []byte
+	var batch [packBatch]slot
 	n := 0
 	for _, d := range ks.dbs {
 		for i := part; i < shardCount; i += parts {
 			s := &d.shards[i]
 			ks.world.RLock()
 			s.mu.Lock()
-			seen := 0
+			nb, seen := 0, 0
+			pack := func() {
+				// the entries are scattered over the heap: read the first
+				// line of each of the batch's together, then the states
+				// of those not accessed, so that their misses overlap
+				var sink uint64
+				for _, sl := range batch[:nb] {
+					if sl.e.hot {
+						sink++
+					}
+				}
+				for _, sl := range batch[:nb] {
+					if !sl.e.hot {
+						sink ^= touchEntry(sl.e) ^ uint64(sl.e.st.StrT.Phys)
+					}
+				}
+				s.sink ^= sink
+				for _, sl := range batch[:nb] {
+					if ks.packOne(s, sl.key, sl.e, maxElems, &buf) {
+						n++
+					}
+				}
+				clear(batch[:nb])
+				nb = 0
+			}
 			for key, e := range s.m.all() {
-				if seen++; seen%packYield == 0 {
-					// let commands in; Go's map iteration allows the
-					// changes they make meanwhile
+				batch[nb] = slot{key: key, e: e}
+				if nb++; nb < len(batch) {
+					continue
+				}
+				pack()
+				if seen += len(batch); seen >= packYield {
+					// let commands in; Go's map iteration, and the index's,
+					// allow the changes they make meanwhile
+					seen = 0
 					s.mu.Unlock()
 					ks.world.RUnlock()
 					ks.world.RLock()
 					s.mu.Lock()
-					if e = s.entry(key); e == nil { // deleted meanwhile
-						continue
-					}
 				}
-				if e.hot || e.digStale {
-					e.hot = false
-					continue
-				}
-				if !e.live || e.deadEpoch != 0 || e.metaEpoch != 0 || len(e.st.Set)+len(e.st.Hash) > maxElems {
-					continue
-				}
-				buf = crdt.AppendPacked(buf[:0], e.st, &ks.regions)
-				r := coldRec{hasExp: e.hasExp, dirty: e.dirty, ver: e.ver, elems: e.elems, dig: e.dig, packed: buf}
-				if !s.cold.add(key, coldHash(key), r, ks.cfg.Digests) {
-					continue
-				}
-				s.m.del(hashKey(key), key)
-				ks.Stats.WarmKeys.Add(-1)
-				ks.Stats.ColdKeys.Add(1)
-				ks.Stats.ColdBytes.Add(int64(len(buf)))
-				n++
 			}
+			pack()
 			s.cold.trim()
 			if s.peak >= 64 && 4*s.m.len() <= s.peak {
 				s.m = s.m.rebuilt()
@@ -233,4 +245,30 @@ func (ks *Keyspace) PackColdPart(maxElems, part, parts int) int {
 		}
 	}
 	return n
+}
+
+// packBatch is how many entries PackCold reads ahead.
+const packBatch = 16
+
+// packOne moves the live key of e into its shard's cold table unless it
+// was accessed since the last sweep (clearing the mark) or must stay warm
+// (see PackCold); buf is scratch space. Under s.mu.
+func (ks *Keyspace) packOne(s *shard, key string, e *entry, maxElems int, buf *[]byte) bool {
+	if e.hot || e.digStale {
+		e.hot = false
+		return false
+	}
+	if !e.live || e.deadEpoch != 0 || e.metaEpoch != 0 || len(e.st.Set)+len(e.st.Hash) > maxElems {
+		return false
+	}
+	*buf = crdt.AppendPacked((*buf)[:0], e.st, &ks.regions)
+	r := coldRec{hasExp: e.hasExp, dirty: e.dirty, ver: e.ver, elems: e.elems, dig: e.dig, packed: *buf}
+	if !s.cold.add(key, coldHash(key), r, ks.cfg.Digests) {
+		return false
+	}
+	s.m.del(hashKey(key), key)
+	ks.Stats.WarmKeys.Add(-1)
+	ks.Stats.ColdKeys.Add(1)
+	ks.Stats.ColdBytes.Add(int64(len(*buf)))
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -482,5 +483,83 @@ func TestDigestsInMatchesDigest(t *testing.T) {
 		if !maps.Equal(got, inMask) {
 			t.Fatalf("DigestsInShard, mask %#x: %d keys, want %d (or digests differ)", mask, len(got), len(inMask))
 		}
+	}
+}
+
+// Sweeps that run while commands write, delete and read the same keys
+// (the sweep lets commands in between its batches) lose nothing and
+// count every key once: each key ends with its last write, warm or cold.
+func TestPackColdWhileServing(t *testing.T) {
+	defer func(y int) { packYield = y }(packYield)
+	packYield = packBatch // a yield after every batch
+	ks, _, _ := newKS(true)
+	const keys, writers = 3000, 4
+	want := make([]map[string]string, writers) // each writer's keys: value, "" deleted
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range writers {
+		want[w] = map[string]string{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(w)))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprint("k", rng.Intn(keys/writers)*writers+w)
+				switch op := rng.Intn(10); {
+				case op < 5:
+					v := fmt.Sprint(i)
+					set(ks, key, v, 0)
+					want[w][key] = v
+				case op < 6:
+					k := Key{Key: key}
+					ks.Run([]Key{k}, func(tx *Tx) error {
+						tx.Apply(k, crdt.Delete(tx.State(k)))
+						return nil
+					})
+					want[w][key] = ""
+				default:
+					if v, ok := get(ks, key); v != want[w][key] || ok != (want[w][key] != "") {
+						t.Errorf("%s = %q (%v) mid-sweeps, want %q", key, v, ok, want[w][key])
+						return
+					}
+				}
+			}
+		}()
+	}
+	for range 200 {
+		ks.PackCold(8)
+	}
+	close(stop)
+	wg.Wait()
+	live := 0
+	for w := range writers {
+		for key, v := range want[w] {
+			if got, ok := get(ks, key); got != v || ok != (v != "") {
+				t.Errorf("%s = %q (%v), want %q", key, got, ok, v)
+			}
+			if v != "" {
+				live++
+			}
+		}
+	}
+	ks.PackCold(8)
+	ks.PackCold(8)
+	if cold := ks.Stats.ColdKeys.Load(); cold != int64(live) {
+		t.Errorf("%d keys cold after two idle sweeps, want all %d live ones", cold, live)
+	}
+	warm, cold := 0, 0
+	for _, d := range ks.dbs {
+		for i := range d.shards {
+			warm += d.shards[i].m.len()
+			cold += d.shards[i].cold.n
+		}
+	}
+	if int64(warm) != ks.Stats.WarmKeys.Load() || int64(cold) != ks.Stats.ColdKeys.Load() {
+		t.Errorf("the maps hold %d keys and the cold tables %d, the counters say %d and %d", warm, cold, ks.Stats.WarmKeys.Load(), ks.Stats.ColdKeys.Load())
 	}
 }

@@ -135,6 +135,12 @@ func (t *coldTable) add(key string, h uint64, r coldRec, digests bool) bool {
 	if (t.n+t.tombs+1)*4 >= len(t.idx)*3 {
 		t.rehash(max(16, 2*t.n+2))
 	}
+	if cap(t.arena)-len(t.arena) < need {
+		// double (append grows a big slice by a quarter: a sweep packing
+		// a shard's keys one by one copied its arena ~5 times over)
+		c := min(max(2*cap(t.arena), len(t.arena)+need, 512), maxArena)
+		t.arena = append(make([]byte, 0, c), t.arena...)
+	}
 	off := len(t.arena)
 	var f byte
 	if r.hasExp {

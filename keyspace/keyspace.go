@@ -255,6 +255,7 @@ type shard struct {
 	m      index            // warm keys
 	peak   int              // len(m)'s high-water mark (see notePeak)
 	cold   coldTable        // keys not accessed for a while (see PackCold)
+	sink   uint64           // what PackCold's read-ahead read (kept: not optimized away)
 	exp    map[string]int64 // keys with a deadline (set with setExp, delExp)
 	// withExp is the db's count of keys with a deadline
 	withExp *atomic.Int64
