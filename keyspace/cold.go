@@ -89,13 +89,13 @@ func (s *shard) warm(key string, h uint64) *entry {
 	if slot < 0 {
 		return nil
 	}
-	r, _, _ := s.cold.parse(off)
+	r, _, end := s.cold.parse(off)
 	e, key := s.ks.unpackEntry(key, r.packed)
 	e.live, e.hasExp, e.dirty, e.ver, e.elems, e.dig = true, r.hasExp, r.dirty, r.ver, r.elems, r.dig
 	s.ks.Stats.ColdKeys.Add(-1)
 	s.ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
 	s.ks.Stats.WarmKeys.Add(1)
-	s.cold.remove(slot, off)
+	s.cold.remove(slot, off, end)
 	s.m.put(h, key, e)
 	s.notePeak()
 	return e

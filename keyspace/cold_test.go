@@ -275,13 +275,13 @@ func TestColdTableModel(t *testing.T) {
 			t.Fatalf("step %d: find(%s) = %d, model has it: %v", step, k, slot, ok)
 		}
 		if ok {
-			r, key, _ := tbl.parse(off)
+			r, key, end := tbl.parse(off)
 			if string(key) != k || r.ver != m.ver || r.dig != m.dig || r.elems != m.elems || r.hasExp != m.hasExp || r.dirty != m.dirty || string(r.packed) != string(m.packed) {
 				t.Fatalf("step %d: record of %s = %+v, want %+v", step, k, r, m)
 			}
 			switch rng.Intn(3) {
 			case 0:
-				tbl.remove(slot, off)
+				tbl.remove(slot, off, end)
 				delete(model, k)
 			case 1:
 				tbl.setDirty(off, !m.dirty)

@@ -183,9 +183,9 @@ func (t *coldTable) insert(h uint64, off int) {
 	}
 }
 
-// remove deletes the record found at slot/off.
-func (t *coldTable) remove(slot, off int) {
-	_, _, end := t.parse(off)
+// remove deletes the record found at slot/off, which ends at end (as
+// parse said).
+func (t *coldTable) remove(slot, off, end int) {
 	t.arena[off] |= cfDead
 	t.idx[slot] = tombSlot
 	t.tombs++

@@ -1104,7 +1104,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	} else {
 		ks.Stats.WarmKeys.Add(1)
 		if slot, off := s.cold.lookup(k.Key); slot >= 0 {
-			r, _, _ := s.cold.parse(off)
+			r, _, end := s.cold.parse(off)
 			s.live--
 			if r.dirty {
 				s.flagged--
@@ -1115,7 +1115,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 			s.bkt[subBucket(k.Key)] ^= r.dig
 			ks.Stats.ColdKeys.Add(-1)
 			ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
-			s.cold.remove(slot, off)
+			s.cold.remove(slot, off, end)
 		}
 	}
 	if ks.cfg.Digests {
