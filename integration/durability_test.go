@@ -2,10 +2,12 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -178,5 +180,48 @@ func TestBadFlags(t *testing.T) {
 		if code != 2 || (args[0] != "--nosuchflag" && len(lines) != 1) {
 			t.Errorf("%v: exit %d, output:\n%s", args, code, out)
 		}
+	}
+}
+
+// Shutdown ends even when the disk is gone: with the data directory
+// deleted under a running region, its final checkpoint and Badger's last
+// flush fail (Badger retries the flush forever); SIGTERM still ends the
+// process, with an error, once --store-close-timeout passes — or at once
+// on a second signal.
+func TestShutdownWithDataDirGone(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout string
+		signals int
+	}{{"store close timeout", "1s", 1}, {"second signal", "1h", 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := startProc(t, "--dir", dir, "--store-close-timeout", tc.timeout)
+			c := client(t, p.addr)
+			for i := range 200 {
+				if err := c.Set(ctx, fmt.Sprint("k", i), "v", 0).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.Close()
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- p.cmd.Wait() }()
+			for range tc.signals {
+				p.cmd.Process.Signal(sigterm)
+				time.Sleep(300 * timeMs)
+			}
+			select {
+			case err := <-exited:
+				if exitCode(err) != 1 {
+					t.Fatalf("exit status %d (%v), want 1\n%s", exitCode(err), err, p.log.String())
+				}
+			case <-time.After(15 * timeSecond):
+				p.cmd.Process.Kill()
+				t.Fatalf("still running 15 s after SIGTERM\n%s", p.log.String())
+			}
+		})
 	}
 }

@@ -62,6 +62,12 @@ type Options struct {
 	// took ~2.4 µs of CPU per key, with 8 MiB ~1.4 (BenchmarkCheckpoint's
 	// cpu-ns/key); each costs its size in memory while filled.
 	MemtableBytes int64
+	// CloseTimeout bounds how long Close waits for the key states database
+	// to close (0: 30 s). Badger retries a failed memtable flush forever
+	// (its files deleted, the disk gone), and its Close waits for it: past
+	// the bound Close returns an error and the process can exit — every
+	// acknowledged write is in the log (or nowhere, the disk being gone).
+	CloseTimeout time.Duration
 }
 
 // approxDeltaSize estimates a delta's encoded size, to cut outbox entries.
@@ -307,6 +313,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.MemtableBytes <= 0 {
 		opts.MemtableBytes = 8 << 20
+	}
+	if opts.CloseTimeout <= 0 {
+		opts.CloseTimeout = 30 * time.Second
 	}
 	if opts.LogDir == "" {
 		opts.LogDir = opts.Dir + "-wal"
@@ -1189,11 +1198,21 @@ func (s *Store) Close() error {
 	<-s.done
 	s.loops.Wait() // the fsync and GC tickers may be in a round: the log and states stay open until they end
 	err := s.log.close()
-	if e := s.sdb.Sync(); err == nil {
-		err = e
-	}
-	if e := s.sdb.Close(); err == nil {
-		err = e
+	closed := make(chan error, 1)
+	go func() {
+		err := s.sdb.Sync()
+		if e := s.sdb.Close(); err == nil {
+			err = e
+		}
+		closed <- err
+	}()
+	select {
+	case e := <-closed:
+		if err == nil {
+			err = e
+		}
+	case <-time.After(s.opts.CloseTimeout):
+		err = fmt.Errorf("the key states database in %s did not close within %v (its last flush failing: see the log); the log holds the writes", s.opts.Dir, s.opts.CloseTimeout)
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package persistence
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -494,5 +495,32 @@ func TestMonoNow(t *testing.T) {
 	b := monoNow()
 	if a <= 0 || b < a {
 		t.Fatalf("monoNow: %d then %d", a, b)
+	}
+}
+
+// Close ends even when the key states database cannot: with its files
+// deleted, Badger retries its last memtable flush forever and its Close
+// waits for it; Close gives up after CloseTimeout with an error.
+func TestCloseBoundedWhenFilesAreGone(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, Fsync: FsyncEverysec, Region: "A", Log: zerolog.Nop(), CloseTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteStates([]Write{page(0, 7, "k", "v")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "did not close") {
+			t.Fatalf("Close with the files gone: %v, want its timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waiting after 10 s")
 	}
 }

@@ -37,6 +37,11 @@ func main() {
 	case <-in.Stopped():
 		in.Log.Info().Msg("shut down by SHUTDOWN")
 	}
+	go func() { // a second signal: exit now, without the rest of the shutdown
+		<-sig
+		in.Log.Warn().Msg("second signal: exiting before the shutdown finished (the next start replays the log)")
+		os.Exit(1)
+	}()
 	if err := in.Close(); err != nil {
 		in.Log.Error().Err(err).Msg("close failed")
 		os.Exit(1)
@@ -88,6 +93,7 @@ func parse(args []string, out io.Writer) (server.Config, error) {
 	fs.BoolVar(&cfg.CheckpointEager, "checkpoint-eager", false, "start a background checkpoint as soon as it is due; by default one due while the server is busy waits for a quiet 100 ms, at most until twice --checkpoint-interval or twice --checkpoint-log-bytes")
 	fs.Int64Var(&cfg.GCHeadroom, "gc-headroom", 128<<20, "keep the Go collector's heap goal at least this many bytes above the live heap (fewer collections while busy, up to this much more RSS; 0: Go's own pacing, GOGC; a GOGC in the environment wins)")
 	fs.Float64Var(&cfg.CheckpointCPU, "checkpoint-cpu", 0.25, "share of the time a background checkpoint runs, sleeping between shards for the rest (1: never sleeps; SAVE and BGSAVE run at full speed)")
+	fs.DurationVar(&cfg.StoreCloseTimeout, "store-close-timeout", 30*time.Second, "at shutdown, stop waiting for the key states database (Badger) to close after this long, and exit with an error (its last flush failing forever: files deleted, disk gone); the log holds every acknowledged write")
 	fs.Int64Var(&cfg.CheckpointMemtableBytes, "checkpoint-memtable-bytes", 8<<20, "size of each of the two in-memory tables checkpoints write key states through (Badger's memtables; larger: fewer table builds and compactions per checkpoint, more memory)")
 	fs.Int64Var(&cfg.LogSegmentBytes, "log-segment-bytes", 64<<20, "start a new log segment file past this size (segments go once checkpointed and shipped)")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 10*time.Second, "how often tombstones every region has seen are dropped (0: never)")

@@ -89,6 +89,9 @@ type Config struct {
 	// CheckpointMemtableBytes sizes the Badger memtables checkpoints write
 	// the key states through (default 8 MiB; see persistence.Options).
 	CheckpointMemtableBytes int64
+	// StoreCloseTimeout bounds the wait for the key states database to
+	// close at shutdown (see persistence.Options.CloseTimeout; 0: 30 s).
+	StoreCloseTimeout time.Duration
 	// GCHeadroom keeps the Go collector's heap goal at least this many
 	// bytes above the live heap (see gctune.go; 0: Go's own pacing, GOGC).
 	GCHeadroom int64
@@ -271,6 +274,12 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointMemtableBytes < 1<<20 || c.CheckpointMemtableBytes > 1<<30 {
 		return fmt.Errorf("--checkpoint-memtable-bytes %d: want 1 MiB to 1 GiB", c.CheckpointMemtableBytes)
+	}
+	if c.StoreCloseTimeout == 0 {
+		c.StoreCloseTimeout = 30 * time.Second
+	}
+	if c.StoreCloseTimeout < 0 {
+		return fmt.Errorf("--store-close-timeout %v: must not be negative", c.StoreCloseTimeout)
 	}
 	if c.CheckpointCPU == 0 {
 		c.CheckpointCPU = 0.25

@@ -122,7 +122,7 @@ func Start(cfg Config) (*Instance, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create --dir: %w", err)
 	}
-	store, err := persistence.Open(persistence.Options{Dir: filepath.Join(cfg.Dir, "badger"), LogDir: filepath.Join(cfg.Dir, "log"), SegmentBytes: cfg.LogSegmentBytes, MemtableBytes: cfg.CheckpointMemtableBytes, Fsync: cfg.Fsync, Region: cfg.Region, Log: log})
+	store, err := persistence.Open(persistence.Options{Dir: filepath.Join(cfg.Dir, "badger"), LogDir: filepath.Join(cfg.Dir, "log"), SegmentBytes: cfg.LogSegmentBytes, MemtableBytes: cfg.CheckpointMemtableBytes, CloseTimeout: cfg.StoreCloseTimeout, Fsync: cfg.Fsync, Region: cfg.Region, Log: log})
 	if err != nil {
 		return nil, err
 	}
