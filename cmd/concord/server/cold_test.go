@@ -132,3 +132,21 @@ func TestIdleServerReturnsMemoryAfterLargeWrites(t *testing.T) {
 		}
 	}
 }
+
+// The cold sweeps' loop wakes once per part of the period (64 parts: ~6 a
+// second at --cold-after 10s), and with --cold-max-warm for a 100 ms poll
+// too — not 64 times a second whatever the period (an idle server's CPU).
+func TestPackLoopWakesPerPart(t *testing.T) {
+	for _, tc := range []struct {
+		maxWarm int
+		atMost  int64
+		purpose string
+	}{{0, 10, "per part"}, {1 << 20, 18, "per part and per poll"}} {
+		in, _ := startWith(t, Config{ColdAfter: 10 * time.Second, ColdMaxWarm: tc.maxWarm})
+		w0 := in.packWakes.Load()
+		time.Sleep(time.Second)
+		if w := in.packWakes.Load() - w0; w > tc.atMost || w < 3 {
+			t.Errorf("--cold-max-warm %d: the sweep loop woke %d times in a second, want 3 to %d (%s)", tc.maxWarm, w, tc.atMost, tc.purpose)
+		}
+	}
+}

@@ -59,6 +59,7 @@ type Instance struct {
 	hurry         atomic.Int32  // SAVEs or a shutdown waiting: a paced checkpoint stops sleeping
 	savedWrites   atomic.Uint64 // the store's write count when the last checkpoint began
 	freed         atomic.Int64  // keys packed or records checkpointed since memLoop last took note
+	packWakes     atomic.Int64  // times packLoop woke (for its test)
 	released      atomic.Int64  // times memLoop returned free memory to the OS
 	idleGCs       atomic.Int64  // collections memLoop ran while idle
 	ckptDone      chan struct{} // the checkpoint loop stopped
@@ -453,29 +454,40 @@ func (in *Instance) expireLoop(ctx context.Context, conf *commands.Config) {
 func (in *Instance) packLoop(ctx context.Context) {
 	// one sweep per period, spread over it in parts (a burst would delay
 	// commands and the apply path); the period shrinks to pressurePeriod
-	// while more than ColdMaxWarm keys are warm, checked at every tick
-	partsOf := func(period time.Duration) int { return int(min(64, max(1, period/(10*time.Millisecond)))) }
-	shortest := min(in.cfg.ColdAfter, pressurePeriod)
-	tick := time.NewTicker(shortest / time.Duration(partsOf(shortest)))
-	defer tick.Stop()
-	last := time.Now()
+	// while more than ColdMaxWarm keys are warm, polled every 100 ms when
+	// there is a limit. The loop wakes for its parts and polls only (it
+	// woke 64 times a second, an idle server's too)
+	partsOf := func(period time.Duration) time.Duration { return min(64, max(1, period/(10*time.Millisecond))) }
+	next := time.Now().Add(in.cfg.ColdAfter / partsOf(in.cfg.ColdAfter))
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
 	for part := 0; ; {
+		wait := time.Until(next)
+		if in.cfg.ColdMaxWarm > 0 {
+			wait = min(wait, 100*time.Millisecond)
+		}
+		t.Reset(max(0, wait))
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-t.C:
 		}
+		in.packWakes.Add(1)
 		period := in.cfg.ColdAfter
 		if limit := in.cfg.ColdMaxWarm; limit > 0 && in.KS.Stats.WarmKeys.Load() > int64(limit) {
-			period = shortest
+			period = min(period, pressurePeriod)
 		}
 		parts := partsOf(period)
-		if time.Since(last) < period/time.Duration(parts) {
+		now := time.Now()
+		if next.Sub(now) > period/parts {
+			next = now // the period just shrank: its parts start now
+		}
+		if now.Before(next) {
 			continue
 		}
-		last = time.Now()
-		part = (part + 1) % parts
-		if n := in.KS.PackColdPart(in.cfg.ColdMaxElements, part, parts); n > 0 {
+		next = now.Add(period / parts)
+		part = (part + 1) % int(parts)
+		if n := in.KS.PackColdPart(in.cfg.ColdMaxElements, part, int(parts)); n > 0 {
 			in.freed.Add(int64(n))
 			in.Log.Debug().Int("keys", n).Int("part", part).Msg("packed cold keys")
 		}
