@@ -227,7 +227,7 @@ func openWAL(dir string, segBytes int64, syncs bool, log zerolog.Logger) (*wal, 
 	if err != nil {
 		return nil, err
 	}
-	w := &wal{dir: dir, segBytes: segBytes, syncs: syncs, log: log, metas: make(map[string][]byte), syncFile: (*os.File).Sync}
+	w := &wal{dir: dir, segBytes: segBytes, syncs: syncs, log: log, metas: make(map[string][]byte), syncFile: syncNamed}
 	var ns []uint64
 	for _, e := range names {
 		var n uint64
@@ -405,6 +405,20 @@ func (w *wal) write(fr *frame, sync bool) error {
 	seg.size += int64(len(b))
 	if sync {
 		return w.synced(w.syncFile(seg.f))
+	}
+	return nil
+}
+
+// syncNamed fsyncs a segment and fails when the file has no name any more
+// (deleted with its directory while open): an fsync of it succeeds, but
+// nothing written to it survives a restart, so the log is as broken as
+// after a failed fsync.
+func syncNamed(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if unlinked(f) {
+		return fmt.Errorf("the log segment %s was deleted while open (its directory removed?)", f.Name())
 	}
 	return nil
 }

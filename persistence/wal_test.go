@@ -270,3 +270,34 @@ func TestLogFsyncFailureIsSticky(t *testing.T) {
 		t.Fatalf("replayed %s", got)
 	}
 }
+
+// A log whose directory is deleted under it refuses writes instead of
+// acknowledging them into a file no restart will read: with fsync always
+// the first write after the deletion fails, with everysec the next
+// second's fsync finds it (what it acknowledged meanwhile is lost, as
+// with a power loss) and every later write fails.
+func TestLogDeletedRefusesWrites(t *testing.T) {
+	for _, fsync := range []string{FsyncAlways, FsyncEverysec} {
+		t.Run(fsync, func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, fsync)
+			defer s.Close()
+			if err := s.Submit(nil, []crdt.KeyDelta{delta("ok")}, nil).Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(s.log.dir); err != nil {
+				t.Fatal(err)
+			}
+			if fsync == FsyncEverysec {
+				if err := s.log.sync(); err == nil || !strings.Contains(err.Error(), "deleted") {
+					t.Fatalf("fsync of a deleted segment: %v", err)
+				}
+			}
+			for i := range 2 {
+				if err := s.Submit(nil, []crdt.KeyDelta{delta("lost")}, nil).Wait(); err == nil {
+					t.Fatalf("write %d into a deleted log acknowledged", i)
+				}
+			}
+		})
+	}
+}
