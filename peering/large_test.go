@@ -166,7 +166,10 @@ func TestLargeEntryShippedAsReference(t *testing.T) {
 			t.Fatalf("%s never applied", want)
 		}
 	}
-	for _, m := range bus.stream("A").msgs {
+	bus.mu.Lock() // (the regions' consumers create streams meanwhile)
+	msgs := bus.stream("A").msgs
+	bus.mu.Unlock()
+	for _, m := range msgs {
 		if len(m) > 16<<10 {
 			t.Fatalf("a stream message of %d bytes", len(m))
 		}
