@@ -583,6 +583,27 @@ type Tx struct {
 	ibuf    []crdt.KeyDelta // a peer's batch's inbound, kept by the last Run
 	meta    []Write
 	expired int
+	// seen is the newest timestamp of the deltas merged from elsewhere
+	// (ApplyRemote, Repair, Restore) not yet observed by the clock: a
+	// peer's batch takes the clock's lock once, not once per key
+	seen crdt.HLC
+}
+
+// see notes h, a timestamp a merged delta carries, for the clock (see
+// seen).
+func (tx *Tx) see(h crdt.HLC) {
+	if h.Compare(tx.seen) > 0 {
+		tx.seen = h
+	}
+}
+
+// observeSeen advances the clock past what the tx merged: before the tx
+// issues a timestamp of its own and before its locks are let go.
+func (tx *Tx) observeSeen() {
+	if !tx.seen.IsZero() {
+		tx.ks.ObserveHLC(tx.seen)
+		tx.seen = crdt.HLC{}
+	}
 }
 
 // SetMeta persists a metadata value in the same batch as the tx's writes.
@@ -661,6 +682,7 @@ func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, e
 		}
 	}
 	err := fn(tx)
+	tx.observeSeen()
 	t := tx.commit()
 	for _, s := range shards {
 		if marked {
@@ -702,6 +724,7 @@ func (ks *Keyspace) RunAll(fn func(tx *Tx) error) (Ticket, error) {
 	ks.eachShard(func(s *shard) { s.mu.Lock() })
 	tx := &Tx{ks: ks, all: true, now: ks.NowMs()}
 	err := fn(tx)
+	tx.observeSeen()
 	t := tx.commit()
 	ks.eachShard(func(s *shard) { s.mu.Unlock() })
 	ks.world.Unlock()
@@ -738,6 +761,7 @@ func (tx *Tx) NowMs() int64 { return tx.now }
 
 // Op returns a fresh timestamp for a local operation.
 func (tx *Tx) Op() crdt.Op {
+	tx.observeSeen()
 	tx.ks.clockMu.Lock()
 	h := tx.ks.clock.Now(tx.now)
 	tx.ks.clockMu.Unlock()
@@ -924,9 +948,7 @@ func (tx *Tx) Apply(k Key, d *crdt.State) {
 // ApplyRemote merges a delta from region from (peering's apply path) and
 // records any conflict its merge resolved.
 func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
-	if h := d.MaxHLC(); !h.IsZero() {
-		tx.ks.ObserveHLC(h)
-	}
+	tx.see(d.MaxHLC())
 	tx.merge(k, d, true, from)
 	if tx.inbound == nil && tx.nkeys > 1 { // a peer's batch: sized once, not grown per key
 		if cap(tx.ibuf) >= tx.nkeys {
@@ -970,6 +992,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		s.redigest(k.Key, e)
 	}
 	if remote && c != 0 {
+		tx.observeSeen() // (a conflict is recorded at the clock's time, past the delta's)
 		tx.ks.recordConflicts(k, c, e.st, from)
 	}
 	e.ver = s.nextVer()
@@ -1398,9 +1421,7 @@ func (ks *Keyspace) Clock() crdt.HLC {
 // Repair merges a state or delta pulled from a peer or rebuilt locally:
 // logged (inbound), not shipped again.
 func (tx *Tx) Repair(k Key, d *crdt.State) {
-	if h := d.MaxHLC(); !h.IsZero() {
-		tx.ks.ObserveHLC(h)
-	}
+	tx.see(d.MaxHLC())
 	tx.merge(k, d, false, "")
 	tx.inbound = append(tx.inbound, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 }
@@ -1408,9 +1429,7 @@ func (tx *Tx) Repair(k Key, d *crdt.State) {
 // Restore merges a delta replayed from the log at startup: already logged,
 // so neither logged nor shipped again (the next checkpoint stores the key).
 func (tx *Tx) Restore(k Key, d *crdt.State) {
-	if h := d.MaxHLC(); !h.IsZero() {
-		tx.ks.ObserveHLC(h)
-	}
+	tx.see(d.MaxHLC())
 	tx.merge(k, d, false, "")
 }
 
