@@ -67,7 +67,8 @@ bench-repl:
 	BENCH_REPL_SECONDS=$${BENCH_REPL_SECONDS:-10} $(GO) test -run XXX -bench BenchmarkReplicationLag -benchtime 1x ./integration
 
 # redis-benchmark against Concord and redis-server (AOF everysec) in one run,
-# side by side with the ratio. BENCH_QUICK=1 finishes in under a minute;
+# side by side with the ratio (SET, GET, INCR, SADD, HSET and a mix of the
+# five at once). BENCH_QUICK=1 finishes in under a minute;
 # BENCH_FSYNC=always compares both with an fsync per write.
 bench: build deps
 	$(GO) run ./cmd/concord-bench -concord ./concord

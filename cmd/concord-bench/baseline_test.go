@@ -3,10 +3,14 @@ package main
 import (
 	"bufio"
 	"net"
+	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	concord "concord/cmd/concord/server"
 )
 
 // The ceiling table is only meaningful if the baselines really serve SET
@@ -109,4 +113,95 @@ func TestSummarize(t *testing.T) {
 	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
 		t.Fatalf("median of an even count = %v, want 2.5", m)
 	}
+}
+
+// The mix's requests/s is all its requests over its longest part's time
+// (not the sum of the parts' rates, which counts the short parts as if
+// they ran as long as the longest); its latencies are the slowest part's.
+func TestMixResult(t *testing.T) {
+	parts := []mixPart{
+		{n: 100, r: result{rps: 100, p50: 1, p99: 4}}, // 1 s
+		{n: 100, r: result{rps: 50, p50: 3, p99: 5}},  // 2 s: the longest
+		{n: 100, r: result{rps: 200, p50: 2, p99: 9}}, // 0.5 s
+	}
+	if got, want := mixResult(parts), (result{rps: 150, p50: 3, p99: 9}); got != want {
+		t.Fatalf("mixResult = %+v, want %+v", got, want)
+	}
+}
+
+func TestBenchTests(t *testing.T) {
+	for env, want := range map[string]string{
+		"":               "set,get,incr,sadd,hset,mix",
+		"mix":            "mix",
+		"HSET, mix":      "hset,mix",
+		"set,get,set":    "set,get",
+		"incr,sadd,hset": "incr,sadd,hset",
+	} {
+		got, err := benchTests(env)
+		if err != nil || strings.Join(got, ",") != want {
+			t.Errorf("benchTests(%q) = %v, %v; want %s", env, got, err, want)
+		}
+	}
+	for _, env := range []string{"spop", "set,", "mixed"} {
+		if _, err := benchTests(env); err == nil {
+			t.Errorf("benchTests(%q) accepted", env)
+		}
+	}
+}
+
+// The mix row really runs all five commands against the server, at once:
+// each one's calls are counted by the server, and while the mix runs the
+// server has clients of every part connected together.
+func TestBenchMixRunsEveryCommand(t *testing.T) {
+	if _, err := exec.LookPath("redis-benchmark"); err != nil {
+		t.Skip("redis-benchmark not installed")
+	}
+	in, err := concord.Start(concord.Config{Addr: "127.0.0.1:0", Dir: t.TempDir(), LogLevel: "error"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	_, p, _ := net.SplitHostPort(in.Addr())
+	port, _ := strconv.Atoi(p)
+	peak := make(chan int64)
+	stop := make(chan struct{})
+	go func() { // the most clients connected at once while the mix ran
+		var most int64
+		for {
+			select {
+			case <-stop:
+				peak <- most
+				return
+			default:
+			}
+			most = max(most, info(port, "clients", "connected_clients"))
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	r := benchMix(port, 1, 25000, 1000)
+	close(stop)
+	most := <-peak
+	t.Logf("%d clients at most", most)
+	if most <= int64(2*50/len(mixTests)+1) { // one part (and a poll): at most 11; two parts at once are 20
+		t.Errorf("at most %d clients at once: the parts ran one after another", most)
+	}
+	if r.rps <= 0 || r.p50 <= 0 || r.p99 < r.p50 {
+		t.Errorf("mix result %+v", r)
+	}
+	for _, cmd := range mixTests {
+		if calls := statCalls(cli(port, "INFO", "commandstats"), cmd); calls < 25000/len(mixTests) {
+			t.Errorf("%s: %d calls, want %d", cmd, calls, 25000/len(mixTests))
+		}
+	}
+}
+
+// statCalls reads cmdstat_<cmd>'s calls from INFO commandstats.
+func statCalls(stats, cmd string) int {
+	for _, line := range strings.Split(stats, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+			return n
+		}
+	}
+	return 0
 }

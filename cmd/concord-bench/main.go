@@ -112,14 +112,29 @@ func (s *server) status(field string) int64 {
 
 type result struct{ rps, p50, p99 float64 }
 
-// bench runs redis-benchmark for one test and returns its CSV figures.
+// bench runs redis-benchmark for one test (or the mix, see benchMix) with
+// 50 clients and returns its figures.
 func bench(port int, test string, pipeline, n, random int) result {
+	if test == "mix" {
+		return benchMix(port, pipeline, n, random)
+	}
+	return benchClients(port, test, pipeline, n, random, 50)
+}
+
+// benchClients runs redis-benchmark for one test with that many clients
+// and returns its CSV figures.
+func benchClients(port int, test string, pipeline, n, random, clients int) result {
 	_, pin := pinning()
-	out, err := command(pin, "redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "50",
+	out, err := command(pin, "redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", strconv.Itoa(clients),
 		"-n", strconv.Itoa(n), "-r", strconv.Itoa(random), "-P", strconv.Itoa(pipeline), "-d", strconv.Itoa(valueSize), "-t", test, "--csv").Output()
 	if err != nil {
 		fail(fmt.Errorf("redis-benchmark %s: %v", test, err))
 	}
+	return parseCSV(test, out)
+}
+
+// parseCSV reads the figures of redis-benchmark --csv's result line.
+func parseCSV(test string, out []byte) result {
 	recs, _ := csv.NewReader(strings.NewReader(string(out))).ReadAll()
 	for _, r := range recs {
 		if len(r) >= 7 && r[0] != "test" {
@@ -180,6 +195,10 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	tests, err := benchTests(os.Getenv("BENCH_TESTS"))
+	if err != nil {
+		fail(err)
+	}
 	dir, _ := os.MkdirTemp("", "concord-bench")
 	defer os.RemoveAll(dir)
 	newConcord := func() *server {
@@ -219,7 +238,7 @@ func main() {
 	}
 	fmt.Printf("\n\n%-6s %-3s | %12s %8s %8s | %12s %8s %8s | %6s %-9s | %7s %3s | %9s\n", "test", "P", "concord rps", "p50 ms", "p99 ms", "redis rps", "p50 ms", "p99 ms", "ratio", "range", "bg c/r", "gc", "aside c/r")
 	for _, p := range []int{1, 16} {
-		for _, test := range []string{"set", "get", "incr", "sadd", "hset"} {
+		for _, test := range tests {
 			var cs, rs []result
 			var cd, rd bgDuring
 			var cAside, rAside float64
@@ -240,7 +259,8 @@ func main() {
 				fmt.Sprintf("%.2f-%.2f", sum.lowest, sum.highest), cd.overlapped, rd.overlapped, cd.gc, cAside*1000, rAside*1000)
 		}
 	}
-	fmt.Println("\nratio: Concord's rps over Redis's (the median of the rounds' ratios with BENCH_ROUNDS); range: the lowest and\nhighest round;\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row;\naside c/r: CPU ms each server used while the other one's half of the row ran (its background work then: Concord's\ncheckpoints run at full speed and it collects when idle; it takes the cores from the other server and its client).\nbg, gc and aside add up the rounds. Each half starts once both servers used under 5% of a core for 300 ms (at most\n5 s): background work after a burst runs in the lull, as on a machine of its own, unless it outlasts the wait")
+	fmt.Println("\nMIX: SET, GET, INCR, SADD and HSET at once, 10 clients each (five redis-benchmark processes, n/5 requests\neach): rps is all of them over the longest one's time, p50 and p99 the slowest command's.")
+	fmt.Println("ratio: Concord's rps over Redis's (the median of the rounds' ratios with BENCH_ROUNDS); range: the lowest and\nhighest round;\nbg c/r: Concord's checkpoints and Redis's AOF rewrites that ran during the row (either competes for the cores);\ngc: Concord's garbage collections during the row;\naside c/r: CPU ms each server used while the other one's half of the row ran (its background work then: Concord's\ncheckpoints run at full speed and it collects when idle; it takes the cores from the other server and its client).\nbg, gc and aside add up the rounds. Each half starts once both servers used under 5% of a core for 300 ms (at most\n5 s): background work after a burst runs in the lull, as on a machine of its own, unless it outlasts the wait")
 	ceiling(r, n)
 }
 
