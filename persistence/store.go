@@ -338,7 +338,8 @@ func Open(opts Options) (*Store, error) {
 		WithBaseTableSize(512 << 10).
 		WithValueThreshold(128 << 10).
 		WithDetectConflicts(false).
-		WithMetricsEnabled(false))
+		WithMetricsEnabled(false).
+		WithNumCompactors(2))
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}

@@ -23,20 +23,24 @@ const checkpointBatch = 4096
 func (in *Instance) checkpointLoop(ctx context.Context) {
 	defer close(in.ckptDone)
 	poll := min(in.cfg.CheckpointInterval, 100*time.Millisecond)
-	t := time.NewTicker(poll)
+	slow := max(poll, min(in.cfg.CheckpointInterval, idlePoll)) // (an idle server's log does not grow)
+	t := time.NewTimer(poll)
 	defer t.Stop()
 	last := time.Now()
 	every, logBytes := jitter(in.cfg.CheckpointInterval), jitter(in.cfg.CheckpointLogBytes)
 	seen := in.activity()
+	var pace idlePace
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		in.ckptWakes.Add(1)
 		a := in.activity()
 		busy := a != seen && !in.cfg.CheckpointEager
 		seen = a
+		t.Reset(pace.poll(a, time.Now(), poll, slow))
 		if !checkpointDue(time.Since(last), in.store.LogBytes(false), every, logBytes, busy) {
 			continue
 		}
@@ -122,6 +126,34 @@ func (in *Instance) mayPause() bool {
 // peers' deltas applied.
 func (in *Instance) activity() uint64 {
 	return in.Engine.Calls() + uint64(in.KS.Stats.RemoteApplied.Load())
+}
+
+// idlePace spaces a background loop's polls: every fast while the server
+// works (its activity changes), every slow once it did nothing for
+// idleAfter. An idle server's loops then wake once a second, not ten
+// times (each wake-up costs the Go runtime a thread's wake and sleep: an
+// idle server used ~3% of a core, Redis 0.15%).
+type idlePace struct {
+	seen    uint64
+	changed time.Time
+}
+
+// idleAfter is how long the server must do nothing before its loops poll
+// slowly; idlePoll is their slow poll.
+const (
+	idleAfter = time.Second
+	idlePoll  = time.Second
+)
+
+// poll returns the wait before the next poll, given the activity now.
+func (p *idlePace) poll(activity uint64, now time.Time, fast, slow time.Duration) time.Duration {
+	if activity != p.seen || p.changed.IsZero() {
+		p.seen, p.changed = activity, now
+	}
+	if now.Sub(p.changed) >= idleAfter {
+		return slow
+	}
+	return fast
 }
 
 // pacer keeps a background checkpoint to a share of the time: called

@@ -150,3 +150,64 @@ func TestPackLoopWakesPerPart(t *testing.T) {
 		}
 	}
 }
+
+// The loops that poll (checkpoints' due check, the sweeps' warm-key
+// limit) poll every 100 ms while the server works and once a second once
+// it did nothing for a second; a command brings the fast polls back.
+func TestLoopsPollSlowlyWhenIdle(t *testing.T) {
+	in, c := startWith(t, Config{ColdAfter: 10 * time.Second, ColdMaxWarm: 1 << 20, CheckpointInterval: time.Hour})
+	ctx := context.Background()
+	wakes := func(d time.Duration, during func()) (ckpt, pack int64) {
+		c0, p0 := in.ckptWakes.Load(), in.packWakes.Load()
+		deadline := time.Now().Add(d)
+		for time.Now().Before(deadline) {
+			during()
+			time.Sleep(10 * time.Millisecond)
+		}
+		return in.ckptWakes.Load() - c0, in.packWakes.Load() - p0
+	}
+	busy := func() {
+		if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// working: ~10 checkpoint polls a second, ~10 polls and ~6 parts
+	if ckpt, pack := wakes(time.Second, busy); ckpt < 7 || pack < 12 {
+		t.Fatalf("while serving, a second: %d checkpoint polls, %d sweep wakes; want >= 7 and >= 12", ckpt, pack)
+	}
+	time.Sleep(1200 * time.Millisecond) // idle for a second
+	// idle: ~1 checkpoint poll a second, ~1 poll and ~6 parts
+	if ckpt, pack := wakes(2*time.Second, func() {}); ckpt > 4 || pack > 2*(7+1)+2 {
+		t.Fatalf("idle, two seconds: %d checkpoint polls, %d sweep wakes; want <= 4 and <= 18", ckpt, pack)
+	}
+	// working again: the fast polls are back within the slow poll
+	busy()
+	time.Sleep(idlePoll + 100*time.Millisecond)
+	if ckpt, _ := wakes(time.Second, busy); ckpt < 7 {
+		t.Fatalf("serving again, a second: %d checkpoint polls, want >= 7", ckpt)
+	}
+}
+
+func TestIdlePace(t *testing.T) {
+	var p idlePace
+	t0 := time.Unix(1000, 0)
+	fast, slow := 100*time.Millisecond, time.Second
+	steps := []struct {
+		activity uint64
+		at       time.Duration
+		want     time.Duration
+	}{
+		{5, 0, fast},                      // first poll
+		{5, 900 * time.Millisecond, fast}, // idle, but not for idleAfter yet
+		{5, time.Second, slow},            // idle for idleAfter
+		{5, 3 * time.Second, slow},
+		{6, 4 * time.Second, fast}, // a command
+		{6, 4500 * time.Millisecond, fast},
+		{6, 5 * time.Second, slow},
+	}
+	for i, s := range steps {
+		if got := p.poll(s.activity, t0.Add(s.at), fast, slow); got != s.want {
+			t.Fatalf("step %d (activity %d at %v): %v, want %v", i, s.activity, s.at, got, s.want)
+		}
+	}
+}

@@ -60,6 +60,7 @@ type Instance struct {
 	savedWrites   atomic.Uint64 // the store's write count when the last checkpoint began
 	freed         atomic.Int64  // keys packed or records checkpointed since memLoop last took note
 	packWakes     atomic.Int64  // times packLoop woke (for its test)
+	ckptWakes     atomic.Int64  // times checkpointLoop woke (for its test)
 	released      atomic.Int64  // times memLoop returned free memory to the OS
 	idleGCs       atomic.Int64  // collections memLoop ran while idle
 	ckptDone      chan struct{} // the checkpoint loop stopped
@@ -461,10 +462,11 @@ func (in *Instance) packLoop(ctx context.Context) {
 	next := time.Now().Add(in.cfg.ColdAfter / partsOf(in.cfg.ColdAfter))
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	var pace idlePace // (an idle server's warm keys do not grow)
 	for part := 0; ; {
 		wait := time.Until(next)
 		if in.cfg.ColdMaxWarm > 0 {
-			wait = min(wait, 100*time.Millisecond)
+			wait = min(wait, pace.poll(in.activity(), time.Now(), 100*time.Millisecond, idlePoll))
 		}
 		t.Reset(max(0, wait))
 		select {
