@@ -132,7 +132,7 @@ func (in *Instance) activity() uint64 {
 // works (its activity changes), every slow once it did nothing for
 // idleAfter. An idle server's loops then wake once a second, not ten
 // times (each wake-up costs the Go runtime a thread's wake and sleep: an
-// idle server used ~3% of a core, Redis 0.15%).
+// idle server with 100k keys used ~2.5% of a core, Redis 0.15%).
 type idlePace struct {
 	seen    uint64
 	changed time.Time

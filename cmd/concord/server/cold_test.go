@@ -171,9 +171,10 @@ func TestLoopsPollSlowlyWhenIdle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// working: ~10 checkpoint polls a second, ~10 polls and ~6 parts
-	if ckpt, pack := wakes(time.Second, busy); ckpt < 7 || pack < 12 {
-		t.Fatalf("while serving, a second: %d checkpoint polls, %d sweep wakes; want >= 7 and >= 12", ckpt, pack)
+	// working: ~10 checkpoint polls a second, ~10 polls and ~6 parts (a
+	// loaded machine's late timers make fewer)
+	if ckpt, pack := wakes(time.Second, busy); ckpt < 5 || pack < 9 {
+		t.Fatalf("while serving, a second: %d checkpoint polls, %d sweep wakes; want >= 5 and >= 9", ckpt, pack)
 	}
 	time.Sleep(1200 * time.Millisecond) // idle for a second
 	// idle: ~1 checkpoint poll a second, ~1 poll and ~6 parts
@@ -183,8 +184,8 @@ func TestLoopsPollSlowlyWhenIdle(t *testing.T) {
 	// working again: the fast polls are back within the slow poll
 	busy()
 	time.Sleep(idlePoll + 100*time.Millisecond)
-	if ckpt, _ := wakes(time.Second, busy); ckpt < 7 {
-		t.Fatalf("serving again, a second: %d checkpoint polls, want >= 7", ckpt)
+	if ckpt, _ := wakes(time.Second, busy); ckpt < 5 {
+		t.Fatalf("serving again, a second: %d checkpoint polls, want >= 5", ckpt)
 	}
 }
 
