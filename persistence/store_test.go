@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -522,5 +523,32 @@ func TestCloseBoundedWhenFilesAreGone(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close still waiting after 10 s")
+	}
+}
+
+// A log entry that recovery fails to apply stops Load with its error: the
+// entries after it in its segment were skipped without a word before (the
+// scan took the error for a torn write).
+func TestReplayErrorStopsLoad(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncEverysec)
+	for i := 0; i < 3; i++ {
+		if err := s.Submit(nil, nil, []crdt.KeyDelta{delta(fmt.Sprint("in", i))}).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = open(t, dir, FsyncEverysec)
+	defer s.Close()
+	bad := errors.New("cannot apply")
+	n := 0
+	err := s.Load(Loader{Replay: func(seq uint64, e []byte) error {
+		if n++; n == 2 {
+			return bad
+		}
+		return nil
+	}})
+	if !errors.Is(err, bad) || n != 2 {
+		t.Fatalf("Load returned %v after %d entries, want the replay's error at the second", err, n)
 	}
 }

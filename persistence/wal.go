@@ -183,6 +183,9 @@ func decodeFrame(body []byte, fn func(item) error) error {
 // scanSegment calls fn for every item of every whole frame of a segment
 // file (off: the item's value offset in the file) and returns where the
 // last whole frame ends and why the scan stopped early (nil at a clean end).
+// An error of fn stops the scan and is returned as err, never as torn: a
+// frame the caller could not use is not a torn write to cut off (replay
+// skipped the rest of a segment after an entry it failed to apply).
 func scanSegment(path string, fn func(it item, fileOff int64) error) (end int64, torn error, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -205,7 +208,14 @@ func scanSegment(path string, fn func(it item, fileOff int64) error) (end int64,
 			return int64(p), errors.New("frame checksum mismatch"), nil
 		}
 		start := int64(p + frameHeader)
-		if err := decodeFrame(body, func(it item) error { return fn(it, start+int64(it.off)) }); err != nil {
+		var fnErr error
+		if err := decodeFrame(body, func(it item) error {
+			fnErr = fn(it, start+int64(it.off))
+			return fnErr
+		}); err != nil {
+			if fnErr != nil {
+				return int64(p), nil, fnErr
+			}
 			return int64(p), fmt.Errorf("frame: %w", err), nil
 		}
 		p += frameHeader + n
@@ -528,14 +538,17 @@ func (w *wal) replay(fn func(kind byte, seq uint64, entry []byte) error) error {
 	}
 	w.mu.Unlock()
 	for _, n := range ns {
-		_, _, err := scanSegment(segPath(w.dir, n), func(it item, _ int64) error {
+		_, torn, err := scanSegment(segPath(w.dir, n), func(it item, _ int64) error {
 			if it.kind == itemMeta {
 				return nil
 			}
 			return fn(it.kind, it.seq, it.val)
 		})
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+			return fmt.Errorf("log segment %s: %w", segPath(w.dir, n), err)
+		}
+		if torn != nil { // (openWAL cut torn tails off: a segment damaged since)
+			return fmt.Errorf("log segment %s is damaged (%v)", segPath(w.dir, n), torn)
 		}
 	}
 	return nil
