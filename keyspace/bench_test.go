@@ -30,8 +30,11 @@ func BenchmarkRunSet(b *testing.B) {
 type discard struct{}
 
 // Submit hands pooled deltas back, as persistence does once it encoded them.
-func (discard) Submit(_ []Write, deltas, _ []crdt.KeyDelta) Ticket {
+func (discard) Submit(_ []Write, deltas, _ []crdt.KeyDelta, r Received) Ticket {
 	for _, kd := range deltas {
+		crdt.Release(kd.Delta)
+	}
+	for _, kd := range r.Merged {
 		crdt.Release(kd.Delta)
 	}
 	return done{}

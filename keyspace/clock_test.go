@@ -63,10 +63,10 @@ func TestRunAtTakesTheCommandsReading(t *testing.T) {
 // A delta merged from elsewhere advances the clock past its timestamps
 // before the region issues another: within the tx that merged it (a later
 // Op), after it (the next write), for each way in (a peer's batch, a
-// repair, the log's replay). The clock's lock is taken once per tx, not
+// message logged as it came, a repair, the log's replay). The clock's lock is taken once per tx, not
 // per delta.
 func TestMergedTimestampsAdvanceTheClock(t *testing.T) {
-	for _, way := range []string{"remote", "repair", "restore"} {
+	for _, way := range []string{"remote", "received", "repair", "restore"} {
 		t.Run(way, func(t *testing.T) {
 			ks, _, _ := newKS(true)
 			pclk := &fakeClock{t: time.Unix(1_000_000, 0).Add(time.Hour)} // B's clock runs an hour ahead
@@ -87,6 +87,9 @@ func TestMergedTimestampsAdvanceTheClock(t *testing.T) {
 				switch way {
 				case "remote":
 					tx.ApplyRemote(k, d, "B")
+				case "received": // the message's newest timestamp told apart
+					tx.See(d.MaxHLC())
+					tx.MergeReceived(k, d, "B")
 				case "repair":
 					tx.Repair(k, d)
 				default:

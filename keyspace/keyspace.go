@@ -65,7 +65,17 @@ type Ticket interface{ Wait() error }
 //
 // Submit copies what it keeps: the slices are the tx's, reused after it.
 type Store interface {
-	Submit(meta []Write, deltas, inbound []crdt.KeyDelta) Ticket
+	Submit(meta []Write, deltas, inbound []crdt.KeyDelta, received Received) Ticket
+}
+
+// Received is what a tx merged from peers' messages that are logged as
+// they came (Tx.MergeReceived, Tx.LogReceived): the messages, each one
+// inbound entry (crdt.DecodeMessage reads it), and the deltas merged from
+// them (in this tx or an earlier one), handed back (crdt.Release) once
+// the tx is logged, never encoded.
+type Received struct {
+	Messages [][]byte
+	Merged   []crdt.KeyDelta
 }
 
 // ElemPages is a Store that can read back the elements stored in an
@@ -580,9 +590,13 @@ type Tx struct {
 	ss      *shard
 	sh      uint64
 	inbound []crdt.KeyDelta
-	ibuf    []crdt.KeyDelta // a peer's batch's inbound, kept by the last Run
-	meta    []Write
-	expired int
+	ibuf    []crdt.KeyDelta // a peer's batch's inbound (or merged), kept by the last Run
+	// merged are the deltas MergeReceived merged, logged by received (the
+	// messages LogReceived logs) in this tx or a later one
+	merged   []crdt.KeyDelta
+	received [][]byte
+	meta     []Write
+	expired  int
 	// seen is the newest timestamp of the deltas merged from elsewhere
 	// (ApplyRemote, Repair, Restore) not yet observed by the clock: a
 	// peer's batch takes the clock's lock once, not once per key
@@ -692,9 +706,12 @@ func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, e
 	}
 	ks.world.RUnlock()
 	slab, ptrs, index, sbig = tx.tslab, tx.touched, tx.index, tx.sbig
-	clear(tx.inbound) // (the store copied it)
-	if cap(tx.inbound) > cap(tx.ibuf) {
-		ibuf = tx.inbound
+	clear(tx.inbound) // (the store copied them)
+	clear(tx.merged)
+	for _, b := range [][]crdt.KeyDelta{tx.inbound, tx.merged} {
+		if cap(b) > cap(ibuf) {
+			ibuf = b
+		}
 	}
 	*tx = Tx{} // drop references before reuse
 	// but keep a batch's buffers, emptied, for the next
@@ -950,15 +967,48 @@ func (tx *Tx) Apply(k Key, d *crdt.State) {
 func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
 	tx.see(d.MaxHLC())
 	tx.merge(k, d, true, from)
-	if tx.inbound == nil && tx.nkeys > 1 { // a peer's batch: sized once, not grown per key
-		if cap(tx.ibuf) >= tx.nkeys {
-			tx.inbound = tx.ibuf[:0]
-		} else {
-			tx.inbound = make([]crdt.KeyDelta, 0, tx.nkeys)
-		}
-	}
-	tx.inbound = append(tx.inbound, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
+	tx.inbound = append(tx.batchSlice(tx.inbound), crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 	tx.ks.Stats.RemoteApplied.Add(1)
+}
+
+// MergeReceived is ApplyRemote for a delta of a peer's message that is
+// logged as it came (LogReceived, in this transaction or a later one of
+// the same message), not encoded again: the store only hands d back
+// (crdt.Release) once this transaction is logged. The caller tells the
+// clock the newest timestamp of the message's deltas (See) in the
+// transaction.
+func (tx *Tx) MergeReceived(k Key, d *crdt.State, from string) {
+	tx.merge(k, d, true, from)
+	tx.merged = append(tx.batchSlice(tx.merged), crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
+	tx.ks.Stats.RemoteApplied.Add(1)
+}
+
+// LogReceived logs msg, a peer's message as it came (a batch or an
+// envelope of batches: crdt.DecodeMessage), as one inbound entry with this
+// transaction's writes. Recovery replays it whole: its deltas merged by
+// MergeReceived in earlier transactions too, so the last of a message's
+// transactions logs it (one that crashes before is not acknowledged, and
+// the message comes again).
+func (tx *Tx) LogReceived(msg []byte) {
+	tx.received = append(tx.received, msg)
+}
+
+// See tells the clock a timestamp of a delta the transaction merges (see
+// MergeReceived): it observes the newest before the transaction issues a
+// timestamp of its own and before its locks are let go.
+func (tx *Tx) See(h crdt.HLC) { tx.see(h) }
+
+// batchSlice returns s, or for a peer's batch (a tx of many keys) an
+// empty slice sized once for all of them rather than grown per key.
+func (tx *Tx) batchSlice(s []crdt.KeyDelta) []crdt.KeyDelta {
+	if s != nil || tx.nkeys <= 1 {
+		return s
+	}
+	if cap(tx.ibuf) >= tx.nkeys {
+		s, tx.ibuf = tx.ibuf[:0], nil
+		return s
+	}
+	return make([]crdt.KeyDelta, 0, tx.nkeys)
 }
 
 func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
@@ -1092,10 +1142,10 @@ func (tx *Tx) commit() Ticket {
 		}
 		s.markDirty(k.Key, e, t, gone, len(e.st.Set) > 0 || len(e.st.Hash) > 0)
 	}
-	if len(tx.deltas) == 0 && len(tx.inbound) == 0 && len(tx.meta) == 0 || tx.ks.store == nil {
+	if len(tx.deltas) == 0 && len(tx.inbound) == 0 && len(tx.meta) == 0 && len(tx.merged) == 0 && len(tx.received) == 0 || tx.ks.store == nil {
 		return nil
 	}
-	return tx.ks.store.Submit(tx.meta, tx.deltas, tx.inbound)
+	return tx.ks.store.Submit(tx.meta, tx.deltas, tx.inbound, Received{Messages: tx.received, Merged: tx.merged})
 }
 
 // Load installs a state read from disk at startup.

@@ -31,17 +31,22 @@ type memStore struct {
 	writes  []Write
 	deltas  []crdt.KeyDelta
 	inbound []crdt.KeyDelta
+	// peers' messages logged as they came, and the deltas merged from them
+	received [][]byte
+	merged   []crdt.KeyDelta
 }
 
 type done struct{}
 
 func (done) Wait() error { return nil }
 
-func (m *memStore) Submit(w []Write, d, in []crdt.KeyDelta) Ticket {
+func (m *memStore) Submit(w []Write, d, in []crdt.KeyDelta, r Received) Ticket {
 	m.mu.Lock()
 	m.writes = append(m.writes, w...)
 	m.deltas = append(m.deltas, d...)
 	m.inbound = append(m.inbound, in...)
+	m.received = append(m.received, r.Messages...)
+	m.merged = append(m.merged, r.Merged...)
 	m.mu.Unlock()
 	return done{}
 }

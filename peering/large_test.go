@@ -16,8 +16,8 @@ import (
 // chanApplier hands each applied batch to a channel.
 type chanApplier chan []crdt.KeyDelta
 
-func (c chanApplier) ApplyBatch(_ string, _ uint64, batch []crdt.KeyDelta) error {
-	c <- append([]crdt.KeyDelta(nil), batch...)
+func (c chanApplier) ApplyBatch(b Batch) error {
+	c <- append([]crdt.KeyDelta(nil), b.Deltas...)
 	return nil
 }
 

@@ -62,10 +62,23 @@ type Source interface {
 	OutboxNotify() <-chan struct{}
 }
 
-// Applier merges a batch of deltas from origin (stream sequence seq) and
-// returns once the merged states and the watermark are durable.
+// Applier merges a batch of deltas from a peer and returns once the merged
+// states and the watermark are durable.
 type Applier interface {
-	ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) error
+	ApplyBatch(b Batch) error
+}
+
+// Batch is one stream message of a peer, decoded.
+type Batch struct {
+	Origin string // the peer
+	Seq    uint64 // the message's stream sequence
+	Deltas []crdt.KeyDelta
+	// Raw is the encoding Deltas were decoded from (crdt.DecodeMessage
+	// reads it back): the applier may log it as it came instead of
+	// encoding the deltas again. Nil when unknown.
+	Raw []byte
+	// Newest is the newest timestamp of any delta in Deltas.
+	Newest crdt.HLC
 }
 
 // Node is a region's replication: the outbox publisher and one replicator
@@ -304,11 +317,13 @@ func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 		n.cfg.Log.Error().Err(err).Str("peer", p.name).Uint64("seq", seq).Msg("undecodable delta batch; skipped")
 		return ErrPoison
 	}
-	var newest int64
+	var newest crdt.HLC // (the lag's and the applier's clock's, computed once)
 	for _, kd := range batch {
-		newest = max(newest, kd.Delta.MaxHLC().Phys)
+		if h := kd.Delta.MaxHLC(); h.Compare(newest) > 0 {
+			newest = h
+		}
 	}
-	err = n.apply.ApplyBatch(p.name, seq, batch)
+	err = n.apply.ApplyBatch(Batch{Origin: p.name, Seq: seq, Deltas: batch, Raw: data, Newest: newest})
 	if cap(batch) <= maxScratch { // the slice for the next message
 		clear(batch)
 		batch = batch[:0]
@@ -326,8 +341,8 @@ func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 	}
 	now := time.Now()
 	p.lastApply.Store(now.UnixMilli())
-	if newest > 0 {
-		p.lag.observe(now.Sub(time.UnixMilli(newest)))
+	if newest.Phys > 0 {
+		p.lag.observe(now.Sub(time.UnixMilli(newest.Phys)))
 	}
 	return nil
 }

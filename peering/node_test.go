@@ -73,14 +73,15 @@ type flaky struct {
 	calls atomic.Int64
 }
 
-func (f *flaky) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) error {
+func (f *flaky) ApplyBatch(b Batch) error {
+	batch := b.Deltas
 	keys := make([]keyspace.Key, len(batch))
 	for i, kd := range batch {
 		keys[i] = keyspace.Key{DB: kd.DB, Key: kd.Key}
 	}
 	f.ks.Run(keys, func(tx *keyspace.Tx) error {
 		for _, kd := range batch {
-			tx.ApplyRemote(keyspace.Key{DB: kd.DB, Key: kd.Key}, kd.Delta, origin)
+			tx.ApplyRemote(keyspace.Key{DB: kd.DB, Key: kd.Key}, kd.Delta, b.Origin)
 		}
 		return nil
 	})
@@ -92,7 +93,7 @@ func (f *flaky) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) err
 
 type nopApplier struct{}
 
-func (nopApplier) ApplyBatch(string, uint64, []crdt.KeyDelta) error { return nil }
+func (nopApplier) ApplyBatch(Batch) error { return nil }
 
 // Redelivered (duplicated) messages never count an increment twice, with
 // each outbox entry in a message of its own and with entries shipped
@@ -193,7 +194,8 @@ type recordingApplier struct {
 	firsts  []*crdt.KeyDelta
 }
 
-func (r *recordingApplier) ApplyBatch(_ string, _ uint64, batch []crdt.KeyDelta) error {
+func (r *recordingApplier) ApplyBatch(b Batch) error {
+	batch := b.Deltas
 	r.batches = append(r.batches, append([]crdt.KeyDelta(nil), batch...))
 	r.firsts = append(r.firsts, &batch[0])
 	return nil

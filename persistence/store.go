@@ -130,10 +130,10 @@ type Store struct {
 	release func(*crdt.State)
 	// spare, spareIn: a committed group's emptied delta and inbound
 	// slices, for a group to come (under mu)
-	spare, spareIn []crdt.KeyDelta
-	log            *wal       // outbox, inbound log, metadata (LogDir)
-	sdb            *badger.DB // key states, written by checkpoints (Dir)
-	fr             frame      // the frame being built (under commitMu)
+	spare, spareIn, spareMerged []crdt.KeyDelta
+	log                         *wal       // outbox, inbound log, metadata (LogDir)
+	sdb                         *badger.DB // key states, written by checkpoints (Dir)
+	fr                          frame      // the frame being built (under commitMu)
 	// commitMu orders commits: the commit loop's and CommitNow's
 	commitMu sync.Mutex
 	held     atomic.Int32   // passes running (see Hold)
@@ -216,7 +216,11 @@ type Group struct {
 	writes  []Write
 	deltas  []crdt.KeyDelta
 	inbound []crdt.KeyDelta
-	barrier bool // commit even when empty
+	// received are peers' messages logged as they came, merged the deltas
+	// decoded from them (released, not encoded: see SubmitReceived)
+	received [][]byte
+	merged   []crdt.KeyDelta
+	barrier  bool // commit even when empty
 	// done is set (err first) when the group is committed or failed; wake
 	// is made by a waiter that must block, and closed then (both under the
 	// store's waitMu). Most groups are waited for after their commit (an
@@ -286,7 +290,7 @@ func (g *Group) end(err error) {
 }
 
 func (g *Group) empty() bool {
-	return len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 && !g.barrier
+	return len(g.writes) == 0 && len(g.deltas) == 0 && len(g.inbound) == 0 && len(g.merged) == 0 && len(g.received) == 0 && !g.barrier
 }
 
 var (
@@ -446,6 +450,15 @@ func StateKey(db int, key string) []byte {
 // store in the order they were made. The deltas belong to the store from
 // here: once encoded, pooled ones are handed back (crdt.Release).
 func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
+	return s.SubmitReceived(writes, deltas, inbound, nil, nil)
+}
+
+// SubmitReceived is Submit with peers' messages logged as they came: each
+// of received (a batch or an envelope of batches, crdt.DecodeMessage) is
+// written as one inbound entry, and merged, the deltas decoded from them
+// (from these or from messages another group logs), are handed back
+// (crdt.Release) once the group is written, without being encoded.
+func (s *Store) SubmitReceived(writes []Write, deltas, inbound []crdt.KeyDelta, received [][]byte, merged []crdt.KeyDelta) *Group {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -457,6 +470,8 @@ func (s *Store) Submit(writes []Write, deltas, inbound []crdt.KeyDelta) *Group {
 	g.writes = append(g.writes, writes...)
 	g.deltas = append(g.deltas, deltas...)
 	g.inbound = append(g.inbound, inbound...)
+	g.received = append(g.received, received...)
+	g.merged = append(g.merged, merged...)
 	if s.held.Load() == 0 {
 		s.wake()
 	}
@@ -536,6 +551,7 @@ func (s *Store) takeOpen() *Group {
 	s.open = s.newOpenGroup()
 	s.open.deltas = sized(&s.spare, len(g.deltas))
 	s.open.inbound = sized(&s.spareIn, len(g.inbound))
+	s.open.merged = sized(&s.spareMerged, len(g.merged))
 	return g
 }
 
@@ -595,15 +611,21 @@ func (s *Store) commit(g *Group) {
 	fr.reset()
 	logBytes := s.cut(fr, itemOut, g.deltas, &s.assigned)
 	logBytes += s.cut(fr, itemIn, g.inbound, &s.inSeq)
-	// encoded: nothing reads them any more (local writes' deltas, and
-	// peers' deltas decoded by crdt.DecodeMessageReleasable)
-	for _, kd := range g.deltas {
-		s.release(kd.Delta)
+	for _, msg := range g.received {
+		s.inSeq++
+		start := len(fr.b)
+		fr.entry(itemIn, s.inSeq, func(b []byte) []byte { return append(b, msg...) })
+		logBytes += len(fr.b) - start
 	}
-	for _, kd := range g.inbound {
-		s.release(kd.Delta)
+	// encoded (or logged as they came): nothing reads them any more (local
+	// writes' deltas, and peers' deltas decoded by
+	// crdt.DecodeMessageReleasable)
+	for _, ds := range [][]crdt.KeyDelta{g.deltas, g.inbound, g.merged} {
+		for _, kd := range ds {
+			s.release(kd.Delta)
+		}
 	}
-	n := len(g.writes) + len(g.deltas) + len(g.inbound)
+	n := len(g.writes) + len(g.deltas) + len(g.inbound) + len(g.merged)
 	for _, w := range g.writes {
 		fr.setMeta("m:"+w.Key, w.Header)
 	}
@@ -615,7 +637,8 @@ func (s *Store) commit(g *Group) {
 	s.sinceCkpt += int64(logBytes)
 	keep(&s.spare, g.deltas) // takeOpen gives them to a later group
 	keep(&s.spareIn, g.inbound)
-	g.deltas, g.inbound = nil, nil
+	keep(&s.spareMerged, g.merged)
+	g.deltas, g.inbound, g.merged, g.received = nil, nil, nil, nil
 	s.mu.Unlock()
 	s.log.mu.Lock()
 	err := s.log.write(fr, s.opts.Fsync == FsyncAlways)

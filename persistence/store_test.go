@@ -1,9 +1,11 @@
 package persistence
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -523,6 +525,49 @@ func TestCloseBoundedWhenFilesAreGone(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close still waiting after 10 s")
+	}
+}
+
+// A peer's message logged as it came (SubmitReceived) is one inbound entry
+// holding exactly its bytes, replayed after the checkpoint like any other;
+// the deltas merged from it are handed back, never encoded into the log.
+func TestReceivedMessageLoggedAsItCame(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, FsyncEverysec)
+	var released []*crdt.State
+	s.release = func(d *crdt.State) { released = append(released, d) }
+	a, b := delta("a"), delta("b")
+	msg := crdt.AppendEnvelope(nil, [][]byte{crdt.AppendBatch(nil, []crdt.KeyDelta{a}), crdt.AppendBatch(nil, []crdt.KeyDelta{b})})
+	in0 := s.InboundSeq()
+	// a message's deltas merged in two transactions: the first logs nothing
+	// of it, the second the message
+	g1 := s.SubmitReceived(nil, nil, nil, nil, []crdt.KeyDelta{a})
+	g2 := s.SubmitReceived(nil, nil, []crdt.KeyDelta{delta("repair")}, [][]byte{msg}, []crdt.KeyDelta{b})
+	if err := errors.Join(g1.Wait(), g2.Wait()); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.InboundSeq() - in0; n != 2 { // the repair's entry and the message
+		t.Fatalf("%d inbound entries, want 2", n)
+	}
+	if len(released) != 3 || !slices.Contains(released, a.Delta) || !slices.Contains(released, b.Delta) {
+		t.Fatalf("released %d deltas, want the 2 merged and the repair", len(released))
+	}
+	s.Close()
+	s = open(t, dir, FsyncEverysec)
+	defer s.Close()
+	var replayed [][]byte
+	if err := s.Load(Loader{Replay: func(seq uint64, e []byte) error {
+		replayed = append(replayed, e)
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(replayed) != 2 || !bytes.Equal(replayed[1], msg) {
+		t.Fatalf("replayed %d entries; the last %x, want the message %x", len(replayed), replayed[len(replayed)-1], msg)
+	}
+	kds, err := crdt.DecodeMessage(replayed[1])
+	if err != nil || len(kds) != 2 || kds[0].Delta.Set["a"] == nil || kds[1].Delta.Set["b"] == nil {
+		t.Fatalf("the replayed message decodes to %v (%v)", kds, err)
 	}
 }
 

@@ -189,9 +189,27 @@ func applyRemote(t *testing.T, in *Instance, rng *rand.Rand, seq uint64) {
 	default:
 		batch = append(batch, crdt.KeyDelta{DB: 1, Key: "n" + k, Delta: crdt.SetString(&crdt.State{}, op, []byte("7"), false)})
 	}
-	if err := (applier{in.KS}).ApplyBatch("X", seq, batch); err != nil {
+	// odd sequences come as a peer's message logged as it came, in an
+	// envelope; even ones are encoded into the log by the apply path
+	if err := (applier{in.KS}).ApplyBatch(peerBatch("X", seq, batch, seq%2 == 1)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// peerBatch is batch as peering hands it to the applier: with raw, the
+// message it came in (an envelope holding it as one batch) and its newest
+// timestamp.
+func peerBatch(origin string, seq uint64, batch []crdt.KeyDelta, raw bool) peering.Batch {
+	b := peering.Batch{Origin: origin, Seq: seq, Deltas: batch}
+	if raw {
+		b.Raw = crdt.AppendEnvelope(nil, [][]byte{crdt.AppendBatch(nil, batch)})
+		for _, kd := range batch {
+			if h := kd.Delta.MaxHLC(); h.Compare(b.Newest) > 0 {
+				b.Newest = h
+			}
+		}
+	}
+	return b
 }
 
 // want returns every key's state (tombstones included).
@@ -233,35 +251,73 @@ func checkSame(t *testing.T, when string, before map[keyspace.Key]*crdt.State, i
 
 // A batch bigger than a chunk is applied whole (every delta, in several
 // transactions) and its watermark lands with it; an empty batch still
-// records its watermark.
+// records its watermark. A peer's message logged as it came is one inbound
+// entry (not one per chunk), and a crash after it restores every delta
+// from it (an envelope: the log replays envelopes too); deltas of a
+// database this server does not have are skipped, then and on replay.
 func TestApplyBatchInChunks(t *testing.T) {
-	in := startForTest(t, t.TempDir(), true)
-	defer in.Close()
-	var batch []crdt.KeyDelta
-	for i := 0; i < 3*applyChunk+7; i++ {
-		op := crdt.Op{HLC: crdt.HLC{Phys: time.Now().UnixMilli(), Log: uint32(i), Region: "X"}}
-		batch = append(batch, crdt.KeyDelta{DB: i % 2, Key: fmt.Sprint("c", i), Delta: crdt.SetString(&crdt.State{}, op, []byte(fmt.Sprint("v", i)), false)})
-	}
-	if err := (applier{in.KS}).ApplyBatch("X", 9, batch); err != nil {
-		t.Fatal(err)
-	}
-	for i, kd := range batch {
-		st := in.KS.Snapshot(keyspace.Key{DB: kd.DB, Key: kd.Key})
-		if st == nil {
-			t.Fatalf("delta %d not applied", i)
-		}
-		if v, _ := st.StrValue(); string(v) != fmt.Sprint("v", i) {
-			t.Fatalf("key %d = %q", i, v)
-		}
-	}
-	if b := in.store.Meta("applied:X"); len(b) != 8 || b[7] != 9 {
-		t.Fatalf("watermark %v", b)
-	}
-	if err := (applier{in.KS}).ApplyBatch("X", 10, nil); err != nil {
-		t.Fatal(err)
-	}
-	if b := in.store.Meta("applied:X"); len(b) != 8 || b[7] != 10 {
-		t.Fatalf("watermark after an empty batch %v", b)
+	for _, raw := range []bool{false, true} {
+		t.Run(fmt.Sprint("raw=", raw), func(t *testing.T) {
+			dir := t.TempDir()
+			in := startForTest(t, dir, true)
+			// the message logged is told apart from the deltas merged: its
+			// values are "m<i>", theirs "v<i>" (the same dots), so the
+			// state rebuilt from the log after a crash says which was logged
+			var batch, sent []crdt.KeyDelta
+			for i := 0; i < 3*applyChunk+7; i++ {
+				op := crdt.Op{HLC: crdt.HLC{Phys: time.Now().UnixMilli(), Log: uint32(i), Region: "X"}}
+				batch = append(batch, crdt.KeyDelta{DB: i % 3, Key: fmt.Sprint("c", i), Delta: crdt.SetString(&crdt.State{}, op, []byte(fmt.Sprint("v", i)), false)})
+				sent = append(sent, crdt.KeyDelta{DB: i % 3, Key: fmt.Sprint("c", i), Delta: crdt.SetString(&crdt.State{}, op, []byte(fmt.Sprint("m", i)), false)})
+			}
+			check := func(when, prefix string) {
+				for i, kd := range batch {
+					st := in.KS.Snapshot(keyspace.Key{DB: kd.DB, Key: kd.Key})
+					if kd.DB >= in.KS.DBs() {
+						continue
+					}
+					if st == nil {
+						t.Fatalf("%s: delta %d not applied", when, i)
+					}
+					if v, _ := st.StrValue(); string(v) != fmt.Sprint(prefix, i) {
+						t.Fatalf("%s: key %d = %q, want %s%d", when, i, v, prefix, i)
+					}
+				}
+			}
+			in0 := in.store.InboundSeq()
+			b := peerBatch("X", 9, sent, raw)
+			b.Deltas = batch
+			newest := b.Newest
+			if err := (applier{in.KS}).ApplyBatch(b); err != nil {
+				t.Fatal(err)
+			}
+			check("applied", "v")
+			if got := in.store.InboundSeq() - in0; raw && got != 1 || got < 1 {
+				t.Fatalf("%d inbound log entries for a message of %d deltas (raw %v)", got, len(batch), raw)
+			}
+			if c := in.KS.Clock(); raw && (c.Phys < newest.Phys || c.Phys == newest.Phys && c.Log < newest.Log) {
+				t.Fatalf("clock %v behind the message's newest timestamp %v", in.KS.Clock(), newest)
+			}
+			if b := in.store.Meta("applied:X"); len(b) != 8 || b[7] != 9 {
+				t.Fatalf("watermark %v", b)
+			}
+			in.crash = true
+			if err := in.Close(); err != nil {
+				t.Fatal(err)
+			}
+			in = startForTest(t, dir, true)
+			defer in.Close()
+			if raw {
+				check("after a crash", "m")
+			} else {
+				check("after a crash", "v")
+			}
+			if err := (applier{in.KS}).ApplyBatch(peerBatch("X", 10, nil, raw)); err != nil {
+				t.Fatal(err)
+			}
+			if b := in.store.Meta("applied:X"); len(b) != 8 || b[7] != 10 {
+				t.Fatalf("watermark after an empty batch %v", b)
+			}
+		})
 	}
 }
 

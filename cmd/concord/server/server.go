@@ -74,8 +74,8 @@ type Instance struct {
 
 type storeAdapter struct{ s *persistence.Store }
 
-func (a storeAdapter) Submit(w []keyspace.Write, d, in []crdt.KeyDelta) keyspace.Ticket {
-	return a.s.Submit(toStore(w), d, in)
+func (a storeAdapter) Submit(w []keyspace.Write, d, in []crdt.KeyDelta, r keyspace.Received) keyspace.Ticket {
+	return a.s.SubmitReceived(toStore(w), d, in, r.Messages, r.Merged)
 }
 
 // ElemPageNames lets a checkpoint read back a key's stored element pages
@@ -370,7 +370,7 @@ func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt 
 	damaged := map[keyspace.Key]bool{}
 	fans := map[keyspace.Key]int{} // element pages' layouts
 	replay := func(seq uint64, b []byte, covered bool) error {
-		kds, err := crdt.DecodeBatch(b)
+		kds, err := crdt.DecodeMessage(b) // a batch, or a peer's envelope of them (LogReceived)
 		if err != nil {
 			return fmt.Errorf("log entry %d: %w", seq, err)
 		}
@@ -674,17 +674,21 @@ func (in *Instance) PeerAddr() string {
 // the peer's new watermark; it returns once that batch is durable.
 type applier struct{ ks *keyspace.Keyspace }
 
-func (a applier) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) error {
+func (a applier) ApplyBatch(b peering.Batch) error {
+	batch, origin := b.Deltas, b.Origin
 	var wm [8]byte
-	binary.BigEndian.PutUint64(wm[:], seq)
+	binary.BigEndian.PutUint64(wm[:], b.Seq)
 	// in chunks: a transaction locks the shards of every key it names, and
 	// a big batch (a stream message carries up to 768 KiB) under one lock
 	// hold would stall the clients of all those shards (under the event
 	// loop, every client) for the whole batch. The watermark goes with the
-	// last chunk: a crash between chunks gets the batch delivered again,
-	// and merging a delta twice changes nothing.
+	// last chunk, and so does the message, logged as it came (when Raw is
+	// known; else each chunk's deltas are encoded into its own entry): a
+	// crash before the last chunk is logged gets the message delivered
+	// again, and merging a delta twice changes nothing.
 	var tickets []keyspace.Ticket
 	keys := make([]keyspace.Key, 0, min(applyChunk, len(batch))) // each chunk's in turn
+	merged := false
 	for start := 0; start == 0 || start < len(batch); start += applyChunk {
 		chunk := batch[start:min(start+applyChunk, len(batch))]
 		keys = keys[:0]
@@ -693,8 +697,12 @@ func (a applier) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) er
 				keys = append(keys, keyspace.Key{DB: kd.DB, Key: kd.Key})
 			}
 		}
+		merged = merged || len(keys) > 0
 		last := start+applyChunk >= len(batch)
 		t, err := a.ks.Run(keys, func(tx *keyspace.Tx) error {
+			if b.Raw != nil && len(keys) > 0 {
+				tx.See(b.Newest)
+			}
 			// each 16 keys looked up together first, so that their cache
 			// misses overlap (keyspace.Prefetch)
 			k := 0
@@ -703,11 +711,18 @@ func (a applier) ApplyBatch(origin string, seq uint64, batch []crdt.KeyDelta) er
 					if k%keyspace.MaxPrefetch == 0 {
 						tx.Prefetch(keys[k:])
 					}
-					tx.ApplyRemote(keys[k], kd.Delta, origin)
+					if b.Raw != nil {
+						tx.MergeReceived(keys[k], kd.Delta, origin)
+					} else {
+						tx.ApplyRemote(keys[k], kd.Delta, origin)
+					}
 					k++
 				}
 			}
 			if last {
+				if b.Raw != nil && merged {
+					tx.LogReceived(b.Raw)
+				}
 				tx.SetMeta("applied:"+origin, wm[:])
 			}
 			return nil
