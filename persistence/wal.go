@@ -545,7 +545,7 @@ func (w *wal) replay(fn func(kind byte, seq uint64, entry []byte) error) error {
 			return fn(it.kind, it.seq, it.val)
 		})
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("log segment %s: %w", segPath(w.dir, n), err)
+			return fmt.Errorf("log segment %s: %w (move the file away to start without it; peers and anti-entropy repair what it held)", segPath(w.dir, n), err)
 		}
 		if torn != nil { // (openWAL cut torn tails off: a segment damaged since)
 			return fmt.Errorf("log segment %s is damaged (%v)", segPath(w.dir, n), torn)
