@@ -8,6 +8,7 @@ package keyspace
 import (
 	"cmp"
 	"errors"
+	bits64 "math/bits"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -626,6 +627,9 @@ func (tx *Tx) SetMeta(name string, val []byte) {
 }
 
 func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
+	if len(keys) > lockSortMax {
+		return ks.lockShardsMany(shards, keys)
+	}
 	for _, k := range keys {
 		if k.DB < 0 || k.DB >= len(ks.dbs) {
 			continue
@@ -644,6 +648,57 @@ func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
 		out = append(out, s)
 	}
 	return out
+}
+
+// lockSortMax is the most keys whose shards lockShards sorts; more (a
+// peer's batch, a big MSET) are ordered through a bitmap of shards per
+// database (sorting a batch's 256 shard pointers was 4% of a replicating
+// region's CPU).
+const lockSortMax = 16
+
+// lockShardsMany is lockShards for many keys, in the same order (by
+// address): a database's shards are one array, so its shards in index
+// order are in address order, and databases are taken by address.
+func (ks *Keyspace) lockShardsMany(shards []*shard, keys []Key) []*shard {
+	type dbShards struct {
+		d    *db
+		bits [shardCount / 64]uint64
+	}
+	var buf [2]dbShards
+	dbs := buf[:0]
+	last := -1 // the index in dbs of the last key's database
+	lastDB := -1
+	for _, k := range keys {
+		if k.DB < 0 || k.DB >= len(ks.dbs) {
+			continue
+		}
+		if k.DB != lastDB {
+			d := ks.dbs[k.DB]
+			last = slices.IndexFunc(dbs, func(x dbShards) bool { return x.d == d })
+			if last < 0 {
+				dbs = append(dbs, dbShards{d: d})
+				last = len(dbs) - 1
+			}
+			lastDB = k.DB
+		}
+		i := hashKey(k.Key) % shardCount
+		dbs[last].bits[i/64] |= 1 << (i % 64)
+	}
+	if len(dbs) > 1 {
+		slices.SortFunc(dbs, func(a, b dbShards) int {
+			return cmp.Compare(uintptr(unsafe.Pointer(a.d)), uintptr(unsafe.Pointer(b.d)))
+		})
+	}
+	for i := range dbs {
+		for w, bits := range dbs[i].bits {
+			for ; bits != 0; bits &= bits - 1 {
+				s := &dbs[i].d.shards[w*64+bits64.TrailingZeros64(bits)]
+				s.mu.Lock()
+				shards = append(shards, s)
+			}
+		}
+	}
+	return shards
 }
 
 // Run executes fn with the shards of keys locked and returns the ticket of
