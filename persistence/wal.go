@@ -223,6 +223,33 @@ func scanSegment(path string, fn func(it item, fileOff int64) error) (end int64,
 	return int64(p), nil, nil
 }
 
+// frameAfter looks for a whole frame (not empty: a run of zeros reads as
+// empty frames) anywhere after offset from of a segment file: a crash tears
+// only the last write, so one there means the damage at from is not a torn
+// tail. The search checksums at most frameSearchBytes in all.
+func frameAfter(path string, from int64) (int64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	budget := frameSearchBytes
+	for p := int(from) + 1; p+frameHeader < len(b) && budget > 0; p++ {
+		n := int(binary.LittleEndian.Uint32(b[p:]))
+		if n == 0 || n > len(b)-p-frameHeader {
+			continue
+		}
+		body := b[p+frameHeader : p+frameHeader+n]
+		budget -= n
+		if crc32.Checksum(body, castagnoli) == binary.LittleEndian.Uint32(b[p+4:]) && decodeFrame(body, func(item) error { return nil }) == nil {
+			return int64(p), true
+		}
+	}
+	return 0, false
+}
+
+// frameSearchBytes bounds frameAfter's checksumming (~30 ms).
+const frameSearchBytes = 256 << 20
+
 func segPath(dir string, n uint64) string {
 	return filepath.Join(dir, fmt.Sprintf("%016x%s", n, segSuffix))
 }
@@ -275,6 +302,10 @@ func openWAL(dir string, segBytes int64, syncs bool, log zerolog.Logger) (*wal, 
 			if i < len(ns)-1 {
 				w.close()
 				return nil, fmt.Errorf("log segment %s is damaged at offset %d (%v) and later segments follow it: move the damaged file away to start without it", path, end, torn)
+			}
+			if at, ok := frameAfter(path, end); ok {
+				w.close()
+				return nil, fmt.Errorf("log segment %s is damaged at offset %d (%v), and a whole frame follows it at offset %d: not a write torn by a crash but damage, with acknowledged writes after it. To start without them, cut the file at the damage (truncate -s %d %s) or move it away; peers and anti-entropy repair what they held", path, end, torn, at, end, path)
 			}
 			log.Warn().Str("segment", path).Int64("offset", end).Str("reason", torn.Error()).Msg("log: cutting off a torn write at the end of the log")
 			if end < int64(len(walMagic)) {

@@ -123,6 +123,47 @@ func TestLogDamageBeforeTheEndRefused(t *testing.T) {
 	}
 }
 
+// Damage inside the last segment with whole frames after it is not a torn
+// write either (a crash tears only the last write; the frames after were
+// acknowledged): the open fails and says where, where the scan used to
+// cut the segment at the damage with a warning, dropping them.
+func TestLogDamageInTheLastSegmentRefused(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		damage func(b []byte, frame int)
+	}{
+		{"a frame's body", func(b []byte, f int) { b[f+frameHeader+3] ^= 0x10 }},
+		{"a frame's length", func(b []byte, f int) { b[f+1] ^= 0x01 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, FsyncAlways)
+			for i := 0; i < 6; i++ {
+				if err := s.Submit(nil, []crdt.KeyDelta{delta(fmt.Sprint("m", i))}, nil).Wait(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			segs := segments(t, dir)
+			last := segs[len(segs)-1]
+			b, _ := os.ReadFile(last)
+			var frames []int
+			for p := len(walMagic); p+frameHeader <= len(b); p += frameHeader + int(binary.LittleEndian.Uint32(b[p:])) {
+				frames = append(frames, p)
+			}
+			if len(frames) < 5 {
+				t.Fatalf("%d frames in the last segment", len(frames))
+			}
+			c.damage(b, frames[len(frames)-3])
+			os.WriteFile(last, b, 0o644)
+			_, err := Open(Options{Dir: dir, Fsync: FsyncAlways, Region: "A", Log: zerolog.Nop()})
+			if err == nil || !strings.Contains(err.Error(), filepath.Base(last)) || !strings.Contains(err.Error(), "whole frame follows") {
+				t.Fatalf("open over damage before the last segment's end: %v", err)
+			}
+		})
+	}
+}
+
 // Segments go once a checkpoint covers their entries and peers have the
 // outbox ones; the metadata written in them (watermarks, the region, the
 // sequences) survives, and the sequences go on where they were.
