@@ -294,7 +294,13 @@ type touch struct {
 	// map's sets drop them)
 	members []string
 	fields  []string
+	next    *touch // the next touch of the tx under the same touchHash
 }
+
+// touchHash is a key's hash in a tx's index of its touches: a map keyed
+// by Key hashed the struct and its string generically, two map operations
+// per key of a peer's batch (6% of a replicating region's CPU).
+func touchHash(k Key) uint64 { return hashKey(k.Key) ^ uint64(k.DB)*0x9e3779b97f4a7c15 }
 
 // entryWithState allocates an entry and its state together: one
 // allocation, and a read reaches the state without another cache miss.
@@ -567,7 +573,7 @@ type Tx struct {
 	locked  []*shard // sorted by address; a tx names few keys
 	now     int64
 	touched []*touch       // in first-write order; looked up linearly (few keys),
-	index   map[Key]*touch // or through index once there are many
+	index   map[uint64]*touch // or through index once there are many (touchHash; a hash's touches chained by next)
 	tbuf    [1]touch
 	ebuf    [2]string // tbuf's first member and field
 	tslab   []touch   // the touches of a tx naming many keys, in one allocation
@@ -884,9 +890,13 @@ func (tx *Tx) holds(s *shard) bool {
 
 // touchOf returns the record of what the tx changed in k, creating it.
 func (tx *Tx) touchOf(k Key) *touch {
+	var h uint64
 	if tx.index != nil {
-		if t := tx.index[k]; t != nil {
-			return t
+		h = touchHash(k)
+		for t := tx.index[h]; t != nil; t = t.next {
+			if t.k == k {
+				return t
+			}
 		}
 	} else {
 		for _, t := range tx.touched {
@@ -912,12 +922,15 @@ func (tx *Tx) touchOf(k Key) *touch {
 	}
 	tx.touched = append(tx.touched, t)
 	if tx.index == nil && len(tx.touched) > 16 {
-		tx.index = make(map[Key]*touch, max(32, tx.nkeys))
+		tx.index = make(map[uint64]*touch, max(32, tx.nkeys))
 		for _, x := range tx.touched {
-			tx.index[x.k] = x
+			hx := touchHash(x.k)
+			x.next = tx.index[hx]
+			tx.index[hx] = x
 		}
 	} else if tx.index != nil {
-		tx.index[k] = t
+		t.next = tx.index[h]
+		tx.index[h] = t
 	}
 	return t
 }

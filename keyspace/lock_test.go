@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"concord/crdt"
 )
 
 // A transaction of many keys (a peer's batch, a big MSET) locks its shards
@@ -76,4 +78,98 @@ func BenchmarkLockShards(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A transaction of many keys finds a key's touch again through its index
+// (a key merged twice in a peer's batch has one touch, the same name in
+// two databases two), so each key is marked dirty once, with all it had.
+func TestTouchIndexOfManyKeys(t *testing.T) {
+	ks, _, _ := newKS(false)
+	peer := New(Config{Region: "B", Stable: func() bool { return false }}, &memStore{})
+	var keys []Key
+	var deltas []*crdt.State
+	for i := 0; i < 20; i++ {
+		for db := 0; db < 2; db++ {
+			k := Key{DB: db, Key: fmt.Sprint("k", i)}
+			for round := 0; round < 2; round++ {
+				peer.Run([]Key{k}, func(tx *Tx) error {
+					d := crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte(fmt.Sprint("m", round))})
+					tx.Apply(k, d)
+					deltas = append(deltas, d.Clone())
+					return nil
+				})
+				keys = append(keys, k)
+			}
+		}
+	}
+	ks.Run(keys, func(tx *Tx) error {
+		for i, k := range keys {
+			tx.ApplyRemote(k, deltas[i], "B")
+		}
+		if tx.index == nil || len(tx.touched) != 40 {
+			t.Fatalf("%d touches (index %v) for 40 keys merged twice each", len(tx.touched), tx.index != nil)
+		}
+		seen := map[Key]bool{}
+		for _, tc := range tx.touched {
+			if seen[tc.k] || len(tc.members) != 2 {
+				t.Fatalf("key %v: touched again (%v) or members %q", tc.k, seen[tc.k], tc.members)
+			}
+			seen[tc.k] = true
+		}
+		return nil
+	})
+}
+
+// Keys whose touchHash collide are chained: each finds its own touch.
+func TestTouchIndexCollisions(t *testing.T) {
+	ks, _, _ := newKS(true)
+	const c = 0x9e3779b97f4a7c15
+	inv := uint64(c) // c's inverse mod 2^64 (Newton's iteration)
+	for i := 0; i < 6; i++ {
+		inv *= 2 - c*inv
+	}
+	a := Key{Key: "a"}
+	b := Key{Key: "b", DB: int((hashKey("a") ^ hashKey("b")) * inv)} // touchHash(b) == touchHash(a)
+	if touchHash(a) != touchHash(b) {
+		t.Fatalf("no collision: %x %x", touchHash(a), touchHash(b))
+	}
+	var keys []Key
+	for i := 0; i < 20; i++ {
+		keys = append(keys, Key{Key: fmt.Sprint("k", i)})
+	}
+	ks.Run(keys, func(tx *Tx) error {
+		for _, k := range keys {
+			tx.touchOf(k)
+		}
+		ta, tb := tx.touchOf(a), tx.touchOf(b)
+		if ta == tb || tx.touchOf(a) != ta || tx.touchOf(b) != tb || ta.k != a || tb.k != b {
+			t.Fatalf("colliding keys: touches %p %p, found again %p %p", ta, tb, tx.touchOf(a), tx.touchOf(b))
+		}
+		tx.touched = tx.touched[:0] // (touches without entries: nothing to commit)
+		clear(tx.index) // old
+		return nil
+	})
+}
+
+// BenchmarkTouchOf finds or adds the touches of a 256-key transaction's
+// keys, each twice (ns/op per batch).
+func BenchmarkTouchOf(b *testing.B) {
+	ks, _, _ := newKS(true)
+	keys := make([]Key, 256)
+	for i := range keys {
+		keys[i] = Key{Key: fmt.Sprint("key:", rand.IntN(100000))}
+	}
+	for i := 0; i < b.N; i++ {
+		ks.Run(keys, func(tx *Tx) error {
+			for _, k := range keys {
+				tx.touchOf(k)
+			}
+			for _, k := range keys {
+				tx.touchOf(k)
+			}
+			tx.touched = tx.touched[:0] // (touches without entries: nothing to commit)
+			clear(tx.index) // old
+			return nil
+		})
+	}
 }
