@@ -146,7 +146,7 @@ func TestTouchIndexCollisions(t *testing.T) {
 			t.Fatalf("colliding keys: touches %p %p, found again %p %p", ta, tb, tx.touchOf(a), tx.touchOf(b))
 		}
 		tx.touched = tx.touched[:0] // (touches without entries: nothing to commit)
-		clear(tx.index)             // old
+		clear(tx.index)
 		return nil
 	})
 }
@@ -168,7 +168,7 @@ func BenchmarkTouchOf(b *testing.B) {
 				tx.touchOf(k)
 			}
 			tx.touched = tx.touched[:0] // (touches without entries: nothing to commit)
-			clear(tx.index)             // old
+			clear(tx.index)
 			return nil
 		})
 	}
