@@ -82,7 +82,7 @@ func BenchmarkReplicationLag(b *testing.B) {
 		runtime.GC()
 		debug.FreeOSMemory()
 		lagAsProcesses(b, rates, secs)
-		fmt.Println(`"proc": three concord processes, linked through this test's TCP proxies (their CPU shares the cores too);
+		fmt.Println(`"proc": three concord processes, linked straight to each other's NATS servers;
 "max": redis-benchmark SET -P 16 -c 50 at A (1M requests), as fast as A goes with replication on`)
 	}
 	b.ReportMetric(0, "ns/op") // the table is the result
@@ -250,7 +250,7 @@ func drive(c *cluster, r string, rate int, d time.Duration) int {
 func lagAsProcesses(b *testing.B, rates []int, secs int) {
 	// BENCH_REPL_ARGS: more flags for the three processes (what a background
 	// task costs the lag: "--checkpoint-interval 1h", ...)
-	pc := startProcCluster(b, 3, "everysec", strings.Fields(os.Getenv("BENCH_REPL_ARGS"))...)
+	pc := startDirectProcCluster(b, 3, "everysec", strings.Fields(os.Getenv("BENCH_REPL_ARGS"))...)
 	defer func() {
 		for _, p := range pc.procs {
 			p.kill9()

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"math/rand"
 	"testing"
 	"time"
@@ -41,12 +42,37 @@ func startProcCluster(t testing.TB, n int, fsync string, extra ...string) *procC
 	return pc
 }
 
+// startDirectProcCluster is startProcCluster with the regions linked
+// straight to each other's NATS ports (picked free first), not through
+// proxies: for measurements, where the proxies' own CPU and scheduling in
+// the test process would be measured too. Links cannot be cut.
+func startDirectProcCluster(t testing.TB, n int, fsync string, extra ...string) *procCluster {
+	t.Helper()
+	pc := &procCluster{cluster: &cluster{links: map[string]map[string]*proxy{}, dirs: map[string]string{}, clients: map[string]*redis.Client{}},
+		procs: map[string]*proc{}, nats: map[string]string{}, fsync: fsync, extra: extra}
+	for i := 0; i < n; i++ {
+		name := string(rune('A' + i))
+		pc.names = append(pc.names, name)
+		pc.nats[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		pc.dirs[name] = t.TempDir()
+	}
+	for _, name := range pc.names {
+		pc.startProc(t, name)
+	}
+	return pc
+}
+
 func (pc *procCluster) startProc(t testing.TB, name string) {
 	t.Helper()
 	args := append([]string{"--region", name, "--dir", pc.dirs[name], "--fsync", pc.fsync, "--peer-listen", pc.nats[name]}, pc.extra...)
 	for _, other := range pc.names {
-		if other != name {
-			args = append(args, "--peer", other+"=nats://"+pc.links[name][other].addr())
+		if other == name {
+			continue
+		}
+		if px := pc.links[name][other]; px != nil {
+			args = append(args, "--peer", other+"=nats://"+px.addr())
+		} else { // startDirectProcCluster
+			args = append(args, "--peer", other+"=nats://"+pc.nats[other])
 		}
 	}
 	p := startProc(t, args...)
