@@ -3,24 +3,32 @@ package keyspace
 import "iter"
 
 // index is a shard's warm keys: each entry under its key's hashKey, with
-// the key's name beside it. A Go map of names made every lookup compare the
-// name it found with the one asked for before returning the entry, and the
-// name is in the entry (entryWithString's first line), out of the cache
-// for a key not used lately: that compare waited for memory, a key after
-// another, and Prefetch could not issue the entries' loads of a pipeline's
-// keys together (a quarter of a SET -P 16 profile was its lookups, half of
-// that the compare). Here a lookup by hash reads only the map's own memory
-// and returns the entry and the name without reading either, so Prefetch
-// loads them for all its keys at once and the command's own lookup
-// compares names already in the cache.
-//
-// Two keys of a shard may share a hash (FNV-1a's 64 bits: rare by chance,
-// but names can be made to): the second goes to over, a map by name, which
-// a lookup reads only when the hash's slot holds another key or none and
-// over is not empty.
+// the key's name beside it, in a table of our own (open addressing, linear
+// probing). A Go map of names made every lookup compare the name it found
+// with the one asked for before returning the entry, and the name is in
+// the entry (entryWithString's first line), out of the cache for a key not
+// used lately: that compare waited for memory, a key after another. A Go
+// map by hash read only its own memory, but a lookup still waited for its
+// group's control word and then its slot, and Prefetch could not issue
+// those loads for a pipeline's keys together. Here a key's slot is where
+// its hash says (touch reads that line for every key first), a lookup by
+// hash (peek) then reads what is already in the cache, and the command's
+// own lookup compares names already loaded. Two keys may share a hash
+// (FNV-1a's 64 bits: rare by chance, but names can be made to): each has
+// its slot, a lookup compares names.
 type index struct {
-	byHash map[uint64]slot
-	over   map[string]*entry
+	slots []islot // len a power of two (nil: empty, never grown)
+	shift uint8   // 64 - log2(len(slots)): a hash's home slot is its top bits after a multiply
+	n     int     // live slots
+	used  int     // live and deleted slots (a probe goes on past both)
+}
+
+// islot is a slot of the table: a key's hash, entry and name; e nil is a
+// slot never used, deleted one whose key was deleted.
+type islot struct {
+	h   uint64
+	e   *entry
+	key string
 }
 
 // slot is a key's name and entry.
@@ -29,83 +37,188 @@ type slot struct {
 	e   *entry
 }
 
-func newIndex(n int) index { return index{byHash: make(map[uint64]slot, n)} }
+// deleted marks a slot whose key was deleted (never read or written).
+var deleted = new(entry)
+
+func newIndex(n int) index {
+	var x index
+	if n > 0 {
+		x.alloc(n)
+	}
+	return x
+}
+
+// alloc gives x an empty table for n keys (at most 3/4 full).
+func (x *index) alloc(n int) {
+	c, bits := 8, uint8(3)
+	for c*3/4 < n {
+		c, bits = c*2, bits+1
+	}
+	x.slots, x.shift, x.n, x.used = make([]islot, c), 64-bits, 0, 0
+}
+
+// home is the slot where h's probe starts (Fibonacci hashing: the shard
+// took h's low bits).
+func (x *index) home(h uint64) int { return int((h * 0x9e3779b97f4a7c15) >> x.shift) }
 
 // get returns the entry of key, whose hashKey is h (nil if none).
 func (x *index) get(h uint64, key string) *entry {
-	if sl, ok := x.byHash[h]; ok && sl.key == key {
-		return sl.e
-	}
-	if len(x.over) == 0 {
+	if x.n == 0 {
 		return nil
 	}
-	return x.over[key]
+	mask := len(x.slots) - 1
+	for p := x.home(h); ; p = (p + 1) & mask {
+		s := &x.slots[p]
+		if s.e == nil {
+			return nil
+		}
+		if s.h == h && s.e != deleted && s.key == key {
+			return s.e
+		}
+	}
 }
 
-// peek returns the slot under h without comparing its name (Prefetch).
-func (x *index) peek(h uint64) slot { return x.byHash[h] }
+// touch reads the line of h's home slot (Prefetch: every key's first, so
+// that their loads overlap) and returns a word of it.
+func (x *index) touch(h uint64) uint64 {
+	if x.n == 0 {
+		return 0
+	}
+	return x.slots[x.home(h)].h
+}
+
+// peek returns the first slot under h without comparing its name
+// (Prefetch): its key, or another of the same hash.
+func (x *index) peek(h uint64) slot {
+	if x.n == 0 {
+		return slot{}
+	}
+	mask := len(x.slots) - 1
+	for p := x.home(h); ; p = (p + 1) & mask {
+		s := &x.slots[p]
+		if s.e == nil {
+			return slot{}
+		}
+		if s.h == h && s.e != deleted {
+			return slot{s.key, s.e}
+		}
+	}
+}
 
 // put sets key's entry (h: its hashKey).
 func (x *index) put(h uint64, key string, e *entry) {
-	if len(x.over) > 0 {
-		if _, ok := x.over[key]; ok {
-			x.over[key] = e
+	if x.slots == nil {
+		x.alloc(1)
+	}
+	mask := len(x.slots) - 1
+	free := -1 // the first deleted slot on the probe
+	p := x.home(h)
+	for ; x.slots[p].e != nil; p = (p + 1) & mask {
+		s := &x.slots[p]
+		if s.e == deleted {
+			if free < 0 {
+				free = p
+			}
+		} else if s.h == h && s.key == key {
+			s.e = e
 			return
 		}
 	}
-	if sl, ok := x.byHash[h]; ok && sl.key != key {
-		if x.over == nil {
-			x.over = map[string]*entry{}
+	if free >= 0 { // a deleted slot reused: used stays
+		x.slots[free] = islot{h: h, e: e, key: key}
+		x.n++
+		return
+	}
+	if (x.used+1)*4 > len(x.slots)*3 { // full: a table for what lives
+		x.grow()
+		x.put(h, key, e)
+		return
+	}
+	x.slots[p] = islot{h: h, e: e, key: key}
+	x.n++
+	x.used++
+}
+
+// grow moves the live slots to a new table with room for twice as many
+// (deleted slots are dropped: as big a table when they were most of it).
+func (x *index) grow() {
+	old := x.slots
+	x.alloc(2*x.n + 1)
+	x.refill(old)
+}
+
+// refill puts the live slots of old into x.
+func (x *index) refill(old []islot) {
+	mask := len(x.slots) - 1
+	for i := range old {
+		s := &old[i]
+		if s.e == nil || s.e == deleted {
+			continue
 		}
-		x.over[key] = e
-		return
+		p := x.home(s.h)
+		for x.slots[p].e != nil {
+			p = (p + 1) & mask
+		}
+		x.slots[p] = *s
+		x.n++
+		x.used++
 	}
-	x.byHash[h] = slot{key, e}
 }
 
-// del removes key (h: its hashKey). A key of over keeps its place when the
-// slot of its hash empties (lookups read over when the slot does not hold
-// their key).
+// del removes key (h: its hashKey).
 func (x *index) del(h uint64, key string) {
-	if sl, ok := x.byHash[h]; ok && sl.key == key {
-		delete(x.byHash, h)
+	if x.n == 0 {
 		return
 	}
-	delete(x.over, key)
+	mask := len(x.slots) - 1
+	for p := x.home(h); ; p = (p + 1) & mask {
+		s := &x.slots[p]
+		if s.e == nil {
+			return
+		}
+		if s.h == h && s.e != deleted && s.key == key {
+			*s = islot{h: 0, e: deleted} // (the name and the entry let go)
+			x.n--
+			return
+		}
+	}
 }
 
-func (x *index) len() int { return len(x.byHash) + len(x.over) }
+func (x *index) len() int { return x.n }
 
 // all yields every key and entry, like ranging over a map: the loop may
 // remove the key it is at, and changes made meanwhile (with the shard's
-// lock let go) may or may not be seen.
+// lock let go) may or may not be seen. A key is yielded once, with the
+// entry it has then; one deleted before the loop reached it is not. When
+// the table grew (or was replaced) meanwhile, the loop goes on over the
+// slots it started with, yielding those keys the index still holds.
 func (x *index) all() iter.Seq2[string, *entry] {
 	return func(yield func(string, *entry) bool) {
-		for _, sl := range x.byHash {
-			if !yield(sl.key, sl.e) {
-				return
+		start := x.slots
+		for i := range start {
+			s := start[i]
+			if s.e == nil || s.e == deleted {
+				continue
 			}
-		}
-		for k, e := range x.over {
-			if !yield(k, e) {
+			if len(x.slots) != len(start) || &x.slots[0] != &start[0] {
+				if s.e = x.get(s.h, s.key); s.e == nil {
+					continue
+				}
+			}
+			if !yield(s.key, s.e) {
 				return
 			}
 		}
 	}
 }
 
-// rebuilt returns a copy sized for what x holds now (Go maps never
-// shrink: PackCold rebuilds an index that emptied out).
+// rebuilt returns a copy sized for what x holds now (PackCold rebuilds an
+// index that emptied out: a table never shrinks by itself).
 func (x *index) rebuilt() index {
-	y := newIndex(len(x.byHash))
-	for h, sl := range x.byHash {
-		y.byHash[h] = sl
-	}
-	if len(x.over) > 0 {
-		y.over = make(map[string]*entry, len(x.over))
-		for k, e := range x.over {
-			y.over[k] = e
-		}
+	var y index
+	if x.n > 0 {
+		y.alloc(x.n)
+		y.refill(x.slots)
 	}
 	return y
 }

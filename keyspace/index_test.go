@@ -60,3 +60,69 @@ func TestIndexWithCollisions(t *testing.T) {
 		}
 	}
 }
+
+// A loop over the index that lets changes in between its steps (PackCold
+// lets the shard's lock go every so many keys) sees every key that was
+// there before it started and is still there, once, with its entry of the
+// moment, none it deleted before reaching it, while puts grow the table
+// and deletes leave deleted slots behind, over many seeds.
+func TestIndexLoopWhileItChanges(t *testing.T) {
+	for seed := range uint64(30) {
+		r := rand.New(rand.NewPCG(seed, 2))
+		x, model := newIndex(0), map[string]*entry{}
+		for i := range 50 + r.IntN(500) {
+			k := fmt.Sprint("k", i)
+			e := &entry{ver: uint64(i)}
+			x.put(hashKey(k), k, e)
+			model[k] = e
+		}
+		before := map[string]bool{}
+		for k := range model {
+			before[k] = true
+		}
+		gone := map[string]bool{} // deleted at some point in the loop
+		seen := map[string]bool{}
+		next := len(model)
+		for k, e := range x.all() {
+			if seen[k] {
+				t.Fatalf("seed %d: %q yielded twice", seed, k)
+			}
+			seen[k] = true
+			if model[k] != e {
+				t.Fatalf("seed %d: %q yielded with an entry it no longer has", seed, k)
+			}
+			for range r.IntN(6) { // what commands do meanwhile
+				switch k2 := fmt.Sprint("k", r.IntN(next+20)); r.IntN(3) {
+				case 0:
+					x.del(hashKey(k2), k2)
+					delete(model, k2)
+					gone[k2] = true
+				case 1:
+					if model[k2] != nil {
+						e2 := &entry{ver: 1e6}
+						x.put(hashKey(k2), k2, e2)
+						model[k2] = e2
+					}
+				default:
+					k3 := fmt.Sprint("k", next)
+					next++
+					x.put(hashKey(k3), k3, &entry{})
+					model[k3] = x.get(hashKey(k3), k3)
+				}
+			}
+		}
+		for k := range before {
+			if !gone[k] && !seen[k] {
+				t.Fatalf("seed %d: %q, there all along, not yielded", seed, k)
+			}
+		}
+		if x.len() != len(model) {
+			t.Fatalf("seed %d: len %d, want %d", seed, x.len(), len(model))
+		}
+		for k, e := range model {
+			if x.get(hashKey(k), k) != e {
+				t.Fatalf("seed %d: %q lost", seed, k)
+			}
+		}
+	}
+}

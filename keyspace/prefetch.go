@@ -69,10 +69,15 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 	found := 0
 	var notWarm [MaxPrefetch]int // keys not in their shard's map, which may be cold
 	nw := 0
-	// the index's slots first (its own memory: no name compared, see
-	// index), then the entries and names they point to, all of them
-	// loading together; a slot may hold another key of the same hash (its
+	// the index's slots first (their lines, then the slots: its own
+	// memory, no name compared, see index), then the entries and names
+	// they point to, all of them loading together; a slot may hold another key of the same hash (its
 	// loads are wasted: the command looks its key up itself)
+	for i := range keys {
+		if s := of[i]; s != nil {
+			sink ^= s.m.touch(hs[i]) // every slot's line on its way first
+		}
+	}
 	var sl [MaxPrefetch]slot
 	for i := range keys {
 		if s := of[i]; s != nil {
@@ -144,14 +149,24 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 // before merging them). Keys in a database out of range are skipped.
 func (tx *Tx) Prefetch(keys []Key) {
 	keys = keys[:min(len(keys), MaxPrefetch)]
-	var sl [MaxPrefetch]slot // the index's slots first, then what they point to (see Keyspace.Prefetch)
+	// the index's slots' lines first, then the slots, then what they point
+	// to (see Keyspace.Prefetch)
+	var sink uint64
+	var hs [MaxPrefetch]uint64
+	var ss [MaxPrefetch]*shard
 	for i, k := range keys {
 		if k.DB >= 0 && k.DB < len(tx.ks.dbs) {
-			h := hashKey(k.Key)
-			sl[i] = tx.shardH(k, h).m.peek(h)
+			hs[i] = hashKey(k.Key)
+			ss[i] = tx.shardH(k, hs[i])
+			sink ^= ss[i].m.touch(hs[i])
 		}
 	}
-	var sink uint64
+	var sl [MaxPrefetch]slot
+	for i := range keys {
+		if ss[i] != nil {
+			sl[i] = ss[i].m.peek(hs[i])
+		}
+	}
 	for i := range keys {
 		if sl[i].e != nil {
 			sink ^= touchSlot(sl[i])
