@@ -20,26 +20,7 @@ type procCluster struct {
 
 func startProcCluster(t testing.TB, n int, fsync string, extra ...string) *procCluster {
 	t.Helper()
-	pc := &procCluster{cluster: &cluster{links: map[string]map[string]*proxy{}, dirs: map[string]string{}, clients: map[string]*redis.Client{}},
-		procs: map[string]*proc{}, nats: map[string]string{}, fsync: fsync, extra: extra}
-	for i := 0; i < n; i++ {
-		name := string(rune('A' + i))
-		pc.names = append(pc.names, name)
-		pc.nats[name] = "127.0.0.1:0" // the real port comes from the ready line
-		pc.dirs[name] = t.TempDir()
-	}
-	for _, from := range pc.names {
-		pc.links[from] = map[string]*proxy{}
-		for _, to := range pc.names {
-			if from != to {
-				pc.links[from][to] = newProxy(t, "")
-			}
-		}
-	}
-	for _, name := range pc.names {
-		pc.startProc(t, name)
-	}
-	return pc
+	return newProcCluster(t, n, fsync, false, extra)
 }
 
 // startDirectProcCluster is startProcCluster with the regions linked
@@ -48,13 +29,31 @@ func startProcCluster(t testing.TB, n int, fsync string, extra ...string) *procC
 // the test process would be measured too. Links cannot be cut.
 func startDirectProcCluster(t testing.TB, n int, fsync string, extra ...string) *procCluster {
 	t.Helper()
+	return newProcCluster(t, n, fsync, true, extra)
+}
+
+func newProcCluster(t testing.TB, n int, fsync string, direct bool, extra []string) *procCluster {
 	pc := &procCluster{cluster: &cluster{links: map[string]map[string]*proxy{}, dirs: map[string]string{}, clients: map[string]*redis.Client{}},
 		procs: map[string]*proc{}, nats: map[string]string{}, fsync: fsync, extra: extra}
 	for i := 0; i < n; i++ {
 		name := string(rune('A' + i))
 		pc.names = append(pc.names, name)
-		pc.nats[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		pc.nats[name] = "127.0.0.1:0" // the real port comes from the ready line
+		if direct {
+			pc.nats[name] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		}
 		pc.dirs[name] = t.TempDir()
+	}
+	for _, from := range pc.names {
+		if direct {
+			break
+		}
+		pc.links[from] = map[string]*proxy{}
+		for _, to := range pc.names {
+			if from != to {
+				pc.links[from][to] = newProxy(t, "")
+			}
+		}
 	}
 	for _, name := range pc.names {
 		pc.startProc(t, name)
