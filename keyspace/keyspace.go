@@ -297,9 +297,10 @@ type touch struct {
 	next    *touch // the next touch of the tx under the same touchHash
 }
 
-// touchHash is a key's hash in a tx's index of its touches: a map keyed
-// by Key hashed the struct and its string generically, two map operations
-// per key of a peer's batch (6% of a replicating region's CPU).
+// touchHash is a key's hash in a tx's index of its touches (a map keyed
+// by Key hashes the struct and its string generically: its two map
+// operations per key of a peer's batch were 6% of a replicating region's
+// CPU).
 func touchHash(k Key) uint64 { return hashKey(k.Key) ^ uint64(k.DB)*0x9e3779b97f4a7c15 }
 
 // entryWithState allocates an entry and its state together: one
@@ -605,7 +606,7 @@ type Tx struct {
 	meta     []Write
 	expired  int
 	// seen is the newest timestamp of the deltas merged from elsewhere
-	// (ApplyRemote, Repair, Restore) not yet observed by the clock: a
+	// (ApplyRemote, Repair, Restore, See) not yet observed by the clock: a
 	// peer's batch takes the clock's lock once, not once per key
 	seen crdt.HLC
 }
