@@ -143,7 +143,7 @@ func (x *index) put(h uint64, key string, e *entry) {
 // (deleted slots are dropped: as big a table when they were most of it).
 func (x *index) grow() {
 	old := x.slots
-	x.alloc(2*x.n + 1)
+	x.alloc(max(2*x.n, 1))
 	x.refill(old)
 }
 

@@ -126,3 +126,16 @@ func TestIndexLoopWhileItChanges(t *testing.T) {
 		}
 	}
 }
+
+// A table holds its keys at a load of 3/8 to 3/4 as it grows (a slot is 32
+// bytes: four times the slots would be ~4x the memory per warm key).
+func TestIndexLoad(t *testing.T) {
+	x := newIndex(0)
+	for i := range 100000 {
+		k := fmt.Sprint("k", i)
+		x.put(hashKey(k), k, &entry{})
+		if load := float64(x.len()) / float64(len(x.slots)); i > 8 && (load <= 3.0/8-0.01 || load > 0.75) {
+			t.Fatalf("%d keys in %d slots", x.len(), len(x.slots))
+		}
+	}
+}
