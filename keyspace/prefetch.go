@@ -71,8 +71,9 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 	nw := 0
 	// the index's slots first (their lines, then the slots: its own
 	// memory, no name compared, see index), then the entries and names
-	// they point to, all of them loading together; a slot may hold another key of the same hash (its
-	// loads are wasted: the command looks its key up itself)
+	// they point to, all of them loading together; a slot may hold another
+	// key of the same hash (its loads are wasted: the command looks its key
+	// up itself)
 	for i := range keys {
 		if s := of[i]; s != nil {
 			sink ^= s.m.touch(hs[i]) // every slot's line on its way first
