@@ -101,8 +101,8 @@ func (s *shard) warm(key string, h uint64) *entry {
 	return e
 }
 
-// notePeak records the map's largest size: Go maps never shrink, so
-// PackCold rebuilds a map that emptied out.
+// notePeak records the index's largest size: its table never shrinks by
+// itself, so PackCold rebuilds an index that emptied out.
 func (s *shard) notePeak() {
 	if n := s.m.len(); n > s.peak {
 		s.peak = n

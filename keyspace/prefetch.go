@@ -18,7 +18,7 @@ const MaxPrefetch = 16
 // Prefetch brings the entries of keys in database db into the CPU's cache
 // ahead of the commands that will read or write them (a client's pipeline:
 // the server peeks at the commands it has buffered). A key's lookup waits
-// for memory two or three times (its map group, its entry's lines, a
+// for memory two or three times (its index slot, its entry's lines, a
 // counter's increments); one after another in a tight loop, the lookups of
 // several keys wait together instead of once per command, between whose
 // lookups thousands of instructions run (Redis 8 prefetches a pipeline's
@@ -67,7 +67,7 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 	}
 	var sink uint64
 	found := 0
-	var notWarm [MaxPrefetch]int // keys not in their shard's map, which may be cold
+	var notWarm [MaxPrefetch]int // keys not in their shard's index, which may be cold
 	nw := 0
 	// the index's slots first (their lines, then the slots: its own
 	// memory, no name compared, see index), then the entries and names
