@@ -286,7 +286,8 @@ type shard struct {
 // touch records what a tx changed in one key, for persistence.
 type touch struct {
 	k      Key
-	forget bool // drop the key's state (tombstone GC)
+	h      uint64 // k's hashKey
+	forget bool   // drop the key's state (tombstone GC)
 	e      *entry
 	all    bool
 	elems  bool // the key held members or fields at some point in the tx
@@ -301,7 +302,9 @@ type touch struct {
 // by Key hashes the struct and its string generically: its two map
 // operations per key of a peer's batch were 6% of a replicating region's
 // CPU).
-func touchHash(k Key) uint64 { return hashKey(k.Key) ^ uint64(k.DB)*0x9e3779b97f4a7c15 }
+func touchHash(k Key) uint64 { return hashKey(k.Key) ^ touchDB(k.DB) }
+
+func touchDB(db int) uint64 { return uint64(db) * 0x9e3779b97f4a7c15 }
 
 // entryWithState allocates an entry and its state together: one
 // allocation, and a read reaches the state without another cache miss.
@@ -582,6 +585,13 @@ type Tx struct {
 	tptrs   [1]*touch
 	sbuf    [2]*shard
 	sbig    []*shard // the locked shards of a tx naming many keys (reused like tslab)
+	// a tx naming many keys (a peer's batch): its keys and each one's
+	// hashKey, hashed once as the tx locks their shards; Prefetch and
+	// keyHash take a key's from here (keyHash through bcur, the next key
+	// in order: the applier merges them in the order it named them)
+	bkeys []Key
+	bhash []uint64
+	bcur  int
 	// touchSink keeps what touchEntry read
 	touchSink uint64
 	deltas    []crdt.KeyDelta
@@ -633,9 +643,9 @@ func (tx *Tx) SetMeta(name string, val []byte) {
 	tx.meta = append(tx.meta, Write{Key: name, Header: val, Meta: true})
 }
 
-func (ks *Keyspace) lockShards(shards []*shard, keys []Key) []*shard {
+func (ks *Keyspace) lockShards(shards []*shard, keys []Key, hashes []uint64) []*shard {
 	if len(keys) > lockSortMax {
-		return ks.lockShardsMany(shards, keys)
+		return ks.lockShardsMany(shards, keys, hashes)
 	}
 	for _, k := range keys {
 		if k.DB < 0 || k.DB >= len(ks.dbs) {
@@ -665,8 +675,9 @@ const lockSortMax = 16
 
 // lockShardsMany is lockShards for many keys, in the same order (by
 // address): a database's shards are one array, so its shards in index
-// order are in address order, and databases are taken by address.
-func (ks *Keyspace) lockShardsMany(shards []*shard, keys []Key) []*shard {
+// order are in address order, and databases are taken by address. hashes,
+// when not nil, are the keys' hashKeys.
+func (ks *Keyspace) lockShardsMany(shards []*shard, keys []Key, hashes []uint64) []*shard {
 	type dbShards struct {
 		d    *db
 		bits [shardCount / 64]uint64
@@ -675,7 +686,7 @@ func (ks *Keyspace) lockShardsMany(shards []*shard, keys []Key) []*shard {
 	dbs := buf[:0]
 	last := -1 // the index in dbs of the last key's database
 	lastDB := -1
-	for _, k := range keys {
+	for ki, k := range keys {
 		if k.DB < 0 || k.DB >= len(ks.dbs) {
 			continue
 		}
@@ -688,7 +699,13 @@ func (ks *Keyspace) lockShardsMany(shards []*shard, keys []Key) []*shard {
 			}
 			lastDB = k.DB
 		}
-		i := hashKey(k.Key) % shardCount
+		var h uint64
+		if hashes != nil {
+			h = hashes[ki]
+		} else {
+			h = hashKey(k.Key)
+		}
+		i := h % shardCount
 		dbs[last].bits[i/64] |= 1 << (i % 64)
 	}
 	if len(dbs) > 1 {
@@ -726,18 +743,26 @@ func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, e
 	tx := txPool.Get().(*Tx)
 	// a pooled tx is zero but for the buffers the last Run kept (below):
 	// not zeroed again here (it is hundreds of bytes, twice per command)
-	slab, ptrs, index, sbig, ibuf := tx.tslab, tx.touched, tx.index, tx.sbig, tx.ibuf
+	slab, ptrs, index, sbig, ibuf, bhash := tx.tslab, tx.touched, tx.index, tx.sbig, tx.ibuf, tx.bhash
 	tx.ks, tx.now, tx.nkeys = ks, now, len(keys)
-	tx.tslab, tx.touched, tx.index, tx.sbig = nil, nil, nil, nil
+	tx.tslab, tx.touched, tx.index, tx.sbig, tx.bhash = nil, nil, nil, nil, nil
 	sbuf := tx.sbuf[:0]
-	if len(keys) > 16 { // a peer's batch: sized once, not grown per key
+	if len(keys) > lockSortMax { // a peer's batch: sized once, not grown per key
 		if cap(slab) < len(keys)-1 {
 			slab, ptrs, index = make([]touch, 0, len(keys)-1), make([]*touch, 0, len(keys)), nil
 		}
 		if cap(sbig) < len(keys) {
 			sbig = make([]*shard, 0, len(keys))
 		}
+		if cap(bhash) < len(keys) {
+			bhash = make([]uint64, 0, len(keys))
+		}
+		bhash = bhash[:len(keys)]
+		for i, k := range keys {
+			bhash[i] = hashKey(k.Key)
+		}
 		tx.tslab, tx.touched, tx.index, tx.sbig = slab, ptrs, index, sbig
+		tx.bkeys, tx.bhash = keys, bhash
 		sbuf = sbig[:0]
 	}
 	var shards []*shard
@@ -748,7 +773,7 @@ func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, e
 		shards = append(sbuf, s)
 		tx.sk, tx.ss, tx.sh = k[0], s, h
 	} else {
-		shards = ks.lockShards(sbuf, keys)
+		shards = ks.lockShards(sbuf, keys, tx.bhash)
 	}
 	tx.locked = shards
 	marked := len(shards) > markHolder
@@ -767,7 +792,7 @@ func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, e
 		s.mu.Unlock()
 	}
 	ks.world.RUnlock()
-	slab, ptrs, index, sbig = tx.tslab, tx.touched, tx.index, tx.sbig
+	slab, ptrs, index, sbig, bhash = tx.tslab, tx.touched, tx.index, tx.sbig, tx.bhash
 	clear(tx.inbound) // (the store copied them)
 	clear(tx.merged)
 	for _, b := range [][]crdt.KeyDelta{tx.inbound, tx.merged} {
@@ -782,7 +807,7 @@ func (ks *Keyspace) run(now int64, keys []Key, fn func(tx *Tx) error) (Ticket, e
 		clear(ptrs)
 		clear(index)
 		clear(sbig[:cap(sbig)])
-		tx.tslab, tx.touched, tx.index, tx.sbig = slab[:0], ptrs[:0], index, sbig[:0]
+		tx.tslab, tx.touched, tx.index, tx.sbig, tx.bhash = slab[:0], ptrs[:0], index, sbig[:0], bhash[:0]
 	}
 	if cap(ibuf) > 1 && cap(ibuf) <= 4096 {
 		tx.ibuf = ibuf[:0]
@@ -891,9 +916,10 @@ func (tx *Tx) holds(s *shard) bool {
 
 // touchOf returns the record of what the tx changed in k, creating it.
 func (tx *Tx) touchOf(k Key) *touch {
-	var h uint64
+	var kh, h uint64
 	if tx.index != nil {
-		h = touchHash(k)
+		kh = tx.keyHash(k)
+		h = kh ^ touchDB(k.DB)
 		for t := tx.index[h]; t != nil; t = t.next {
 			if t.k == k {
 				return t
@@ -918,6 +944,11 @@ func (tx *Tx) touchOf(k Key) *touch {
 	default:
 		t = &touch{k: k}
 	}
+	if tx.index != nil {
+		t.h = kh
+	} else {
+		t.h = tx.keyHash(k)
+	}
 	if tx.touched == nil {
 		tx.touched = tx.tptrs[:0]
 	}
@@ -925,7 +956,7 @@ func (tx *Tx) touchOf(k Key) *touch {
 	if tx.index == nil && len(tx.touched) > 16 {
 		tx.index = make(map[uint64]*touch, max(32, tx.nkeys))
 		for _, x := range tx.touched {
-			hx := touchHash(x.k)
+			hx := x.h ^ touchDB(x.k.DB) // touchHash(x.k)
 			x.next = tx.index[hx]
 			tx.index[hx] = x
 		}
@@ -961,7 +992,7 @@ func (tx *Tx) find(k Key) *entry {
 	if tx.ss != nil && k == tx.sk {
 		s, h = tx.ss, tx.sh
 	} else {
-		h = hashKey(k.Key)
+		h = tx.batchHash(k)
 		s = tx.shardH(k, h)
 	}
 	e := s.m.get(h, k.Key)
@@ -976,6 +1007,30 @@ func (tx *Tx) find(k Key) *entry {
 	}
 	tx.ck, tx.ce, tx.cok, tx.ch = k, e, true, h
 	return e
+}
+
+// batchHash returns k's hashKey: from the tx's keys' (bhash) when k is
+// the next of them in order (or the one after: a key named twice in a row
+// was found the second time in find's cache), else hashed.
+func (tx *Tx) batchHash(k Key) uint64 {
+	for i := tx.bcur; i < len(tx.bkeys) && i <= tx.bcur+1; i++ {
+		if tx.bkeys[i] == k {
+			tx.bcur = i + 1
+			return tx.bhash[i]
+		}
+	}
+	return hashKey(k.Key)
+}
+
+// keyHash returns k's hashKey, from the tx's caches when they know it.
+func (tx *Tx) keyHash(k Key) uint64 {
+	switch {
+	case tx.cok && tx.ck == k:
+		return tx.ch
+	case tx.ss != nil && tx.sk == k:
+		return tx.sh
+	}
+	return tx.batchHash(k)
 }
 
 // Get returns the live state of k, or nil. The state must not be modified.
@@ -1081,8 +1136,8 @@ func (tx *Tx) batchSlice(s []crdt.KeyDelta) []crdt.KeyDelta {
 }
 
 func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
-	s := tx.shard(k)
 	e := tx.find(k)
+	s := tx.shardH(k, tx.ch) // (find just hashed k)
 	if e == nil {
 		var name string
 		e, name = newEntryFor(k.Key, d)
@@ -1196,12 +1251,12 @@ func (ks *Keyspace) recordConflicts(k Key, c int, st *crdt.State, from string) {
 // and logs its deltas; the ticket is the log's durability.
 func (tx *Tx) commit() Ticket {
 	for _, t := range tx.touched {
-		k := t.k
+		k, h := t.k, t.h
 		e := t.e
-		s := tx.shardOf(k)
+		s := &tx.ks.dbs[k.DB].shards[h%shardCount]
 		gone := false
 		if !e.live && (tx.ks.cfg.Stable() || t.forget) {
-			if h := hashKey(k.Key); s.m.get(h, k.Key) == e {
+			if s.m.get(h, k.Key) == e {
 				s.m.del(h, k.Key)
 				s.removed(k.Key)
 				tx.ks.Stats.WarmKeys.Add(-1)

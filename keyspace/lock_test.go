@@ -36,7 +36,13 @@ func TestLockShardsManyInAddressOrder(t *testing.T) {
 		}
 		slices.SortFunc(want, func(a, b *shard) int { return cmp.Compare(uintptrOf(a), uintptrOf(b)) })
 		want = slices.Compact(want)
-		got := ks.lockShards(nil, keys)
+		var hashes []uint64 // the keys' hashKeys given (a tx's), or not
+		if round%2 == 1 {
+			for _, k := range keys {
+				hashes = append(hashes, hashKey(k.Key))
+			}
+		}
+		got := ks.lockShards(nil, keys, hashes)
 		for _, s := range got {
 			if s.mu.TryLock() {
 				t.Fatalf("round %d: a shard in the list is not locked", round)
@@ -60,7 +66,7 @@ func BenchmarkLockShards(b *testing.B) {
 	buf := make([]*shard, 0, len(keys))
 	b.Run("bitmap", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			for _, s := range ks.lockShards(buf, keys) {
+			for _, s := range ks.lockShards(buf, keys, nil) {
 				s.mu.Unlock()
 			}
 		}
@@ -169,6 +175,79 @@ func BenchmarkTouchOf(b *testing.B) {
 			}
 			tx.touched = tx.touched[:0] // (touches without entries: nothing to commit)
 			clear(tx.index)
+			return nil
+		})
+	}
+}
+
+// A tx of many keys hashes each once, as it locks their shards: Prefetch
+// takes the hashes of a part of its keys, a merge the next key's in
+// order. Keys merged in any order (again, twice in a row, skipped, not
+// named in that order) still find their entries: each key ends with one
+// entry and every delta merged.
+func TestBatchHashes(t *testing.T) {
+	ks, _, _ := newKS(true)
+	backing := make([]Key, 0, 64)
+	for i := 0; i < 40; i++ {
+		backing = append(backing, Key{DB: i % 25 % 2, Key: fmt.Sprint("key:", i%25)}) // (the first 15 named twice)
+	}
+	keys := backing[:30]
+	for _, k := range keys { // every key there first (a merge finds it)
+		ks.Run([]Key{k}, func(tx *Tx) error {
+			tx.Apply(k, crdt.SAdd(tx.State(k), tx.Op(), [][]byte{[]byte("first")}))
+			return nil
+		})
+	}
+	warm := ks.Stats.WarmKeys.Load()
+	// the order of the merges: in order, a key twice in a row, one skipped,
+	// one from before, one the tx did not name first
+	order := []int{0, 1, 1, 2, 4, 5, 3, 6, 7, 7, 7, 8}
+	for i := 9; i < len(keys); i++ {
+		order = append(order, i)
+	}
+	peer := New(Config{Region: "B", Stable: func() bool { return true }}, &memStore{})
+	ks.Run(keys, func(tx *Tx) error {
+		for _, part := range [][]Key{keys, keys[3:19], keys[29:]} {
+			got := tx.batchHashes(part)
+			if len(got) != len(part) {
+				t.Fatalf("%d hashes for a part of %d keys", len(got), len(part))
+			}
+			for i, k := range part {
+				if got[i] != hashKey(k.Key) {
+					t.Fatalf("key %v: hash %x, want %x", k, got[i], hashKey(k.Key))
+				}
+			}
+		}
+		for _, other := range [][]Key{slices.Clone(keys[:5]), backing[25:35], nil} { // not (all) the tx's
+			if got := tx.batchHashes(other); got != nil {
+				t.Fatalf("hashes %x for keys the tx did not name", got)
+			}
+		}
+		for n, i := range order {
+			if n%MaxPrefetch == 0 {
+				tx.Prefetch(keys[i:])
+			}
+			k := keys[i]
+			var d *crdt.State
+			peer.Run([]Key{k}, func(ptx *Tx) error {
+				d = crdt.SAdd(ptx.State(k), ptx.Op(), [][]byte{[]byte(fmt.Sprint("m", n))})
+				ptx.Apply(k, d)
+				d = d.Clone()
+				return nil
+			})
+			tx.MergeReceived(k, d, "B")
+		}
+		return nil
+	})
+	if got := ks.Stats.WarmKeys.Load(); got != warm {
+		t.Fatalf("%d warm keys after the merges, want %d (a key given a second entry)", got, warm)
+	}
+	for n, i := range order {
+		k := keys[i]
+		ks.Run([]Key{k}, func(tx *Tx) error {
+			if st := tx.Get(k); st == nil || !st.HasMember(fmt.Sprint("m", n)) || !st.HasMember("first") {
+				t.Errorf("key %v: merge %d missing", k, n)
+			}
 			return nil
 		})
 	}

@@ -155,9 +155,14 @@ func (tx *Tx) Prefetch(keys []Key) {
 	var sink uint64
 	var hs [MaxPrefetch]uint64
 	var ss [MaxPrefetch]*shard
+	known := tx.batchHashes(keys)
 	for i, k := range keys {
 		if k.DB >= 0 && k.DB < len(tx.ks.dbs) {
-			hs[i] = hashKey(k.Key)
+			if known != nil {
+				hs[i] = known[i]
+			} else {
+				hs[i] = hashKey(k.Key)
+			}
 			ss[i] = tx.shardH(k, hs[i])
 			sink ^= ss[i].m.touch(hs[i])
 		}
@@ -179,6 +184,24 @@ func (tx *Tx) Prefetch(keys []Key) {
 		}
 	}
 	tx.touchSink ^= sink
+}
+
+// batchHashes returns the hashKeys of keys when keys is a part of the
+// keys the tx named (bkeys, whose hashes it has), else nil.
+func (tx *Tx) batchHashes(keys []Key) []uint64 {
+	if len(tx.bkeys) == 0 || len(keys) == 0 {
+		return nil
+	}
+	size := unsafe.Sizeof(Key{})
+	off := uintptr(unsafe.Pointer(&keys[0])) - uintptr(unsafe.Pointer(&tx.bkeys[0])) // (wraps when keys starts before)
+	if off%size != 0 || off/size >= uintptr(len(tx.bkeys)) {
+		return nil
+	}
+	i := int(off / size)
+	if len(keys) > len(tx.bkeys)-i {
+		return nil
+	}
+	return tx.bhash[i : i+len(keys)]
 }
 
 // touchSlot reads the first things a command on the key of an index slot
