@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"unsafe"
 )
 
 // Encoding: a version byte, then a table of region names, then the state
@@ -623,7 +624,9 @@ func DecodeMessage(b []byte) ([]KeyDelta, error) { return decodeMessage(nil, b, 
 // the deltas to dst (a slice the caller reuses from message to message),
 // and its string deltas come from the pool Release hands memory back to,
 // so whoever ends their use (persistence, once it logged them as inbound
-// entries) releases them, and nothing reads them after.
+// entries) releases them, and nothing reads them after. The deltas' keys
+// point into b (no string allocated per key): a caller that keeps a key
+// beyond its use of b keeps a copy (keyspace's Tx.MergeReceived does).
 func DecodeMessageReleasable(dst []KeyDelta, b []byte) ([]KeyDelta, error) {
 	return decodeMessage(dst, b, true)
 }
@@ -663,7 +666,14 @@ func decodeBatchInto(out []KeyDelta, b []byte, reuse bool) ([]KeyDelta, error) {
 		if db > math.MaxInt32 {
 			d.fail()
 		}
-		k := d.str()
+		var k string
+		if reuse { // (DecodeMessageReleasable: the key points into b)
+			if kb := d.raw(); len(kb) > 0 {
+				k = unsafe.String(&kb[0], len(kb))
+			}
+		} else {
+			k = d.str()
+		}
 		out = append(out, KeyDelta{DB: int(db), Key: k, Delta: d.state()})
 	}
 	if d.err == nil && len(d.b) != 0 {

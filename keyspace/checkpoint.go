@@ -29,8 +29,9 @@ type dirtyKey struct {
 
 // markDirty records t's changes to key for the next checkpoint: gone says
 // the key was removed from memory, hasElems that it holds members or
-// fields now.
-func (s *shard) markDirty(key string, e *entry, t *touch, gone, hasElems bool) {
+// fields now; borrowed that key points into memory the keyspace must not
+// keep (the dirty set keeps a copy).
+func (s *shard) markDirty(key string, borrowed bool, e *entry, t *touch, gone, hasElems bool) {
 	elems := t.elems || hasElems
 	plain := !elems && len(t.members) == 0 && len(t.fields) == 0
 	if e.dirty != !gone {
@@ -50,13 +51,13 @@ func (s *shard) markDirty(key string, e *entry, t *touch, gone, hasElems bool) {
 	d, seen := s.dirty[key]
 	if plain {
 		if !seen {
-			s.dirty[key] = nil
+			s.dirty[own(key, key, borrowed)] = nil
 		}
 		return
 	}
 	if d == nil {
 		d = &dirtyKey{}
-		s.dirty[key] = d
+		s.dirty[own(key, key, borrowed)] = d // (storing again stores the key given)
 	}
 	d.merge(t.all || gone, elems, t.members, t.fields)
 	if n := len(d.members) + len(d.fields); n >= dirtyElemsAll && !gone && 2*n >= len(e.st.Set)+len(e.st.Hash) {

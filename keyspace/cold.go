@@ -83,14 +83,16 @@ func (ks *Keyspace) unpackEntry(key string, packed []byte) (*entry, string) {
 }
 
 // warm moves key from the cold table back into the map (under s.mu); nil
-// when key is not cold.
-func (s *shard) warm(key string, h uint64) *entry {
+// when key is not cold. It returns the name the map keeps: a copy of key
+// when borrowed (key points into memory the keyspace must not keep).
+func (s *shard) warm(key string, h uint64, borrowed bool) (*entry, string) {
 	slot, off := s.cold.lookup(key)
 	if slot < 0 {
-		return nil
+		return nil, ""
 	}
 	r, _, end := s.cold.parse(off)
-	e, key := s.ks.unpackEntry(key, r.packed)
+	e, name := s.ks.unpackEntry(key, r.packed)
+	key = own(name, key, borrowed)
 	e.live, e.hasExp, e.dirty, e.ver, e.elems, e.dig = true, r.hasExp, r.dirty, r.ver, r.elems, r.dig
 	s.ks.Stats.ColdKeys.Add(-1)
 	s.ks.Stats.ColdBytes.Add(-int64(len(r.packed)))
@@ -98,7 +100,7 @@ func (s *shard) warm(key string, h uint64) *entry {
 	s.cold.remove(slot, off, end)
 	s.m.put(h, key, e)
 	s.notePeak()
-	return e
+	return e, key
 }
 
 // notePeak records the index's largest size: its table never shrinks by

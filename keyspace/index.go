@@ -78,6 +78,25 @@ func (x *index) get(h uint64, key string) *entry {
 	}
 }
 
+// getName is get that also returns the name the index keeps for key (the
+// keyspace's own: a caller's may point into memory it lends, see
+// Tx.MergeReceived).
+func (x *index) getName(h uint64, key string) (*entry, string) {
+	if x.n == 0 {
+		return nil, ""
+	}
+	mask := len(x.slots) - 1
+	for p := x.home(h); ; p = (p + 1) & mask {
+		s := &x.slots[p]
+		if s.e == nil {
+			return nil, ""
+		}
+		if s.h == h && s.e != deleted && s.key == key {
+			return s.e, s.key
+		}
+	}
+}
+
 // touch reads the line of h's home slot (Prefetch: every key's first, so
 // that their loads overlap) and returns a word of it.
 func (x *index) touch(h uint64) uint64 {

@@ -285,12 +285,13 @@ type shard struct {
 
 // touch records what a tx changed in one key, for persistence.
 type touch struct {
-	k      Key
-	h      uint64 // k's hashKey
-	forget bool   // drop the key's state (tombstone GC)
-	e      *entry
-	all    bool
-	elems  bool // the key held members or fields at some point in the tx
+	k        Key
+	h        uint64 // k's hashKey
+	borrowed bool   // k.Key may point into memory the keyspace must not keep (see merge)
+	forget   bool   // drop the key's state (tombstone GC)
+	e        *entry
+	all      bool
+	elems    bool // the key held members or fields at some point in the tx
 	// the members and fields the tx changed (repeats allowed: the dirty
 	// map's sets drop them)
 	members []string
@@ -598,10 +599,14 @@ type Tx struct {
 	dbuf      [1]crdt.KeyDelta // deltas of a one-delta tx, without allocating
 	// the last key looked up and its entry (a command reads and writes
 	// the same key several times: one map lookup instead of four)
-	ck  Key
-	ce  *entry
-	cok bool
-	ch  uint64 // ck's hashKey
+	ck    Key
+	ce    *entry
+	cok   bool
+	ch    uint64 // ck's hashKey
+	cname string // the index's name for ck (when ce is not nil)
+	// borrow: the key being merged points into memory the keyspace must
+	// not keep (MergeReceived): find copies it before the index keeps it
+	borrow bool
 	// the key of a one-key tx, its shard and its hashKey (hashing the key
 	// once)
 	sk      Key
@@ -995,9 +1000,9 @@ func (tx *Tx) find(k Key) *entry {
 		h = tx.batchHash(k)
 		s = tx.shardH(k, h)
 	}
-	e := s.m.get(h, k.Key)
+	e, name := s.m.getName(h, k.Key)
 	if e == nil && s.cold.n > 0 {
-		e = s.warm(k.Key, h)
+		e, name = s.warm(k.Key, h, tx.borrow)
 	}
 	if e != nil {
 		tx.touchSink ^= touchEntry(e)
@@ -1005,7 +1010,7 @@ func (tx *Tx) find(k Key) *entry {
 	if e != nil && !e.hot {
 		e.hot = true
 	}
-	tx.ck, tx.ce, tx.cok, tx.ch = k, e, true, h
+	tx.ck, tx.ce, tx.cok, tx.ch, tx.cname = k, e, true, h, name
 	return e
 }
 
@@ -1031,6 +1036,16 @@ func (tx *Tx) keyHash(k Key) uint64 {
 		return tx.sh
 	}
 	return tx.batchHash(k)
+}
+
+// own returns name, or a copy of it when borrowed and name is key's
+// memory (a name the keyspace keeps must not point into memory it only
+// borrowed, see merge).
+func own(name, key string, borrowed bool) string {
+	if borrowed && len(name) > 0 && unsafe.StringData(name) == unsafe.StringData(key) {
+		return strings.Clone(name)
+	}
+	return name
 }
 
 // Get returns the live state of k, or nil. The state must not be modified.
@@ -1076,7 +1091,7 @@ func (tx *Tx) Version(k Key) uint64 {
 // Apply merges a local delta into k and queues it for persistence and
 // shipping.
 func (tx *Tx) Apply(k Key, d *crdt.State) {
-	tx.merge(k, d, false, "")
+	tx.merge(k, d, false, false, "")
 	if tx.deltas == nil {
 		tx.deltas = tx.dbuf[:0]
 		if tx.nkeys > 4 { // (MSET and the like)
@@ -1087,10 +1102,11 @@ func (tx *Tx) Apply(k Key, d *crdt.State) {
 }
 
 // ApplyRemote merges a delta from region from (peering's apply path) and
-// records any conflict its merge resolved.
+// records any conflict its merge resolved. The keyspace may keep k.Key
+// (MergeReceived takes keys that point into a message).
 func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
 	tx.see(d.MaxHLC())
-	tx.merge(k, d, true, from)
+	tx.merge(k, d, true, false, from)
 	tx.inbound = append(tx.batchSlice(tx.inbound), crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 	tx.ks.Stats.RemoteApplied.Add(1)
 }
@@ -1100,9 +1116,10 @@ func (tx *Tx) ApplyRemote(k Key, d *crdt.State, from string) {
 // the same message), not encoded again: the store only hands d back
 // (crdt.Release) once this transaction is logged. The caller tells the
 // clock the newest timestamp of the message's deltas (See) in the
-// transaction.
+// transaction. k.Key may point into the message (see
+// crdt.DecodeMessageReleasable): the keyspace keeps a copy of what it keeps.
 func (tx *Tx) MergeReceived(k Key, d *crdt.State, from string) {
-	tx.merge(k, d, true, from)
+	tx.merge(k, d, true, true, from)
 	tx.merged = append(tx.batchSlice(tx.merged), crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 	tx.ks.Stats.RemoteApplied.Add(1)
 }
@@ -1135,12 +1152,19 @@ func (tx *Tx) batchSlice(s []crdt.KeyDelta) []crdt.KeyDelta {
 	return make([]crdt.KeyDelta, 0, tx.nkeys)
 }
 
-func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
+// borrowed says k.Key points into memory the keyspace must not keep (a
+// peer's message): what keeps the key's name (the index, the pending
+// digests, deadlines, the dirty set, conflicts) keeps the index's own name
+// or a copy.
+func (tx *Tx) merge(k Key, d *crdt.State, remote, borrowed bool, from string) {
+	tx.borrow = borrowed
 	e := tx.find(k)
+	tx.borrow = false
 	s := tx.shardH(k, tx.ch) // (find just hashed k)
+	name := tx.cname
 	if e == nil {
-		var name string
 		e, name = newEntryFor(k.Key, d)
+		name = own(name, k.Key, borrowed)
 		e.hot = true
 		s.m.put(tx.ch, name, e) // (find just looked k up)
 		if len(s.gone) > 0 {
@@ -1148,7 +1172,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		}
 		s.notePeak()
 		tx.ks.Stats.WarmKeys.Add(1)
-		tx.ce = e
+		tx.ce, tx.cname = e, name
 	}
 	wasTomb := !e.live && !e.st.IsEmpty()
 	hadElems := len(e.st.Set) > 0 || len(e.st.Hash) > 0
@@ -1163,11 +1187,11 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		} else {
 			e.elems = crdt.ElementsDigest(e.st)
 		}
-		s.redigest(k.Key, e)
+		s.redigest(name, e) // (pending keeps e too: its name may point into it)
 	}
 	if remote && c != 0 {
 		tx.observeSeen() // (a conflict is recorded at the clock's time, past the delta's)
-		tx.ks.recordConflicts(k, c, e.st, from)
+		tx.ks.recordConflicts(Key{DB: k.DB, Key: own(name, k.Key, borrowed)}, c, e.st, from)
 	}
 	e.ver = s.nextVer()
 	live := e.st.Type() != crdt.TypeNone
@@ -1180,7 +1204,9 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 		e.live = live
 	}
 	if at := e.st.ExpireAt(); live && at > 0 {
-		s.setExp(k.Key, at)
+		// (a copy: a name in an entry would keep the entry allocated
+		// after it went cold)
+		s.setExp(own(k.Key, k.Key, borrowed), at)
 		e.hasExp = true
 	} else if e.hasExp {
 		s.delExp(k.Key)
@@ -1204,6 +1230,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote bool, from string) {
 	}
 	t := tx.touchOf(k)
 	t.e = e
+	t.borrowed = t.borrowed || borrowed
 	t.elems = t.elems || hadElems || len(e.st.Set) > 0 || len(e.st.Hash) > 0 || len(d.Set) > 0 || len(d.Hash) > 0
 	var all bool
 	all, t.members, t.fields = d.Touched(t.members, t.fields)
@@ -1264,7 +1291,7 @@ func (tx *Tx) commit() Ticket {
 			}
 			gone = true
 		}
-		s.markDirty(k.Key, e, t, gone, len(e.st.Set) > 0 || len(e.st.Hash) > 0)
+		s.markDirty(k.Key, t.borrowed, e, t, gone, len(e.st.Set) > 0 || len(e.st.Hash) > 0)
 	}
 	if len(tx.deltas) == 0 && len(tx.inbound) == 0 && len(tx.meta) == 0 && len(tx.merged) == 0 && len(tx.received) == 0 || tx.ks.store == nil {
 		return nil
@@ -1596,7 +1623,7 @@ func (ks *Keyspace) Clock() crdt.HLC {
 // logged (inbound), not shipped again.
 func (tx *Tx) Repair(k Key, d *crdt.State) {
 	tx.see(d.MaxHLC())
-	tx.merge(k, d, false, "")
+	tx.merge(k, d, false, false, "")
 	tx.inbound = append(tx.inbound, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 }
 
@@ -1604,7 +1631,7 @@ func (tx *Tx) Repair(k Key, d *crdt.State) {
 // so neither logged nor shipped again (the next checkpoint stores the key).
 func (tx *Tx) Restore(k Key, d *crdt.State) {
 	tx.see(d.MaxHLC())
-	tx.merge(k, d, false, "")
+	tx.merge(k, d, false, false, "")
 }
 
 // elemRef names one element of a key.

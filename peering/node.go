@@ -72,6 +72,8 @@ type Applier interface {
 type Batch struct {
 	Origin string // the peer
 	Seq    uint64 // the message's stream sequence
+	// Deltas' keys point into Raw (crdt.DecodeMessageReleasable): an
+	// applier keeps a copy of any it keeps.
 	Deltas []crdt.KeyDelta
 	// Raw is the encoding Deltas were decoded from (crdt.DecodeMessage
 	// reads it back): the applier may log it as it came instead of
