@@ -576,7 +576,7 @@ type Tx struct {
 	all     bool
 	locked  []*shard // sorted by address; a tx names few keys
 	now     int64
-	touched []*touch          // in first-write order; looked up linearly (few keys),
+	touched []*touch // in first-write order; looked up linearly (few keys),
 	index   []*touch // or through index once there are many: open addressing by touchHash, a power of two long
 	tbuf    [1]touch
 	ebuf    [2]string // tbuf's first member and field
