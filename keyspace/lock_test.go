@@ -126,7 +126,8 @@ func TestTouchIndexOfManyKeys(t *testing.T) {
 	})
 }
 
-// Keys whose touchHash collide are chained: each finds its own touch.
+// Keys whose touchHash collide take the next free slots: each finds its
+// own touch.
 func TestTouchIndexCollisions(t *testing.T) {
 	ks, _, _ := newKS(true)
 	const c = 0x9e3779b97f4a7c15
