@@ -49,7 +49,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 						}
 					}
 				}
-				if err := (applier{in.KS}).ApplyBatch(pb); err != nil {
+				if err := (applier{ks: in.KS, store: in.store}).ApplyBatch(pb); err != nil {
 					b.Fatal(err)
 				}
 			}

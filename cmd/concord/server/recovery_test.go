@@ -191,7 +191,7 @@ func applyRemote(t *testing.T, in *Instance, rng *rand.Rand, seq uint64) {
 	}
 	// odd sequences come as a peer's message logged as it came, in an
 	// envelope; even ones are encoded into the log by the apply path
-	if err := (applier{in.KS}).ApplyBatch(peerBatch("X", seq, batch, seq%2 == 1)); err != nil {
+	if err := (applier{ks: in.KS, store: in.store}).ApplyBatch(peerBatch("X", seq, batch, seq%2 == 1)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -287,7 +287,7 @@ func TestApplyBatchInChunks(t *testing.T) {
 			b := peerBatch("X", 9, sent, raw)
 			b.Deltas = batch
 			newest := b.Newest
-			if err := (applier{in.KS}).ApplyBatch(b); err != nil {
+			if err := (applier{ks: in.KS, store: in.store}).ApplyBatch(b); err != nil {
 				t.Fatal(err)
 			}
 			check("applied", "v")
@@ -311,7 +311,7 @@ func TestApplyBatchInChunks(t *testing.T) {
 			} else {
 				check("after a crash", "v")
 			}
-			if err := (applier{in.KS}).ApplyBatch(peerBatch("X", 10, nil, raw)); err != nil {
+			if err := (applier{ks: in.KS, store: in.store}).ApplyBatch(peerBatch("X", 10, nil, raw)); err != nil {
 				t.Fatal(err)
 			}
 			if b := in.store.Meta("applied:X"); len(b) != 8 || b[7] != 10 {

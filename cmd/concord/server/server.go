@@ -295,7 +295,7 @@ func Start(cfg Config) (*Instance, error) {
 				return nil, err
 			}
 		}
-		node, err := peering.Start(pcfg, store, applier{ks})
+		node, err := peering.Start(pcfg, store, applier{ks: ks, store: store})
 		if err != nil {
 			cancel()
 			ln.Close()
@@ -672,9 +672,23 @@ func (in *Instance) PeerAddr() string {
 // applier is the apply path: a batch of deltas from a peer merges into the
 // keys under their locks, and one Badger batch holds the merged states and
 // the peer's new watermark; it returns once that batch is durable.
-type applier struct{ ks *keyspace.Keyspace }
+// applier merges a peer's messages into the keyspace. With a store, it
+// commits a message's transactions itself, as one group (Store.Hold,
+// Store.CommitNow), as the event loop commits a pass: it waits for them
+// anyway before the message is acknowledged, and the commit loop's
+// wake-up per transaction and the deltas handed back to their pools on
+// another goroutine's P (crdt.Release, taken again here) cost more than
+// the commit.
+type applier struct {
+	ks    *keyspace.Keyspace
+	store *persistence.Store // nil: the commit loop commits
+}
 
 func (a applier) ApplyBatch(b peering.Batch) error {
+	if a.store != nil {
+		a.store.Hold(true)
+		defer a.store.Hold(false) // (wakes the commit loop for what others submitted meanwhile)
+	}
 	batch, origin := b.Deltas, b.Origin
 	var wm [8]byte
 	binary.BigEndian.PutUint64(wm[:], b.Seq)
@@ -733,6 +747,9 @@ func (a applier) ApplyBatch(b peering.Batch) error {
 		if t != nil {
 			tickets = append(tickets, t)
 		}
+	}
+	if a.store != nil && len(tickets) > 0 {
+		a.store.CommitNow()
 	}
 	for _, t := range tickets {
 		if err := t.Wait(); err != nil {
