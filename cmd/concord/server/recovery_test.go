@@ -283,7 +283,7 @@ func TestApplyBatchInChunks(t *testing.T) {
 					}
 				}
 			}
-			in0 := in.store.InboundSeq()
+			in0, groups0 := in.store.InboundSeq(), in.store.Stats().Groups
 			b := peerBatch("X", 9, sent, raw)
 			b.Deltas = batch
 			newest := b.Newest
@@ -291,6 +291,9 @@ func TestApplyBatchInChunks(t *testing.T) {
 				t.Fatal(err)
 			}
 			check("applied", "v")
+			if g := in.store.Stats().Groups - groups0; g != 1 { // (the applier commits them itself)
+				t.Fatalf("the message's %d transactions logged in %d group commits, want one", len(batch)/applyChunk+1, g)
+			}
 			if got := in.store.InboundSeq() - in0; raw && got != 1 || got < 1 {
 				t.Fatalf("%d inbound log entries for a message of %d deltas (raw %v)", got, len(batch), raw)
 			}
