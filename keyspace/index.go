@@ -63,19 +63,8 @@ func (x *index) home(h uint64) int { return int((h * 0x9e3779b97f4a7c15) >> x.sh
 
 // get returns the entry of key, whose hashKey is h (nil if none).
 func (x *index) get(h uint64, key string) *entry {
-	if x.n == 0 {
-		return nil
-	}
-	mask := len(x.slots) - 1
-	for p := x.home(h); ; p = (p + 1) & mask {
-		s := &x.slots[p]
-		if s.e == nil {
-			return nil
-		}
-		if s.h == h && s.e != deleted && s.key == key {
-			return s.e
-		}
-	}
+	e, _ := x.getName(h, key)
+	return e
 }
 
 // getName is get that also returns the name the index keeps for key (the

@@ -669,16 +669,14 @@ func (in *Instance) PeerAddr() string {
 	return in.Node.ListenAddr()
 }
 
-// applier is the apply path: a batch of deltas from a peer merges into the
-// keys under their locks, and one Badger batch holds the merged states and
-// the peer's new watermark; it returns once that batch is durable.
-// applier merges a peer's messages into the keyspace. With a store, it
-// commits a message's transactions itself, as one group (Store.Hold,
-// Store.CommitNow), as the event loop commits a pass: it waits for them
-// anyway before the message is acknowledged, and the commit loop's
-// wake-up per transaction and the deltas handed back to their pools on
-// another goroutine's P (crdt.Release, taken again here) cost more than
-// the commit.
+// applier is the apply path: a peer's message merges into the keys under
+// their locks, and the log holds the message and the peer's new watermark
+// before ApplyBatch returns. With a store, it commits a message's
+// transactions itself, as one group (Store.Hold, Store.CommitNow), as the
+// event loop commits a pass: it waits for them anyway before the message
+// is acknowledged, and the commit loop's wake-up per transaction and the
+// deltas handed back to their pools on another goroutine's P
+// (crdt.Release, taken again here) cost more than the commit.
 type applier struct {
 	ks    *keyspace.Keyspace
 	store *persistence.Store // nil: the commit loop commits
