@@ -367,6 +367,20 @@ func (e *Engine) Calls() uint64 {
 	return n
 }
 
+// DataCalls returns how many commands ran on the data: all but the
+// connection and server groups' (PING, INFO, CLIENT, CONFIG, SAVE...),
+// so that a monitor's polls and a pool's health checks do not make an
+// idle server look busy (it returns free memory only when idle).
+func (e *Engine) DataCalls() uint64 {
+	var n uint64
+	for c, st := range e.stats {
+		if c.Group != "connection" && c.Group != "server" {
+			n += st.calls.Load()
+		}
+	}
+	return n
+}
+
 func (e *Engine) call(c *Ctx) {
 	start := c.Conn.CallClock // the last command's end when this one followed it at once
 	if start == 0 {

@@ -122,10 +122,11 @@ func (in *Instance) mayPause() bool {
 	return in.hurry.Load() == 0 && in.store.LogBytes(false) < 2*in.cfg.CheckpointLogBytes
 }
 
-// activity counts what the server did for others: commands served and
-// peers' deltas applied.
+// activity counts what the server did for others: commands served on the
+// data (not PING, INFO and the like: a monitor polling an idle server
+// kept it from ever returning its free memory) and peers' deltas applied.
 func (in *Instance) activity() uint64 {
-	return in.Engine.Calls() + uint64(in.KS.Stats.RemoteApplied.Load())
+	return in.Engine.DataCalls() + uint64(in.KS.Stats.RemoteApplied.Load())
 }
 
 // idlePace spaces a background loop's polls: every fast while the server
