@@ -107,7 +107,9 @@ func (in *Instance) checkpointPaced(cpu float64) error {
 		pace = p.pace
 	}
 	keys, records, err := storeChanged(in.store, in.KS, start, pace)
-	in.freed.Add(int64(records))
+	// (its garbage grows with the keys encoded: a page holds many, and a
+	// count of pages kept 300k keys checkpointed under memLoop's mark)
+	in.freed.Add(int64(keys + records))
 	if err == nil && keys > 0 {
 		in.Log.Debug().Int("keys", keys).Dur("took", time.Since(start)).Msg("checkpoint")
 	}

@@ -126,6 +126,33 @@ func TestIdleServerReturnsMemoryAfterPacking(t *testing.T) {
 	}
 }
 
+// An idle server returns its free memory after a checkpoint of many keys
+// too (its garbage: the keys' encodings, Badger's table builds), with no
+// key packed and less garbage than a release takes otherwise.
+func TestIdleServerReturnsMemoryAfterCheckpoint(t *testing.T) {
+	old, oldG, oldIdle := gcAfterPacked, garbageBeforeRelease, idleBeforeRelease
+	// (20k keys fill at most 4096 pages: a count of pages stays under it)
+	gcAfterPacked, garbageBeforeRelease, idleBeforeRelease = 10000, 1<<40, 300*time.Millisecond
+	defer func() { gcAfterPacked, garbageBeforeRelease, idleBeforeRelease = old, oldG, oldIdle }()
+	in, cl := startWith(t, Config{CheckpointInterval: time.Hour}) // (no key goes cold)
+	ctx := context.Background()
+	pipe := cl.Pipeline()
+	for i := 0; i < 20000; i++ {
+		pipe.Set(ctx, fmt.Sprint("k", i), "v", 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); in.released.Load() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("memory not returned after a checkpoint of 20000 keys (%d cold)", in.KS.Stats.ColdKeys.Load())
+		}
+	}
+}
+
 // An idle server whose heap holds much garbage (a large value overwritten)
 // collects it and returns the memory, with no key packed.
 func TestIdleServerReturnsMemoryAfterLargeWrites(t *testing.T) {

@@ -58,7 +58,7 @@ type Instance struct {
 	checkpointing atomic.Bool
 	hurry         atomic.Int32  // SAVEs or a shutdown waiting: a paced checkpoint stops sleeping
 	savedWrites   atomic.Uint64 // the store's write count when the last checkpoint began
-	freed         atomic.Int64  // keys packed or records checkpointed since memLoop last took note
+	freed         atomic.Int64  // keys packed, or keys and records checkpointed, since memLoop last took note
 	packWakes     atomic.Int64  // times packLoop woke (for its test)
 	ckptWakes     atomic.Int64  // times checkpointLoop woke (for its test)
 	released      atomic.Int64  // times memLoop returned free memory to the OS
