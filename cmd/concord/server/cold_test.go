@@ -171,6 +171,17 @@ func TestIdleServerReturnsMemoryAfterLargeWrites(t *testing.T) {
 			t.Fatalf("memory not returned: %d MB of garbage", heapGarbage()>>20)
 		}
 	}
+	// and once more, a while later (what background work still held at
+	// the first is garbage by then), then no more while nothing happens
+	for deadline := time.Now().Add(4 * time.Second); in.released.Load() < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("returned %d times, want a second release after the first", in.released.Load())
+		}
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if n := in.released.Load(); n != 2 {
+		t.Fatalf("returned %d times while idle, want 2", n)
+	}
 }
 
 // The cold sweeps' loop wakes once per part of the period (64 parts: ~6 a
