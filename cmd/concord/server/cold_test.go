@@ -133,7 +133,8 @@ func TestIdleServerReturnsMemoryAfterCheckpoint(t *testing.T) {
 	old, oldG, oldIdle := gcAfterPacked, garbageBeforeRelease, idleBeforeRelease
 	// (20k keys fill at most 4096 pages: a count of pages stays under it)
 	gcAfterPacked, garbageBeforeRelease, idleBeforeRelease = 10000, 1<<40, 300*time.Millisecond
-	defer func() { gcAfterPacked, garbageBeforeRelease, idleBeforeRelease = old, oldG, oldIdle }()
+	// (restored after the server closes: cleanups run last in, first out)
+	t.Cleanup(func() { gcAfterPacked, garbageBeforeRelease, idleBeforeRelease = old, oldG, oldIdle })
 	in, cl := startWith(t, Config{CheckpointInterval: time.Hour}) // (no key goes cold)
 	ctx := context.Background()
 	pipe := cl.Pipeline()
@@ -158,7 +159,8 @@ func TestIdleServerReturnsMemoryAfterCheckpoint(t *testing.T) {
 func TestIdleServerReturnsMemoryAfterLargeWrites(t *testing.T) {
 	oldG, oldIdle := garbageBeforeRelease, idleBeforeRelease
 	garbageBeforeRelease, idleBeforeRelease = 16<<20, 300*time.Millisecond
-	defer func() { garbageBeforeRelease, idleBeforeRelease = oldG, oldIdle }()
+	// (restored after the server closes: cleanups run last in, first out)
+	t.Cleanup(func() { garbageBeforeRelease, idleBeforeRelease = oldG, oldIdle })
 	// no collection of its own meanwhile: the headroom keeps Go's goal far
 	in, cl := startWith(t, Config{CheckpointInterval: time.Hour, GCHeadroom: 4 << 30})
 	for i := range 3 {
