@@ -253,3 +253,33 @@ func TestBatchHashes(t *testing.T) {
 		})
 	}
 }
+
+// A transaction that named no keys (RunAll: MULTI/EXEC, FLUSHALL) indexes
+// its touches once it has many, sized for 32, and grows the index as they
+// pass three quarters of it: every key still finds its own touch.
+func TestTouchIndexGrows(t *testing.T) {
+	ks, _, _ := newKS(true)
+	ks.RunAll(func(tx *Tx) error {
+		var keys []Key
+		for i := 0; i < 500; i++ {
+			k := Key{DB: i % 2, Key: fmt.Sprint("k", i)}
+			keys = append(keys, k)
+			if tc := tx.touchOf(k); tc.k != k {
+				t.Fatalf("touch of %v is %v's", k, tc.k)
+			}
+		}
+		if len(tx.index) < 2*len(keys) {
+			t.Fatalf("index of %d slots for %d touches", len(tx.index), len(keys))
+		}
+		for _, k := range keys {
+			if tc := tx.touchOf(k); tc.k != k {
+				t.Fatalf("touch of %v found again as %v's", k, tc.k)
+			}
+		}
+		if len(tx.touched) != len(keys) {
+			t.Fatalf("%d touches for %d keys touched twice", len(tx.touched), len(keys))
+		}
+		tx.touched = tx.touched[:0] // (touches without entries: nothing to commit)
+		return nil
+	})
+}
