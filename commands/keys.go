@@ -118,8 +118,8 @@ func copyValue(tx *keyspace.Tx, src *crdt.State, dst keyspace.Key) {
 		v, _ := src.StrValue()
 		tx.Apply(dst, crdt.SetString(prev, op, v, false))
 	case crdt.TypeSet:
-		ms := make([][]byte, 0, len(src.Set))
-		for m := range src.Set {
+		ms := make([][]byte, 0, src.Set.Len())
+		for m := range src.Set.All() {
 			ms = append(ms, []byte(m))
 		}
 		tx.Apply(dst, crdt.ReplaceSet(prev, op, ms))
@@ -373,10 +373,10 @@ func encodingOf(st *crdt.State) string {
 		}
 		return "raw"
 	case crdt.TypeSet:
-		if len(st.Set) > 512 {
+		if st.Set.Len() > 512 {
 			return "hashtable"
 		}
-		for m := range st.Set {
+		for m := range st.Set.All() {
 			if _, ok := crdt.ParseInt([]byte(m)); !ok {
 				return "hashtable"
 			}

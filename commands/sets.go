@@ -144,7 +144,7 @@ func cmdSCard(c *Ctx) {
 		if st == nil {
 			c.Conn.Int(0)
 		} else {
-			c.Conn.Int(int64(len(st.Set)))
+			c.Conn.Int(int64(st.Set.Len()))
 		}
 		return nil
 	})
@@ -309,12 +309,12 @@ func (c *Ctx) combine(tx *keyspace.Tx, keys []keyspace.Key, op int) (map[string]
 		case i == 0:
 			acc = map[string]bool{}
 			if st != nil {
-				for m := range st.Set {
+				for m := range st.Set.All() {
 					acc[m] = true
 				}
 			}
 		case op == opUnion && st != nil:
-			for m := range st.Set {
+			for m := range st.Set.All() {
 				acc[m] = true
 			}
 		case op == opInter:
@@ -324,7 +324,7 @@ func (c *Ctx) combine(tx *keyspace.Tx, keys []keyspace.Key, op int) (map[string]
 				}
 			}
 		case op == opDiff && st != nil:
-			for m := range st.Set {
+			for m := range st.Set.All() {
 				delete(acc, m)
 			}
 		}

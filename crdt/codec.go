@@ -227,7 +227,7 @@ func (e *encoder) stateOf(s *State, elems bool) {
 	}
 	if elems {
 		e.members(s.Set, e.dot)
-		e.uv(uint64(len(s.Hash)))
+		e.uv(uint64(s.Hash.Len()))
 		s.EachField(func(f string, r *Reg) {
 			e.str(f)
 			e.reg(r)
@@ -244,12 +244,12 @@ func (e *encoder) stateOf(s *State, elems bool) {
 }
 
 // members writes set members, each a name and its dots (written by dot).
-func (e *encoder) members(set map[string][]Dot, dot func(Dot)) {
-	e.uv(uint64(len(set)))
-	if len(set) == 0 { // (a range over an empty map still starts an iterator)
+func (e *encoder) members(set *Table[[]Dot], dot func(Dot)) {
+	e.uv(uint64(set.Len()))
+	if set.Len() == 0 { // (an empty set starts no iterator)
 		return
 	}
-	for m, ds := range set {
+	for m, ds := range set.All() {
 		e.str(m)
 		e.uv(uint64(len(ds)))
 		for _, d := range ds {
@@ -548,11 +548,11 @@ func (d *decoder) state() *State {
 	}
 	n = d.count(4)
 	if n > 0 {
-		s.Hash = make(map[string]*Reg, n)
+		s.Hash = NewTable[*Reg](n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
 		f := d.str()
-		s.Hash[f] = d.reg()
+		s.Hash.Put(f, d.reg())
 	}
 	n = d.count(3)
 	for i := 0; i < n && d.err == nil; i++ {
@@ -562,8 +562,8 @@ func (d *decoder) state() *State {
 }
 
 // members reads n set members, each a name and its dots (read by dot).
-func (d *decoder) members(n int, dot func() Dot) map[string][]Dot {
-	set := make(map[string][]Dot, n)
+func (d *decoder) members(n int, dot func() Dot) *Table[[]Dot] {
+	set := NewTable[[]Dot](n)
 	for i := 0; i < n && d.err == nil; i++ {
 		m := d.str()
 		k := d.count(2)
@@ -571,7 +571,7 @@ func (d *decoder) members(n int, dot func() Dot) map[string][]Dot {
 		for j := 0; j < k && d.err == nil; j++ {
 			ds = append(ds, dot())
 		}
-		set[m] = ds
+		set.Put(m, ds)
 	}
 	return set
 }

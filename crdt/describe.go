@@ -18,7 +18,7 @@ func Describe(s *State, kind int) (winner, loser string) {
 	switch kind {
 	case ConflictLWW:
 		regs := []*Reg{s.Str}
-		for _, r := range s.Hash {
+		for _, r := range s.Hash.All() {
 			regs = append(regs, r)
 		}
 		for _, r := range regs {
@@ -40,8 +40,8 @@ func Describe(s *State, kind int) (winner, loser string) {
 		if t != TypeString && s.Str.Exists() {
 			ls = append(ls, "string created "+at(s.StrT))
 		}
-		if t != TypeSet && len(s.Set) > 0 {
-			ls = append(ls, fmt.Sprintf("set of %d created %s", len(s.Set), at(s.SetT())))
+		if t != TypeSet && s.Set.Len() > 0 {
+			ls = append(ls, fmt.Sprintf("set of %d created %s", s.Set.Len(), at(s.SetT())))
 		}
 		if t != TypeHash && s.hashExists() {
 			ls = append(ls, fmt.Sprintf("hash of %d created %s", s.HashLen(), at(s.HashT())))

@@ -129,10 +129,10 @@ func FieldDigest(f string, r *Reg) uint64 {
 // ElementsDigest is the XOR of every member's and field's digest.
 func ElementsDigest(s *State) uint64 {
 	var x uint64
-	for m, ds := range s.Set {
+	for m, ds := range s.Set.All() {
 		x ^= MemberDigest(m, ds)
 	}
-	for f, r := range s.Hash {
+	for f, r := range s.Hash.All() {
 		x ^= FieldDigest(f, r)
 	}
 	return x
@@ -142,13 +142,13 @@ func ElementsDigest(s *State) uint64 {
 func ListedDigest(s *State, d *State) uint64 {
 	var x uint64
 	d.EachMember(func(m string, _ []Dot) {
-		if ds, ok := s.Set[m]; ok {
+		if ds, ok := s.Set.Lookup(m); ok {
 			x ^= MemberDigest(m, ds)
 		}
 	})
-	if len(s.Hash) > 0 {
+	if s.Hash.Len() > 0 {
 		d.EachField(func(f string, _ *Reg) {
-			if r, ok := s.Hash[f]; ok {
+			if r, ok := s.Hash.Lookup(f); ok {
 				x ^= FieldDigest(f, r)
 			}
 		})

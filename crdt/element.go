@@ -60,18 +60,18 @@ func (s *State) AddElement(kind byte, name string, b []byte) error {
 		}
 		if d.err == nil && len(d.b) == 0 && len(dots) > 0 {
 			if s.Set == nil {
-				s.Set = make(map[string][]Dot)
+				s.Set = NewTable[[]Dot](0)
 			}
-			s.Set[name] = dots
+			s.Set.Put(name, dots)
 			return nil
 		}
 	case ElemField:
 		r := d.reg()
 		if d.err == nil && len(d.b) == 0 {
 			if s.Hash == nil {
-				s.Hash = make(map[string]*Reg)
+				s.Hash = NewTable[*Reg](0)
 			}
-			s.Hash[name] = r
+			s.Hash.Put(name, r)
 			return nil
 		}
 	}

@@ -8,16 +8,16 @@ func Equal(a, b *State) bool {
 	if !a.Ctx.Equal(&b.Ctx) || a.StrT != b.StrT || a.SetT() != b.SetT() || a.HashT() != b.HashT() {
 		return false
 	}
-	if !regEqual(a.Str, b.Str) || len(a.Set) != len(b.Set) || len(a.Hash) != len(b.Hash) {
+	if !regEqual(a.Str, b.Str) || a.Set.Len() != b.Set.Len() || a.Hash.Len() != b.Hash.Len() {
 		return false
 	}
-	for m, ds := range a.Set {
-		if !sameDots(ds, b.Set[m]) {
+	for m, ds := range a.Set.All() {
+		if !sameDots(ds, b.Set.Get(m)) {
 			return false
 		}
 	}
-	for f, r := range a.Hash {
-		if !regEqual(r, b.Hash[f]) {
+	for f, r := range a.Hash.All() {
+		if !regEqual(r, b.Hash.Get(f)) {
 			return false
 		}
 	}

@@ -73,15 +73,15 @@ func removalFloors(s *State, d *State, keep Type) {
 		d.Str.Floor = joinCounts(d.Str.Floor, s.Str.Counts)
 	}
 	if keep != TypeHash {
-		for f, r := range s.Hash {
+		for f, r := range s.Hash.All() {
 			if len(r.Counts) > 0 {
 				if d.Hash == nil {
-					d.Hash = make(map[string]*Reg)
+					d.Hash = NewTable[*Reg](0)
 				}
-				dr := d.Hash[f]
+				dr := d.Hash.Get(f)
 				if dr == nil {
 					dr = &Reg{}
-					d.Hash[f] = dr
+					d.Hash.Put(f, dr)
 				}
 				dr.Floor = joinCounts(dr.Floor, r.Counts)
 			}
@@ -113,21 +113,21 @@ func widen(s *State, d *State, keep Type) {
 			d.Str.Floor = joinCounts(cloneCounts(s.Str.Floor), d.Str.Floor)
 		}
 	case TypeSet:
-		for m, ds := range s.Set {
-			if _, listed := d.Set[m]; !listed {
+		for m, ds := range s.Set.All() {
+			if !d.Set.Has(m) {
 				if d.Set == nil {
-					d.Set = make(map[string][]Dot)
+					d.Set = NewTable[[]Dot](0)
 				}
-				d.Set[m] = append([]Dot(nil), ds...)
+				d.Set.Put(m, append([]Dot(nil), ds...))
 			}
 		}
 	case TypeHash:
-		for f, r := range s.Hash {
-			if _, listed := d.Hash[f]; !listed {
+		for f, r := range s.Hash.All() {
+			if !d.Hash.Has(f) {
 				if d.Hash == nil {
-					d.Hash = make(map[string]*Reg)
+					d.Hash = NewTable[*Reg](0)
 				}
-				d.Hash[f] = r.clone()
+				d.Hash.Put(f, r.clone())
 			}
 		}
 	}
@@ -376,12 +376,19 @@ func Release(d *State) {
 
 // keptMap returns a released delta's map emptied for the next delta, or
 // nil when it grew too big to keep.
-func keptMap[V any](m map[string]V) map[string]V {
-	if len(m) > keepFieldMap {
+func keptMap[V any](m *Table[V]) *Table[V] {
+	if m.Len() > keepFieldMap {
 		return nil
 	}
-	clear(m)
+	m.Clear()
 	return m
+}
+
+// oneField returns a hash of one field.
+func oneField(f string, r *Reg) *Table[*Reg] {
+	t := NewTable[*Reg](1)
+	t.Put(f, r)
+	return t
 }
 
 // Poison is Release for tests: it overwrites the delta's memory with
@@ -405,13 +412,13 @@ func Poison(d *State) {
 		x := (*hsetDelta)(unsafe.Pointer(d))
 		poisonVV(x.vv[:])
 		poisonReg(&x.reg, bad)
-		x.m[bad.Region] = &Reg{Base: []Base{{Dot: bad, Val: []byte("!")}}}
+		x.m.Put(bad.Region, &Reg{Base: []Base{{Dot: bad, Val: []byte("!")}}})
 		x.cs = collStamps{hash: HLC{Phys: 1 << 62, Region: bad.Region}}
 	case poolSAdd:
 		x := (*saddDelta)(unsafe.Pointer(d))
 		poisonVV(x.vv[:])
 		x.dot[0] = bad
-		x.m[bad.Region] = []Dot{bad}
+		x.m.Put(bad.Region, []Dot{bad})
 		x.cs = collStamps{set: HLC{Phys: 1 << 62, Region: bad.Region}}
 	default:
 		return
@@ -476,7 +483,7 @@ func SAdd(s *State, op Op, members [][]byte) *State {
 	g := newDotGen(s, op)
 	x := saddDeltas.Get().(*saddDelta)
 	if x.m == nil {
-		x.m = make(map[string][]Dot, len(members))
+		x.m = NewTable[[]Dot](len(members))
 	}
 	d := &x.st
 	d.pool = poolSAdd
@@ -488,12 +495,12 @@ func SAdd(s *State, op Op, members [][]byte) *State {
 		dot := g.take()
 		if i == 0 { // the first member's dot is the delta's own
 			x.dot[0] = dot
-			d.Set[string(m)] = x.dot[:]
+			d.Set.Put(string(m), x.dot[:])
 		} else {
-			d.Set[string(m)] = []Dot{dot}
+			d.Set.Put(string(m), []Dot{dot})
 		}
 		d.Ctx.Add(dot)
-		for _, old := range s.Set[string(m)] {
+		for _, old := range s.Set.GetBytes(m) {
 			d.Ctx.Add(old)
 		}
 	}
@@ -511,16 +518,16 @@ type saddDelta struct {
 	vv  [2]VVEntry
 	dot [1]Dot
 	cs  collStamps
-	m   map[string][]Dot
+	m   *Table[[]Dot]
 }
 
 // SRem removes members from the set.
 func SRem(s *State, members [][]byte) *State {
-	d := &State{Scoped: true, Set: make(map[string][]Dot, len(members))}
+	d := &State{Scoped: true, Set: NewTable[[]Dot](len(members))}
 	d.setStamps(s.SetT(), HLC{})
 	for _, m := range members {
-		d.Set[string(m)] = nil
-		for _, old := range s.Set[string(m)] {
+		d.Set.Put(string(m), nil)
+		for _, old := range s.Set.GetBytes(m) {
 			d.Ctx.Add(old)
 		}
 	}
@@ -530,11 +537,11 @@ func SRem(s *State, members [][]byte) *State {
 // ReplaceSet makes the key a set holding exactly members (any type before).
 func ReplaceSet(s *State, op Op, members [][]byte) *State {
 	g := newDotGen(s, op)
-	d := &State{Ctx: s.Ctx.Clone(), coll: &collStamps{set: op.HLC}, Set: make(map[string][]Dot, len(members))}
+	d := &State{Ctx: s.Ctx.Clone(), coll: &collStamps{set: op.HLC}, Set: NewTable[[]Dot](len(members))}
 	g.mark(&d.Ctx)
 	for _, m := range members {
 		dot := g.take()
-		d.Set[string(m)] = []Dot{dot}
+		d.Set.Put(string(m), []Dot{dot})
 		d.Ctx.Add(dot)
 	}
 	removalFloors(s, d, TypeNone)
@@ -555,7 +562,7 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 	g := newDotGen(s, op)
 	x := hsetDeltas.Get().(*hsetDelta)
 	if x.m == nil {
-		x.m = make(map[string]*Reg, len(pairs)/2)
+		x.m = NewTable[*Reg](len(pairs) / 2)
 	}
 	d := &x.st
 	d.pool = poolHSet
@@ -567,14 +574,14 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 		f := string(pairs[i])
 		dot := g.take()
 		var absorb []Count
-		old := s.Hash[f]
+		old := s.Hash.Get(f)
 		if old != nil {
 			absorb = cloneCounts(old.Counts)
 			for _, b := range old.Base {
 				d.Ctx.Add(b.Dot)
 			}
 		}
-		if prev := d.Hash[f]; prev != nil { // field repeated in one command
+		if prev := d.Hash.Get(f); prev != nil { // field repeated in one command
 			for _, b := range prev.Base {
 				d.Ctx.Add(b.Dot)
 			}
@@ -586,9 +593,9 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 		if i > 0 {
 			rb = new(regWithBase)
 		}
-		d.Hash[f] = rb.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1])
+		d.Hash.Put(f, rb.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1]))
 		if i == 0 || f == x.hint.field { // (a one-field delta is then read without iterating: EachField)
-			x.hint = liveHint{field: f, r: d.Hash[f]}
+			x.hint = liveHint{field: f, r: d.Hash.Get(f)}
 			d.live = &x.hint
 		}
 	}
@@ -612,43 +619,43 @@ type hsetDelta struct {
 	reg   regWithBase
 	cs    collStamps
 	hint  liveHint
-	m     map[string]*Reg
+	m     *Table[*Reg]
 }
 
 // HDel removes hash fields.
 func HDel(s *State, fields [][]byte) *State {
-	d := &State{Scoped: true, Hash: make(map[string]*Reg, len(fields))}
+	d := &State{Scoped: true, Hash: NewTable[*Reg](len(fields))}
 	d.setStamps(HLC{}, s.HashT())
 	for _, fb := range fields {
 		f := string(fb)
 		r := &Reg{}
-		if old := s.Hash[f]; old != nil {
+		if old := s.Hash.Get(f); old != nil {
 			for _, b := range old.Base {
 				d.Ctx.Add(b.Dot)
 			}
 			r.Floor = cloneCounts(old.Counts)
 		}
-		d.Hash[f] = r
+		d.Hash.Put(f, r)
 	}
 	return d
 }
 
 // HIncrBy adds n to a hash field's counter.
 func HIncrBy(s *State, op Op, field []byte, n int64) *State {
-	c := s.Hash[string(field)].own(op.region())
+	c := s.Hash.GetBytes(field).own(op.region())
 	c.N++
 	c.I += n
-	d := &State{Scoped: true, coll: &collStamps{hash: stamp(s, TypeHash, op)}, Hash: map[string]*Reg{string(field): {Counts: []Count{c}}}}
+	d := &State{Scoped: true, coll: &collStamps{hash: stamp(s, TypeHash, op)}, Hash: oneField(string(field), &Reg{Counts: []Count{c}})}
 	widen(s, d, TypeHash)
 	return d
 }
 
 // HIncrByFloat adds the exact amount r to a hash field's counter.
 func HIncrByFloat(s *State, op Op, field []byte, r *big.Rat) *State {
-	c := s.Hash[string(field)].own(op.region())
+	c := s.Hash.GetBytes(field).own(op.region())
 	c.N++
 	c.F = ratString(new(big.Rat).Add(parseRatString(c.F), r))
-	d := &State{Scoped: true, coll: &collStamps{hash: stamp(s, TypeHash, op)}, Hash: map[string]*Reg{string(field): {Counts: []Count{c}}}}
+	d := &State{Scoped: true, coll: &collStamps{hash: stamp(s, TypeHash, op)}, Hash: oneField(string(field), &Reg{Counts: []Count{c}})}
 	widen(s, d, TypeHash)
 	return d
 }
@@ -662,11 +669,11 @@ func ReplaceHash(s *State, op Op, pairs [][]byte) *State {
 	if d.Hash == nil {
 		d.Hash = h.Hash
 	} else {
-		for f, r := range h.Hash {
-			if fl := d.Hash[f]; fl != nil {
+		for f, r := range h.Hash.All() {
+			if fl := d.Hash.Get(f); fl != nil {
 				r.Floor = fl.Floor
 			}
-			d.Hash[f] = r
+			d.Hash.Put(f, r)
 		}
 	}
 	return d

@@ -54,8 +54,8 @@ func AppendPacked(dst []byte, s *State, tbl Regions) []byte {
 	set(!s.SetT().IsZero(), pkSetT)
 	set(!s.HashT().IsZero(), pkHashT)
 	set(s.Str != nil, pkStr)
-	set(len(s.Set) > 0, pkSet)
-	set(len(s.Hash) > 0, pkHash)
+	set(s.Set.Len() > 0, pkSet)
+	set(s.Hash.Len() > 0, pkHash)
 	set(len(s.Exp) > 0, pkExp)
 	set(len(s.Ctx.Cloud) > 0, pkCloud)
 	set(s.Scoped, pkScoped)
@@ -88,9 +88,9 @@ func AppendPacked(dst []byte, s *State, tbl Regions) []byte {
 		e.members(s.Set, p.dot)
 	}
 	if flags&pkHash != 0 {
-		e.uv(uint64(len(s.Hash)))
+		e.uv(uint64(s.Hash.Len()))
 		hashT := s.HashT()
-		for f, r := range s.Hash {
+		for f, r := range s.Hash.All() {
 			e.str(f)
 			p.reg(r, hashT)
 		}
@@ -238,10 +238,10 @@ func unpackInto(s *State, b []byte, tbl Regions, room *StringRoom) error {
 	}
 	if flags&pkHash != 0 {
 		n := d.count(3)
-		s.Hash = make(map[string]*Reg, n)
+		s.Hash = NewTable[*Reg](n)
 		for i := 0; i < n && d.err == nil; i++ {
 			f := d.str()
-			s.Hash[f] = u.reg(hashT)
+			s.Hash.Put(f, u.reg(hashT))
 		}
 	}
 	if flags&pkExp != 0 {

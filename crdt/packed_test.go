@@ -31,7 +31,9 @@ func (t *testRegions) Name(i uint64) (string, bool) {
 func checkPacked(t *testing.T, tbl *testRegions, what string, st *State) []byte {
 	t.Helper()
 	b := AppendPacked(nil, st, tbl)
-	got := &State{Scoped: true, Set: map[string][]Dot{"stale": nil}, live: &liveHint{field: "x", r: &Reg{Base: []Base{{Val: []byte("stale")}}}}}
+	stale := NewTable[[]Dot](1)
+	stale.Put("stale", nil)
+	got := &State{Scoped: true, Set: stale, live: &liveHint{field: "x", r: &Reg{Base: []Base{{Val: []byte("stale")}}}}}
 	if err := UnpackInto(got, b, tbl); err != nil {
 		t.Fatalf("%s: unpack: %v", what, err)
 	}

@@ -62,8 +62,8 @@ type State struct {
 	coll *collStamps
 
 	Str  *Reg
-	Set  map[string][]Dot
-	Hash map[string]*Reg
+	Set  *Table[[]Dot]
+	Hash *Table[*Reg]
 	Exp  []Exp
 
 	// live names a field seen holding a value and its register, checked
@@ -77,7 +77,7 @@ type State struct {
 // cached. A live register is never removed from a map nor replaced
 // (mergeField, Compact and Forget delete only fields that read as
 // absent; a field is assigned anew only in a map being built), so while
-// the cached register reads as live it is still s.Hash[field]. Copies of
+// the cached register reads as live it is still s.Hash's field. Copies of
 // a State sharing its map may share its hint; a copy with a map of its
 // own must not (Header drops it, Clone does not copy it).
 type liveHint struct {
@@ -107,7 +107,7 @@ func (s *State) cacheLive(f string, r *Reg) {
 // drawn) cost ~70 ns — each HSET delta was iterated four times (merged,
 // listed as touched, encoded, sized) — nor a lookup.
 func (s *State) EachField(fn func(f string, r *Reg)) {
-	switch len(s.Hash) {
+	switch s.Hash.Len() {
 	case 0: // (a range over an empty map still starts an iterator)
 		return
 	case 1:
@@ -116,7 +116,7 @@ func (s *State) EachField(fn func(f string, r *Reg)) {
 			return
 		}
 	}
-	for f, r := range s.Hash {
+	for f, r := range s.Hash.All() {
 		fn(f, r)
 	}
 }
@@ -125,10 +125,10 @@ func (s *State) EachField(fn func(f string, r *Reg)) {
 // set starts no iteration (whose start alone, a random number drawn, was
 // ~1% of an INCR: every delta is encoded, sized and listed as touched).
 func (s *State) EachMember(fn func(m string, ds []Dot)) {
-	if len(s.Set) == 0 {
+	if s.Set.Len() == 0 {
 		return
 	}
-	for m, ds := range s.Set {
+	for m, ds := range s.Set.All() {
 		fn(m, ds)
 	}
 }
@@ -177,7 +177,7 @@ func (s *State) Type() Type {
 	if s.Str.Exists() {
 		t, best = TypeString, s.StrT
 	}
-	if len(s.Set) > 0 && (t == TypeNone || best.Less(s.SetT())) {
+	if s.Set.Len() > 0 && (t == TypeNone || best.Less(s.SetT())) {
 		t, best = TypeSet, s.SetT()
 	}
 	if s.hashExists() && (t == TypeNone || best.Less(s.HashT())) {
@@ -187,13 +187,13 @@ func (s *State) Type() Type {
 }
 
 func (s *State) hashExists() bool {
-	if len(s.Hash) == 0 {
+	if s.Hash.Len() == 0 {
 		return false
 	}
 	if _, r := s.liveReg(); r != nil {
 		return true
 	}
-	for f, r := range s.Hash {
+	for f, r := range s.Hash.All() {
 		if r.Exists() {
 			s.cacheLive(f, r)
 			return true
@@ -208,7 +208,7 @@ func (s *State) liveTypes() int {
 	if s.Str.Exists() {
 		n++
 	}
-	if len(s.Set) > 0 {
+	if s.Set.Len() > 0 {
 		n++
 	}
 	if s.hashExists() {
@@ -234,7 +234,7 @@ func (s *State) ExpireAt() int64 {
 
 // IsEmpty reports whether the state holds nothing at all, metadata included.
 func (s *State) IsEmpty() bool {
-	return s.Ctx.IsEmpty() && s.Str.isEmpty() && len(s.Set) == 0 && len(s.Hash) == 0 && len(s.Exp) == 0
+	return s.Ctx.IsEmpty() && s.Str.isEmpty() && s.Set.Len() == 0 && s.Hash.Len() == 0 && len(s.Exp) == 0
 }
 
 // Merge joins d into s. It is commutative, associative and idempotent over
@@ -246,9 +246,9 @@ func (s *State) Merge(d *State) (conflicts int) {
 	// changes only the types it holds, so a delta of fields into a key
 	// holding nothing else (every HSET into a hash) needs no hash check,
 	// nor one without fields unless a string or set came alive.
-	strB, setB := s.Str.Exists(), len(s.Set) > 0
-	hashFixed := d.Scoped && len(d.Hash) == 0
-	hashOnly := d.Scoped && d.Str == nil && len(d.Set) == 0 && !strB && !setB
+	strB, setB := s.Str.Exists(), s.Set.Len() > 0
+	hashFixed := d.Scoped && d.Hash.Len() == 0
+	hashOnly := d.Scoped && d.Str == nil && d.Set.Len() == 0 && !strB && !setB
 	hashB := !hashFixed && !hashOnly && s.hashExists()
 	sctx := &s.Ctx
 	dctx := &d.Ctx
@@ -274,23 +274,23 @@ func (s *State) Merge(d *State) (conflicts int) {
 		}
 	}
 	if d.Scoped { // (neither starts an iteration over an empty map)
-		d.EachMember(func(m string, dd []Dot) { s.mergeMember(m, s.Set[m], dd, dctx) })
+		d.EachMember(func(m string, dd []Dot) { s.mergeMember(m, s.Set.Get(m), dd, dctx) })
 		d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx) })
-	} else if len(s.Set)+len(d.Set)+len(s.Hash)+len(d.Hash) > 0 { // (a string's merge skips four empty ranges)
-		for m, sd := range s.Set {
-			if _, ok := d.Set[m]; !ok {
+	} else if s.Set.Len()+d.Set.Len()+s.Hash.Len()+d.Hash.Len() > 0 { // (a string's merge skips four empty ranges)
+		for m, sd := range s.Set.All() {
+			if !d.Set.Has(m) {
 				s.mergeMember(m, sd, nil, dctx)
 			}
 		}
-		for m, dd := range d.Set {
-			s.mergeMember(m, s.Set[m], dd, dctx)
+		for m, dd := range d.Set.All() {
+			s.mergeMember(m, s.Set.Get(m), dd, dctx)
 		}
-		for f := range s.Hash {
-			if _, ok := d.Hash[f]; !ok {
+		for f := range s.Hash.All() {
+			if !d.Hash.Has(f) {
 				conflicts |= s.mergeField(f, nil, dctx)
 			}
 		}
-		for f, dr := range d.Hash {
+		for f, dr := range d.Hash.All() {
 			conflicts |= s.mergeField(f, dr, dctx)
 		}
 	}
@@ -302,7 +302,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 		s.setStamps(maxHLC(s.SetT(), d.coll.set), maxHLC(s.HashT(), d.coll.hash))
 	}
 	s.Ctx.Join(dctx)
-	strA, setA := s.Str.Exists(), len(s.Set) > 0
+	strA, setA := s.Str.Exists(), s.Set.Len() > 0
 	hashA := false
 	switch {
 	case hashFixed: // the hash's liveness is as it was
@@ -337,17 +337,17 @@ func (s *State) mergeMember(m string, a, b []Dot, dctx *Context) {
 		}
 	}
 	if len(out) == 0 {
-		delete(s.Set, m)
+		s.Set.Delete(m)
 		return
 	}
 	if s.Set == nil {
-		s.Set = make(map[string][]Dot)
+		s.Set = NewTable[[]Dot](0)
 	}
-	s.Set[m] = out
+	s.Set.Put(m, out)
 }
 
 func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
-	a := s.Hash[f]
+	a := s.Hash.Get(f)
 	stored := a != nil // merged in place: no second write of the map
 	if a == nil {
 		if b == nil {
@@ -362,7 +362,7 @@ func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 	mergeReg(a, &s.Ctx, b, dctx, nil)
 	if a.isEmpty() {
 		if stored {
-			delete(s.Hash, f)
+			s.Hash.Delete(f)
 		}
 		return 0
 	}
@@ -371,9 +371,9 @@ func (s *State) mergeField(f string, b *Reg, dctx *Context) (conflicts int) {
 	}
 	if !stored {
 		if s.Hash == nil {
-			s.Hash = make(map[string]*Reg)
+			s.Hash = NewTable[*Reg](0)
 		}
-		s.Hash[f] = a
+		s.Hash.Put(f, a)
 	}
 	return conflicts
 }
@@ -419,17 +419,11 @@ func (s *State) Clone() *State {
 	o := &State{Ctx: s.Ctx.Clone(), Scoped: s.Scoped, ExpTouched: s.ExpTouched,
 		StrT: s.StrT, Str: s.Str.clone()}
 	o.setStamps(s.SetT(), s.HashT()) // not s.coll: a pooled delta's is reused
-	if len(s.Set) > 0 {
-		o.Set = make(map[string][]Dot, len(s.Set))
-		for m, ds := range s.Set {
-			o.Set[m] = append([]Dot(nil), ds...)
-		}
+	if s.Set.Len() > 0 {
+		o.Set = s.Set.Clone(func(ds []Dot) []Dot { return append([]Dot(nil), ds...) })
 	}
-	if len(s.Hash) > 0 {
-		o.Hash = make(map[string]*Reg, len(s.Hash))
-		for f, r := range s.Hash {
-			o.Hash[f] = r.clone()
-		}
+	if s.Hash.Len() > 0 {
+		o.Hash = s.Hash.Clone((*Reg).clone)
 	}
 	if len(s.Exp) > 0 {
 		o.Exp = append([]Exp(nil), s.Exp...)
@@ -443,9 +437,9 @@ func (s *State) Clone() *State {
 // key (causal stability); with no peers that is always true. It reports
 // whether the whole state can be forgotten.
 func (s *State) Compact() (forget bool) {
-	for f, r := range s.Hash {
+	for f, r := range s.Hash.All() {
 		if r.dead() {
-			delete(s.Hash, f)
+			s.Hash.Delete(f)
 		}
 	}
 	if s.Str != nil && s.Str.dead() {
@@ -456,23 +450,23 @@ func (s *State) Compact() (forget bool) {
 
 // Members returns the set's members (unordered).
 func (s *State) Members() []string {
-	out := make([]string, 0, len(s.Set))
-	for m := range s.Set {
+	out := make([]string, 0, s.Set.Len())
+	for m := range s.Set.All() {
 		out = append(out, m)
 	}
 	return out
 }
 
 // HasMember reports whether m is in the set.
-func (s *State) HasMember(m string) bool { _, ok := s.Set[m]; return ok }
+func (s *State) HasMember(m string) bool { return s.Set.Has(m) }
 
 // Field returns a hash field's value.
 // HasField reports whether hash field f holds a value.
-func (s *State) HasField(f string) bool { return s.Hash[f].Exists() }
+func (s *State) HasField(f string) bool { return s.Hash.Get(f).Exists() }
 
 // Field returns hash field f's value.
 func (s *State) Field(f string) ([]byte, bool) {
-	r := s.Hash[f]
+	r := s.Hash.Get(f)
 	if r == nil {
 		return nil, false
 	}
@@ -488,8 +482,8 @@ func (s *State) StrValue() ([]byte, bool) {
 
 // Fields returns the live hash fields (unordered).
 func (s *State) Fields() []string {
-	out := make([]string, 0, len(s.Hash))
-	for f, r := range s.Hash {
+	out := make([]string, 0, s.Hash.Len())
+	for f, r := range s.Hash.All() {
 		if r.Exists() {
 			out = append(out, f)
 		}
@@ -500,7 +494,7 @@ func (s *State) Fields() []string {
 // HashLen returns the number of live hash fields.
 func (s *State) HashLen() int {
 	n := 0
-	for _, r := range s.Hash {
+	for _, r := range s.Hash.All() {
 		if r.Exists() {
 			n++
 		}
@@ -517,7 +511,7 @@ func (s *State) MaxHLC() HLC {
 			m = maxHLC(m, b.HLC)
 		}
 	}
-	for _, r := range s.Hash {
+	for _, r := range s.Hash.All() {
 		for _, b := range r.Base {
 			m = maxHLC(m, b.HLC)
 		}

@@ -34,8 +34,8 @@ func TestEachField(t *testing.T) {
 	stale, _ := s.liveReg() // names a or b: drop that one
 	other := map[string]string{"a": "b", "b": "a"}[stale]
 	s.Merge(HDel(s, [][]byte{[]byte(stale)}))
-	if s.live.field != stale || len(s.Hash) != 1 {
-		t.Fatalf("setup: live field %q, %d fields", s.live.field, len(s.Hash))
+	if s.live.field != stale || s.Hash.Len() != 1 {
+		t.Fatalf("setup: live field %q, %d fields", s.live.field, s.Hash.Len())
 	}
 	if got := visit(s); len(got) != 1 || got[other] == "" {
 		t.Fatalf("one field left (%s), hint %q: visited %v", other, stale, got)
@@ -121,7 +121,7 @@ func TestMergeSharesLongValues(t *testing.T) {
 		got, _, _ := s.Str.Get()
 		dv, _, _ := d.Str.Get()
 		fv, _ := h.Field("f")
-		hv, _, _ := hd.Hash["f"].Get()
+		hv, _, _ := hd.Hash.Get("f").Get()
 		if shared := &got[0] == &dv[0]; shared != tc.share {
 			t.Errorf("%s SET: value shared with the delta %v, want %v", tc.name, shared, tc.share)
 		}

@@ -75,8 +75,8 @@ func TestTombstoneGC(t *testing.T) {
 	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
 		for _, r := range c.names {
 			st := c.regions[r].KS.Snapshot(keyspace.Key{Key: "counters"})
-			if st == nil || len(st.Hash) != 1 {
-				return fmt.Errorf("region %s: counters holds %d field entries", r, len(st.Hash))
+			if st == nil || st.Hash.Len() != 1 {
+				return fmt.Errorf("region %s: counters holds %d field entries", r, st.Hash.Len())
 			}
 		}
 		return nil

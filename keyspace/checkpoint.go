@@ -60,7 +60,7 @@ func (s *shard) markDirty(key string, borrowed bool, e *entry, t *touch, gone, h
 		s.dirty[own(key, key, borrowed)] = d // (storing again stores the key given)
 	}
 	d.merge(t.all || gone, elems, t.members, t.fields)
-	if n := len(d.members) + len(d.fields); n >= dirtyElemsAll && !gone && 2*n >= len(e.st.Set)+len(e.st.Hash) {
+	if n := len(d.members) + len(d.fields); n >= dirtyElemsAll && !gone && 2*n >= e.st.Set.Len()+e.st.Hash.Len() {
 		// most of a big key changed: rewriting it whole costs at most
 		// twice as much and drops a map of every changed element
 		d.all, d.members, d.fields = true, nil, nil
@@ -463,7 +463,7 @@ func (ks *Keyspace) planElems(s *shard, dbi int, key string, dk *dirtyKey, store
 		p.replace = dk.elems || have != 0
 		return p
 	}
-	want := pagesLog(len(st.Set) + len(st.Hash))
+	want := pagesLog(st.Set.Len() + st.Hash.Len())
 	full := dk.all || have == lgUnknown || int(want) >= int(have)+2 || int(want)+2 <= int(have)
 	p.lg = have
 	if full {
@@ -525,10 +525,10 @@ func (ks *Keyspace) planElems(s *shard, dbi int, key string, dk *dirtyKey, store
 			s.mu.Lock()
 		}
 	}
-	for m := range st.Set {
+	for m := range st.Set.All() {
 		note(crdt.ElemMember, m)
 	}
-	for f := range st.Hash {
+	for f := range st.Hash.All() {
 		note(crdt.ElemField, f)
 	}
 	if full {
@@ -733,7 +733,7 @@ func (ks *Keyspace) DirtyAll() {
 					e.dirty = true
 					s.flagged++
 				}
-				if len(e.st.Set)+len(e.st.Hash) > 0 {
+				if e.st.Set.Len()+e.st.Hash.Len() > 0 {
 					elems(key)
 				}
 			}

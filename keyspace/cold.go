@@ -260,7 +260,7 @@ func (ks *Keyspace) packOne(s *shard, key string, e *entry, maxElems int, buf *[
 		e.hot = false
 		return false
 	}
-	if !e.live || e.deadEpoch != 0 || e.metaEpoch != 0 || len(e.st.Set)+len(e.st.Hash) > maxElems {
+	if !e.live || e.deadEpoch != 0 || e.metaEpoch != 0 || e.st.Set.Len()+e.st.Hash.Len() > maxElems {
 		return false
 	}
 	*buf = crdt.AppendPacked((*buf)[:0], e.st, &ks.regions)

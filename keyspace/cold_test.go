@@ -219,14 +219,14 @@ func describe(st *crdt.State) string {
 		return string(v)
 	case crdt.TypeSet:
 		var m []string
-		for k := range st.Set {
+		for k := range st.Set.All() {
 			m = append(m, k)
 		}
 		sort.Strings(m)
 		return fmt.Sprint(m, st.ExpireAt())
 	case crdt.TypeHash:
 		var m []string
-		for f, r := range st.Hash {
+		for f, r := range st.Hash.All() {
 			if v, ok, _ := r.Get(); ok {
 				m = append(m, f+"="+string(v))
 			}

@@ -2,7 +2,6 @@ package keyspace
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -109,7 +108,7 @@ func TestCheckpointElemPagesFromStore(t *testing.T) {
 	want := func() []string {
 		var out []string
 		ks.Run([]Key{k}, func(tx *Tx) error {
-			out = slices.Sorted(maps.Keys(tx.Get(k).Set))
+			out = slices.Sorted(tx.Get(k).Set.Keys())
 			return nil
 		})
 		return out

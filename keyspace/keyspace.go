@@ -1200,7 +1200,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote, borrowed bool, from string) {
 		tx.ce, tx.cname = e, name
 	}
 	wasTomb := !e.live && !e.st.IsEmpty()
-	hadElems := len(e.st.Set) > 0 || len(e.st.Hash) > 0
+	hadElems := e.st.Set.Len() > 0 || e.st.Hash.Len() > 0
 	digests := tx.ks.cfg.Digests
 	if digests && d.Scoped {
 		e.elems ^= crdt.ListedDigest(e.st, d)
@@ -1256,7 +1256,7 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote, borrowed bool, from string) {
 	t := tx.touchOf(k)
 	t.e = e
 	t.borrowed = t.borrowed || borrowed
-	t.elems = t.elems || hadElems || len(e.st.Set) > 0 || len(e.st.Hash) > 0 || len(d.Set) > 0 || len(d.Hash) > 0
+	t.elems = t.elems || hadElems || e.st.Set.Len() > 0 || e.st.Hash.Len() > 0 || d.Set.Len() > 0 || d.Hash.Len() > 0
 	var all bool
 	all, t.members, t.fields = d.Touched(t.members, t.fields)
 	t.all = t.all || all
@@ -1316,7 +1316,7 @@ func (tx *Tx) commit() Ticket {
 			}
 			gone = true
 		}
-		s.markDirty(k.Key, t.borrowed, e, t, gone, len(e.st.Set) > 0 || len(e.st.Hash) > 0)
+		s.markDirty(k.Key, t.borrowed, e, t, gone, e.st.Set.Len() > 0 || e.st.Hash.Len() > 0)
 	}
 	if len(tx.deltas) == 0 && len(tx.inbound) == 0 && len(tx.meta) == 0 && len(tx.merged) == 0 && len(tx.received) == 0 || tx.ks.store == nil {
 		return nil
@@ -1680,11 +1680,11 @@ func encodeElems(st *crdt.State, refs []elemRef) []Elem {
 		}
 		start := len(buf)
 		if r.kind == crdt.ElemMember {
-			if dots, ok := st.Set[r.name]; ok {
+			if dots, ok := st.Set.Lookup(r.name); ok {
 				buf = crdt.AppendMember(buf, dots)
 				out[i].Data = buf[start:len(buf):len(buf)]
 			}
-		} else if reg, ok := st.Hash[r.name]; ok {
+		} else if reg, ok := st.Hash.Lookup(r.name); ok {
 			buf = crdt.AppendField(buf, reg)
 			out[i].Data = buf[start:len(buf):len(buf)]
 		}
@@ -1800,19 +1800,19 @@ func (ks *Keyspace) NewGCEpoch() uint32 {
 // hasDeadFields reports whether merging d left removed hash fields whose
 // metadata (counter floors) lingers in s.
 func hasDeadFields(s *crdt.State, d *crdt.State) bool {
-	if len(s.Hash) == 0 {
+	if s.Hash.Len() == 0 {
 		return false
 	}
 	if d.Scoped {
 		dead := false
 		d.EachField(func(f string, _ *crdt.Reg) {
-			if r := s.Hash[f]; r != nil && !r.Exists() {
+			if r := s.Hash.Get(f); r != nil && !r.Exists() {
 				dead = true
 			}
 		})
 		return dead
 	}
-	for _, r := range s.Hash {
+	for _, r := range s.Hash.All() {
 		if !r.Exists() {
 			return true
 		}
@@ -1846,9 +1846,9 @@ func (tx *Tx) Forget(k Key, upTo uint32) bool {
 	e := tx.find(k)
 	if e != nil && e.live && e.metaEpoch > 0 && e.metaEpoch <= upTo {
 		// a live key: drop only its removed fields' lingering metadata
-		for f, r := range e.st.Hash {
+		for f, r := range e.st.Hash.All() {
 			if !r.Exists() {
-				delete(e.st.Hash, f)
+				e.st.Hash.Delete(f)
 			}
 		}
 		e.metaEpoch = 0

@@ -733,7 +733,7 @@ func TestHeaderNeverNewerThanElements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f3 := ks.Snapshot(k).Hash["f3"].Base[0].Dot
+	f3 := ks.Snapshot(k).Hash.Get("f3").Base[0].Dot
 	stored := false
 	for _, w := range elems {
 		for _, e := range w.Elems {

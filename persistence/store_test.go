@@ -153,7 +153,7 @@ func TestLogCheckpointAndReplay(t *testing.T) {
 	err := s.Load(Loader{Replay: func(seq uint64, b []byte) error {
 		kds, err := crdt.DecodeBatch(b)
 		for _, kd := range kds {
-			for m := range kd.Delta.Set {
+			for m := range kd.Delta.Set.All() {
 				replayed = append(replayed, m)
 			}
 		}
@@ -566,7 +566,7 @@ func TestReceivedMessageLoggedAsItCame(t *testing.T) {
 		t.Fatalf("replayed %d entries; the last %x, want the message %x", len(replayed), replayed[len(replayed)-1], msg)
 	}
 	kds, err := crdt.DecodeMessage(replayed[1])
-	if err != nil || len(kds) != 2 || kds[0].Delta.Set["a"] == nil || kds[1].Delta.Set["b"] == nil {
+	if err != nil || len(kds) != 2 || kds[0].Delta.Set.Get("a") == nil || kds[1].Delta.Set.Get("b") == nil {
 		t.Fatalf("the replayed message decodes to %v (%v)", kds, err)
 	}
 }

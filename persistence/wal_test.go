@@ -22,7 +22,7 @@ func replayed(t *testing.T, s *Store) []string {
 	err := s.Load(Loader{Replay: func(seq uint64, b []byte) error {
 		kds, err := crdt.DecodeBatch(b)
 		for _, kd := range kds {
-			for m := range kd.Delta.Set {
+			for m := range kd.Delta.Set.All() {
 				got = append(got, m)
 			}
 		}

@@ -369,7 +369,7 @@ func TestCheckpointReadsBackFewElemPages(t *testing.T) {
 	in = startForTest(t, dir, false)
 	defer in.Close()
 	checkSame(t, "after a crash right after the checkpoint", before, in)
-	if n := len(before[keyspace.Key{Key: "set"}].Set); n != 4096 {
+	if n := before[keyspace.Key{Key: "set"}].Set.Len(); n != 4096 {
 		t.Fatalf("set has %d members, want 4096", n)
 	}
 }
