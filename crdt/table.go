@@ -11,35 +11,63 @@ import (
 // thousands of them per command).
 var tableSeed = maphash.MakeSeed()
 
-// tableSmall is the most entries a Table keeps without slots: a lookup
-// compares the names one after another (most hashes and sets are small;
-// their slots would be memory of their own).
-const tableSmall = 8
+const (
+	// tableSmall is the most entries a part keeps without slots: a lookup
+	// compares the names one after another (most hashes and sets are
+	// small; their slots would be memory of their own).
+	tableSmall = 8
+	// partBits is the most slots a part has (log2): a part that would
+	// need more splits in two instead, so that no write moves more than
+	// 3/4 of 1<<partBits entries (a table of one part that doubled moved
+	// all its entries: 210 ms for one SADD into a set of 1.5M members).
+	partBits = 11
+	// slotIdx is the bits of a slot that hold its entry's index + 1 (the
+	// others hold the top bits of the name's hash).
+	slotIdx = 12
+)
 
 // Table is a set's members (Table[[]Dot]) or a hash's fields
-// (Table[*Reg]): its entries, in an array of their own in no particular
-// order, and a table of slots (open addressing, linear probing) holding
-// each entry's index and the top half of its name's hash.
+// (Table[*Reg]). A Go map did the job before, but a lookup in a big one
+// (redis-benchmark's SADD and HSET: one key, 100k members) waited for
+// memory three times one after another — its group's control word, the
+// slot, the name to compare — and Prefetch could not start those loads
+// for a pipeline's sixteen commands together, as it does for their keys:
+// a map's internals are not reachable. Here a name's slot is where its
+// hash says (TouchSlot reads that line), the entry a slot points to is
+// found by the hash alone (Peek reads it and the name's first byte), and
+// the command's own lookup then reads what is already in the cache.
 //
-// A Go map did the same job, but a lookup in a big one (redis-benchmark's
-// SADD and HSET: one key, 100k members) waited for memory three times one
-// after another — its group's control word, the slot, the name to
-// compare — and Prefetch could not start those loads for a pipeline's
-// sixteen commands together, as it does for their keys: a map's
-// internals are not reachable. Here a name's slot is where its hash says
-// (TouchSlot reads that line), the entry a slot points to is found by the
-// hash alone (TouchEntry reads it and the name's first byte), and the
-// command's own lookup then reads only what is in the cache.
+// It is an extendible hash table: a directory of parts, indexed by the
+// hash's top bits, each part its entries (an array, in no order) and its
+// slots (open addressing, linear probing), each slot the top 52 bits of
+// its name's hash and its entry's index. A part that fills up splits in
+// two by the next bit of the hash; a growth or a split reads the slots
+// only, never the names. So no write moves more than a part's entries
+// (at most 1,536), as a Go map moves at most a table's (1,024), where
+// Redis rehashes a dict a bucket at a time.
 //
-// Deleting entry i moves the last entry into its place, so All, which
-// runs from the last entry to the first, may delete the entry it yields
-// (never another: an entry moved into a place not yet reached would be
-// yielded twice). Inserting during All is allowed (the new entry is not
-// yielded). A nil *Table is an empty one for reading.
+// Deleting entry i moves its part's last entry into its place, so All,
+// which runs through a part from its last entry to its first, may delete
+// the entry it yields; it must not delete another nor insert (a split
+// would move entries it has not reached yet). A nil *Table is an empty
+// one for reading.
 type Table[V any] struct {
+	p   tablePart[V] // the only part while dir is nil
+	dir *tableDir[V]
+}
+
+// tableDir is a table's parts once it has more than one.
+type tableDir[V any] struct {
+	parts []*tablePart[V] // 1<<depth, by the hash's top depth bits; a part of depth d is at 1<<(depth-d) indices in a row
+	depth uint8
+	n     int // entries
+}
+
+type tablePart[V any] struct {
 	ents  []tableEnt[V]
-	slots []uint64 // 0: empty; else the hash's top 32 bits << 32 | (entry index + 1)
-	shift uint8    // 64 - log2(len(slots))
+	slots []uint64 // 0: empty; else the hash's top 52 bits | (entry index + 1)
+	bits  uint8    // log2(len(slots)); 0: no slots (a small part)
+	depth uint8    // the top depth bits of its entries' hashes are the same
 }
 
 type tableEnt[V any] struct {
@@ -47,67 +75,94 @@ type tableEnt[V any] struct {
 	val V
 }
 
-// NewTable returns an empty table with room for n entries.
+// NewTable returns an empty table with room for n entries (as one part:
+// a table built bigger grows by splits).
 func NewTable[V any](n int) *Table[V] {
 	t := &Table[V]{}
 	if n > 0 {
-		t.ents = make([]tableEnt[V], 0, n)
+		n = min(n, 3<<(partBits-2))
+		t.p.ents = make([]tableEnt[V], 0, n)
 		if n > tableSmall {
-			t.rehash(n)
+			t.p.resize(n)
 		}
 	}
 	return t
 }
 
 // TableHash is the hash of name a Table files it under (for TouchSlot and
-// TouchEntry).
+// Peek).
 func TableHash(name []byte) uint64 { return maphash.Bytes(tableSeed, name) }
 
 func tableHashString(name string) uint64 { return maphash.String(tableSeed, name) }
 
+// fpOf is the part of a slot that identifies its name's hash.
+func fpOf(s uint64) uint64 { return s &^ (1<<slotIdx - 1) }
+
 // Len returns the number of entries.
 func (t *Table[V]) Len() int {
-	if t == nil {
+	switch {
+	case t == nil:
 		return 0
+	case t.dir != nil:
+		return t.dir.n
 	}
-	return len(t.ents)
+	return len(t.p.ents)
 }
 
-func (t *Table[V]) home(h uint64) int { return int((h * 0x9e3779b97f4a7c15) >> t.shift) }
-
-// find returns the index of name's entry, or -1.
-func (t *Table[V]) find(name string) int {
-	if t == nil {
-		return -1
+// part returns the part of the name whose hash is h.
+func (t *Table[V]) part(h uint64) *tablePart[V] {
+	if t.dir == nil {
+		return &t.p
 	}
-	if t.slots == nil {
-		for i := range t.ents {
-			if t.ents[i].key == name {
+	return t.dir.parts[h>>(64-t.dir.depth)]
+}
+
+// home is the slot where the probe of the hash (or slot) h starts: the
+// hash's bits after those the part's entries share.
+func (p *tablePart[V]) home(h uint64) int { return int((h << p.depth) >> (64 - p.bits)) }
+
+// find returns the index of name's entry (hash h), or -1.
+func (p *tablePart[V]) find(name string, h uint64) int {
+	if p.bits == 0 {
+		for i := range p.ents {
+			if p.ents[i].key == name {
 				return i
 			}
 		}
 		return -1
 	}
-	h := tableHashString(name)
-	fp := h >> 32 << 32
-	mask := len(t.slots) - 1
-	for p := t.home(h); ; p = (p + 1) & mask {
-		s := t.slots[p]
+	fp := fpOf(h)
+	mask := len(p.slots) - 1
+	for q := p.home(h); ; q = (q + 1) & mask {
+		s := p.slots[q]
 		if s == 0 {
 			return -1
 		}
-		if s&^0xffffffff == fp {
-			if i := int(uint32(s)) - 1; t.ents[i].key == name {
+		if fpOf(s) == fp {
+			if i := int(s&(1<<slotIdx-1)) - 1; p.ents[i].key == name {
 				return i
 			}
 		}
 	}
+}
+
+// lookup returns name's part and its index there (-1 if none).
+func (t *Table[V]) lookup(name string) (*tablePart[V], int) {
+	if t == nil {
+		return nil, -1
+	}
+	if t.dir == nil && t.p.bits == 0 { // (no hash needed)
+		return &t.p, t.p.find(name, 0)
+	}
+	h := tableHashString(name)
+	p := t.part(h)
+	return p, p.find(name, h)
 }
 
 // Get returns name's value (the zero value if none).
 func (t *Table[V]) Get(name string) V {
-	if i := t.find(name); i >= 0 {
-		return t.ents[i].val
+	if p, i := t.lookup(name); i >= 0 {
+		return p.ents[i].val
 	}
 	var zero V
 	return zero
@@ -115,8 +170,8 @@ func (t *Table[V]) Get(name string) V {
 
 // Lookup returns name's value and whether name has an entry.
 func (t *Table[V]) Lookup(name string) (V, bool) {
-	if i := t.find(name); i >= 0 {
-		return t.ents[i].val, true
+	if p, i := t.lookup(name); i >= 0 {
+		return p.ents[i].val, true
 	}
 	var zero V
 	return zero, false
@@ -127,143 +182,235 @@ func (t *Table[V]) GetBytes(name []byte) V {
 	return t.Get(unsafe.String(unsafe.SliceData(name), len(name)))
 }
 
-// LookupBytes is Lookup of a name in bytes (not kept).
-func (t *Table[V]) LookupBytes(name []byte) (V, bool) {
-	return t.Lookup(unsafe.String(unsafe.SliceData(name), len(name)))
-}
-
 // Has reports whether name has an entry.
-func (t *Table[V]) Has(name string) bool { return t.find(name) >= 0 }
+func (t *Table[V]) Has(name string) bool {
+	_, i := t.lookup(name)
+	return i >= 0
+}
 
 // Put sets name's value (name is kept: the caller's own).
 func (t *Table[V]) Put(name string, v V) {
-	if i := t.find(name); i >= 0 {
-		t.ents[i].val = v
-		return
+	var h uint64
+	var p *tablePart[V]
+	if t.dir == nil && t.p.bits == 0 {
+		p = &t.p
+		if i := p.find(name, 0); i >= 0 {
+			p.ents[i].val = v
+			return
+		}
+	} else {
+		h = tableHashString(name)
+		p = t.part(h)
+		if i := p.find(name, h); i >= 0 {
+			p.ents[i].val = v
+			return
+		}
 	}
-	t.ents = append(t.ents, tableEnt[V]{name, v})
-	n := len(t.ents)
-	if t.slots == nil {
+	p.ents = append(p.ents, tableEnt[V]{name, v})
+	if t.dir != nil {
+		t.dir.n++
+	}
+	n := len(p.ents)
+	if p.bits == 0 { // (h not computed)
 		if n > tableSmall {
-			t.rehash(n)
+			p.resize(n)
 		}
 		return
 	}
-	if n*4 > len(t.slots)*3 {
-		t.rehash(n)
+	p.place(fpOf(h), n-1) // (a slot is free: at most 3/4 were used)
+	if n*4 > 3<<p.bits {
+		if p.bits < partBits {
+			p.resize(n)
+		} else {
+			t.split(p)
+		}
+	}
+}
+
+// place files entry i, whose name's hash's top bits are fp, in its slot.
+func (p *tablePart[V]) place(fp uint64, i int) {
+	mask := len(p.slots) - 1
+	q := p.home(fp)
+	for p.slots[q] != 0 {
+		q = (q + 1) & mask
+	}
+	p.slots[q] = fp | uint64(i+1)
+}
+
+// resize gives p slots for n entries (at most 3/4 full) and files its
+// entries in them: from its slots, when it has some (no name hashed), else
+// from the names.
+func (p *tablePart[V]) resize(n int) {
+	bits := uint8(4)
+	for 3<<bits < 4*n {
+		bits++
+	}
+	old := p.slots
+	p.slots, p.bits = make([]uint64, 1<<bits), bits
+	if old != nil {
+		for _, s := range old {
+			if s != 0 {
+				p.place(fpOf(s), int(s&(1<<slotIdx-1))-1)
+			}
+		}
 		return
 	}
-	t.place(tableHashString(name), n-1)
-}
-
-// place files entry i, whose name hashes to h, in its slot.
-func (t *Table[V]) place(h uint64, i int) {
-	mask := len(t.slots) - 1
-	p := t.home(h)
-	for t.slots[p] != 0 {
-		p = (p + 1) & mask
-	}
-	t.slots[p] = h>>32<<32 | uint64(uint32(i+1))
-}
-
-// rehash makes slots for n entries (at most 3/4 full) and files every
-// entry in them.
-func (t *Table[V]) rehash(n int) {
-	c, bits := 16, uint8(4)
-	for c*3/4 < n {
-		c, bits = c*2, bits+1
-	}
-	if cap(t.slots) >= c && cap(t.slots) < 4*c {
-		t.slots = t.slots[:c]
-		clear(t.slots)
-	} else {
-		t.slots = make([]uint64, c)
-	}
-	t.shift = 64 - bits
-	for i := range t.ents {
-		t.place(tableHashString(t.ents[i].key), i)
+	for i := range p.ents {
+		p.place(fpOf(tableHashString(p.ents[i].key)), i)
 	}
 }
 
-// Delete removes name's entry, if any: the last entry takes its place.
+// split replaces p by two parts, by the next bit of its entries' hashes.
+func (t *Table[V]) split(p *tablePart[V]) {
+	var half [2]*tablePart[V]
+	var count [2]int
+	bit := 63 - p.depth
+	for _, s := range p.slots {
+		if s != 0 {
+			count[s>>bit&1]++
+		}
+	}
+	for b := range half {
+		q := &tablePart[V]{depth: p.depth + 1, ents: make([]tableEnt[V], 0, max(count[b]+count[b]/4, tableSmall))}
+		q.bits = 4
+		for 3<<q.bits < 4*(count[b]+1) {
+			q.bits++
+		}
+		q.slots = make([]uint64, 1<<q.bits)
+		half[b] = q
+	}
+	for _, s := range p.slots {
+		if s != 0 {
+			q := half[s>>bit&1]
+			q.ents = append(q.ents, p.ents[int(s&(1<<slotIdx-1))-1])
+			q.place(fpOf(s), len(q.ents)-1)
+		}
+	}
+	d := t.dir
+	if d == nil {
+		t.dir = &tableDir[V]{parts: []*tablePart[V]{half[0], half[1]}, depth: 1, n: len(p.ents)}
+		t.p = tablePart[V]{}
+		return
+	}
+	if p.depth == d.depth { // the directory doubles: each part at twice the indices
+		parts := make([]*tablePart[V], 2*len(d.parts))
+		for i, q := range d.parts {
+			parts[2*i], parts[2*i+1] = q, q
+		}
+		d.parts, d.depth = parts, d.depth+1
+	}
+	span := 1 << (d.depth - p.depth) // p's indices, in a row; the first half is bit 0's
+	for i, q := range d.parts {
+		if q == p {
+			for j := range span {
+				d.parts[i+j] = half[j*2/span]
+			}
+			break
+		}
+	}
+}
+
+// Delete removes name's entry, if any: its part's last entry takes its
+// place.
 func (t *Table[V]) Delete(name string) {
-	i := t.find(name)
+	p, i := t.lookup(name)
 	if i < 0 {
 		return
 	}
-	last := len(t.ents) - 1
-	if t.slots != nil {
-		t.unslot(tableHashString(name), i)
+	last := len(p.ents) - 1
+	if p.bits != 0 {
+		p.unslot(fpOf(tableHashString(name)), i)
 		if i != last {
-			t.reslot(tableHashString(t.ents[last].key), last, i)
+			p.reslot(fpOf(tableHashString(p.ents[last].key)), last, i)
 		}
 	}
-	t.ents[i] = t.ents[last]
-	t.ents[last] = tableEnt[V]{}
-	t.ents = t.ents[:last]
-	if last <= tableSmall/2 && t.slots != nil { // back to a small table
-		t.slots, t.shift = nil, 0
+	p.ents[i] = p.ents[last]
+	p.ents[last] = tableEnt[V]{}
+	p.ents = p.ents[:last]
+	if t.dir != nil {
+		t.dir.n--
+	} else if last <= tableSmall/2 && p.bits != 0 { // back to a small table
+		p.slots, p.bits = nil, 0
 	}
 }
 
-// slotOf returns the slot holding entry i, whose name hashes to h.
-func (t *Table[V]) slotOf(h uint64, i int) int {
-	want := h>>32<<32 | uint64(uint32(i+1))
-	mask := len(t.slots) - 1
-	p := t.home(h)
-	for t.slots[p] != want {
-		p = (p + 1) & mask
+// slotOf returns the slot holding entry i, whose hash's top bits are fp.
+func (p *tablePart[V]) slotOf(fp uint64, i int) int {
+	want := fp | uint64(i+1)
+	mask := len(p.slots) - 1
+	q := p.home(fp)
+	for p.slots[q] != want {
+		q = (q + 1) & mask
 	}
-	return p
+	return q
 }
 
-// reslot points the slot of entry from (hash h) at entry to.
-func (t *Table[V]) reslot(h uint64, from, to int) {
-	p := t.slotOf(h, from)
-	t.slots[p] = h>>32<<32 | uint64(uint32(to+1))
+// reslot points the slot of entry from (top bits fp) at entry to.
+func (p *tablePart[V]) reslot(fp uint64, from, to int) {
+	p.slots[p.slotOf(fp, from)] = fp | uint64(to+1)
 }
 
-// unslot empties the slot of entry i (hash h), moving back the slots
+// unslot empties the slot of entry i (top bits fp), moving back the slots
 // after it that may (backward-shift deletion: no tombstones).
-func (t *Table[V]) unslot(h uint64, i int) {
-	mask := len(t.slots) - 1
-	p := t.slotOf(h, i)
-	for q := (p + 1) & mask; ; q = (q + 1) & mask {
-		s := t.slots[q]
+func (p *tablePart[V]) unslot(fp uint64, i int) {
+	mask := len(p.slots) - 1
+	hole := p.slotOf(fp, i)
+	for q := (hole + 1) & mask; ; q = (q + 1) & mask {
+		s := p.slots[q]
 		if s == 0 {
 			break
 		}
-		// the entry at q may move to p when its home is not in (p, q]
-		home := t.home(tableHashString(t.ents[int(uint32(s))-1].key))
-		if (q-home)&mask >= (q-p)&mask {
-			t.slots[p] = s
-			p = q
+		// the entry at q may move to the hole when its home is not in (hole, q]
+		if (q-p.home(s))&mask >= (q-hole)&mask {
+			p.slots[hole] = s
+			hole = q
 		}
 	}
-	t.slots[p] = 0
+	p.slots[hole] = 0
 }
 
-// Clear removes every entry, keeping the memory.
+// Clear removes every entry (a table of one part keeps its memory).
 func (t *Table[V]) Clear() {
-	clear(t.ents)
-	t.ents = t.ents[:0]
-	if t.slots != nil {
-		clear(t.slots)
+	if t.dir != nil {
+		*t = Table[V]{}
+		return
 	}
+	clear(t.p.ents)
+	t.p.ents = t.p.ents[:0]
+	clear(t.p.slots)
 }
 
-// All yields each entry, from the last to the first (see Table).
-func (t *Table[V]) All() iter.Seq2[string, V] {
-	return func(yield func(string, V) bool) {
+// parts yields each part once.
+func (t *Table[V]) parts() iter.Seq[*tablePart[V]] {
+	return func(yield func(*tablePart[V]) bool) {
 		if t == nil {
 			return
 		}
-		for i := len(t.ents) - 1; i >= 0; i-- {
-			if i >= len(t.ents) { // (an entry was deleted)
-				continue
-			}
-			if !yield(t.ents[i].key, t.ents[i].val) {
+		if t.dir == nil {
+			yield(&t.p)
+			return
+		}
+		var prev *tablePart[V]
+		for _, p := range t.dir.parts {
+			if p != prev && !yield(p) {
 				return
+			}
+			prev = p
+		}
+	}
+}
+
+// All yields each entry (see Table for what the loop may change).
+func (t *Table[V]) All() iter.Seq2[string, V] {
+	return func(yield func(string, V) bool) {
+		for p := range t.parts() {
+			for i := len(p.ents) - 1; i >= 0; i-- {
+				if i >= len(p.ents) { // (an entry was deleted)
+					continue
+				}
+				if !yield(p.ents[i].key, p.ents[i].val) {
+					return
+				}
 			}
 		}
 	}
@@ -285,46 +432,68 @@ func (t *Table[V]) Clone(cp func(V) V) *Table[V] {
 	if t == nil {
 		return nil
 	}
-	o := &Table[V]{ents: make([]tableEnt[V], len(t.ents)), shift: t.shift}
-	for i, e := range t.ents {
-		o.ents[i] = tableEnt[V]{e.key, cp(e.val)}
+	clonePart := func(p *tablePart[V]) tablePart[V] {
+		o := tablePart[V]{ents: make([]tableEnt[V], len(p.ents)), bits: p.bits, depth: p.depth}
+		for i, e := range p.ents {
+			o.ents[i] = tableEnt[V]{e.key, cp(e.val)}
+		}
+		if p.slots != nil {
+			o.slots = append([]uint64(nil), p.slots...)
+		}
+		return o
 	}
-	if t.slots != nil {
-		o.slots = append([]uint64(nil), t.slots...)
+	o := &Table[V]{}
+	if t.dir == nil {
+		o.p = clonePart(&t.p)
+		return o
+	}
+	o.dir = &tableDir[V]{parts: make([]*tablePart[V], len(t.dir.parts)), depth: t.dir.depth, n: t.dir.n}
+	var prev, cur *tablePart[V]
+	for i, p := range t.dir.parts {
+		if p != prev {
+			c := clonePart(p)
+			prev, cur = p, &c
+		}
+		o.dir.parts[i] = cur
 	}
 	return o
 }
 
 // TouchSlot reads the line of the slot where the name hashing to h
-// starts its probe (the first of Prefetch's three stages).
+// starts its probe (the first of Prefetch's stages).
 func (t *Table[V]) TouchSlot(h uint64) uint64 {
-	if t == nil || t.slots == nil {
-		if t != nil && len(t.ents) > 0 {
-			return uint64(len(t.ents[0].key))
-		}
+	if t == nil {
 		return 0
 	}
-	return t.slots[t.home(h)]
+	p := t.part(h)
+	if p.bits == 0 {
+		return uint64(len(p.ents))
+	}
+	return p.slots[p.home(h)]
 }
 
-// Peek returns the value of the first entry whose slot matches h's top
-// bits on h's probe, and the first byte of its name read, without
-// comparing names (Prefetch's second stage: what it reads is what the
-// lookup will read; another name of the same top bits is a wasted load).
-// ok is false when none matches or t is small.
+// Peek returns the value of the first entry on h's probe whose slot
+// matches h, and the first byte of its name read, without comparing names
+// (Prefetch's next stage: what it reads is what the lookup will read;
+// another name of the same 52 bits is a wasted load). ok is false when
+// none matches or t is small.
 func (t *Table[V]) Peek(h uint64) (v V, sink uint64, ok bool) {
-	if t == nil || t.slots == nil {
+	if t == nil {
 		return v, 0, false
 	}
-	fp := h >> 32 << 32
-	mask := len(t.slots) - 1
-	for p := t.home(h); ; p = (p + 1) & mask {
-		s := t.slots[p]
+	p := t.part(h)
+	if p.bits == 0 {
+		return v, 0, false
+	}
+	fp := fpOf(h)
+	mask := len(p.slots) - 1
+	for q := p.home(h); ; q = (q + 1) & mask {
+		s := p.slots[q]
 		if s == 0 {
 			return v, 0, false
 		}
-		if s&^0xffffffff == fp {
-			e := &t.ents[int(uint32(s))-1]
+		if fpOf(s) == fp {
+			e := &p.ents[int(s&(1<<slotIdx-1))-1]
 			if len(e.key) > 0 {
 				sink = uint64(e.key[0])
 			}

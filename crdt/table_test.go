@@ -33,25 +33,56 @@ func checkTable(tb testing.TB, t *Table[int], model map[string]int) {
 			tb.Fatalf("GetBytes(%q) = %d, want %d", k, got, v)
 		}
 	}
-	if t == nil || t.slots == nil {
-		if t != nil && len(t.ents) > tableSmall {
-			tb.Fatalf("%d entries without slots", len(t.ents))
-		}
+	if t == nil {
 		return
 	}
-	filed := 0
-	for _, s := range t.slots {
-		if s != 0 {
-			filed++
+	total := 0
+	for p := range t.parts() {
+		total += len(p.ents)
+		if len(p.ents) > 3<<(partBits-2)+1 {
+			tb.Fatalf("a part of %d entries (a write would move them all)", len(p.ents))
+		}
+		for i, e := range p.ents {
+			h := tableHashString(e.key)
+			if t.part(h) != p {
+				tb.Fatalf("%q is in a part its hash does not lead to", e.key)
+			}
+			if p.bits != 0 && p.slotOf(fpOf(h), i) < 0 { // (slotOf loops forever if absent: the Lookup above found it)
+				tb.Fatal("unreachable")
+			}
+		}
+		if p.bits == 0 {
+			if len(p.ents) > tableSmall || t.dir != nil {
+				tb.Fatalf("%d entries without slots (dir %v)", len(p.ents), t.dir != nil)
+			}
+			continue
+		}
+		filed := 0
+		for _, s := range p.slots {
+			if s != 0 {
+				filed++
+			}
+		}
+		if filed != len(p.ents) || len(p.slots) != 1<<p.bits || filed*4 > len(p.slots)*3 {
+			tb.Fatalf("%d slots filed for %d entries in %d slots", filed, len(p.ents), len(p.slots))
 		}
 	}
-	if filed != len(t.ents) || filed*4 > len(t.slots)*3 {
-		tb.Fatalf("%d slots filed for %d entries in %d slots", filed, len(t.ents), len(t.slots))
+	if total != t.Len() {
+		tb.Fatalf("parts hold %d entries, Len %d", total, t.Len())
 	}
-	for i, e := range t.ents {
-		h := tableHashString(e.key)
-		if t.slotOf(h, i) < 0 { // (slotOf loops forever if absent: the Lookup above found it)
-			tb.Fatal("unreachable")
+	if d := t.dir; d != nil {
+		if len(d.parts) != 1<<d.depth {
+			tb.Fatalf("directory of %d parts at depth %d", len(d.parts), d.depth)
+		}
+		for i, p := range d.parts {
+			span := 1 << (d.depth - p.depth)
+			if i%span == 0 {
+				for j := range span {
+					if d.parts[i+j] != p {
+						tb.Fatalf("part of depth %d at index %d not at its %d indices", p.depth, i, span)
+					}
+				}
+			}
 		}
 	}
 }
@@ -60,21 +91,22 @@ func checkTable(tb testing.TB, t *Table[int], model map[string]int) {
 // small and large pools, so that tables cross the small/slotted line both
 // ways) against a Go map.
 func TestTableModel(t *testing.T) {
+	deepest := uint8(0)
 	for seed := int64(1); seed <= 40; seed++ {
 		rng := rand.New(rand.NewSource(seed))
-		pool := 4 + rng.Intn(300)
+		pool := 4 + rng.Intn([]int{20, 300, 20000}[seed%3])
 		var tbl *Table[int]
 		model := map[string]int{}
-		for op := 0; op < 3000; op++ {
+		for op := 0; op < 30000; op++ {
 			k := fmt.Sprintf("m%d", rng.Intn(pool))
-			switch r := rng.Intn(100); {
-			case r < 55:
+			switch r := rng.Intn(10000); {
+			case r < 6000:
 				if tbl == nil {
 					tbl = NewTable[int](rng.Intn(20))
 				}
 				tbl.Put(k, op)
 				model[k] = op
-			case r < 99:
+			case r < 9998:
 				if tbl != nil {
 					tbl.Delete(k)
 				}
@@ -85,20 +117,26 @@ func TestTableModel(t *testing.T) {
 				}
 				clear(model)
 			}
-			if op%97 == 0 || op > 2990 {
+			if op%997 == 0 || op > 29990 {
 				checkTable(t, tbl, model)
 			}
 		}
 		checkTable(t, tbl, model)
 		checkTable(t, tbl.Clone(func(v int) int { return v }), model)
+		if tbl.dir != nil {
+			deepest = max(deepest, tbl.dir.depth)
+		}
+	}
+	if deepest < 2 {
+		t.Fatalf("no table split more than once (directory depth %d)", deepest)
 	}
 }
 
 // TestTableDeleteWhileIterating deletes, during All, the entry yielded
 // (as Merge and Compact do): every entry is yielded once, and what is
-// left is what was not deleted. Inserting during All yields no new entry.
+// left is what was not deleted.
 func TestTableDeleteWhileIterating(t *testing.T) {
-	for _, n := range []int{1, 5, 8, 9, 100, 1000} {
+	for _, n := range []int{1, 5, 8, 9, 100, 1000, 5000} {
 		tbl := NewTable[int](0)
 		for i := range n {
 			tbl.Put(fmt.Sprint(i), i)
@@ -123,24 +161,16 @@ func TestTableDeleteWhileIterating(t *testing.T) {
 			}
 		}
 		checkTable(t, tbl, left)
-		count := 0
-		for k, v := range tbl.All() {
-			count++
-			tbl.Put(k+"new", v)
-		}
-		if count != len(left) || tbl.Len() != 2*len(left) {
-			t.Fatalf("n=%d: insert during All yielded %d of %d, len %d", n, count, len(left), tbl.Len())
-		}
 	}
 }
 
 // TestTablePeek: the prefetch stages find an entry by its hash alone.
 func TestTablePeek(t *testing.T) {
 	tbl := NewTable[int](0)
-	for i := range 1000 {
+	for i := range 10000 {
 		tbl.Put(fmt.Sprint("f", i), i)
 	}
-	for i := range 1000 {
+	for i := range 10000 {
 		name := []byte(fmt.Sprint("f", i))
 		h := TableHash(name)
 		tbl.TouchSlot(h)
