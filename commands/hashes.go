@@ -281,19 +281,18 @@ func cmdHRandField(c *Ctx) {
 		if err != nil {
 			return err
 		}
-		var fs []string
-		if st != nil {
-			fs = st.Fields()
+		if st == nil {
+			st = &crdt.State{}
 		}
 		if !given {
-			if len(fs) == 0 {
+			if fs := sample(st.Hash.Len(), 1, st.FieldAt, st.Fields); len(fs) == 0 {
 				c.Conn.Null()
 			} else {
-				c.Conn.BulkString(randomPick(fs, 1)[0])
+				c.Conn.BulkString(fs[0])
 			}
 			return nil
 		}
-		picked := randomPick(fs, n)
+		picked := sample(st.Hash.Len(), n, st.FieldAt, st.Fields)
 		if withVals && c.Conn.Proto == 3 {
 			c.Conn.Array(len(picked))
 		} else if withVals {

@@ -188,11 +188,11 @@ func cmdSPop(c *Ctx) {
 			}
 			return nil
 		}
-		ms := st.Members()
-		rand.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
-		if int64(len(ms)) > n {
-			ms = ms[:n]
+		count := n
+		if !given {
+			count = 1
 		}
+		ms := sample(st.Set.Len(), count, st.MemberAt, st.Members)
 		rm := make([][]byte, len(ms))
 		for i, m := range ms {
 			rm[i] = []byte(m)
@@ -227,21 +227,68 @@ func cmdSRandMember(c *Ctx) {
 		if err != nil {
 			return err
 		}
-		var ms []string
-		if st != nil {
-			ms = st.Members()
+		if st == nil {
+			st = &crdt.State{}
 		}
 		if !given {
-			if len(ms) == 0 {
+			if ms := sample(st.Set.Len(), 1, st.MemberAt, st.Members); len(ms) == 0 {
 				c.Conn.Null()
 			} else {
-				c.Conn.BulkString(ms[rand.IntN(len(ms))])
+				c.Conn.BulkString(ms[0])
 			}
 			return nil
 		}
-		c.bulks(randomPick(ms, n))
+		c.bulks(sample(st.Set.Len(), n, st.MemberAt, st.Members))
 		return nil
 	})
+}
+
+// sample picks n of the size entries of a set or a hash (at(i): entry
+// i's name, and whether it counts — a hash field holding no value does
+// not), as SRANDMEMBER, HRANDFIELD and SPOP do: n > 0 distinct ones (all
+// when n is at least how many count), n < 0 |n| with repeats. Entries are
+// drawn by index (crdt.Table.At) instead of listing the whole set each
+// call (SPOP on a set of a million members listed and shuffled a million
+// names); when n is most of the set, or draws keep missing (most of a
+// hash's fields hold no value), it lists the entries (list) and picks
+// from the list.
+func sample(size int, n int64, at func(int) (string, bool), list func() []string) []string {
+	if size == 0 || n == 0 {
+		return nil
+	}
+	if n < 0 {
+		out := make([]string, 0, min(-n, 1<<20))
+		for i := int64(0); i < -n; i++ {
+			name, ok := "", false
+			for try := 0; try < 16 && !ok; try++ {
+				name, ok = at(rand.IntN(size))
+			}
+			if !ok {
+				return randomPick(list(), n)
+			}
+			out = append(out, name)
+		}
+		return out
+	}
+	if n*2 > int64(size) {
+		return randomPick(list(), n)
+	}
+	seen := make(map[int]bool, n)
+	out := make([]string, 0, n)
+	for draws := 0; int64(len(out)) < n; draws++ {
+		if draws > 16*int(n)+64 {
+			return randomPick(list(), n)
+		}
+		i := rand.IntN(size)
+		if seen[i] {
+			continue
+		}
+		seen[i] = true
+		if name, ok := at(i); ok {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // randomPick returns n distinct items (n > 0) or |n| items with repeats

@@ -457,6 +457,20 @@ func (s *State) Members() []string {
 	return out
 }
 
+// MemberAt returns member i of the set (0 <= i < Set.Len(); see
+// Table.At), and true (FieldAt's shape: a member always holds a value).
+func (s *State) MemberAt(i int) (string, bool) {
+	m, _ := s.Set.At(i)
+	return m, true
+}
+
+// FieldAt returns field i of the hash (0 <= i < Hash.Len(); see Table.At)
+// and whether it holds a value.
+func (s *State) FieldAt(i int) (string, bool) {
+	f, r := s.Hash.At(i)
+	return f, r.Exists()
+}
+
 // HasMember reports whether m is in the set.
 func (s *State) HasMember(m string) bool { return s.Set.Has(m) }
 

@@ -1,0 +1,148 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestRandomElementsOfBigCollections: SPOP, SRANDMEMBER and HRANDFIELD
+// on a set and a hash big enough to have many parts (crdt.Table), which
+// they now draw from by index instead of listing: distinct when asked,
+// members only, popped ones gone, and a hash's deleted fields never
+// picked.
+func TestRandomElementsOfBigCollections(t *testing.T) {
+	in := startConcord(t, nil)
+	c := client(t, in.Addr())
+	const n = 20000
+	for i := 0; i < n; i += 1000 {
+		args := []any{"SADD", "big"}
+		hargs := []any{"HSET", "h"}
+		for j := i; j < i+1000; j++ {
+			args = append(args, fmt.Sprint("m", j))
+			hargs = append(hargs, fmt.Sprint("f", j), fmt.Sprint("v", j))
+		}
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Do(ctx, hargs...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	distinctMembers := func(what string, ms []string, want int) {
+		t.Helper()
+		seen := map[string]bool{}
+		for _, m := range ms {
+			if seen[m] {
+				t.Fatalf("%s: %q twice in %v", what, m, ms)
+			}
+			seen[m] = true
+		}
+		if len(ms) != want {
+			t.Fatalf("%s: %d members, want %d", what, len(ms), want)
+		}
+	}
+	ms, err := c.SRandMemberN(ctx, "big", 50).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinctMembers("SRANDMEMBER 50", ms, 50)
+	for _, m := range ms {
+		if !c.SIsMember(ctx, "big", m).Val() {
+			t.Fatalf("SRANDMEMBER gave %q, not a member", m)
+		}
+	}
+	if ms := c.Do(ctx, "SRANDMEMBER", "big", -30).Val().([]any); len(ms) != 30 {
+		t.Fatalf("SRANDMEMBER -30: %d", len(ms))
+	}
+	popped, err := c.SPopN(ctx, "big", 100).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinctMembers("SPOP 100", popped, 100)
+	one, err := c.SPop(ctx, "big").Result()
+	if err != nil || len(one) < 2 || one[0] != 'm' {
+		t.Fatalf("SPOP: %q %v", one, err)
+	}
+	if got := c.SCard(ctx, "big").Val(); got != n-101 {
+		t.Fatalf("SCARD after popping 101: %d", got)
+	}
+	for _, m := range append(popped, one) {
+		if c.SIsMember(ctx, "big", m).Val() {
+			t.Fatalf("%q popped and still a member", m)
+		}
+	}
+
+	// all but ten fields deleted: only those ten are ever picked
+	var del []string
+	for j := 0; j < n; j++ {
+		if j%(n/10) != 7 {
+			del = append(del, fmt.Sprint("f", j))
+		}
+	}
+	for i := 0; i < len(del); i += 1000 {
+		if err := c.HDel(ctx, "h", del[i:min(i+1000, len(del))]...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live := func(f string) bool {
+		var j int
+		fmt.Sscanf(f, "f%d", &j)
+		return j%(n/10) == 7
+	}
+	fs, err := c.HRandField(ctx, "h", 5).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinctMembers("HRANDFIELD 5", fs, 5)
+	all, _ := c.HRandField(ctx, "h", 50).Result()
+	distinctMembers("HRANDFIELD 50 of 10", all, 10)
+	for range 20 {
+		f, err := c.Do(ctx, "HRANDFIELD", "h").Text()
+		if err != nil || !live(f) {
+			t.Fatalf("HRANDFIELD: %q %v (a deleted field)", f, err)
+		}
+		fs = append(fs, f)
+	}
+	kv, err := c.HRandFieldWithValues(ctx, "h", -20).Result()
+	if err != nil || len(kv) != 20 {
+		t.Fatalf("HRANDFIELD -20 WITHVALUES: %d %v", len(kv), err)
+	}
+	for _, p := range kv {
+		if !live(p.Key) || p.Value != "v"+p.Key[1:] {
+			t.Fatalf("HRANDFIELD WITHVALUES: %s=%s", p.Key, p.Value)
+		}
+		fs = append(fs, p.Key)
+	}
+	for _, f := range append(fs, all...) {
+		if !live(f) {
+			t.Fatalf("picked deleted field %q", f)
+		}
+	}
+
+	// counters' fields deleted keep their registers (the increments'
+	// floors): entries that hold no value, which the draws skip
+	for j := 0; j < 2000; j++ {
+		if err := c.HIncrBy(ctx, "hc", fmt.Sprint("f", j), 1).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.HDel(ctx, "hc", del[:1990]...).Err(); err != nil { // all of hc but f7 and f1997-f1999
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, f := range c.HKeys(ctx, "hc").Val() {
+		want[f] = true
+	}
+	if len(want) == 0 || len(want) > 20 {
+		t.Fatalf("HKEYS hc: %d fields", len(want))
+	}
+	for range 50 {
+		f, err := c.Do(ctx, "HRANDFIELD", "hc").Text()
+		if err != nil || !want[f] {
+			t.Fatalf("HRANDFIELD hc: %q %v (a deleted field)", f, err)
+		}
+	}
+	if got, _ := c.HRandField(ctx, "hc", 100).Result(); len(got) != len(want) {
+		t.Fatalf("HRANDFIELD hc 100: %d fields, want %d", len(got), len(want))
+	}
+}
