@@ -324,11 +324,16 @@ func cmdHScan(c *Ctx) {
 		if err != nil {
 			return err
 		}
-		var fs []string
-		if st != nil {
-			fs = st.Fields()
+		if st == nil {
+			st = &crdt.State{}
 		}
-		page, next := scanItems(fs, cur, sa.count, func(f string) bool { return !sa.hasM || globMatch(sa.match, f, false) })
+		var page []string
+		var regs []*crdt.Reg
+		next := st.Hash.Scan(cur, sa.count, func(f string, r *crdt.Reg) {
+			if r.Exists() && (!sa.hasM || globMatch(sa.match, f, false)) {
+				page, regs = append(page, f), append(regs, r)
+			}
+		})
 		c.Conn.Array(2)
 		c.Conn.BulkString(formatInt(int64(next)))
 		if sa.noVals {
@@ -336,8 +341,8 @@ func cmdHScan(c *Ctx) {
 			return nil
 		}
 		c.Conn.Array(2 * len(page))
-		for _, f := range page {
-			v, _ := st.Field(f)
+		for i, f := range page {
+			v, _, _ := regs[i].Get()
 			c.Conn.BulkString(f)
 			c.Conn.Bulk(v)
 		}

@@ -1,8 +1,6 @@
 package commands
 
 import (
-	"sort"
-
 	"concord/crdt"
 )
 
@@ -56,42 +54,6 @@ func parseCursor(b []byte) (uint64, error) {
 		v = v*10 + uint64(ch-'0')
 	}
 	return v, nil
-}
-
-func strHash(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return h & 0xffffffff
-}
-
-// scanItems pages through items ordered by hash: the cursor is the hash to
-// resume from, so items present for the whole iteration are returned at
-// least once even when others come and go.
-func scanItems(items []string, cursor uint64, count int, keep func(string) bool) ([]string, uint64) {
-	type hs struct {
-		h uint64
-		s string
-	}
-	all := make([]hs, 0, len(items))
-	for _, s := range items {
-		if h := strHash(s); h >= cursor {
-			all = append(all, hs{h, s})
-		}
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].h < all[j].h || (all[i].h == all[j].h && all[i].s < all[j].s) })
-	var out []string
-	for i, x := range all {
-		if i >= count && x.h != all[i-1].h {
-			return out, x.h
-		}
-		if keep(x.s) {
-			out = append(out, x.s)
-		}
-	}
-	return out, 0
 }
 
 func (c *Ctx) scanReply(cursor uint64, items []string) {

@@ -471,11 +471,15 @@ func cmdSScan(c *Ctx) {
 		if err != nil {
 			return err
 		}
-		var ms []string
-		if st != nil {
-			ms = st.Members()
+		if st == nil {
+			st = &crdt.State{}
 		}
-		page, next := scanItems(ms, cur, sa.count, func(m string) bool { return !sa.hasM || globMatch(sa.match, m, false) })
+		var page []string
+		next := st.Set.Scan(cur, sa.count, func(m string, _ []crdt.Dot) {
+			if !sa.hasM || globMatch(sa.match, m, false) {
+				page = append(page, m)
+			}
+		})
 		c.scanReply(next, page)
 		return nil
 	})

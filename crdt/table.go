@@ -3,6 +3,7 @@ package crdt
 import (
 	"hash/maphash"
 	"iter"
+	"slices"
 	"unsafe"
 )
 
@@ -428,6 +429,64 @@ func (t *Table[V]) At(i int) (string, V) {
 		i -= len(p.ents)
 	}
 	panic("crdt: Table.At out of range")
+}
+
+// Scan calls fn with entries in the order of their hashes' top 52 bits
+// (SSCAN's and HSCAN's cursor: a hash's top bits >> 12), from cursor on:
+// at least count of them (more when the last one's bits are shared),
+// unless none is left, and returns the cursor of the next one, or 0 when
+// none is left. An entry there from the first call to the last is given
+// at least once whatever changed between calls (the order is the hash's,
+// which no growth or split changes); no entry twice if nothing changed.
+// Each call sorts the part where it starts, and the next ones as it
+// needs them (at most 1,536 entries each), instead of the whole table.
+func (t *Table[V]) Scan(cursor uint64, count int, fn func(name string, v V)) uint64 {
+	if t.Len() == 0 || cursor >= 1<<(64-slotIdx) {
+		return 0
+	}
+	from := cursor << slotIdx
+	var buf []uint64 // the part's slots at or after from (a hash's bits, an index), sorted
+	given := 0
+	for {
+		p := t.part(from)
+		buf = buf[:0]
+		if p.bits == 0 {
+			for i := range p.ents {
+				if fp := fpOf(tableHashString(p.ents[i].key)); fp >= from {
+					buf = append(buf, fp|uint64(i+1))
+				}
+			}
+		} else {
+			for _, s := range p.slots {
+				if s != 0 && fpOf(s) >= from {
+					buf = append(buf, s)
+				}
+			}
+		}
+		slices.Sort(buf)
+		for j, s := range buf {
+			if given >= count && (j == 0 || fpOf(s) != fpOf(buf[j-1])) {
+				return fpOf(s) >> slotIdx
+			}
+			e := &p.ents[int(s&(1<<slotIdx-1))-1]
+			fn(e.key, e.val)
+			given++
+		}
+		// the part's hashes all share its top depth bits: the next part
+		// starts after them
+		if p.depth == 0 {
+			return 0
+		}
+		step := uint64(1) << (64 - p.depth)
+		next := (from &^ (step - 1)) + step
+		if next == 0 { // (past the last part)
+			return 0
+		}
+		from = next
+		if given >= count {
+			return from >> slotIdx
+		}
+	}
 }
 
 // Keys yields each name (see All).

@@ -188,3 +188,57 @@ func TestTablePeek(t *testing.T) {
 		t.Fatal("a nil table peeked something")
 	}
 }
+
+// TestTableScan: a scan by cursor gives every entry exactly once when
+// nothing changes, and every entry present throughout at least once when
+// entries come and go between calls (parts splitting under it), with at
+// least count entries per call until the end.
+func TestTableScan(t *testing.T) {
+	for seed := int64(1); seed <= 12; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		size := []int{0, 1, 8, 9, 200, 5000, 30000}[seed%7]
+		tbl := NewTable[int](0)
+		for i := range size {
+			tbl.Put(fmt.Sprint("s", i), i)
+		}
+		churn := seed%2 == 0
+		seen := map[string]int{}
+		cursor, calls, added := uint64(0), 0, 0
+		for {
+			count := 1 + rng.Intn(50)
+			n := 0
+			cursor = tbl.Scan(cursor, count, func(k string, v int) {
+				seen[k]++
+				n++
+			})
+			calls++
+			if cursor == 0 {
+				break
+			}
+			if n < count {
+				t.Fatalf("seed %d: a call gave %d of count %d before the end", seed, n, count)
+			}
+			if calls > 2*size+10 {
+				t.Fatalf("seed %d: %d calls for %d entries", seed, calls, size)
+			}
+			if churn { // new entries (some parts split) and deleted ones, not of the s* that stay
+				for range 1 + rng.Intn(100) {
+					tbl.Put(fmt.Sprint("n", added), -1)
+					added++
+				}
+				for range rng.Intn(50) {
+					tbl.Delete(fmt.Sprint("n", rng.Intn(added)))
+				}
+			}
+		}
+		for i := range size {
+			k := fmt.Sprint("s", i)
+			if c := seen[k]; c == 0 || (!churn && c != 1) {
+				t.Fatalf("seed %d (churn %v): %s given %d times", seed, churn, k, c)
+			}
+		}
+		if !churn && len(seen) != size {
+			t.Fatalf("seed %d: %d names given, %d entries", seed, len(seen), size)
+		}
+	}
+}

@@ -146,3 +146,86 @@ func TestRandomElementsOfBigCollections(t *testing.T) {
 		t.Fatalf("HRANDFIELD hc 100: %d fields, want %d", len(got), len(want))
 	}
 }
+
+// TestScanBigCollections: SSCAN and HSCAN page through a set and a hash of
+// many parts (crdt.Table.Scan: each call sorts the part it starts in, not
+// the whole set) — every element there throughout given at least once
+// while others come and go between calls, about COUNT per call, MATCH
+// applied, a hash's values beside their fields.
+func TestScanBigCollections(t *testing.T) {
+	in := startConcord(t, nil)
+	c := client(t, in.Addr())
+	const n = 20000
+	for i := 0; i < n; i += 1000 {
+		args := []any{"SADD", "s"}
+		hargs := []any{"HSET", "h"}
+		for j := i; j < i+1000; j++ {
+			args = append(args, fmt.Sprint("m", j))
+			hargs = append(hargs, fmt.Sprint("f", j), fmt.Sprint("v", j))
+		}
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Do(ctx, hargs...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]int{}
+	cursor, calls, added := uint64(0), 0, 0
+	for {
+		ms, next, err := c.SScan(ctx, "s", cursor, "", 100).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		for _, m := range ms {
+			seen[m]++
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+		if len(ms) < 100 || calls > n/100*2 {
+			t.Fatalf("call %d: %d members", calls, len(ms))
+		}
+		// others come and go (the set grows: its parts split under the scan)
+		args := []any{"SADD", "s"}
+		for range 20 {
+			args = append(args, fmt.Sprint("new", added))
+			added++
+		}
+		c.Do(ctx, args...)
+		c.SRem(ctx, "s", fmt.Sprint("new", added/2), fmt.Sprint("new", added-1))
+	}
+	for j := 0; j < n; j++ {
+		if seen[fmt.Sprint("m", j)] == 0 {
+			t.Fatalf("m%d never given (%d calls)", j, calls)
+		}
+	}
+
+	var fields []string
+	cursor = 0
+	for {
+		kv, next, err := c.HScan(ctx, "h", cursor, "f1*", 500).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < len(kv); i += 2 {
+			if kv[i][:2] != "f1" || kv[i+1] != "v"+kv[i][1:] {
+				t.Fatalf("HSCAN MATCH f1*: %s=%s", kv[i], kv[i+1])
+			}
+			fields = append(fields, kv[i])
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	want := 0
+	for j := 0; j < n; j++ {
+		if fmt.Sprint(j)[0] == '1' {
+			want++
+		}
+	}
+	if len(fields) != want { // nothing changed: each once
+		t.Fatalf("HSCAN MATCH f1*: %d fields, want %d", len(fields), want)
+	}
+}
