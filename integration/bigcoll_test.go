@@ -229,3 +229,52 @@ func TestScanBigCollections(t *testing.T) {
 		t.Fatalf("HSCAN MATCH f1*: %d fields, want %d", len(fields), want)
 	}
 }
+
+// TestScanMatchReadsCountKeys: SCAN's COUNT bounds the keys a call looks
+// at, matched or not (as Redis's counts buckets): a MATCH that few keys
+// pass gives short pages and a cursor, instead of one call reading the
+// whole keyspace; the whole iteration still gives every match once.
+func TestScanMatchReadsCountKeys(t *testing.T) {
+	in := startConcord(t, nil)
+	c := client(t, in.Addr())
+	const n = 20000
+	for i := 0; i < n; i += 1000 {
+		args := []any{"MSET"}
+		for j := i; j < i+1000; j++ {
+			args = append(args, fmt.Sprint("k:", j), "v")
+		}
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for j := range 5 {
+		c.Set(ctx, fmt.Sprint("x:", j), "v", 0)
+	}
+	page, cursor, err := c.Scan(ctx, 0, "x:*", 10).Result()
+	if err != nil || cursor == 0 || len(page) > 5 {
+		t.Fatalf("first call of SCAN MATCH x:* COUNT 10: %v, cursor %d, %v (read the whole keyspace?)", page, cursor, err)
+	}
+	got := map[string]int{}
+	for _, k := range page {
+		got[k]++
+	}
+	calls := 1
+	for cursor != 0 {
+		page, cursor, err = c.Scan(ctx, cursor, "x:*", 10).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range page {
+			got[k]++
+		}
+		calls++
+	}
+	if len(got) != 5 || calls < n/10/2 || calls > 2*n/10+256 {
+		t.Fatalf("SCAN MATCH x:* COUNT 10: %v in %d calls", got, calls)
+	}
+	for k, c := range got {
+		if c != 1 {
+			t.Fatalf("%s given %d times", k, c)
+		}
+	}
+}

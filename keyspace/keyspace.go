@@ -1418,10 +1418,11 @@ func (ks *Keyspace) Size(in *Tx, dbi int) (keys, expires int) {
 	return
 }
 
-// ScanPage returns up to count live keys of db from cursor on, and the next
-// cursor (0 when done). Keys present for the whole scan are returned at least
-// once. match filters keys when non-nil (st returns the key's state: a cold
-// key is unpacked only if match asks). in is the RunAll tx the caller runs
+// ScanPage returns the live keys of db from cursor on that match (all when
+// match is nil) among about count looked at, and the next cursor (0 when
+// done). Keys present for the whole scan are returned at least once. st
+// returns the key's state to match: a cold key is unpacked only if match
+// asks. in is the RunAll tx the caller runs
 // in, or nil.
 func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match func(k string, st func() *crdt.State) bool) ([]string, uint64) {
 	d := ks.dbs[dbi]
@@ -1438,14 +1439,18 @@ func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match fu
 	pos := cursor & (1<<33 - 1)
 	now := ks.NowMs()
 	var out []string
+	visited := 0
+	type hk struct {
+		h      uint64
+		k      string
+		st     *crdt.State // a warm key's
+		packed []byte      // a cold key's record
+	}
+	var cands []hk
 	for shardIdx < shardCount {
 		s := &d.shards[shardIdx]
-		type hk struct {
-			h uint64
-			k string
-		}
 		s.lockFor(in)
-		cands := make([]hk, 0, s.m.len())
+		cands = cands[:0]
 		for k, e := range s.m.all() {
 			if !e.live {
 				continue
@@ -1453,10 +1458,8 @@ func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match fu
 			if at := s.expireAt(k, e.hasExp); at > 0 && at <= now {
 				continue
 			}
-			h := (hashKey(k) >> 8) & 0xffffffff
-			cur = e.st
-			if h >= pos && (match == nil || match(k, stOf)) {
-				cands = append(cands, hk{h, k})
+			if h := (hashKey(k) >> 8) & 0xffffffff; h >= pos {
+				cands = append(cands, hk{h: h, k: k, st: e.st})
 			}
 		}
 		s.cold.each(func(_ int, kb []byte, r coldRec) bool {
@@ -1464,21 +1467,27 @@ func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match fu
 			if at := s.expireAt(k, r.hasExp); at > 0 && at <= now {
 				return true
 			}
-			h := (hashKey(k) >> 8) & 0xffffffff
-			cur, curPacked = nil, r.packed
-			if h >= pos && (match == nil || match(k, stOf)) {
-				cands = append(cands, hk{h, k})
+			if h := (hashKey(k) >> 8) & 0xffffffff; h >= pos {
+				cands = append(cands, hk{h: h, k: k, packed: r.packed})
 			}
 			return true
 		})
-		s.unlockFor(in)
 		sort.Slice(cands, func(i, j int) bool { return cands[i].h < cands[j].h })
+		// count counts the keys looked at, matched or not (as Redis's
+		// counts buckets): a MATCH or TYPE that few keys pass returns
+		// short pages instead of reading the whole keyspace in one call
 		for i, c := range cands {
-			if len(out) >= count && (i == 0 || c.h != cands[i-1].h) {
+			if visited >= count && (i == 0 || c.h != cands[i-1].h) {
+				s.unlockFor(in)
 				return out, shardIdx<<33 | c.h
 			}
-			out = append(out, c.k)
+			visited++
+			cur, curPacked = c.st, c.packed
+			if match == nil || match(c.k, stOf) {
+				out = append(out, c.k)
+			}
 		}
+		s.unlockFor(in)
 		shardIdx++
 		pos = 0
 	}
