@@ -3,7 +3,6 @@ package commands
 import (
 	"math"
 	"math/big"
-	"sort"
 
 	"concord/crdt"
 	"concord/keyspace"
@@ -138,23 +137,35 @@ func hashDump(c *Ctx, fields, values bool) {
 		if err != nil {
 			return err
 		}
-		var fs []string
+		// the live fields and their registers, in the table's order (a
+		// small hash's: its fields' order, as Redis's listpack), read
+		// once (not sorted, nor each value looked up again: HGETALL of
+		// 100k fields took 131 ms)
+		type fieldReg struct {
+			f string
+			r *crdt.Reg
+		}
+		var live []fieldReg
 		if st != nil {
-			fs = st.Fields()
-			sort.Strings(fs)
+			live = make([]fieldReg, 0, st.Hash.Len())
+			for f, r := range st.Hash.All() {
+				if r.Exists() {
+					live = append(live, fieldReg{f, r})
+				}
+			}
 		}
 		switch {
 		case fields && values:
-			c.Conn.Map(len(fs))
+			c.Conn.Map(len(live))
 		default:
-			c.Conn.Array(len(fs))
+			c.Conn.Array(len(live))
 		}
-		for _, f := range fs {
+		for _, x := range live {
 			if fields {
-				c.Conn.BulkString(f)
+				c.Conn.BulkString(x.f)
 			}
 			if values {
-				v, _ := st.Field(f)
+				v, _, _ := x.r.Get()
 				c.Conn.Bulk(v)
 			}
 		}

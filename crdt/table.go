@@ -47,11 +47,11 @@ const (
 // (at most 1,536), as a Go map moves at most a table's (1,024), where
 // Redis rehashes a dict a bucket at a time.
 //
-// Deleting entry i moves its part's last entry into its place, so All,
-// which runs through a part from its last entry to its first, may delete
-// the entry it yields; it must not delete another nor insert (a split
-// would move entries it has not reached yet). A nil *Table is an empty
-// one for reading.
+// Deleting entry i moves its part's last entry into its place (or, in a
+// small table, the entries after it up one), and All goes on from the
+// entry that took the place, so the loop may delete the entry it yields;
+// it must not delete another nor insert (a split would move entries it
+// has not reached yet). A nil *Table is an empty one for reading.
 type Table[V any] struct {
 	p   tablePart[V] // the only part while dir is nil
 	dir *tableDir[V]
@@ -312,20 +312,22 @@ func (t *Table[V]) split(p *tablePart[V]) {
 }
 
 // Delete removes name's entry, if any: its part's last entry takes its
-// place.
+// place (in a small table, the entries after it move up one).
 func (t *Table[V]) Delete(name string) {
 	p, i := t.lookup(name)
 	if i < 0 {
 		return
 	}
 	last := len(p.ents) - 1
-	if p.bits != 0 {
+	if p.bits == 0 { // a small table keeps its order (HGETALL's, as Redis's listpack)
+		copy(p.ents[i:], p.ents[i+1:])
+	} else {
 		p.unslot(fpOf(tableHashString(name)), i)
 		if i != last {
 			p.reslot(fpOf(tableHashString(p.ents[last].key)), last, i)
 		}
+		p.ents[i] = p.ents[last]
 	}
-	p.ents[i] = p.ents[last]
 	p.ents[last] = tableEnt[V]{}
 	p.ents = p.ents[:last]
 	if t.dir != nil {
@@ -401,16 +403,20 @@ func (t *Table[V]) parts() iter.Seq[*tablePart[V]] {
 	}
 }
 
-// All yields each entry (see Table for what the loop may change).
+// All yields each entry in the table's order — a small table's is the
+// order its names were put in (as Redis lists a small hash or set) — see
+// Table for what the loop may change.
 func (t *Table[V]) All() iter.Seq2[string, V] {
 	return func(yield func(string, V) bool) {
 		for p := range t.parts() {
-			for i := len(p.ents) - 1; i >= 0; i-- {
-				if i >= len(p.ents) { // (an entry was deleted)
-					continue
-				}
-				if !yield(p.ents[i].key, p.ents[i].val) {
+			for i := 0; i < len(p.ents); {
+				k := p.ents[i].key
+				if !yield(k, p.ents[i].val) {
 					return
+				}
+				// the entry deleted: another took its place, not yielded yet
+				if i < len(p.ents) && p.ents[i].key == k {
+					i++
 				}
 			}
 		}

@@ -242,3 +242,30 @@ func TestTableScan(t *testing.T) {
 		}
 	}
 }
+
+// TestTableSmallKeepsOrder: a small table (a small hash or set) lists its
+// entries in the order they were put in, deletions included (as Redis
+// lists a small hash: HGETALL's order), and All may delete the entry it
+// yields in any table without skipping one.
+func TestTableSmallKeepsOrder(t *testing.T) {
+	tbl := NewTable[int](0)
+	for i, k := range []string{"x", "a", "m", "b", "q", "c"} {
+		tbl.Put(k, i)
+	}
+	tbl.Delete("m")
+	tbl.Put("z", 9)
+	tbl.Put("a", 7) // (an update keeps its place)
+	var got []string
+	for k := range tbl.All() {
+		got = append(got, k)
+	}
+	if fmt.Sprint(got) != "[x a b q c z]" {
+		t.Fatalf("order %v", got)
+	}
+	for k := range tbl.All() { // deleting each as it comes: none skipped
+		tbl.Delete(k)
+	}
+	if tbl.Len() != 0 {
+		t.Fatalf("%d left after deleting each entry yielded", tbl.Len())
+	}
+}
