@@ -344,39 +344,96 @@ const (
 	opDiff
 )
 
-// combine computes the set operation over the sets at keys.
+// combine computes the set operation over the sets at keys (every key's
+// type checked first, as Redis does). An intersection walks the smallest
+// set and looks its members up in the others; a difference looks the
+// first set's members up in the others when that is cheaper than walking
+// them (as Redis chooses): SINTER of a 95k-member set and a small one
+// copied the big one first (29 ms, Redis 0.025).
 func (c *Ctx) combine(tx *keyspace.Tx, keys []keyspace.Key, op int) (map[string]bool, error) {
-	var acc map[string]bool
+	sets := make([]*crdt.State, len(keys))
 	for i, k := range keys {
 		st, err := c.get(tx, k, crdt.TypeSet)
 		if err != nil {
 			return nil, err
 		}
-		switch {
-		case i == 0:
-			acc = map[string]bool{}
+		sets[i] = st
+	}
+	acc := map[string]bool{}
+	switch op {
+	case opUnion:
+		for _, st := range sets {
 			if st != nil {
 				for m := range st.Set.All() {
 					acc[m] = true
 				}
 			}
-		case op == opUnion && st != nil:
-			for m := range st.Set.All() {
+		}
+	case opInter:
+		small := 0
+		for i, st := range sets {
+			if st == nil {
+				return acc, nil // (a missing key is an empty set)
+			}
+			if st.Set.Len() < sets[small].Set.Len() {
+				small = i
+			}
+		}
+		for m := range sets[small].Set.All() {
+			if inAll(sets, small, m) {
 				acc[m] = true
 			}
-		case op == opInter:
-			for m := range acc {
-				if st == nil || !st.HasMember(m) {
-					delete(acc, m)
+		}
+	case opDiff:
+		first, others, walk := sets[0], sets[1:], 0
+		if first == nil {
+			return acc, nil
+		}
+		for _, st := range others {
+			if st != nil {
+				walk += st.Set.Len()
+			}
+		}
+		if first.Set.Len()*len(others) <= walk {
+			for m := range first.Set.All() {
+				if inNone(others, m) {
+					acc[m] = true
 				}
 			}
-		case op == opDiff && st != nil:
-			for m := range st.Set.All() {
-				delete(acc, m)
+			break
+		}
+		for m := range first.Set.All() {
+			acc[m] = true
+		}
+		for _, st := range others {
+			if st != nil {
+				for m := range st.Set.All() {
+					delete(acc, m)
+				}
 			}
 		}
 	}
 	return acc, nil
+}
+
+// inAll reports whether m is in every set but sets[skip].
+func inAll(sets []*crdt.State, skip int, m string) bool {
+	for i, st := range sets {
+		if i != skip && !st.HasMember(m) {
+			return false
+		}
+	}
+	return true
+}
+
+// inNone reports whether m is in none of sets (nil ones are empty).
+func inNone(sets []*crdt.State, m string) bool {
+	for _, st := range sets {
+		if st != nil && st.HasMember(m) {
+			return false
+		}
+	}
+	return true
 }
 
 func setAlgebra(c *Ctx, op int, store bool) {

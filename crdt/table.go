@@ -22,8 +22,11 @@ const (
 	// 3/4 of 1<<partBits entries (a table of one part that doubled moved
 	// all its entries: 210 ms for one SADD into a set of 1.5M members).
 	partBits = 11
+	// partMax is the most entries a part holds (3/4 of 1<<partBits).
+	partMax = 3 << (partBits - 2)
 	// slotIdx is the bits of a slot that hold its entry's index + 1 (the
-	// others hold the top bits of the name's hash).
+	// others hold the top bits of the name's hash): a part holds at most
+	// partMax+1 entries, a half of a split part as many.
 	slotIdx = 12
 )
 
@@ -81,7 +84,7 @@ type tableEnt[V any] struct {
 func NewTable[V any](n int) *Table[V] {
 	t := &Table[V]{}
 	if n > 0 {
-		n = min(n, 3<<(partBits-2))
+		n = min(n, partMax)
 		t.p.ents = make([]tableEnt[V], 0, n)
 		if n > tableSmall {
 			t.p.resize(n)
@@ -219,12 +222,11 @@ func (t *Table[V]) Put(name string, v V) {
 		return
 	}
 	p.place(fpOf(h), n-1) // (a slot is free: at most 3/4 were used)
-	if n*4 > 3<<p.bits {
-		if p.bits < partBits {
-			p.resize(n)
-		} else {
-			t.split(p)
-		}
+	switch {
+	case n > partMax:
+		t.split(p)
+	case n*4 > 3<<p.bits:
+		p.resize(n)
 	}
 }
 
@@ -261,8 +263,16 @@ func (p *tablePart[V]) resize(n int) {
 	}
 }
 
-// split replaces p by two parts, by the next bit of its entries' hashes.
+// split replaces p by two parts, by the next bit of its entries' hashes,
+// and splits again a half that is still over partMax: entries put in the
+// order of another table's All (Merge copying a delta's members, a
+// decoder) come sorted by their hashes' top bits, so all of a part's may
+// share the next bit (a set built from a 20k-member delta had a part of
+// 4,922 entries, past what a slot's index holds).
 func (t *Table[V]) split(p *tablePart[V]) {
+	if p.depth >= 64-slotIdx-partBits-1 { // (52-bit hashes alike: never, short of a broken hash)
+		panic("crdt: Table part cannot split")
+	}
 	var half [2]*tablePart[V]
 	var count [2]int
 	bit := 63 - p.depth
@@ -287,6 +297,16 @@ func (t *Table[V]) split(p *tablePart[V]) {
 			q.place(fpOf(s), len(q.ents)-1)
 		}
 	}
+	t.install(p, half)
+	for _, q := range half {
+		if len(q.ents) > partMax {
+			t.split(q)
+		}
+	}
+}
+
+// install puts the halves of p in its place in the directory.
+func (t *Table[V]) install(p *tablePart[V], half [2]*tablePart[V]) {
 	d := t.dir
 	if d == nil {
 		t.dir = &tableDir[V]{parts: []*tablePart[V]{half[0], half[1]}, depth: 1, n: len(p.ents)}

@@ -269,3 +269,61 @@ func TestTableSmallKeepsOrder(t *testing.T) {
 		t.Fatalf("%d left after deleting each entry yielded", tbl.Len())
 	}
 }
+
+// TestTableFilledInAnotherTablesOrder: a table filled in the order of
+// another's All (Merge copying a big delta's members into a small set, a
+// decoder) gets its names sorted by their hashes' top bits, so a part's
+// entries may all fall on one side of a split; the table must split again
+// rather than let a part outgrow what a slot's index holds.
+func TestTableFilledInAnotherTablesOrder(t *testing.T) {
+	src := NewTable[int](0)
+	model := map[string]int{}
+	for i := range 50000 {
+		k := fmt.Sprint("m", i)
+		src.Put(k, i)
+		model[k] = i
+	}
+	dst := NewTable[int](0)
+	dst.Put("m1", 1)
+	for k, v := range src.All() {
+		dst.Put(k, v)
+	}
+	checkTable(t, dst, model)
+	checkTable(t, src.Clone(func(v int) int { return v }), model)
+}
+
+// TestBigSetRoundTrips: a set of many parts encoded (in its table's
+// order: by the hashes' top bits) and decoded, and merged whole into a
+// small set, keeps every member (the decoder and the merge fill a table in
+// another's order; see TestTableFilledInAnotherTablesOrder).
+func TestBigSetRoundTrips(t *testing.T) {
+	c := NewClock("A")
+	big := &State{}
+	var ms [][]byte
+	for i := range 20000 {
+		ms = append(ms, []byte(fmt.Sprint("m", i)))
+	}
+	big.Merge(ReplaceSet(big, Op{HLC: c.Now(1)}, ms))
+	got, err := DecodeState(AppendState(nil, big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := &State{} // (another region's: its dots are its own)
+	small.Merge(SAdd(small, Op{HLC: NewClock("B").Now(2)}, [][]byte{[]byte("m1"), []byte("x")}))
+	small.Merge(big)
+	for _, st := range []*State{got, small} {
+		for _, m := range ms {
+			if !st.HasMember(string(m)) {
+				t.Fatalf("%s lost", m)
+			}
+		}
+		for p := range st.Set.parts() {
+			if len(p.ents) > partMax+1 {
+				t.Fatalf("a part of %d entries", len(p.ents))
+			}
+		}
+	}
+	if !Equal(got, big) {
+		t.Fatal("decoded set differs")
+	}
+}

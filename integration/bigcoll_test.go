@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -276,5 +277,61 @@ func TestScanMatchReadsCountKeys(t *testing.T) {
 		if c != 1 {
 			t.Fatalf("%s given %d times", k, c)
 		}
+	}
+}
+
+// TestSetAlgebraBigAndSmall: SINTER, SDIFF, SUNION and their STORE and
+// CARD forms over a big set and a small one, in either order (an
+// intersection walks the smallest set, a difference looks the first
+// set's members up when that is cheaper): the same answers whichever way
+// they are computed.
+func TestSetAlgebraBigAndSmall(t *testing.T) {
+	in := startConcord(t, nil)
+	c := client(t, in.Addr())
+	const n = 20000
+	for i := 0; i < n; i += 1000 {
+		args := []any{"SADD", "big"}
+		for j := i; j < i+1000; j++ {
+			args = append(args, fmt.Sprint("m", j))
+		}
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SAdd(ctx, "small", "m1", "m2", "x")
+	sorted := func(ms []string) string { slices.Sort(ms); return fmt.Sprint(ms) }
+	for _, tc := range []struct {
+		got  []string
+		want string
+	}{
+		{c.SInter(ctx, "big", "small").Val(), "[m1 m2]"},
+		{c.SInter(ctx, "small", "big").Val(), "[m1 m2]"},
+		{c.SInter(ctx, "big", "small", "nokey").Val(), "[]"},
+		{c.SInter(ctx, "big").Val()[:0], "[]"},
+		{c.SDiff(ctx, "small", "big").Val(), "[x]"},
+		{c.SDiff(ctx, "small", "nokey", "big").Val(), "[x]"},
+		{c.SDiff(ctx, "nokey", "big").Val(), "[]"},
+	} {
+		if got := sorted(tc.got); got != tc.want {
+			t.Fatalf("got %s, want %s", got, tc.want)
+		}
+	}
+	if got := len(c.SInter(ctx, "big").Val()); got != n {
+		t.Fatalf("SINTER big: %d", got)
+	}
+	if got := len(c.SDiff(ctx, "big", "small").Val()); got != n-2 {
+		t.Fatalf("SDIFF big small: %d", got)
+	}
+	if got := len(c.SUnion(ctx, "small", "big").Val()); got != n+1 {
+		t.Fatalf("SUNION small big: %d", got)
+	}
+	if got := c.SInterStore(ctx, "dst", "big", "small").Val(); got != 2 {
+		t.Fatalf("SINTERSTORE: %d", got)
+	}
+	if got := c.SInterCard(ctx, 0, "big", "small").Val(); got != 2 {
+		t.Fatalf("SINTERCARD: %d", got)
+	}
+	if got := c.SDiffStore(ctx, "dst", "big", "small").Val(); got != n-2 {
+		t.Fatalf("SDIFFSTORE: %d", got)
 	}
 }
