@@ -4,7 +4,27 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
+
+// addMany runs cmd [key] with the arguments of elements 0..n-1 (elem(j)),
+// 1000 elements per command.
+func addMany(t *testing.T, c *redis.Client, n int, cmd, key string, elem func(j int) []any) {
+	t.Helper()
+	for i := 0; i < n; i += 1000 {
+		args := []any{cmd}
+		if key != "" {
+			args = append(args, key)
+		}
+		for j := i; j < min(i+1000, n); j++ {
+			args = append(args, elem(j)...)
+		}
+		if err := c.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // TestRandomElementsOfBigCollections: SPOP, SRANDMEMBER and HRANDFIELD
 // on a set and a hash big enough to have many parts (crdt.Table), which
@@ -15,20 +35,8 @@ func TestRandomElementsOfBigCollections(t *testing.T) {
 	in := startConcord(t, nil)
 	c := client(t, in.Addr())
 	const n = 20000
-	for i := 0; i < n; i += 1000 {
-		args := []any{"SADD", "big"}
-		hargs := []any{"HSET", "h"}
-		for j := i; j < i+1000; j++ {
-			args = append(args, fmt.Sprint("m", j))
-			hargs = append(hargs, fmt.Sprint("f", j), fmt.Sprint("v", j))
-		}
-		if err := c.Do(ctx, args...).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Do(ctx, hargs...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addMany(t, c, n, "SADD", "big", func(j int) []any { return []any{fmt.Sprint("m", j)} })
+	addMany(t, c, n, "HSET", "h", func(j int) []any { return []any{fmt.Sprint("f", j), fmt.Sprint("v", j)} })
 	distinctMembers := func(what string, ms []string, want int) {
 		t.Helper()
 		seen := map[string]bool{}
@@ -157,20 +165,8 @@ func TestScanBigCollections(t *testing.T) {
 	in := startConcord(t, nil)
 	c := client(t, in.Addr())
 	const n = 20000
-	for i := 0; i < n; i += 1000 {
-		args := []any{"SADD", "s"}
-		hargs := []any{"HSET", "h"}
-		for j := i; j < i+1000; j++ {
-			args = append(args, fmt.Sprint("m", j))
-			hargs = append(hargs, fmt.Sprint("f", j), fmt.Sprint("v", j))
-		}
-		if err := c.Do(ctx, args...).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Do(ctx, hargs...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addMany(t, c, n, "SADD", "s", func(j int) []any { return []any{fmt.Sprint("m", j)} })
+	addMany(t, c, n, "HSET", "h", func(j int) []any { return []any{fmt.Sprint("f", j), fmt.Sprint("v", j)} })
 	seen := map[string]int{}
 	cursor, calls, added := uint64(0), 0, 0
 	for {
@@ -239,15 +235,7 @@ func TestScanMatchReadsCountKeys(t *testing.T) {
 	in := startConcord(t, nil)
 	c := client(t, in.Addr())
 	const n = 20000
-	for i := 0; i < n; i += 1000 {
-		args := []any{"MSET"}
-		for j := i; j < i+1000; j++ {
-			args = append(args, fmt.Sprint("k:", j), "v")
-		}
-		if err := c.Do(ctx, args...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addMany(t, c, n, "MSET", "", func(j int) []any { return []any{fmt.Sprint("k:", j), "v"} })
 	for j := range 5 {
 		c.Set(ctx, fmt.Sprint("x:", j), "v", 0)
 	}
@@ -289,15 +277,7 @@ func TestSetAlgebraBigAndSmall(t *testing.T) {
 	in := startConcord(t, nil)
 	c := client(t, in.Addr())
 	const n = 20000
-	for i := 0; i < n; i += 1000 {
-		args := []any{"SADD", "big"}
-		for j := i; j < i+1000; j++ {
-			args = append(args, fmt.Sprint("m", j))
-		}
-		if err := c.Do(ctx, args...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addMany(t, c, n, "SADD", "big", func(j int) []any { return []any{fmt.Sprint("m", j)} })
 	c.SAdd(ctx, "small", "m1", "m2", "x")
 	sorted := func(ms []string) string { slices.Sort(ms); return fmt.Sprint(ms) }
 	for _, tc := range []struct {
