@@ -327,3 +327,85 @@ func TestBigSetRoundTrips(t *testing.T) {
 		t.Fatal("decoded set differs")
 	}
 }
+
+// TestBigSetsConverge: three regions add, remove and replace members of
+// sets of thousands (tables of many parts, split in whatever order the
+// merges fill them), deltas encoded and delivered in random order with
+// duplicates: the merge laws hold on the states met along the way, and
+// all end equal.
+func TestBigSetsConverge(t *testing.T) {
+	for seed := int64(1); seed <= 4; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		var reps [3]*State
+		var clocks [3]*Clock
+		for i := range reps {
+			reps[i], clocks[i] = &State{}, NewClock(string(rune('A'+i)))
+		}
+		pick := func(n int) [][]byte {
+			ms := make([][]byte, n)
+			for i := range ms {
+				ms[i] = []byte(fmt.Sprint("m", rng.Intn(100000)))
+			}
+			return ms
+		}
+		var log [][]byte
+		deliver := func(r int, enc []byte) {
+			d, err := DecodeState(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reps[r].Merge(d)
+		}
+		now := int64(1000)
+		for step := 0; step < 40; step++ {
+			r := rng.Intn(3)
+			st, op := reps[r], Op{HLC: clocks[r].Now(now)}
+			now++
+			var d *State
+			switch x := rng.Intn(10); {
+			case step == 3: // a big replacement reaching regions whose sets are small
+				d = ReplaceSet(st, op, pick(25000))
+			case x < 6:
+				d = SAdd(st, op, pick(1+rng.Intn(800)))
+			case x < 9:
+				d = SRem(st, pick(1+rng.Intn(400)))
+			default:
+				d = ReplaceSet(st, op, pick(2000+rng.Intn(2000)))
+			}
+			enc := AppendState(nil, d)
+			st.Merge(d)
+			log = append(log, enc)
+			for range rng.Intn(4) { // some deltas reach others early (and again later)
+				deliver(rng.Intn(3), log[rng.Intn(len(log))])
+			}
+		}
+		a, b, c := reps[0].Clone(), reps[1].Clone(), reps[2].Clone()
+		join := func(x, y *State) *State { z := x.Clone(); z.Merge(y); return z }
+		if !Equal(join(a, b), join(b, a)) || !Equal(join(join(a, b), c), join(a, join(b, c))) || !Equal(join(a, a), a) {
+			t.Fatalf("seed %d: merge laws fail on big sets", seed)
+		}
+		for r := range reps {
+			for _, i := range rng.Perm(len(log)) {
+				deliver(r, log[i])
+			}
+		}
+		for r := 1; r < 3; r++ {
+			if !Equal(reps[0], reps[r]) {
+				t.Fatalf("seed %d: %c and A differ (%d vs %d members)", seed, 'A'+r, reps[r].Set.Len(), reps[0].Set.Len())
+			}
+		}
+		for _, m := range reps[0].Members() {
+			if !reps[1].HasMember(m) {
+				t.Fatalf("seed %d: %s missing", seed, m)
+			}
+		}
+		for p := range reps[0].Set.parts() {
+			if len(p.ents) > partMax+1 {
+				t.Fatalf("seed %d: a part of %d entries", seed, len(p.ents))
+			}
+		}
+		if reps[0].Set.Len() < 1000 {
+			t.Fatalf("seed %d: only %d members: not a big set", seed, reps[0].Set.Len())
+		}
+	}
+}
