@@ -64,7 +64,29 @@ type Table[V any] struct {
 type tableDir[V any] struct {
 	parts []*tablePart[V] // 1<<depth, by the hash's top depth bits; a part of depth d is at 1<<(depth-d) indices in a row
 	depth uint8
-	n     int // entries
+	auxOK bool // aux is known (see Aux)
+	n     int  // entries
+	aux   int
+}
+
+// Aux returns the count the table's owner keeps beside it (a hash: its
+// fields holding a value, for HLEN) and whether it is known. Only a table
+// of more than one part keeps one (a smaller one is quick to count), and
+// any Put or Delete forgets it: an owner that changes the table or its
+// values sets it again (SetAux) only when it knows the change's effect.
+func (t *Table[V]) Aux() (int, bool) {
+	if t == nil || t.dir == nil || !t.dir.auxOK {
+		return 0, false
+	}
+	return t.dir.aux, true
+}
+
+// SetAux sets the owner's count (see Aux; nothing for a table of one
+// part).
+func (t *Table[V]) SetAux(n int) {
+	if t != nil && t.dir != nil {
+		t.dir.aux, t.dir.auxOK = n, true
+	}
 }
 
 type tablePart[V any] struct {
@@ -205,6 +227,9 @@ func (t *Table[V]) Put(name string, v V) {
 	} else {
 		h = tableHashString(name)
 		p = t.part(h)
+		if t.dir != nil {
+			t.dir.auxOK = false
+		}
 		if i := p.find(name, h); i >= 0 {
 			p.ents[i].val = v
 			return
@@ -352,6 +377,7 @@ func (t *Table[V]) Delete(name string) {
 	p.ents = p.ents[:last]
 	if t.dir != nil {
 		t.dir.n--
+		t.dir.auxOK = false
 	} else if last <= tableSmall/2 && p.bits != 0 { // back to a small table
 		p.slots, p.bits = nil, 0
 	}

@@ -409,3 +409,66 @@ func TestBigSetsConverge(t *testing.T) {
 		}
 	}
 }
+
+// TestHashLenKept: HashLen's count kept beside a big hash's table
+// (Table.Aux) stays the count of fields holding a value through random
+// HSETs, HDELs and HINCRBYs (a deleted counter leaves its floor: a field
+// holding no value), another region's concurrent deltas merged in random
+// order, and Compact — checked against a fresh count after every step,
+// and the kept count used most of the time.
+func TestHashLenKept(t *testing.T) {
+	for seed := int64(1); seed <= 6; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		a, b := &State{}, &State{}
+		ca, cb := NewClock("A"), NewClock("B")
+		field := func() []byte { return []byte(fmt.Sprint("f", rng.Intn(5000))) }
+		var toA []*State // B's deltas not yet merged into A
+		now := int64(1000)
+		kept := 0
+		for step := 0; step < 3000; step++ {
+			now++
+			st, clk := a, ca
+			if rng.Intn(4) == 0 {
+				st, clk = b, cb
+			}
+			op := Op{HLC: clk.Now(now)}
+			var d *State
+			switch x := rng.Intn(10); {
+			case x < 5:
+				d = HSet(st, op, [][]byte{field(), []byte("v"), field(), []byte("w")})
+			case x < 7:
+				d = HDel(st, [][]byte{field(), field()})
+			default:
+				d = HIncrBy(st, op, field(), 1)
+			}
+			d, _ = DecodeState(AppendState(nil, d)) // (a copy: the pooled delta goes back)
+			st.Merge(d)
+			if st == b {
+				toA = append(toA, d)
+			}
+			if len(toA) > 0 && rng.Intn(3) == 0 { // B's deltas reach A late, out of order
+				i := rng.Intn(len(toA))
+				a.Merge(toA[i])
+				toA = append(toA[:i], toA[i+1:]...)
+			}
+			if rng.Intn(500) == 0 {
+				a.Compact()
+			}
+			if _, ok := a.Hash.Aux(); ok {
+				kept++
+			}
+			want := 0
+			for _, r := range a.Hash.All() {
+				if r.Exists() {
+					want++
+				}
+			}
+			if got := a.HashLen(); got != want {
+				t.Fatalf("seed %d step %d: HashLen %d, %d fields hold a value", seed, step, got, want)
+			}
+		}
+		if a.Hash.Len() < 2000 || kept < 1000 {
+			t.Fatalf("seed %d: %d fields, the kept count used %d times of 3000", seed, a.Hash.Len(), kept)
+		}
+	}
+}
