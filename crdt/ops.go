@@ -593,9 +593,10 @@ func HSetAdded(s *State, op Op, pairs [][]byte) (*State, int) {
 		if i > 0 {
 			rb = new(regWithBase)
 		}
-		d.Hash.Put(f, rb.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1]))
+		r := rb.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, pairs[i+1])
+		d.Hash.Put(f, r)
 		if i == 0 || f == x.hint.field { // (a one-field delta is then read without iterating: EachField)
-			x.hint = liveHint{field: f, r: d.Hash.Get(f)}
+			x.hint = liveHint{field: f, r: r}
 			d.live = &x.hint
 		}
 	}

@@ -115,8 +115,7 @@ func NewTable[V any](n int) *Table[V] {
 	return t
 }
 
-// TableHash is the hash of name a Table files it under (for TouchSlot and
-// Peek).
+// TableHash is the hash of name a Table files it under.
 func TableHash(name []byte) uint64 { return maphash.Bytes(tableSeed, name) }
 
 func tableHashString(name string) uint64 { return maphash.String(tableSeed, name) }
@@ -584,17 +583,20 @@ func (t *Table[V]) Clone(cp func(V) V) *Table[V] {
 	return o
 }
 
-// TouchSlot reads the line of the slot where the name hashing to h
-// starts its probe (the first of Prefetch's stages).
-func (t *Table[V]) TouchSlot(h uint64) uint64 {
-	if t == nil {
-		return 0
+// TouchSlot reads the line of the slot where name's probe starts (the
+// first of Prefetch's stages) and returns name's hash for Peek: 0, and
+// no hash computed, when the part is small (no slots: Peek finds
+// nothing, the lookup compares names).
+func (t *Table[V]) TouchSlot(name []byte) (h, sink uint64) {
+	if t == nil || (t.dir == nil && t.p.bits == 0) {
+		return 0, 0
 	}
+	h = TableHash(name)
 	p := t.part(h)
 	if p.bits == 0 {
-		return uint64(len(p.ents))
+		return h, uint64(len(p.ents))
 	}
-	return p.slots[p.home(h)]
+	return h, p.slots[p.home(h)]
 }
 
 // Peek returns the value of the first entry on h's probe whose slot

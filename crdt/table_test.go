@@ -172,19 +172,29 @@ func TestTablePeek(t *testing.T) {
 	}
 	for i := range 10000 {
 		name := []byte(fmt.Sprint("f", i))
-		h := TableHash(name)
-		tbl.TouchSlot(h)
+		h, _ := tbl.TouchSlot(name)
+		if h != TableHash(name) {
+			t.Fatalf("TouchSlot(%s) gave hash %x", name, h)
+		}
 		v, _, ok := tbl.Peek(h)
 		if !ok || v != i {
 			t.Fatalf("Peek(%s) = %d, %v", name, v, ok)
 		}
 	}
 	if _, _, ok := tbl.Peek(TableHash([]byte("absent"))); ok {
-		// only a 32-bit fingerprint collision would match
+		// only a 52-bit fingerprint collision would match
 		t.Log("Peek matched an absent name's fingerprint")
 	}
-	var small *Table[int]
-	if _, _, ok := small.Peek(1); ok || small.TouchSlot(1) != 0 {
+	small := NewTable[int](0) // (no slots: no hash computed, nothing peeked)
+	small.Put("f1", 1)
+	if h, _ := small.TouchSlot([]byte("f1")); h != 0 {
+		t.Fatal("a small table hashed a name")
+	}
+	var none *Table[int]
+	if h, _ := none.TouchSlot([]byte("f1")); h != 0 {
+		t.Fatal("a nil table hashed a name")
+	}
+	if _, _, ok := none.Peek(1); ok {
 		t.Fatal("a nil table peeked something")
 	}
 }

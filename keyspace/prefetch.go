@@ -103,15 +103,16 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 	// with the loop above, each key's chain of misses (slot, entry, its
 	// increments) waited for most of its predecessor's (INCR: the
 	// increments' miss was 7% of the CPU despite the prefetch)
-	var eh [MaxPrefetch]uint64 // each member's or field's crdt.TableHash
+	var eh [MaxPrefetch]uint64 // each member's or field's hash (crdt.Table.TouchSlot)
 	var el [MaxPrefetch]bool   // whether key i has one
 	for i := range keys {
 		if of[i] != nil && sl[i].e != nil {
 			el[i] = i < len(elems) && elems[i] != nil
 			sink ^= touchState(sl[i].e, vals&(1<<i) != 0 && !el[i])
 			if el[i] {
-				eh[i] = crdt.TableHash(elems[i])
-				sink ^= touchElemSlot(sl[i].e, eh[i])
+				var x uint64
+				eh[i], x = touchElemSlot(sl[i].e, elems[i])
+				sink ^= x
 			}
 		}
 	}
@@ -242,13 +243,14 @@ func touchState(e *entry, val bool) uint64 {
 }
 
 // touchElemSlot reads the slot where the lookup of the member or field
-// hashing to h (crdt.TableHash) in e's set or hash starts.
-func touchElemSlot(e *entry, h uint64) uint64 {
+// elem in e's set or hash starts, and returns elem's hash for touchElem
+// (see crdt.Table.TouchSlot).
+func touchElemSlot(e *entry, elem []byte) (h, sink uint64) {
 	st := e.st
 	if st.Set.Len() > 0 {
-		return st.Set.TouchSlot(h)
+		return st.Set.TouchSlot(elem)
 	}
-	return st.Hash.TouchSlot(h)
+	return st.Hash.TouchSlot(elem)
 }
 
 // touchElem reads the entry the slot of touchElemSlot points to: the
