@@ -16,6 +16,7 @@ import (
 // packed state (uvarint length + bytes).
 type coldTable struct {
 	idx   []uint64 // 0: empty; tombSlot: deleted; else tag<<32 | offset+1
+	shift uint8    // 64 - log2(len(idx)): a hash's home slot is its top bits
 	arena []byte
 	n     int // live records
 	tombs int // deleted slots
@@ -94,7 +95,7 @@ func (t *coldTable) find(key string, h uint64) (slot, off int) {
 	}
 	mask := len(t.idx) - 1
 	tag := h >> 32
-	for i := int(h) & mask; ; i = (i + 1) & mask {
+	for i := int(h >> t.shift); ; i = (i + 1) & mask {
 		v := t.idx[i]
 		if v == 0 {
 			return -1, -1
@@ -112,7 +113,7 @@ func (t *coldTable) find(key string, h uint64) (slot, off int) {
 // coldHash is h when that slot carries h's tag, else -1: a guess at the
 // key's record without following its probe or comparing keys (Prefetch).
 func (t *coldTable) home(h uint64) int {
-	v := t.idx[int(h)&(len(t.idx)-1)]
+	v := t.idx[int(h>>t.shift)]
 	if v == 0 || v == tombSlot || v>>32 != h>>32 {
 		return -1
 	}
@@ -172,7 +173,7 @@ func (t *coldTable) add(key string, h uint64, r coldRec, digests bool) bool {
 // insert puts a record's offset into the index (the caller made room).
 func (t *coldTable) insert(h uint64, off int) {
 	mask := len(t.idx) - 1
-	for i := int(h) & mask; ; i = (i + 1) & mask {
+	for i := int(h >> t.shift); ; i = (i + 1) & mask {
 		if v := t.idx[i]; v == 0 || v == tombSlot {
 			if v == tombSlot {
 				t.tombs--
@@ -244,11 +245,11 @@ func (t *coldTable) compact() {
 
 // rehash rebuilds the index with room for about size records.
 func (t *coldTable) rehash(size int) {
-	n := 16
+	n, bits := 16, uint8(4)
 	for n*3 < size*4 {
-		n *= 2
+		n, bits = n*2, bits+1
 	}
-	t.idx = make([]uint64, n)
+	t.idx, t.shift = make([]uint64, n), 64-bits
 	t.tombs = 0
 	for off := 0; off < len(t.arena); {
 		_, key, end := t.parse(off)

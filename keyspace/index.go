@@ -57,9 +57,10 @@ func (x *index) alloc(n int) {
 	x.slots, x.shift, x.n, x.used = make([]islot, c), 64-bits, 0, 0
 }
 
-// home is the slot where h's probe starts (Fibonacci hashing: the shard
-// took h's low bits).
-func (x *index) home(h uint64) int { return int((h * 0x9e3779b97f4a7c15) >> x.shift) }
+// home is the slot where h's probe starts: the top bits of mix64(h) (the
+// shard took h's low bits), so that slots follow the order of scanTag, the
+// cold table's too (see ScanPage).
+func (x *index) home(h uint64) int { return int(mix64(h) >> x.shift) }
 
 // get returns the entry of key, whose hashKey is h (nil if none).
 func (x *index) get(h uint64, key string) *entry {

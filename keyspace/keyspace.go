@@ -9,9 +9,7 @@ import (
 	"cmp"
 	"errors"
 	bits64 "math/bits"
-	"math/rand/v2"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1416,126 +1414,6 @@ func (ks *Keyspace) Size(in *Tx, dbi int) (keys, expires int) {
 		s.unlockFor(in)
 	}
 	return
-}
-
-// ScanPage returns the live keys of db from cursor on that match (all when
-// match is nil) among about count looked at, and the next cursor (0 when
-// done). Keys present for the whole scan are returned at least once. st
-// returns the key's state to match: a cold key is unpacked only if match
-// asks. in is the RunAll tx the caller runs
-// in, or nil.
-func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match func(k string, st func() *crdt.State) bool) ([]string, uint64) {
-	d := ks.dbs[dbi]
-	var cur *crdt.State
-	var curPacked []byte
-	stOf := func() *crdt.State {
-		if cur == nil {
-			cur = &crdt.State{}
-			ks.unpack(cur, curPacked)
-		}
-		return cur
-	}
-	shardIdx := cursor >> 33
-	pos := cursor & (1<<33 - 1)
-	now := ks.NowMs()
-	var out []string
-	visited := 0
-	type hk struct {
-		h      uint64
-		k      string
-		st     *crdt.State // a warm key's
-		packed []byte      // a cold key's record
-	}
-	var cands []hk
-	for shardIdx < shardCount {
-		s := &d.shards[shardIdx]
-		s.lockFor(in)
-		cands = cands[:0]
-		for k, e := range s.m.all() {
-			if !e.live {
-				continue
-			}
-			if at := s.expireAt(k, e.hasExp); at > 0 && at <= now {
-				continue
-			}
-			if h := (hashKey(k) >> 8) & 0xffffffff; h >= pos {
-				cands = append(cands, hk{h: h, k: k, st: e.st})
-			}
-		}
-		s.cold.each(func(_ int, kb []byte, r coldRec) bool {
-			k := string(kb)
-			if at := s.expireAt(k, r.hasExp); at > 0 && at <= now {
-				return true
-			}
-			if h := (hashKey(k) >> 8) & 0xffffffff; h >= pos {
-				cands = append(cands, hk{h: h, k: k, packed: r.packed})
-			}
-			return true
-		})
-		sort.Slice(cands, func(i, j int) bool { return cands[i].h < cands[j].h })
-		// count counts the keys looked at, matched or not (as Redis's
-		// counts buckets): a MATCH or TYPE that few keys pass returns
-		// short pages instead of reading the whole keyspace in one call
-		for i, c := range cands {
-			if visited >= count && (i == 0 || c.h != cands[i-1].h) {
-				s.unlockFor(in)
-				return out, shardIdx<<33 | c.h
-			}
-			visited++
-			cur, curPacked = c.st, c.packed
-			if match == nil || match(c.k, stOf) {
-				out = append(out, c.k)
-			}
-		}
-		s.unlockFor(in)
-		shardIdx++
-		pos = 0
-	}
-	return out, 0
-}
-
-// RandomKey returns a random live key of db, or ""; in is the RunAll tx the
-// caller runs in, or nil.
-func (ks *Keyspace) RandomKey(in *Tx, dbi int) string {
-	d := ks.dbs[dbi]
-	now := ks.NowMs()
-	start := rand.IntN(shardCount)
-	for i := 0; i < shardCount; i++ {
-		s := &d.shards[(start+i)%shardCount]
-		s.lockFor(in)
-		found := ""
-		if s.live > 0 {
-			// the skip-th live key not past its deadline, warm ones first
-			// (the last one if fewer: s.live counts keys not yet expired)
-			skip := rand.IntN(s.live)
-			for k, e := range s.m.all() {
-				if at := s.expireAt(k, e.hasExp); e.live && (at == 0 || at > now) {
-					if found = k; skip == 0 {
-						break
-					}
-					skip--
-				}
-			}
-			if skip > 0 || found == "" {
-				var pick []byte
-				s.cold.each(func(_ int, kb []byte, r coldRec) bool {
-					if at := s.expireAt(string(kb), r.hasExp); at == 0 || at > now {
-						pick = kb
-						skip--
-					}
-					return skip >= 0
-				})
-				if pick != nil {
-					found = string(pick)
-				}
-			}
-		}
-		s.unlockFor(in)
-		if found != "" {
-			return found
-		}
-	}
-	return ""
 }
 
 // Keys returns every live key of db (in shard order) for FLUSHDB and SWAPDB;
