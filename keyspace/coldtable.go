@@ -47,8 +47,13 @@ type coldRec struct {
 }
 
 // coldHash mixes a key's FNV hash (whose low bits chose the shard) so that
-// every bit varies within a shard.
-func coldHash(key string) uint64 { return mix64(hashKey(key)) }
+// its top bits, which the cold index uses, vary within a shard.
+func coldHash(key string) uint64 { return fib(hashKey(key)) }
+
+// fib is Fibonacci hashing's multiply: its top bits are a mix of all of
+// h's (a shard's two indexes take their home slots and SCAN its order from
+// them, see scanTag).
+func fib(h uint64) uint64 { return h * 0x9e3779b97f4a7c15 }
 
 func coldHashBytes(key []byte) uint64 {
 	h := uint64(14695981039346656037)
@@ -56,7 +61,7 @@ func coldHashBytes(key []byte) uint64 {
 		h ^= uint64(c)
 		h *= 1099511628211
 	}
-	return mix64(h)
+	return fib(h)
 }
 
 func mix64(h uint64) uint64 {

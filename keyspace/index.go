@@ -57,10 +57,10 @@ func (x *index) alloc(n int) {
 	x.slots, x.shift, x.n, x.used = make([]islot, c), 64-bits, 0, 0
 }
 
-// home is the slot where h's probe starts: the top bits of mix64(h) (the
+// home is the slot where h's probe starts: the top bits of fib(h) (the
 // shard took h's low bits), so that slots follow the order of scanTag, the
 // cold table's too (see ScanPage).
-func (x *index) home(h uint64) int { return int(mix64(h) >> x.shift) }
+func (x *index) home(h uint64) int { return int(fib(h) >> x.shift) }
 
 // get returns the entry of key, whose hashKey is h (nil if none).
 func (x *index) get(h uint64, key string) *entry {

@@ -129,7 +129,7 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 	// others)
 	var rec [MaxPrefetch]int
 	for j, i := range notWarm[:nw] {
-		rec[j] = of[i].cold.home(mix64(hs[i])) // coldHash
+		rec[j] = of[i].cold.home(fib(hs[i])) // coldHash
 	}
 	cold := 0
 	for j, i := range notWarm[:nw] {
