@@ -2,6 +2,7 @@ package commands
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -293,8 +294,20 @@ func cmdMemory(c *Ctx) {
 	sub := strings.ToLower(c.arg(1))
 	switch {
 	case sub == "usage" && (len(c.Args) == 3 || (len(c.Args) == 5 && c.argIs(3, "samples"))):
+		samples := int64(5) // as Redis: members or fields measured, 0 for all
+		if len(c.Args) == 5 {
+			var ok bool
+			if samples, ok = crdt.ParseInt(c.Args[4]); !ok {
+				c.fail(ErrNotInt)
+				return
+			}
+			if samples < 0 {
+				c.fail(ErrSyntax)
+				return
+			}
+		}
 		c.run1(2, func(tx *keyspace.Tx, k keyspace.Key) error {
-			if n, ok := tx.Usage(k); ok {
+			if n, ok := tx.Usage(k, int(min(samples, math.MaxInt32))); ok {
 				c.Conn.Int(n)
 			} else {
 				c.Conn.Null()

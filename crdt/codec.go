@@ -292,6 +292,47 @@ func AppendHeader(dst []byte, s *State) []byte {
 	return dst
 }
 
+// EncodedSize returns about len(AppendState(nil, s)): exactly when s has
+// no more members and fields than samples or samples is 0, else measuring
+// samples of them spread over their tables and extrapolating (MEMORY
+// USAGE's SAMPLES: O(samples), where encoding a set of 100k members took
+// ~10 ms).
+func EncodedSize(s *State, samples int) int {
+	if samples <= 0 || s.Set.Len()+s.Hash.Len() <= samples {
+		return len(AppendState(nil, s))
+	}
+	e := getEncoder()
+	defer putEncoder(e)
+	e.rel = true
+	e.stateOf(s, false)
+	size := len(e.b) + 1 + e.bigLen // (the region table left out)
+	for _, n := range e.names {
+		size += 1 + len(n)
+	}
+	if n := s.Set.Len(); n > 0 {
+		e.b = e.b[:0]
+		for i := range min(samples, n) {
+			m, ds := s.Set.At(i * n / min(samples, n))
+			e.str(m)
+			e.uv(uint64(len(ds)))
+			for _, d := range ds {
+				e.dot(d)
+			}
+		}
+		size += len(e.b) * n / min(samples, n)
+	}
+	if n := s.Hash.Len(); n > 0 {
+		e.b, e.big, e.bigLen = e.b[:0], e.big[:0], 0
+		for i := range min(samples, n) {
+			f, r := s.Hash.At(i * n / min(samples, n))
+			e.str(f)
+			e.reg(r)
+		}
+		size += (len(e.b) + e.bigLen) * n / min(samples, n)
+	}
+	return size
+}
+
 // AppendState appends the encoding of s to dst.
 func AppendState(dst []byte, s *State) []byte {
 	e := getEncoder()

@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"fmt"
 	"runtime"
 	"testing"
 )
@@ -221,4 +222,42 @@ func TestEachMember(t *testing.T) {
 	if len(got) != 2 || got["a"] != 1 || got["b"] != 1 {
 		t.Fatalf("visited %v", got)
 	}
+}
+
+// EncodedSize is AppendState's length exactly for samples 0 or a state with
+// few elements, and close to it from 5 samples of a big set or hash (two
+// regions' dots and registers, values of one length).
+func TestEncodedSize(t *testing.T) {
+	s := &State{}
+	exact := func() int { return len(AppendState(nil, s)) }
+	check := func(what string, samples int, tol float64) {
+		t.Helper()
+		got, want := EncodedSize(s, samples), exact()
+		if d := float64(got-want) / float64(want); d > tol || d < -tol {
+			t.Fatalf("%s, samples %d: %d, exact %d", what, samples, got, want)
+		}
+	}
+	check("empty", 5, 0)
+	for i, r := range []string{"A", "B", "A"} {
+		s.Merge(SetString(s, Op{HLC: HLC{Phys: int64(10 + i), Region: r}}, []byte("value"), false))
+	}
+	check("a string", 5, 0)
+	for i := range 3000 {
+		r := []string{"A", "B"}[i%2]
+		m := []byte(fmt.Sprintf("member:%06d", i))
+		s.Merge(SAdd(s, Op{HLC: HLC{Phys: int64(100 + i), Region: r}}, [][]byte{m}))
+	}
+	check("3000 members", 0, 0)
+	check("3000 members", 3000, 0)
+	check("3000 members", 5, 0.1)
+	h := &State{}
+	for i := range 2000 {
+		r := []string{"A", "B"}[i%2]
+		f := []byte(fmt.Sprintf("field:%06d", i))
+		h.Merge(HSet(h, Op{HLC: HLC{Phys: int64(100 + i), Region: r}}, [][]byte{f, []byte("some value")}))
+	}
+	s = h
+	check("2000 fields", 0, 0)
+	check("2000 fields", 5, 0.1)
+	check("2000 fields", 100, 0.05)
 }

@@ -80,6 +80,24 @@ func TestServerCommands(t *testing.T) {
 			t.Fatalf("INFO everything lacks %q:\n%s", want, full)
 		}
 	}
+	// MEMORY USAGE measures SAMPLES members of a big set (5 by default, 0:
+	// all of them), as Redis
+	big := make([]any, 20000)
+	for i := range big {
+		big[i] = fmt.Sprint("member:", i)
+	}
+	k.SAdd(ctx, "bigs", big...)
+	all, _ := k.MemoryUsage(ctx, "bigs", 0).Result()
+	est, _ := k.MemoryUsage(ctx, "bigs").Result()
+	if all < 20000*10 || est < all*9/10 || est > all*11/10 {
+		t.Fatalf("MEMORY USAGE of 20k members: %d sampled, %d all", est, all)
+	}
+	if err := k.Do(ctx, "MEMORY", "USAGE", "bigs", "SAMPLES", "-1").Err(); err == nil || err.Error() != "ERR syntax error" {
+		t.Fatalf("SAMPLES -1: %v", err)
+	}
+	if err := k.Do(ctx, "MEMORY", "USAGE", "bigs", "SAMPLES", "x").Err(); err == nil || err.Error() != "ERR value is not an integer or out of range" {
+		t.Fatalf("SAMPLES x: %v", err)
+	}
 	// CLIENT REPLY OFF / ON and RESET over a raw connection
 	rc := dialRaw(t, in.Addr())
 	rc.c.Write([]byte("CLIENT REPLY OFF\r\nSET quiet 1\r\nCLIENT REPLY ON\r\nGET quiet\r\n"))

@@ -142,7 +142,7 @@ func (s *shard) expireAt(key string, hasExp bool) int64 {
 // key's entry and state (the struct plus what its encoding holds) and map
 // slot. False when k is absent or expired (its deletion is left to the
 // next access or the expiry cycle).
-func (tx *Tx) Usage(k Key) (int64, bool) {
+func (tx *Tx) Usage(k Key, samples int) (int64, bool) {
 	s := tx.shard(k)
 	if e := s.entry(k.Key); e != nil || s.cold.n == 0 {
 		if e == nil || !e.live {
@@ -158,7 +158,7 @@ func (tx *Tx) Usage(k Key) (int64, bool) {
 				size += uintptr(len(k.Key))
 			}
 		}
-		return int64(size+48) + int64(len(crdt.AppendState(nil, e.st))), true
+		return int64(size+48) + int64(crdt.EncodedSize(e.st, samples)), true
 	}
 	slot, off := s.cold.lookup(k.Key)
 	if slot < 0 {

@@ -340,7 +340,7 @@ func TestUsageLeavesColdKeysCold(t *testing.T) {
 	set(ks, "ttl", "value", time.Second)
 	usage := func(key string) (n int64, ok bool) {
 		k := Key{Key: key}
-		ks.Run([]Key{k}, func(tx *Tx) error { n, ok = tx.Usage(k); return nil })
+		ks.Run([]Key{k}, func(tx *Tx) error { n, ok = tx.Usage(k, 5); return nil })
 		return
 	}
 	warm, ok := usage("k")
