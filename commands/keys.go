@@ -239,7 +239,7 @@ func cmdMove(c *Ctx) {
 }
 
 func cmdDBSize(c *Ctx) {
-	n, _ := c.ks.Size(c.tx, c.Conn.DB)
+	n, _ := c.ks.Size(c.Conn.DB)
 	c.Conn.Int(int64(n))
 }
 

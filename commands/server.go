@@ -175,7 +175,7 @@ func (e *Engine) infoSection(in *keyspace.Tx, name string) []string {
 	case "keyspace":
 		var out []string
 		for i := 0; i < ks.DBs(); i++ {
-			if n, x := ks.Size(in, i); n > 0 {
+			if n, x := ks.Size(i); n > 0 {
 				out = append(out, fmt.Sprintf("db%d:keys=%d,expires=%d,avg_ttl=0", i, n, x))
 			}
 		}

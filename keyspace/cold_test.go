@@ -132,8 +132,8 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 			if fmt.Sprint(sc) != fmt.Sprint(sw) {
 				t.Fatalf("SCAN TYPE set: %v vs %v", sc, sw)
 			}
-			nc, xc := cold.Size(nil, db)
-			nw, xw := warm.Size(nil, db)
+			nc, xc := cold.Size(db)
+			nw, xw := warm.Size(db)
 			if nc != nw || xc != xw {
 				t.Fatalf("sizes %d/%d vs %d/%d", nc, xc, nw, xw)
 			}

@@ -247,6 +247,9 @@ type db struct {
 	// withExp counts the db's keys with a deadline (its shards' exp maps):
 	// ExpireCycle skips a db without any instead of locking its shards
 	withExp atomic.Int64
+	// keys is the sum of its shards' live: DBSIZE and INFO keyspace read
+	// it instead of locking 256 shards per db
+	keys atomic.Int64
 }
 
 type shard struct {
@@ -268,6 +271,7 @@ type shard struct {
 	exp    map[string]int64 // keys with a deadline (set with setExp, delExp)
 	// withExp is the db's count of keys with a deadline
 	withExp *atomic.Int64
+	dbKeys  *atomic.Int64 // the db's keys (see addLive)
 	// dirty: keys changed since the last checkpoint captured this shard
 	// that need more than their header stored, or were removed (see
 	// dirtyKey); flagged: entries and cold records with their dirty flag
@@ -512,6 +516,7 @@ func New(cfg Config, store Store) *Keyspace {
 			d.shards[j].m = newIndex(0)
 			d.shards[j].exp = make(map[string]int64)
 			d.shards[j].withExp = &d.withExp
+			d.shards[j].dbKeys = &d.keys
 		}
 		ks.dbs = append(ks.dbs, d)
 	}
@@ -1220,9 +1225,9 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote, borrowed bool, from string) {
 	live := e.st.Type() != crdt.TypeNone
 	if live != e.live {
 		if live {
-			s.live++
+			s.addLive(1)
 		} else {
-			s.live--
+			s.addLive(-1)
 		}
 		e.live = live
 	}
@@ -1336,7 +1341,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	e.live, e.ver = e.st.Type() != crdt.TypeNone, s.nextVer()
 	if old := s.m.get(h, k.Key); old != nil {
 		if old.live {
-			s.live--
+			s.addLive(-1)
 		}
 		if old.hasExp { // set again below if st has a deadline
 			s.delExp(k.Key)
@@ -1352,7 +1357,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 		ks.Stats.WarmKeys.Add(1)
 		if slot, off := s.cold.lookup(k.Key); slot >= 0 {
 			r, _, end := s.cold.parse(off)
-			s.live--
+			s.addLive(-1)
 			if r.dirty {
 				s.flagged--
 			}
@@ -1372,7 +1377,7 @@ func (ks *Keyspace) Load(k Key, st *crdt.State) {
 	s.m.put(h, k.Key, e)
 	s.notePeak()
 	if e.live {
-		s.live++
+		s.addLive(1)
 		if at := st.ExpireAt(); at > 0 {
 			s.setExp(k.Key, at)
 			e.hasExp = true
@@ -1402,18 +1407,12 @@ func hlcsOf(st *crdt.State) []crdt.HLC {
 	return out
 }
 
-// Size returns the number of live keys and keys with a deadline in db; in
-// is the RunAll tx the caller runs in, or nil.
-func (ks *Keyspace) Size(in *Tx, dbi int) (keys, expires int) {
+// Size returns the number of live keys and keys with a deadline in db (a
+// key past its deadline counts until deleted, as in Redis), from the db's
+// counters: exact inside RunAll, else as of some moment of the call.
+func (ks *Keyspace) Size(dbi int) (keys, expires int) {
 	d := ks.dbs[dbi]
-	for i := range d.shards {
-		s := &d.shards[i]
-		s.lockFor(in)
-		keys += s.live
-		expires += len(s.exp)
-		s.unlockFor(in)
-	}
-	return
+	return int(d.keys.Load()), int(d.withExp.Load())
 }
 
 // Keys returns every live key of db (in shard order) for FLUSHDB and SWAPDB;
@@ -1438,6 +1437,12 @@ func (tx *Tx) Keys(dbi int) []string {
 
 // BumpEpoch invalidates WATCHes on every key of db.
 func (tx *Tx) BumpEpoch(dbi int) { tx.ks.dbs[dbi].epoch.Add(1) }
+
+// addLive counts n more live keys in the shard and its db (under s.mu).
+func (s *shard) addLive(n int) {
+	s.live += n
+	s.dbKeys.Add(int64(n))
+}
 
 // setExp records key's deadline (under s.mu).
 func (s *shard) setExp(key string, at int64) {

@@ -99,7 +99,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 	set(ks, "a", "1", time.Second)
 	set(ks, "b", "2", time.Second)
 	set(ks, "c", "3", 0)
-	if n, x := ks.Size(nil, 0); n != 3 || x != 2 {
+	if n, x := ks.Size(0); n != 3 || x != 2 {
 		t.Fatalf("size %d/%d", n, x)
 	}
 	clk.Add(2 * time.Second)
@@ -114,7 +114,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 	if n != 1 || ks.Stats.ExpiredKeys.Load() != 2 {
 		t.Fatalf("sweep removed %d, expired_keys %d", n, ks.Stats.ExpiredKeys.Load())
 	}
-	if n, x := ks.Size(nil, 0); n != 1 || x != 0 {
+	if n, x := ks.Size(0); n != 1 || x != 0 {
 		t.Fatalf("size after expiry %d/%d", n, x)
 	}
 	// the expiry became a delete delta and, with no peers, a deleted record
@@ -166,7 +166,7 @@ func TestTombstonesKeptUntilStable(t *testing.T) {
 	if _, ok := get(ks, "k"); ok {
 		t.Fatal("deleted key readable")
 	}
-	if n, _ := ks.Size(nil, 0); n != 0 {
+	if n, _ := ks.Size(0); n != 0 {
 		t.Fatalf("size %d", n)
 	}
 	if ks.Stats.Tombstones.Load() != 1 {
@@ -470,6 +470,7 @@ func checkFlagged(t *testing.T, ks *Keyspace) {
 		}
 	}()
 	for dbi, d := range ks.dbs {
+		keys := 0
 		for i := range d.shards {
 			s := &d.shards[i]
 			s.mu.Lock()
@@ -490,7 +491,20 @@ func checkFlagged(t *testing.T, ks *Keyspace) {
 			}
 			warm += s.m.len()
 			cold += s.cold.n
+			live := s.cold.n // (a cold key is live)
+			for _, e := range s.m.all() {
+				if e.live {
+					live++
+				}
+			}
+			if live != s.live {
+				t.Fatalf("db %d shard %d: %d live keys, counted %d", dbi, i, live, s.live)
+			}
+			keys += live
 			s.mu.Unlock()
+		}
+		if n, _ := ks.Size(dbi); n != keys {
+			t.Fatalf("db %d: %d live keys, DBSIZE %d", dbi, keys, n)
 		}
 	}
 }
@@ -559,11 +573,11 @@ func testLazyDigests(t *testing.T, stable bool) {
 func TestExpiryIndexFollowsTheKey(t *testing.T) {
 	ks, _, _ := newKS(true)
 	set(ks, "a", "1", time.Hour)
-	if _, x := ks.Size(nil, 0); x != 1 {
+	if _, x := ks.Size(0); x != 1 {
 		t.Fatalf("%d keys with a deadline", x)
 	}
 	set(ks, "a", "2", 0) // SET drops the TTL
-	if n, x := ks.Size(nil, 0); n != 1 || x != 0 {
+	if n, x := ks.Size(0); n != 1 || x != 0 {
 		t.Fatalf("after SET without TTL: %d keys, %d with a deadline", n, x)
 	}
 }
@@ -635,7 +649,7 @@ func TestReadersBesideRunAll(t *testing.T) {
 			default:
 			}
 			ks.ScanPage(nil, 0, 0, 100, func(_ string, st func() *crdt.State) bool { return st().Type() != crdt.TypeNone })
-			ks.Size(nil, 0)
+			ks.Size(0)
 			ks.Snapshot(Key{Key: "k1"})
 			ks.Roots()
 			ks.PackCold(8)
@@ -647,7 +661,7 @@ func TestReadersBesideRunAll(t *testing.T) {
 				k := Key{Key: fmt.Sprint("k", (i+j)%40)}
 				tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), []byte(fmt.Sprint(i)), false))
 				ks.ScanPage(tx, 0, 0, 10, nil) // a reader inside EXEC passes its tx
-				ks.Size(tx, 0)
+				ks.Size(0)
 			}
 			return nil
 		})
@@ -682,7 +696,7 @@ func TestLoadReplacesDeadline(t *testing.T) {
 		if v, ok := get(ks, "x"); !ok || v != "2" {
 			t.Fatalf("cold=%v: read %q %v after Load", cold, v, ok)
 		}
-		if _, x := ks.Size(nil, 0); x != 0 {
+		if _, x := ks.Size(0); x != 0 {
 			t.Fatalf("cold=%v: %d keys still counted with a deadline", cold, x)
 		}
 	}

@@ -59,7 +59,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	in := c.in
 	ks := in.KS
 	for db := 0; db < ks.DBs(); db++ {
-		if n, _ := ks.Size(nil, db); n > 0 {
+		if n, _ := ks.Size(db); n > 0 {
 			ch <- prometheus.MustNewConstMetric(mKeys, prometheus.GaugeValue, float64(n), strconv.Itoa(db))
 		}
 	}
