@@ -489,31 +489,25 @@ func (t *Table[V]) At(i int) (string, V) {
 // none is left. An entry there from the first call to the last is given
 // at least once whatever changed between calls (the order is the hash's,
 // which no growth or split changes); no entry twice if nothing changed.
-// Each call sorts the part where it starts, and the next ones as it
-// needs them (at most 1,536 entries each), instead of the whole table.
+// A part's slots follow the same order (a slot's home is the hash's bits
+// after the part's, and probes are linear), so a call walks them from the
+// cursor's home slot and reads about count slots, not the part.
 func (t *Table[V]) Scan(cursor uint64, count int, fn func(name string, v V)) uint64 {
 	if t.Len() == 0 || cursor >= 1<<(64-slotIdx) {
 		return 0
 	}
 	from := cursor << slotIdx
-	var buf []uint64 // the part's slots at or after from (a hash's bits, an index), sorted
+	var buf []uint64 // slots at or after from (a hash's bits, an index), sorted
 	given := 0
 	for {
 		p := t.part(from)
-		buf = buf[:0]
-		if p.bits == 0 {
-			for i := range p.ents {
-				if fp := fpOf(tableHashString(p.ents[i].key)); fp >= from {
-					buf = append(buf, fp|uint64(i+1))
-				}
-			}
-		} else {
-			for _, s := range p.slots {
-				if s != 0 && fpOf(s) >= from {
-					buf = append(buf, s)
-				}
-			}
+		var end uint64 // where the next part's hashes start (0: none)
+		if p.depth > 0 {
+			step := uint64(1) << (64 - p.depth)
+			end = (from &^ (step - 1)) + step
 		}
+		var bound uint64
+		buf, bound = p.scanFrom(buf[:0], from, count-given)
 		slices.Sort(buf)
 		for j, s := range buf {
 			if given >= count && (j == 0 || fpOf(s) != fpOf(buf[j-1])) {
@@ -523,21 +517,58 @@ func (t *Table[V]) Scan(cursor uint64, count int, fn func(name string, v V)) uin
 			fn(e.key, e.val)
 			given++
 		}
-		// the part's hashes all share its top depth bits: the next part
-		// starts after them
-		if p.depth == 0 {
+		if bound != 0 { // the part goes on from bound
+			from = bound
+		} else if from = end; end == 0 { // (past the last part)
 			return 0
 		}
-		step := uint64(1) << (64 - p.depth)
-		next := (from &^ (step - 1)) + step
-		if next == 0 { // (past the last part)
-			return 0
-		}
-		from = next
 		if given >= count {
 			return from >> slotIdx
 		}
 	}
+}
+
+// scanFrom appends the part's slots whose hash bits are from or more: for
+// a part with slots, walking from from's home slot until it has need of
+// them and reaches an empty slot. It returns the bits below which every
+// entry of the part from from on is among them, 0 when all are: an
+// entry's slot is at or after its home with no empty slot between (linear
+// probing, backward-shift deletion), so the entries whose home is before
+// that empty slot were all passed. A walk that reaches the end of the
+// slots gives all entries from from: it goes on over the run of slots at
+// the start, for the entries whose probe came round the end (a slot
+// before its home: passed over by the walk itself).
+func (p *tablePart[V]) scanFrom(buf []uint64, from uint64, need int) ([]uint64, uint64) {
+	if p.bits == 0 {
+		for i := range p.ents {
+			if fp := fpOf(tableHashString(p.ents[i].key)); fp >= from {
+				buf = append(buf, fp|uint64(i+1))
+			}
+		}
+		return buf, 0
+	}
+	size := len(p.slots)
+	got := 0
+	for j := p.home(from); j < size; j++ {
+		s := p.slots[j]
+		if s == 0 {
+			if got >= need {
+				base := from &^ (^uint64(0) >> p.depth) // the part's top bits
+				return buf, base | uint64(j)<<(64-p.depth-p.bits)
+			}
+			continue
+		}
+		if fpOf(s) >= from && p.home(s) <= j {
+			buf = append(buf, s)
+			got++
+		}
+	}
+	for j := 0; j < size && p.slots[j] != 0; j++ {
+		if s := p.slots[j]; fpOf(s) >= from && p.home(s) > j {
+			buf = append(buf, s)
+		}
+	}
+	return buf, 0
 }
 
 // Keys yields each name (see All).

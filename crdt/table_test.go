@@ -482,3 +482,76 @@ func TestHashLenKept(t *testing.T) {
 		}
 	}
 }
+
+// A part's scanFrom, against every slot it holds: what it gives is from
+// from on and below the bound, every entry from from to the bound is
+// given, and at least need are (unless it gives all). Hashes are chosen
+// so that many entries' homes are the last slots and their probes come
+// round the end; deletions shift slots back.
+func TestPartScanFrom(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for round := range 3000 {
+		depth := uint8(rng.Intn(3))
+		var base uint64
+		if depth > 0 {
+			base = uint64(rng.Intn(1<<depth)) << (64 - depth)
+		}
+		n := 9 + rng.Intn(60)
+		p := &tablePart[int]{depth: depth}
+		bits := uint8(4)
+		for 3<<bits < 4*n {
+			bits++
+		}
+		p.slots, p.bits = make([]uint64, 1<<bits), bits
+		fps := map[uint64]int{} // live entries' bits -> index
+		bitsOf := func() uint64 {
+			var low uint64
+			switch rng.Intn(3) {
+			case 0: // home in the last slots
+				low = ^uint64(0) - rng.Uint64()>>5
+			case 1: // in the first
+				low = rng.Uint64() >> 5
+			default:
+				low = rng.Uint64()
+			}
+			return fpOf(base | low>>depth)
+		}
+		for i := range n {
+			fp := bitsOf()
+			if _, dup := fps[fp]; dup {
+				continue
+			}
+			p.ents = append(p.ents, tableEnt[int]{key: fmt.Sprint(i), val: i})
+			p.place(fp, len(p.ents)-1)
+			fps[fp] = len(p.ents) - 1
+		}
+		for fp, i := range fps { // delete a third (map order: random)
+			if rng.Intn(3) == 0 {
+				p.unslot(fp, i)
+				delete(fps, fp)
+			}
+		}
+		from := base
+		if rng.Intn(4) != 0 {
+			from = bitsOf()
+		}
+		need := 1 + rng.Intn(8)
+		got, bound := p.scanFrom(nil, from, need)
+		given := map[uint64]bool{}
+		for _, s := range got {
+			fp := fpOf(s)
+			if fp < from || (bound != 0 && fp >= bound) {
+				t.Fatalf("round %d: %x given, from %x bound %x", round, fp, from, bound)
+			}
+			given[fp] = true
+		}
+		for fp := range fps {
+			if fp >= from && (bound == 0 || fp < bound) && !given[fp] {
+				t.Fatalf("round %d: %x not given, from %x bound %x", round, fp, from, bound)
+			}
+		}
+		if bound != 0 && len(got) < need {
+			t.Fatalf("round %d: %d given for need %d, bound %x", round, len(got), need, bound)
+		}
+	}
+}

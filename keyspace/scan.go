@@ -128,28 +128,34 @@ func (s *shard) scanCandidates(cands []uint64, pos uint64, need int) ([]uint64, 
 // slot; it returns the tag below which every key of the index from pos
 // is among them: a key's slot is at or after its home with no empty slot
 // between (linear probing; deletion leaves a marker), so keys whose home
-// is before that empty slot were all passed, and home follows the tag.
+// is before that empty slot were all passed, and home follows the tag. A
+// walk that reaches the end of the slots gives all keys from pos: it goes
+// on over the run of slots at the start, for the keys whose probe came
+// round the end (a slot before its home: passed over by the walk itself).
 func (x *index) scanFrom(cands []uint64, pos uint64, need int) ([]uint64, uint64) {
 	if x.n == 0 || pos >= scanAll {
 		return cands, scanAll
 	}
 	size, bits := len(x.slots), 64-uint(x.shift)
-	start := int(pos >> (32 - bits))
 	got := 0
-	for j := start; j < start+size; j++ {
-		sl := &x.slots[j&(size-1)]
+	for j := int(pos >> (32 - bits)); j < size; j++ {
+		sl := &x.slots[j]
 		if sl.e == nil {
 			if got >= need {
-				return cands, min(uint64(j)<<(32-bits), scanAll)
+				return cands, uint64(j) << (32 - bits)
 			}
 			continue
 		}
-		if sl.e == deleted {
-			continue
-		}
-		if t := scanTag(sl.h); t >= pos {
-			cands = append(cands, t<<32|uint64(j&(size-1)))
+		if t := scanTag(sl.h); sl.e != deleted && t >= pos && int(t>>(32-bits)) <= j {
+			cands = append(cands, t<<32|uint64(j))
 			got++
+		}
+	}
+	for j := 0; j < size && x.slots[j].e != nil; j++ {
+		if sl := &x.slots[j]; sl.e != deleted {
+			if t := scanTag(sl.h); t >= pos && int(t>>(32-bits)) > j {
+				cands = append(cands, t<<32|uint64(j))
+			}
 		}
 	}
 	return cands, scanAll
@@ -161,22 +167,25 @@ func (t *coldTable) scanFrom(cands []uint64, pos uint64, need int) ([]uint64, ui
 		return cands, scanAll
 	}
 	size, bits := len(t.idx), 64-uint(t.shift)
-	start := int(pos >> (32 - bits))
 	got := 0
-	for j := start; j < start+size; j++ {
-		v := t.idx[j&(size-1)]
+	for j := int(pos >> (32 - bits)); j < size; j++ {
+		v := t.idx[j]
 		if v == 0 {
 			if got >= need {
-				return cands, min(uint64(j)<<(32-bits), scanAll)
+				return cands, uint64(j) << (32 - bits)
 			}
 			continue
 		}
-		if v == tombSlot {
-			continue
-		}
-		if tag := v >> 32; tag >= pos {
-			cands = append(cands, tag<<32|scanCold|uint64(j&(size-1)))
+		if tag := v >> 32; v != tombSlot && tag >= pos && int(tag>>(32-bits)) <= j {
+			cands = append(cands, tag<<32|scanCold|uint64(j))
 			got++
+		}
+	}
+	for j := 0; j < size && t.idx[j] != 0; j++ {
+		if v := t.idx[j]; v != tombSlot {
+			if tag := v >> 32; tag >= pos && int(tag>>(32-bits)) > j {
+				cands = append(cands, tag<<32|scanCold|uint64(j))
+			}
 		}
 	}
 	return cands, scanAll

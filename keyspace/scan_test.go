@@ -174,3 +174,104 @@ func TestRandomKeyDraws(t *testing.T) {
 		}
 	}
 }
+
+// fibInverse undoes fib (the multiplier is odd: it has an inverse mod 2^64).
+func fibInverse(x uint64) uint64 {
+	g := uint64(0x9e3779b97f4a7c15)
+	inv := g
+	for range 6 {
+		inv *= 2 - g*inv
+	}
+	return x * inv
+}
+
+// scanFrom's promise, on both indexes, against every key they hold: what
+// it gives has tags from pos on and below the bound, every key with a tag
+// from pos to the bound is given, and at least need are (unless it gives
+// all). Hashes are chosen so that many keys' homes are the last slots and
+// their probes come round the end of the table.
+func TestScanFromBothIndexes(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for round := range 3000 {
+		var x index
+		var ct coldTable
+		tags := map[uint64]uint64{} // a warm slot's hash -> its tag
+		n := 1 + rng.Intn(60)
+		for i := range n {
+			var tag uint64
+			switch rng.Intn(3) {
+			case 0: // home in the last slots
+				tag = 1<<32 - 1 - uint64(rng.Intn(1<<27))
+			case 1: // home in the first
+				tag = uint64(rng.Intn(1 << 27))
+			default:
+				tag = uint64(rng.Uint32())
+			}
+			fh := tag<<32 | uint64(rng.Uint32())
+			h := fibInverse(fh)
+			if scanTag(h) != tag {
+				t.Fatal("fibInverse")
+			}
+			key := fmt.Sprint("k", i)
+			x.put(h, key, &entry{})
+			tags[h] = tag
+			ct.add(key, fh, coldRec{}, false)
+		}
+		for i := range n / 3 { // deleted slots in both
+			key := fmt.Sprint("k", i*3)
+			for h := range tags {
+				if e := x.get(h, key); e != nil {
+					x.del(h, key)
+					delete(tags, h)
+				}
+			}
+			if slot, off := ct.lookup(key); slot >= 0 {
+				_, _, end := ct.parse(off)
+				ct.remove(slot, off, end)
+			}
+		}
+		_ = ct
+		pos := uint64(rng.Uint32())
+		if rng.Intn(4) == 0 {
+			pos = 0
+		}
+		need := 1 + rng.Intn(8)
+		check := func(what string, got []uint64, bound uint64, all []uint64) {
+			t.Helper()
+			given := map[uint64]bool{}
+			for _, c := range got {
+				tag := c >> 32
+				if tag < pos || tag >= bound {
+					t.Fatalf("round %d %s: tag %x given, pos %x bound %x", round, what, tag, pos, bound)
+				}
+				given[tag] = true
+			}
+			inRange := 0
+			for _, tag := range all {
+				if tag >= pos && tag < bound {
+					inRange++
+					if !given[tag] {
+						t.Fatalf("round %d %s: tag %x not given, pos %x bound %x", round, what, tag, pos, bound)
+					}
+				}
+			}
+			if bound != scanAll && len(got) < need {
+				t.Fatalf("round %d %s: %d given for need %d, bound %x", round, what, len(got), need, bound)
+			}
+		}
+		var warmTags []uint64
+		for _, tag := range tags {
+			warmTags = append(warmTags, tag)
+		}
+		got, bound := x.scanFrom(nil, pos, need)
+		check("warm", got, bound, warmTags)
+		var coldTags []uint64
+		for _, v := range ct.idx {
+			if v != 0 && v != tombSlot {
+				coldTags = append(coldTags, v>>32)
+			}
+		}
+		got, bound = ct.scanFrom(nil, pos, need)
+		check("cold", got, bound, coldTags)
+	}
+}
