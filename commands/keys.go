@@ -118,11 +118,7 @@ func copyValue(tx *keyspace.Tx, src *crdt.State, dst keyspace.Key) {
 		v, _ := src.StrValue()
 		tx.Apply(dst, crdt.SetString(prev, op, v, false))
 	case crdt.TypeSet:
-		ms := make([][]byte, 0, src.Set.Len())
-		for m := range src.Set.All() {
-			ms = append(ms, []byte(m))
-		}
-		tx.Apply(dst, crdt.ReplaceSet(prev, op, ms))
+		tx.Apply(dst, crdt.ReplaceSetFrom(prev, op, src.Set))
 	case crdt.TypeHash:
 		var pairs [][]byte
 		for _, f := range src.Fields() {

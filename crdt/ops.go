@@ -536,14 +536,30 @@ func SRem(s *State, members [][]byte) *State {
 
 // ReplaceSet makes the key a set holding exactly members (any type before).
 func ReplaceSet(s *State, op Op, members [][]byte) *State {
-	g := newDotGen(s, op)
-	d := &State{Ctx: s.Ctx.Clone(), coll: &collStamps{set: op.HLC}, Set: NewTable[[]Dot](len(members))}
-	g.mark(&d.Ctx)
+	t := NewTable[[]Dot](len(members))
 	for _, m := range members {
-		dot := g.take()
-		d.Set.Put(string(m), []Dot{dot})
-		d.Ctx.Add(dot)
+		t.Put(string(m), nil)
 	}
+	return ReplaceSetFrom(s, op, t)
+}
+
+// ReplaceSetFrom is ReplaceSet with the members of src (its values are not
+// read): the delta's table is a copy of src's, made without hashing a
+// name, and its members' dots are one allocation (the delta is read, not
+// kept: a merge copies what it keeps). RENAME, COPY and the *STORE
+// commands of a big set.
+func ReplaceSetFrom(s *State, op Op, src *Table[[]Dot]) *State {
+	g := newDotGen(s, op)
+	d := &State{Ctx: s.Ctx.Clone(), coll: &collStamps{set: op.HLC}}
+	g.mark(&d.Ctx)
+	dots := make([]Dot, src.Len())
+	i := 0
+	d.Set = src.Clone(func([]Dot) []Dot {
+		dots[i] = g.take()
+		d.Ctx.Add(dots[i])
+		i++
+		return dots[i-1 : i : i]
+	})
 	removalFloors(s, d, TypeNone)
 	return d
 }

@@ -277,13 +277,20 @@ func (s *State) Merge(d *State) (conflicts int) {
 		d.EachMember(func(m string, dd []Dot) { s.mergeMember(m, s.Set.Get(m), dd, dctx) })
 		d.EachField(func(f string, dr *Reg) { conflicts |= s.mergeField(f, dr, dctx) })
 	} else if s.Set.Len()+d.Set.Len()+s.Hash.Len()+d.Hash.Len() > 0 { // (a string's merge skips four empty ranges)
-		for m, sd := range s.Set.All() {
-			if !d.Set.Has(m) {
-				s.mergeMember(m, sd, nil, dctx)
+		switch {
+		case s.Set.Len() == 0 && d.Set.Len() > 0:
+			s.adoptMembers(d.Set)
+		case d.Set.Len() == 0 && s.Set.Len() > 0 && s.allMembersSeen(dctx):
+			s.Set = nil // (a DEL, a replace by another type: one pass, no lookups)
+		default:
+			for m, sd := range s.Set.All() {
+				if !d.Set.Has(m) {
+					s.mergeMember(m, sd, nil, dctx)
+				}
 			}
-		}
-		for m, dd := range d.Set.All() {
-			s.mergeMember(m, s.Set.Get(m), dd, dctx)
+			for m, dd := range d.Set.All() {
+				s.mergeMember(m, s.Set.Get(m), dd, dctx)
+			}
 		}
 		for f := range s.Hash.All() {
 			if !d.Hash.Has(f) {
@@ -322,6 +329,51 @@ func (s *State) Merge(d *State) (conflicts int) {
 		conflicts |= ConflictNonNumeric
 	}
 	return conflicts
+}
+
+// allMembersSeen reports whether ctx has seen every dot of s's members
+// (a delta holding none and having seen them all removes them all).
+func (s *State) allMembersSeen(ctx *Context) bool {
+	for _, ds := range s.Set.All() {
+		for _, x := range ds {
+			if !ctx.Contains(x) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// adoptMembers merges the members of a delta into a state without any: a
+// copy of the delta's table, each member with the dots s's context had not
+// seen (mergeMember with nothing on s's side), made without hashing a name
+// (a 600k-member SUNIONSTORE spent a third of its time in the lookups).
+func (s *State) adoptMembers(src *Table[[]Dot]) {
+	emptied := 0
+	t := src.Clone(func(dd []Dot) []Dot {
+		out := make([]Dot, 0, len(dd))
+		for _, x := range dd {
+			if !s.Ctx.Contains(x) {
+				out = append(out, x)
+			}
+		}
+		if len(out) == 0 {
+			emptied++
+		}
+		return out
+	})
+	if emptied > 0 {
+		var gone []string
+		for m, ds := range t.All() {
+			if len(ds) == 0 {
+				gone = append(gone, m)
+			}
+		}
+		for _, m := range gone {
+			t.Delete(m)
+		}
+	}
+	s.Set = t
 }
 
 func (s *State) mergeMember(m string, a, b []Dot, dctx *Context) {
