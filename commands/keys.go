@@ -120,12 +120,7 @@ func copyValue(tx *keyspace.Tx, src *crdt.State, dst keyspace.Key) {
 	case crdt.TypeSet:
 		tx.Apply(dst, crdt.ReplaceSetFrom(prev, op, src.Set))
 	case crdt.TypeHash:
-		var pairs [][]byte
-		for _, f := range src.Fields() {
-			v, _ := src.Field(f)
-			pairs = append(pairs, []byte(f), v)
-		}
-		tx.Apply(dst, crdt.ReplaceHash(prev, op, pairs))
+		tx.Apply(dst, crdt.ReplaceHashFrom(prev, op, src.Hash))
 	}
 	if at := src.ExpireAt(); at > 0 {
 		tx.Apply(dst, crdt.Expire(tx.State(dst), tx.Op(), at))

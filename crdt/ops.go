@@ -564,6 +564,57 @@ func ReplaceSetFrom(s *State, op Op, src *Table[[]Dot]) *State {
 	return d
 }
 
+// ReplaceHashFrom is ReplaceHash with the fields of src that hold a value,
+// each assigned the value it reads as (a counter's sum): the delta's table
+// is a copy of src's made without hashing a name, its registers one
+// allocation (the delta is read, not kept: a merge copies what it keeps).
+// RENAME and COPY of a big hash.
+func ReplaceHashFrom(s *State, op Op, src *Table[*Reg]) *State {
+	d := &State{Ctx: s.Ctx.Clone(), coll: &collStamps{hash: op.HLC}}
+	removalFloors(s, d, TypeNone)
+	floors := d.Hash
+	g := newDotGen(s, op)
+	g.mark(&d.Ctx)
+	regs := make([]regWithBase, src.Len())
+	i, none := 0, 0
+	d.Hash = src.Clone(func(r *Reg) *Reg {
+		v, ok, _ := r.Get()
+		if !ok {
+			none++
+			return nil
+		}
+		dot := g.take()
+		d.Ctx.Add(dot)
+		i++
+		return regs[i-1].set(Base{Dot: dot, HLC: op.HLC}, v)
+	})
+	if none > 0 {
+		dropNil(d.Hash)
+	}
+	for f, fl := range floors.All() {
+		if r := d.Hash.Get(f); r != nil {
+			r.Floor = fl.Floor
+		} else {
+			d.Hash.Put(f, fl)
+		}
+	}
+	return d
+}
+
+// dropNil deletes the entries of t whose value is nil.
+func dropNil[V comparable](t *Table[V]) {
+	var zero V
+	var gone []string
+	for k, v := range t.All() {
+		if v == zero {
+			gone = append(gone, k)
+		}
+	}
+	for _, k := range gone {
+		t.Delete(k)
+	}
+}
+
 // HSet assigns hash fields (pairs of field, value).
 func HSet(s *State, op Op, pairs [][]byte) *State {
 	d, _ := HSetAdded(s, op, pairs)
@@ -679,21 +730,11 @@ func HIncrByFloat(s *State, op Op, field []byte, r *big.Rat) *State {
 
 // ReplaceHash makes the key a hash holding exactly pairs (field, value).
 func ReplaceHash(s *State, op Op, pairs [][]byte) *State {
-	d := &State{Ctx: s.Ctx.Clone(), coll: &collStamps{hash: op.HLC}}
-	removalFloors(s, d, TypeNone)
-	h := HSet(&State{Ctx: s.Ctx}, op, pairs)
-	d.Ctx.Join(&h.Ctx)
-	if d.Hash == nil {
-		d.Hash = h.Hash
-	} else {
-		for f, r := range h.Hash.All() {
-			if fl := d.Hash.Get(f); fl != nil {
-				r.Floor = fl.Floor
-			}
-			d.Hash.Put(f, r)
-		}
+	t := NewTable[*Reg](len(pairs) / 2)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		t.Put(string(pairs[i]), &Reg{Base: []Base{{Val: pairs[i+1]}}})
 	}
-	return d
+	return ReplaceHashFrom(s, op, t)
 }
 
 // Expire sets the key's deadline (unix ms); at == 0 is PERSIST.

@@ -292,13 +292,20 @@ func (s *State) Merge(d *State) (conflicts int) {
 				s.mergeMember(m, s.Set.Get(m), dd, dctx)
 			}
 		}
-		for f := range s.Hash.All() {
-			if !d.Hash.Has(f) {
-				conflicts |= s.mergeField(f, nil, dctx)
+		switch {
+		case s.Hash.Len() == 0 && d.Hash.Len() > 0:
+			conflicts |= s.adoptFields(d.Hash, dctx)
+		case d.Hash.Len() == 0 && s.Hash.Len() > 0 && s.allFieldsSeen(dctx):
+			s.Hash, s.live = nil, nil // (as for members)
+		default:
+			for f := range s.Hash.All() {
+				if !d.Hash.Has(f) {
+					conflicts |= s.mergeField(f, nil, dctx)
+				}
 			}
-		}
-		for f, dr := range d.Hash.All() {
-			conflicts |= s.mergeField(f, dr, dctx)
+			for f, dr := range d.Hash.All() {
+				conflicts |= s.mergeField(f, dr, dctx)
+			}
 		}
 	}
 	if !d.Scoped || d.ExpTouched {
@@ -344,6 +351,23 @@ func (s *State) allMembersSeen(ctx *Context) bool {
 	return true
 }
 
+// allFieldsSeen reports whether merging a register holding nothing, under
+// ctx, empties every field of s: each holds assignments ctx has seen and
+// no counts (increments, or a floor: a removal's, kept).
+func (s *State) allFieldsSeen(ctx *Context) bool {
+	for _, r := range s.Hash.All() {
+		if len(r.Counts) > 0 || len(r.Floor) > 0 {
+			return false
+		}
+		for _, b := range r.Base {
+			if !ctx.Contains(b.Dot) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // adoptMembers merges the members of a delta into a state without any: a
 // copy of the delta's table, each member with the dots s's context had not
 // seen (mergeMember with nothing on s's side), made without hashing a name
@@ -374,6 +398,33 @@ func (s *State) adoptMembers(src *Table[[]Dot]) {
 		}
 	}
 	s.Set = t
+}
+
+// adoptFields is adoptMembers for a delta's fields: each register merged
+// into an empty one (mergeField with nothing on s's side).
+func (s *State) adoptFields(src *Table[*Reg], dctx *Context) (conflicts int) {
+	emptied := 0
+	t := src.Clone(func(b *Reg) *Reg {
+		if b == nil {
+			emptied++
+			return nil
+		}
+		a := newReg()
+		mergeReg(a, &s.Ctx, b, dctx, nil)
+		if a.isEmpty() {
+			emptied++
+			return nil
+		}
+		if len(a.Base) > 1 {
+			conflicts |= ConflictLWW
+		}
+		return a
+	})
+	if emptied > 0 {
+		dropNil(t)
+	}
+	s.Hash = t
+	return conflicts
 }
 
 func (s *State) mergeMember(m string, a, b []Dot, dctx *Context) {
