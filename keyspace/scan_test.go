@@ -29,7 +29,7 @@ func TestScanOrderSurvivesWarmAndCold(t *testing.T) {
 	for seed := int64(1); seed <= 3; seed++ {
 		ks, clk, _ := newKS(true)
 		rng := rand.New(rand.NewSource(seed))
-		const n = 20000 // ~80 keys a shard
+		const n = 8000 // ~31 keys a shard
 		for i := range n {
 			set(ks, fmt.Sprint("stable", i), "v", 0)
 		}
@@ -73,7 +73,7 @@ func TestScanOrderSurvivesWarmAndCold(t *testing.T) {
 			}
 			switch rng.Intn(4) {
 			case 0: // some keys warm again
-				for range 500 {
+				for range 200 {
 					get(ks, fmt.Sprint("stable", rng.Intn(n)))
 				}
 			case 1: // warm keys go cold
