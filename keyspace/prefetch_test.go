@@ -129,3 +129,55 @@ func TestPrefetchChangesNothing(t *testing.T) {
 		t.Fatalf("prefetched %d keys, want %d (b only, beside a locked shard)", n, want)
 	}
 }
+
+// The staged lookups of members and fields in big tables (slots, several
+// parts: TouchSlot, then Peek) find what is there, miss what is not, and
+// change nothing: the sets' and hashes' lengths and HLEN's kept count.
+func TestPrefetchBigElements(t *testing.T) {
+	ks, _, _ := newKS(true)
+	sk, hk := Key{Key: "bigset"}, Key{Key: "bighash"}
+	const n = 5000 // four parts or more
+	for i := 0; i < n; i += 500 {
+		ks.Run([]Key{sk, hk}, func(tx *Tx) error {
+			var ms, fv [][]byte
+			for j := i; j < i+500; j++ {
+				ms = append(ms, []byte(fmt.Sprint("m", j)))
+				fv = append(fv, []byte(fmt.Sprint("f", j)), []byte(fmt.Sprint("v", j)))
+			}
+			tx.Apply(sk, crdt.SAdd(tx.State(sk), tx.Op(), ms))
+			tx.Apply(hk, crdt.HSet(tx.State(hk), tx.Op(), fv))
+			return nil
+		})
+	}
+	lens := func() string {
+		var out string
+		ks.Run([]Key{sk, hk}, func(tx *Tx) error {
+			s, h := tx.Get(sk), tx.Get(hk)
+			hlen := h.HashLen() // (counts once, then keeps the count)
+			aux, known := h.Hash.Aux()
+			out = fmt.Sprint(s.Set.Len(), h.Hash.Len(), hlen, aux, known)
+			return nil
+		})
+		return out
+	}
+	before := lens()
+	for round := range 50 {
+		var keys, elems [][]byte
+		for j := range 16 { // a pipeline: present and absent elements of both
+			i := (round*16 + j) * 7 % (2 * n)
+			if j%2 == 0 {
+				keys, elems = append(keys, []byte("bigset")), append(elems, []byte(fmt.Sprint("m", i)))
+			} else {
+				keys, elems = append(keys, []byte("bighash")), append(elems, []byte(fmt.Sprint("f", i)))
+			}
+		}
+		n0 := ks.Stats.Prefetched.Load()
+		ks.Prefetch(0, keys, elems, ^uint32(0))
+		if got := ks.Stats.Prefetched.Load() - n0; got != 16 {
+			t.Fatalf("round %d: prefetched %d keys, want 16", round, got)
+		}
+	}
+	if after := lens(); after != before {
+		t.Fatalf("prefetching elements changed the collections: %s -> %s", before, after)
+	}
+}
