@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a loaded CI machine
 FUZZTIME ?= 100000x
 
-.PHONY: all build run test deps vet unit race integration goroutines fuzz clean demo bench-repl bench bench-mem gobench bench-ae
+.PHONY: all build run test deps vet unit race integration goroutines fuzz clean demo bench-repl bench bench-mem bench-cmds gobench bench-ae
 
 all: build
 
@@ -72,6 +72,12 @@ bench-repl:
 # BENCH_FSYNC=always compares both with an fsync per write.
 bench: build deps
 	$(GO) run ./cmd/concord-bench -concord ./concord
+
+# Commands a Redis user expects to be cheap (SCAN, RANDOMKEY, SSCAN,
+# MEMORY USAGE, ...) against 1M keys and 100k-element keys, Concord vs
+# redis-server: an O(n) regression shows as an outlying ratio.
+bench-cmds: build deps
+	$(GO) run ./cmd/concord-bench -mode commands -concord ./concord
 
 # RSS per string key and per set member, Concord vs redis-server.
 bench-mem: build deps

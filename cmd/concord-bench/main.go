@@ -1,7 +1,9 @@
 // Command concord-bench runs redis-benchmark against Concord and a real
 // redis-server in the same run, alternating, and prints requests/s and
-// latencies side by side with the Concord/Redis ratio (make bench), or
-// compares their memory per key and per set member (make bench-mem).
+// latencies side by side with the Concord/Redis ratio (make bench),
+// compares their memory per key and per set member (make bench-mem), or
+// runs commands that should cost little against big keys (make
+// bench-cmds).
 // BENCH_QUICK=1 keeps a run under a minute.
 package main
 
@@ -165,7 +167,7 @@ func dataSize(env string) (int, error) {
 }
 
 func main() {
-	mode := flag.String("mode", "throughput", "throughput or memory")
+	mode := flag.String("mode", "throughput", "throughput, memory or commands")
 	concordBin := flag.String("concord", "./concord", "concord binary")
 	bareAddr := flag.String("serve-bare", "", "internal: serve the bare goroutine-per-connection baseline on this address")
 	loopAddr := flag.String("serve-loop", "", "internal: serve the bare event-loop baseline on this address")
@@ -218,8 +220,12 @@ func main() {
 	} else {
 		fmt.Printf("cores: %d (redis-benchmark shares them with the server)\n", runtime.NumCPU())
 	}
-	if *mode == "memory" {
+	switch *mode {
+	case "memory":
 		memory(newConcord, newRedis, quick)
+		return
+	case "commands":
+		commands(newConcord, newRedis, quick)
 		return
 	}
 	c, r := newConcord(), newRedis()
