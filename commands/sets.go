@@ -2,6 +2,7 @@ package commands
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sort"
 
 	"concord/crdt"
@@ -532,13 +533,31 @@ func cmdSInterCard(c *Ctx) {
 	}
 	keys := c.keys(2, 2+int(n), 1)
 	c.run(keys, func(tx *keyspace.Tx) error {
-		res, err := c.combine(tx, keys, opInter)
-		if err != nil {
-			return err
+		sets := make([]*crdt.State, len(keys))
+		small := 0
+		for i, k := range keys {
+			st, err := c.get(tx, k, crdt.TypeSet)
+			if err != nil {
+				return err
+			}
+			sets[i] = st
 		}
-		card := int64(res.Len())
-		if limit > 0 && card > limit {
-			card = limit
+		// the smallest set's members in all the others, up to the limit
+		// (as Redis: it stops there); a missing key is an empty set
+		card := int64(0)
+		if !slices.Contains(sets, nil) {
+			for i, st := range sets {
+				if st.Set.Len() < sets[small].Set.Len() {
+					small = i
+				}
+			}
+			for m := range sets[small].Set.Keys() {
+				if inAll(sets, small, m) {
+					if card++; card == limit {
+						break
+					}
+				}
+			}
 		}
 		c.Conn.Int(card)
 		return nil
