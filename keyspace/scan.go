@@ -8,13 +8,13 @@ import (
 )
 
 // scanTag is the order SCAN walks a shard's keys in: the top 32 bits of a
-// key's coldHash (fib of its hashKey). Both of a shard's indexes (warm keys' and cold keys')
-// put a key's home slot at these bits' top ones and probe linearly, so the
-// keys from a tag on are found by walking either index from that tag's
-// home slot, and a page reads about count slots, not the shard. (Sorting
-// the shard's keys by a hash of their names read every name and record of
-// the shard per call: a full SCAN of 1M keys took 89 s where Redis takes
-// 3.)
+// key's coldHash (fib of its hashKey). Both of a shard's indexes (warm
+// keys' and cold keys') put a key's home slot at these bits' top ones and
+// probe linearly, so the keys from a tag on are found by walking either
+// index from that tag's home slot, and a page reads about count slots,
+// not the shard. (Sorting the shard's keys by a hash of their names read
+// every name and record of the shard per call: a full SCAN of 950k keys
+// took 89 s where Redis takes 3.5.)
 func scanTag(h uint64) uint64 { return fib(h) >> 32 }
 
 // scanCold marks a candidate from the cold index (else the warm one).
