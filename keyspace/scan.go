@@ -133,59 +133,74 @@ func (s *shard) scanCandidates(cands []uint64, pos uint64, need int) ([]uint64, 
 // on over the run of slots at the start, for the keys whose probe came
 // round the end (a slot before its home: passed over by the walk itself).
 func (x *index) scanFrom(cands []uint64, pos uint64, need int) ([]uint64, uint64) {
-	if x.n == 0 || pos >= scanAll {
+	if x.n == 0 {
 		return cands, scanAll
 	}
-	size, bits := len(x.slots), 64-uint(x.shift)
-	got := 0
-	for j := int(pos >> (32 - bits)); j < size; j++ {
-		sl := &x.slots[j]
-		if sl.e == nil {
-			if got >= need {
-				return cands, uint64(j) << (32 - bits)
-			}
-			continue
+	return walkTags(cands, len(x.slots), x.shift, pos, need, 0, func(j int) (uint64, slotIs) {
+		switch sl := &x.slots[j]; sl.e {
+		case nil:
+			return 0, slotEmpty
+		case deleted:
+			return 0, slotDeleted
+		default:
+			return scanTag(sl.h), slotLive
 		}
-		if t := scanTag(sl.h); sl.e != deleted && t >= pos && int(t>>(32-bits)) <= j {
-			cands = append(cands, t<<32|uint64(j))
-			got++
-		}
-	}
-	for j := 0; j < size && x.slots[j].e != nil; j++ {
-		if sl := &x.slots[j]; sl.e != deleted {
-			if t := scanTag(sl.h); t >= pos && int(t>>(32-bits)) > j {
-				cands = append(cands, t<<32|uint64(j))
-			}
-		}
-	}
-	return cands, scanAll
+	})
 }
 
 // scanFrom is index.scanFrom for the cold index (a slot carries the tag).
 func (t *coldTable) scanFrom(cands []uint64, pos uint64, need int) ([]uint64, uint64) {
-	if t.n == 0 || pos >= scanAll {
+	if t.n == 0 {
 		return cands, scanAll
 	}
-	size, bits := len(t.idx), 64-uint(t.shift)
-	got := 0
-	for j := int(pos >> (32 - bits)); j < size; j++ {
-		v := t.idx[j]
-		if v == 0 {
-			if got >= need {
-				return cands, uint64(j) << (32 - bits)
-			}
-			continue
+	return walkTags(cands, len(t.idx), t.shift, pos, need, scanCold, func(j int) (uint64, slotIs) {
+		switch v := t.idx[j]; v {
+		case 0:
+			return 0, slotEmpty
+		case tombSlot:
+			return 0, slotDeleted
+		default:
+			return v >> 32, slotLive
 		}
-		if tag := v >> 32; v != tombSlot && tag >= pos && int(tag>>(32-bits)) <= j {
-			cands = append(cands, tag<<32|scanCold|uint64(j))
+	})
+}
+
+// slotIs is what an index slot holds.
+type slotIs uint8
+
+const (
+	slotEmpty   slotIs = iota // a probe ends here
+	slotDeleted               // a probe goes on past it
+	slotLive
+)
+
+// walkTags is scanFrom over size slots (a power of two; a tag's home slot
+// is its top log2(size) bits, 64-shift of them) read by slot, each
+// candidate marked with mark.
+func walkTags(cands []uint64, size int, shift uint8, pos uint64, need int, mark uint64, slot func(j int) (uint64, slotIs)) ([]uint64, uint64) {
+	if pos >= scanAll {
+		return cands, scanAll
+	}
+	bits := 64 - uint(shift)
+	home := func(tag uint64) int { return int(tag >> (32 - bits)) }
+	got := 0
+	for j := home(pos); j < size; j++ {
+		tag, is := slot(j)
+		if is == slotEmpty && got >= need {
+			return cands, uint64(j) << (32 - bits)
+		}
+		if is == slotLive && tag >= pos && home(tag) <= j {
+			cands = append(cands, tag<<32|mark|uint64(j))
 			got++
 		}
 	}
-	for j := 0; j < size && t.idx[j] != 0; j++ {
-		if v := t.idx[j]; v != tombSlot {
-			if tag := v >> 32; tag >= pos && int(tag>>(32-bits)) > j {
-				cands = append(cands, tag<<32|scanCold|uint64(j))
-			}
+	for j := 0; j < size; j++ {
+		tag, is := slot(j)
+		if is == slotEmpty {
+			break
+		}
+		if is == slotLive && tag >= pos && home(tag) > j {
+			cands = append(cands, tag<<32|mark|uint64(j))
 		}
 	}
 	return cands, scanAll
