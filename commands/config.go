@@ -103,7 +103,7 @@ func NewConfig() *Config {
 	add(&Param{Name: "slowlog-log-slower-than", Value: "10000", Check: intParam(-1, 1<<40), Effect: "microseconds above which a command enters the slow log (-1 disables, 0 logs all)"})
 	add(&Param{Name: "slowlog-max-len", Value: "128", Check: intParam(0, 1<<20), Effect: "entries kept in the slow log"})
 	add(&Param{Name: "hz", Value: "10", Check: intParam(1, 500), Effect: "active expiry cycles per second"})
-	add(&Param{Name: "active-expire-effort", Value: "1", Check: intParam(1, 10), Effect: "keys examined per expiry cycle, scaled"})
+	add(&Param{Name: "active-expire-effort", Value: "1", Check: intParam(1, 10), Effect: "how long each active expiry cycle may run while the keys it samples are mostly expired: 25% of the cycle's period, +2% per step above 1 (as Redis)"})
 	add(&Param{Name: "timeout", Value: "0", Check: intParam(0, 1<<31), Effect: "seconds after which an idle client is closed (0: never)"})
 	add(&Param{Name: "command-deadline", Value: "60", Check: intParam(0, 1<<31), Effect: "seconds a client may take to send one command before it is closed (slowloris; 0: no deadline)"})
 	add(&Param{Name: "protected-mode", Value: "yes", Check: boolParam, Effect: "with no password and a non-loopback bind, refuse clients that are not on loopback"})

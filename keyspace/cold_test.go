@@ -97,8 +97,8 @@ func TestColdKeysBehaveLikeWarmOnes(t *testing.T) {
 				cstore.checkpoint(t, cold)
 				wstore.checkpoint(t, warm)
 			case 2:
-				cold.ExpireCycle(1000)
-				warm.ExpireCycle(1000)
+				cold.ExpireCycle(1000, 0)
+				warm.ExpireCycle(1000, 0)
 			}
 			if step%3 == 0 {
 				cold.Roots() // anti-entropy settles the digests: keys may go cold

@@ -1462,54 +1462,71 @@ func (s *shard) delExp(key string) {
 	}
 }
 
-// ExpireCycle deletes up to budget keys whose deadline passed, sampling every
-// shard of every database that has keys with a deadline; it returns how
-// many it deleted.
-func (ks *Keyspace) ExpireCycle(budget int) (Ticket, int) {
-	now := ks.NowMs()
+// expireSample is how many keys with a deadline a pass of ExpireCycle
+// looks at in each shard (Redis's ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP).
+const expireSample = 20
+
+// ExpireCycle deletes keys whose deadline passed, as Redis's active expiry
+// does: a pass looks at up to expireSample keys with a deadline in every
+// shard of every db that has some (from a random place: a map's range) and
+// deletes those past it; passes repeat while more than a tenth of the keys
+// looked at had expired — so many keys expiring together are reclaimed at
+// the rate the spend allows, not 20 per shard per cycle — until budget
+// keys were deleted or spend is used up (0: one pass). It returns the last
+// deletion's ticket and how many it deleted.
+func (ks *Keyspace) ExpireCycle(budget int, spend time.Duration) (Ticket, int) {
+	start := Monotonic()
 	var last Ticket
 	n := 0
-	for dbi, d := range ks.dbs {
-		if d.withExp.Load() == 0 {
-			continue // an idle server's cycle locks nothing
+	for {
+		now := ks.NowMs()
+		looked, expired := 0, 0
+		for dbi, d := range ks.dbs {
+			if d.withExp.Load() == 0 {
+				continue // an idle server's cycle locks nothing
+			}
+			for i := range d.shards {
+				s := &d.shards[i]
+				s.mu.Lock()
+				var due []string
+				checked := 0
+				for k, at := range s.exp {
+					if checked++; checked > expireSample {
+						break
+					}
+					if at <= now {
+						due = append(due, k)
+					}
+				}
+				s.mu.Unlock()
+				looked += min(checked, expireSample)
+				if len(due) == 0 {
+					continue
+				}
+				expired += len(due)
+				keys := make([]Key, len(due))
+				for j, k := range due {
+					keys[j] = Key{DB: dbi, Key: k}
+				}
+				t, _ := ks.Run(keys, func(tx *Tx) error {
+					for _, k := range keys {
+						tx.Get(k) // lazy expiry does the work
+					}
+					return nil
+				})
+				if t != nil {
+					last = t
+				}
+				n += len(due)
+				if n >= budget || (spend > 0 && i%16 == 15 && Monotonic()-start >= spend) {
+					return last, n
+				}
+			}
 		}
-		for i := range d.shards {
-			s := &d.shards[i]
-			s.mu.Lock()
-			var due []string
-			checked := 0
-			for k, at := range s.exp {
-				if checked++; checked > 20 {
-					break
-				}
-				if at <= now {
-					due = append(due, k)
-				}
-			}
-			s.mu.Unlock()
-			if len(due) == 0 {
-				continue
-			}
-			keys := make([]Key, len(due))
-			for j, k := range due {
-				keys[j] = Key{DB: dbi, Key: k}
-			}
-			t, _ := ks.Run(keys, func(tx *Tx) error {
-				for _, k := range keys {
-					tx.Get(k) // lazy expiry does the work
-				}
-				return nil
-			})
-			if t != nil {
-				last = t
-			}
-			n += len(due)
-			if n >= budget {
-				return last, n
-			}
+		if spend <= 0 || expired*10 <= looked || Monotonic()-start >= spend {
+			return last, n
 		}
 	}
-	return last, n
 }
 
 // Conflicts returns up to n of the most recent conflicts, newest first, and

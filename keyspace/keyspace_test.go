@@ -110,7 +110,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 		t.Fatalf("expired_keys %d", ks.Stats.ExpiredKeys.Load())
 	}
 	// b is never touched: the active cycle removes it
-	_, n := ks.ExpireCycle(100)
+	_, n := ks.ExpireCycle(100, 0)
 	if n != 1 || ks.Stats.ExpiredKeys.Load() != 2 {
 		t.Fatalf("sweep removed %d, expired_keys %d", n, ks.Stats.ExpiredKeys.Load())
 	}
@@ -150,7 +150,7 @@ func TestLazyAndActiveExpiry(t *testing.T) {
 	withExp(0)
 	set(ks, "d", "7", time.Second)
 	clk.Add(2 * time.Second)
-	if _, n := ks.ExpireCycle(100); n != 1 {
+	if _, n := ks.ExpireCycle(100, 0); n != 1 {
 		t.Fatalf("sweep removed %d", n)
 	}
 	withExp(0)
@@ -1011,5 +1011,46 @@ func TestCheckpointPacesPerShard(t *testing.T) {
 	paced = 0
 	if _, err := ks.Checkpoint(1000, func() { paced++ }, func([]Write) error { return nil }); err != nil || paced != 0 {
 		t.Fatalf("nothing changed: paced %d times (%v)", paced, err)
+	}
+}
+
+// The active cycle goes on while the keys it looks at are mostly expired
+// (many keys expiring together are reclaimed in one cycle, within its
+// spend), takes one pass without a spend, and stops after a pass in which
+// few of the keys it looked at had expired.
+func TestActiveExpiryAdapts(t *testing.T) {
+	ks, clk, _ := newKS(true)
+	const n = 20000 // ~80 keys with a deadline per shard
+	for i := range n {
+		set(ks, fmt.Sprint("k", i), "v", time.Second)
+	}
+	clk.Add(2 * time.Second)
+	_, one := ks.ExpireCycle(1<<30, 0)
+	if one == 0 || one > shardCount*expireSample {
+		t.Fatalf("one pass deleted %d (at most %d)", one, shardCount*expireSample)
+	}
+	_, rest := ks.ExpireCycle(1<<30, time.Minute)
+	if one+rest != n {
+		t.Fatalf("deleted %d+%d of %d expired keys", one, rest, n)
+	}
+	if keys, x := ks.Size(0); keys != 0 || x != 0 {
+		t.Fatalf("size after the cycles %d/%d", keys, x)
+	}
+	// few stale keys: one pass finds them (or some), then the cycle stops
+	// instead of spending its minute
+	for i := range n {
+		set(ks, fmt.Sprint("live", i), "v", time.Hour)
+	}
+	for i := range 50 {
+		set(ks, fmt.Sprint("stale", i), "v", time.Second)
+	}
+	clk.Add(2 * time.Second)
+	start := time.Now()
+	_, got := ks.ExpireCycle(1<<30, time.Minute)
+	if got > 50 || time.Since(start) > 30*time.Second {
+		t.Fatalf("deleted %d in %v", got, time.Since(start))
+	}
+	if keys, _ := ks.Size(0); keys != n+50-got {
+		t.Fatalf("%d keys left, want %d", keys, n+50-got)
 	}
 }

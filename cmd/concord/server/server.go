@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -444,7 +445,11 @@ func (in *Instance) expireLoop(ctx context.Context, conf *commands.Config) {
 			return
 		case <-time.After(time.Second / time.Duration(max(hz, 1))):
 		}
-		in.KS.ExpireCycle(int(200 * conf.Int("active-expire-effort")))
+		// as Redis's slow cycle: up to 25% of the period (+2% per effort
+		// step), for as long as the keys it looks at are mostly stale
+		effort := max(conf.Int("active-expire-effort"), 1)
+		spend := time.Second / time.Duration(max(hz, 1)) * time.Duration(25+2*(effort-1)) / 100
+		in.KS.ExpireCycle(math.MaxInt, spend)
 	}
 }
 
