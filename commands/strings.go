@@ -62,10 +62,11 @@ func setString(tx *keyspace.Tx, k keyspace.Key, v []byte, at int64, keepTTL bool
 		}
 		return
 	}
-	tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), v, keepTTL))
 	if at > 0 {
-		tx.Apply(k, crdt.Expire(tx.State(k), tx.Op(), at))
+		tx.Apply(k, crdt.SetStringExpire(tx.State(k), tx.Op(), v, at))
+		return
 	}
+	tx.Apply(k, crdt.SetString(tx.State(k), tx.Op(), v, keepTTL))
 }
 
 // ttlOpt is an EX/PX/EXAT/PXAT option of SET and GETEX.

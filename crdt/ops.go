@@ -320,6 +320,7 @@ type setDelta struct {
 	st  State
 	reg regWithBase
 	vv  [2]VVEntry
+	exp [1]Exp // SetStringExpire's deadline
 }
 
 // Deltas whose memory is reused once released (State.pool).
@@ -405,6 +406,7 @@ func Poison(d *State) {
 		x := (*setDelta)(unsafe.Pointer(d))
 		poisonVV(x.vv[:])
 		poisonReg(&x.reg, bad)
+		x.exp[0] = Exp{Dot: bad, At: 1<<62 + 9}
 	case poolIncr:
 		x := (*incrDelta)(unsafe.Pointer(d))
 		x.c[0] = Count{Region: bad.Region, N: bad.N, I: 1<<62 + 5}
@@ -738,6 +740,23 @@ func ReplaceHash(s *State, op Op, pairs [][]byte) *State {
 }
 
 // Expire sets the key's deadline (unix ms); at == 0 is PERSIST.
+// SetStringExpire is SetString with a deadline (SET ... EX, SETEX): one
+// delta, SetString's joined with the Expire that would follow it (its dot
+// the next one), so a key's write merges once and its deadline is set
+// over the old one — two deltas removed the key's deadline and added it
+// again (a map delete and insert per SET EX: SET EX ran at 0.55× Redis at
+// P=16, plain SET at 1.2×).
+func SetStringExpire(s *State, op Op, val []byte, at int64) *State {
+	d := SetString(s, op, val, false)
+	dot := d.Str.Base[0].Dot
+	dot.N++
+	d.Ctx.Add(dot)
+	x := (*setDelta)(unsafe.Pointer(d))
+	x.exp[0] = Exp{Dot: dot, At: at}
+	d.Exp = x.exp[:1]
+	return d
+}
+
 func Expire(s *State, op Op, at int64) *State {
 	g := newDotGen(s, op)
 	d := &State{Scoped: true, ExpTouched: true}

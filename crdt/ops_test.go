@@ -172,3 +172,44 @@ func TestCreationStampsAreNotSharedMutably(t *testing.T) {
 		t.Fatalf("a released SADD delta changed the state's set stamp: %v, was %v", s.SetT(), got)
 	}
 }
+
+// SetStringExpire's one delta is SetString's followed by Expire's: the same
+// state wherever it is merged (the writer's and every other replica's of a
+// random history), whatever deadlines, concurrent ones included, the key
+// had.
+func TestSetStringExpireIsSetThenExpire(t *testing.T) {
+	for seed := int64(1); seed <= 60; seed++ {
+		s := newSim(t, seed, 3)
+		s.run(120)
+		for _, k := range simKeys {
+			w := s.reps[0].state(k)
+			op := Op{HLC: s.reps[0].clock.Now(s.now + 1)}
+			at := s.now + 5000
+			one := SetStringExpire(w, op, []byte("v"), at)
+			enc := AppendState(nil, one) // (one is pooled: encoded before it is merged anywhere)
+			w1 := w.Clone()
+			d1 := SetString(w1, op, []byte("v"), false)
+			w1.Merge(d1)
+			d2 := Expire(w1, op, at)
+			w1.Merge(d2)
+			w2 := w.Clone()
+			w2.Merge(one)
+			if !Equal(w1, w2) {
+				t.Fatalf("seed %d %s: at the writer\n%s\n%s", seed, k, dump(w1), dump(w2))
+			}
+			for _, r := range s.reps[1:] {
+				x, y := r.state(k).Clone(), r.state(k).Clone()
+				x.Merge(d1)
+				x.Merge(d2)
+				dd, err := DecodeState(enc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				y.Merge(dd)
+				if !Equal(x, y) {
+					t.Fatalf("seed %d %s: at %s\n%s\n%s", seed, k, r.name, dump(x), dump(y))
+				}
+			}
+		}
+	}
+}

@@ -28,11 +28,11 @@ type sim struct {
 	log   []sent // every delta ever made, in creation order
 	inbox [][]int
 	now   int64
-	ops   int // how many kinds of operation op draws from (14: all)
+	ops   int // how many kinds of operation op draws from (15: all)
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
-	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), now: 1000, ops: 14}
+	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), now: 1000, ops: 15}
 	for i := 0; i < n; i++ {
 		name := string(rune('A' + i))
 		s.reps = append(s.reps, &replica{name: name, clock: NewClock(name), keys: map[string]*State{}})
@@ -120,6 +120,8 @@ func (s *sim) op(i int) {
 			ms.Put(string(member()), nil)
 		}
 		d = ReplaceSetFrom(st, o, ms)
+	case 14: // SET ... EX
+		d = SetStringExpire(st, o, []byte(simVals[s.rng.Intn(len(simVals))]), s.now+int64(s.rng.Intn(10000)))
 	case 13: // RENAME, COPY of a hash: the key replaced by another's fields
 		src := r.state(simKeys[s.rng.Intn(len(simKeys))])
 		if src.Type() == TypeHash {
@@ -540,7 +542,7 @@ func TestDigestsUnchanged(t *testing.T) {
 	}
 	for seed := int64(1); seed <= 30; seed++ {
 		s := newSim(t, seed, 3)
-		s.ops = 12 // the histories pinned before kinds 12 and 13 (replaces) came
+		s.ops = 12 // the histories pinned before kinds 12-14 (replaces, SET EX) came
 		s.run(150)
 		for _, r := range s.reps { // (not drained: the replicas differ)
 			for _, k := range simKeys {
