@@ -593,6 +593,9 @@ func ReplaceHashFrom(s *State, op Op, src *Table[*Reg]) *State {
 	if none > 0 {
 		dropNil(d.Hash)
 	}
+	if d.Hash == nil && floors.Len() > 0 { // (src nil)
+		d.Hash = NewTable[*Reg](floors.Len())
+	}
 	for f, fl := range floors.All() {
 		if r := d.Hash.Get(f); r != nil {
 			r.Floor = fl.Floor
