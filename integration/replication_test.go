@@ -216,8 +216,12 @@ func (c *cluster) workload(h *history, stop chan struct{}) *sync.WaitGroup {
 					cl.HSet(ctx, fmt.Sprint("hash", rng.Intn(2)), fmt.Sprint("f", rng.Intn(5)), fmt.Sprint(name, i))
 				case 6:
 					cl.HIncrBy(ctx, "hcnt", fmt.Sprint("f", rng.Intn(3)), 1)
-				case 7:
-					cl.Set(ctx, fmt.Sprint("str", rng.Intn(4)), fmt.Sprint(name, i), 0)
+				case 7: // SET, or SET ... EX (one delta with its deadline)
+					ttl := time.Duration(0)
+					if rng.Intn(2) == 0 {
+						ttl = time.Duration(1000+rng.Intn(1000)) * time.Second
+					}
+					cl.Set(ctx, fmt.Sprint("str", rng.Intn(4)), fmt.Sprint(name, i), ttl)
 				case 8:
 					cl.Del(ctx, fmt.Sprint("str", rng.Intn(4)))
 				case 9:
