@@ -1,6 +1,7 @@
 package keyspace
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -267,6 +268,11 @@ func (ks *Keyspace) packOne(s *shard, key string, e *entry, maxElems int, buf *[
 	r := coldRec{hasExp: e.hasExp, dirty: e.dirty, ver: e.ver, elems: e.elems, dig: e.dig, packed: *buf}
 	if !s.cold.add(key, coldHash(key), r, ks.cfg.Digests) {
 		return false
+	}
+	if e.hasExp { // the deadline map's key may be the entry's own name (merge)
+		at := s.exp[key]
+		delete(s.exp, key)
+		s.exp[strings.Clone(key)] = at
 	}
 	s.m.del(hashKey(key), key)
 	ks.Stats.WarmKeys.Add(-1)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -561,5 +562,37 @@ func TestPackColdWhileServing(t *testing.T) {
 	}
 	if int64(warm) != ks.Stats.WarmKeys.Load() || int64(cold) != ks.Stats.ColdKeys.Load() {
 		t.Errorf("the maps hold %d keys and the cold tables %d, the counters say %d and %d", warm, cold, ks.Stats.WarmKeys.Load(), ks.Stats.ColdKeys.Load())
+	}
+}
+
+// A cold key's deadline is filed under a name of its own: merge files a
+// warm key's under the index's name, which for a short key is inside the
+// entry, and the deadline map would keep every packed entry allocated.
+func TestColdDeadlinesKeepNoEntry(t *testing.T) {
+	heapPerKey := func(ttl time.Duration) float64 {
+		ks := New(Config{Region: "A", Stable: func() bool { return true }}, discard{}) // (a memStore keeps every delta)
+		const n = 20000
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for i := range n {
+			set(ks, fmt.Sprint("k", i), "v", ttl) // names short enough to sit in their entries
+		}
+		ks.PackCold(8)
+		ks.PackCold(8)
+		if c := ks.Stats.ColdKeys.Load(); c != n {
+			t.Fatalf("%d cold keys, want %d", c, n)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(ks)
+		return float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
+	}
+	plain, withTTL := heapPerKey(0), heapPerKey(time.Hour)
+	// a deadline costs its map slot and a copy of the name (~60 bytes); an
+	// entry kept alive costs its struct and state (hundreds)
+	t.Logf("heap per cold key: %.0f bytes, %.0f with a deadline", plain, withTTL)
+	if extra := withTTL - plain; extra > 120 {
+		t.Fatalf("a cold key with a deadline takes %.0f bytes of heap more than one without (%.0f vs %.0f): entries kept", extra, withTTL, plain)
 	}
 }

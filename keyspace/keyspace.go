@@ -1232,9 +1232,11 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote, borrowed bool, from string) {
 		e.live = live
 	}
 	if at := e.st.ExpireAt(); live && at > 0 {
-		// (a copy: a name in an entry would keep the entry allocated
-		// after it went cold)
-		s.setExp(own(k.Key, k.Key, borrowed), at)
+		// filed under the index's name for the key: the map then finds
+		// its key by the string's pointer (a compare of the bytes waited
+		// for memory: 17% of SET EX's profile was this map); the name
+		// may be in the entry, so packOne files a copy when the entry goes
+		s.setExp(name, at)
 		e.hasExp = true
 	} else if e.hasExp {
 		s.delExp(k.Key)
