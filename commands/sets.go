@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"iter"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -360,13 +361,9 @@ type memberSet = crdt.Table[[]crdt.Dot]
 // 95k-member set and a small one copied the big one first (29 ms, Redis
 // 0.025).
 func (c *Ctx) combine(tx *keyspace.Tx, keys []keyspace.Key, op int) (*memberSet, error) {
-	sets := make([]*crdt.State, len(keys))
-	for i, k := range keys {
-		st, err := c.get(tx, k, crdt.TypeSet)
-		if err != nil {
-			return nil, err
-		}
-		sets[i] = st
+	sets, err := c.setsAt(tx, keys)
+	if err != nil {
+		return nil, err
 	}
 	switch op {
 	case opUnion:
@@ -394,23 +391,12 @@ func (c *Ctx) combine(tx *keyspace.Tx, keys []keyspace.Key, op int) (*memberSet,
 		}
 		return acc, nil
 	case opInter:
-		small := 0
-		for i, st := range sets {
-			if st == nil {
-				return nil, nil // (a missing key is an empty set)
-			}
-			if st.Set.Len() < sets[small].Set.Len() {
-				small = i
-			}
-		}
-		if len(sets) == 1 {
+		if len(sets) == 1 && sets[0] != nil {
 			return sets[0].Set, nil
 		}
 		acc := crdt.NewTable[[]crdt.Dot](0)
-		for m := range sets[small].Set.Keys() {
-			if inAll(sets, small, m) {
-				acc.Put(m, nil)
-			}
+		for m := range intersection(sets) {
+			acc.Put(m, nil)
 		}
 		return acc, nil
 	default: // opDiff
@@ -444,6 +430,41 @@ func (c *Ctx) combine(tx *keyspace.Tx, keys []keyspace.Key, op int) (*memberSet,
 			}
 		}
 		return acc, nil
+	}
+}
+
+// setsAt returns the sets at keys (nil for a missing key), every key's
+// type checked first, as Redis does.
+func (c *Ctx) setsAt(tx *keyspace.Tx, keys []keyspace.Key) ([]*crdt.State, error) {
+	sets := make([]*crdt.State, len(keys))
+	for i, k := range keys {
+		st, err := c.get(tx, k, crdt.TypeSet)
+		if err != nil {
+			return nil, err
+		}
+		sets[i] = st
+	}
+	return sets, nil
+}
+
+// intersection yields the members of every one of sets (none when one is
+// missing): the smallest set's, looked up in the others.
+func intersection(sets []*crdt.State) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		if slices.Contains(sets, nil) {
+			return
+		}
+		small := 0
+		for i, st := range sets {
+			if st.Set.Len() < sets[small].Set.Len() {
+				small = i
+			}
+		}
+		for m := range sets[small].Set.Keys() {
+			if inAll(sets, small, m) && !yield(m) {
+				return
+			}
+		}
 	}
 }
 
@@ -533,30 +554,14 @@ func cmdSInterCard(c *Ctx) {
 	}
 	keys := c.keys(2, 2+int(n), 1)
 	c.run(keys, func(tx *keyspace.Tx) error {
-		sets := make([]*crdt.State, len(keys))
-		small := 0
-		for i, k := range keys {
-			st, err := c.get(tx, k, crdt.TypeSet)
-			if err != nil {
-				return err
-			}
-			sets[i] = st
+		sets, err := c.setsAt(tx, keys)
+		if err != nil {
+			return err
 		}
-		// the smallest set's members in all the others, up to the limit
-		// (as Redis: it stops there); a missing key is an empty set
-		card := int64(0)
-		if !slices.Contains(sets, nil) {
-			for i, st := range sets {
-				if st.Set.Len() < sets[small].Set.Len() {
-					small = i
-				}
-			}
-			for m := range sets[small].Set.Keys() {
-				if inAll(sets, small, m) {
-					if card++; card == limit {
-						break
-					}
-				}
+		card := int64(0) // up to the limit (as Redis: it stops there)
+		for range intersection(sets) {
+			if card++; card == limit {
+				break
 			}
 		}
 		c.Conn.Int(card)
