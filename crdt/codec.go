@@ -53,6 +53,9 @@ type encoder struct {
 	rel      bool
 	lastN    uint64
 	lastPhys int64
+	// ext: the string register being written is a delta's with this
+	// Extend (only its part of the value is written)
+	ext *Extend
 }
 
 // bigValueAt is a value that goes at offset at of the encoder's buffer.
@@ -83,7 +86,7 @@ func putEncoder(e *encoder) {
 		return
 	}
 	e.b, e.names, e.tbl = e.b[:0], e.nbuf[:0], nil
-	e.rel, e.lastN, e.lastPhys = false, 0, 0
+	e.rel, e.lastN, e.lastPhys, e.ext = false, 0, 0, nil
 	clear(e.nbuf[:])
 	clear(e.big)
 	e.big, e.bigLen = e.big[:0], 0
@@ -175,6 +178,9 @@ func (e *encoder) reg(r *Reg) {
 	for _, b := range r.Base {
 		e.dot(b.Dot)
 		e.hlc(b.HLC)
+		if x := e.ext; x != nil && !x.partial { // (a string delta has one Base)
+			b.Val = b.Val[x.At : x.At+x.N]
+		}
 		e.bytes(b.Val)
 		e.counts(b.Absorb)
 	}
@@ -225,6 +231,7 @@ func (e *encoder) stateOf(s *State, elems bool) {
 	if s.Str != nil {
 		e.reg(s.Str)
 	}
+	e.ext = nil
 	if elems {
 		e.members(s.Set, e.dot)
 		e.uv(uint64(s.Hash.Len()))
@@ -348,7 +355,17 @@ type KeyDelta struct {
 	DB    int
 	Key   string
 	Delta *State
+	// Ext, when set, says Delta's string assignment rewrites part of an
+	// earlier one, and only that part is encoded (see Extend)
+	Ext *Extend
 }
+
+// extendedDB marks a key delta encoded with an Extend: its database number
+// is written plus extendedDB (a database is at most 255; a build without
+// Extend fails to decode the delta rather than merging a part of a value
+// as the whole), then the Extend (Of, At), then the state with the N
+// bytes as its value.
+const extendedDB = 1 << 10
 
 // AppendBatch encodes a batch of key deltas (one outbox entry).
 func AppendBatch(dst []byte, batch []KeyDelta) []byte { return appendBatch(dst, batch, true) }
@@ -360,6 +377,16 @@ func appendBatch(dst []byte, batch []KeyDelta, rel bool) []byte {
 	e.rel = rel
 	e.uv(uint64(len(batch)))
 	for _, kd := range batch {
+		if x := kd.Ext; x != nil {
+			e.uv(uint64(kd.DB) + extendedDB)
+			e.str(kd.Key)
+			e.dot(x.Of)
+			e.uv(uint64(x.At))
+			e.ext = x
+			e.state(kd.Delta)
+			e.ext = nil
+			continue
+		}
 		e.uv(uint64(kd.DB))
 		e.str(kd.Key)
 		e.state(kd.Delta)
@@ -706,6 +733,29 @@ func decodeBatchInto(out []KeyDelta, b []byte, reuse bool) ([]KeyDelta, error) {
 		db := d.uv()
 		if db > math.MaxInt32 {
 			d.fail()
+		}
+		var x *Extend
+		if db >= extendedDB {
+			db -= extendedDB
+			k := d.raw()
+			x = &Extend{Of: d.dot(), At: int(min(d.uv(), maxExtendAt+1)), partial: true}
+			st := d.state()
+			if d.err != nil {
+				break
+			}
+			if x.At > maxExtendAt || st.Str == nil || len(st.Str.Base) != 1 {
+				d.fail()
+				break
+			}
+			x.N = len(st.Str.Base[0].Val)
+			var key string
+			if reuse && len(k) > 0 {
+				key = unsafe.String(&k[0], len(k))
+			} else {
+				key = string(k)
+			}
+			out = append(out, KeyDelta{DB: int(db), Key: key, Delta: st, Ext: x})
+			continue
 		}
 		var k string
 		if reuse { // (DecodeMessageReleasable: the key points into b)

@@ -278,6 +278,12 @@ func (rb *regWithBase) set(b Base, val []byte) *Reg {
 // SetString assigns a string value, replacing whatever the key held (any
 // type), absorbing the increments it observed. keepTTL keeps the expiry.
 func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
+	return setString(s, op, val, keepTTL, false)
+}
+
+// setString is SetString; own says val is a new allocation of the
+// caller's that the delta may keep instead of a copy (see Base).
+func setString(s *State, op Op, val []byte, keepTTL, own bool) *State {
 	g := newDotGen(s, op)
 	// the delta, its register, base, short value and a small version
 	// vector in one allocation (SET is the hottest write), reused once
@@ -307,7 +313,13 @@ func SetString(s *State, op Op, val []byte, keepTTL bool) *State {
 	if s.Str != nil {
 		absorb = cloneCounts(s.Str.Counts)
 	}
-	d.Str = x.reg.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, val)
+	if own && len(val) > deltaVal {
+		x.reg.b[0] = Base{Dot: dot, HLC: op.HLC, Val: val, Absorb: absorb}
+		x.reg.r.Base = x.reg.b[:]
+		d.Str = &x.reg.r
+	} else {
+		d.Str = x.reg.set(Base{Dot: dot, HLC: op.HLC, Absorb: absorb}, val)
+	}
 	if keepTTL {
 		d.Exp = append([]Exp(nil), s.Exp...)
 	}
@@ -771,4 +783,98 @@ func Expire(s *State, op Op, at int64) *State {
 		d.Ctx.Add(e.Dot)
 	}
 	return d
+}
+
+// Extend says that a string delta's assignment rewrites part of an earlier
+// one (APPEND, SETRANGE): its value is Of's with the N bytes from At
+// replaced (zero bytes filling any gap past Of's end). The log and peers
+// then carry those N bytes and not the whole value (a 10 MB string
+// appended to 40 bytes at a time logged and shipped 10 MB per APPEND), and
+// whoever merges such a delta rebuilds the value from Of's: ResolveExtend.
+//
+// A delta Splice made holds the whole value (the writer's merge needs it);
+// one decoded from the log or a peer holds the N bytes until resolved.
+type Extend struct {
+	Of Dot
+	At int
+	N  int
+	// partial: the delta's value is the N bytes only (decoded, not yet
+	// resolved)
+	partial bool
+}
+
+// maxExtendAt bounds a decoded Extend's offset (a damaged one must not
+// allocate without bound); a string is at most proto-max-bulk-len (512 MB
+// by default).
+const maxExtendAt = 1 << 33
+
+// Splice is SETRANGE (APPEND: at the end of the value): old, the string
+// value the caller read from s (nil when absent or expired), with v written
+// over it from byte at, zero bytes filling any gap, keeping the expiry
+// when keepTTL. The caller checked the type and the size.
+//
+// When old is s's winning assignment as it was made (no increments added
+// to it), by op's region, the delta comes with its Extend. Only such an
+// assignment: whoever has this delta has every earlier delta of the
+// region (the log replays them in order, a peer's stream delivers them in
+// order), so the assignment's value is there unless a concurrent write of
+// another region overwrote it — then a peer fetches the key's state from
+// the writer instead (the apply path) — or the delta is already merged.
+func Splice(s *State, op Op, old []byte, at int, v []byte, keepTTL bool) (*State, *Extend) {
+	val := splice(old, at, v)
+	d := setString(s, op, val, keepTTL, true)
+	if len(old) == 0 || s.Str == nil {
+		return d, nil
+	}
+	w := s.Str.Winner()
+	if w == nil || w.Dot.Region != op.region() || len(w.Val) != len(old) || &w.Val[0] != &old[0] {
+		return d, nil
+	}
+	return d, &Extend{Of: w.Dot, At: at, N: len(v)}
+}
+
+// splice returns a new allocation holding base with v written over it
+// from byte at (zero bytes filling any gap).
+func splice(base []byte, at int, v []byte) []byte {
+	n := max(len(base), at+len(v))
+	// (base copied and only the rest cleared; the rounding up of the
+	// capacity is kept)
+	out := append(base[:len(base):len(base)], make([]byte, n-len(base))...)
+	copy(out[at:], v)
+	return out
+}
+
+// ResolveExtend makes kd, a delta decoded with an Extend, mergeable into
+// s, the key's state where it is to be merged (nil: none): its value is
+// rebuilt from the assignment it extends (kd.Ext stays, saying how to
+// encode it again). A delta s already holds (its dot seen) is left as it
+// is: the merge keeps nothing of its value. It returns false, leaving kd
+// as it was, when s lacks the assignment (a concurrent write of another
+// region overwrote it, or it was never received): kd must not be merged
+// then, and the key's full state must come from elsewhere (the writer). A
+// kd without Extend, or made by Splice, is whole already.
+func ResolveExtend(s *State, kd *KeyDelta) bool {
+	x := kd.Ext
+	if x == nil || !x.partial {
+		return true
+	}
+	d := kd.Delta
+	if d == nil || d.Str == nil || len(d.Str.Base) != 1 {
+		return false
+	}
+	b := &d.Str.Base[0]
+	if s != nil && s.Ctx.Contains(b.Dot) {
+		return true
+	}
+	if s == nil || s.Str == nil {
+		return false
+	}
+	for i := range s.Str.Base {
+		if s.Str.Base[i].Dot == x.Of {
+			b.Val = splice(s.Str.Base[i].Val, x.At, b.Val)
+			kd.Ext = &Extend{Of: x.Of, At: x.At, N: x.N}
+			return true
+		}
+	}
+	return false
 }

@@ -19,6 +19,12 @@ type replica struct {
 type sent struct {
 	key   string
 	delta []byte // encoded, so every delivery also exercises the codec
+	// ext: the delta as the log and peers carry it, an APPEND or SETRANGE
+	// with only its part of the value (Extend); delivered this way, and
+	// when the receiver lacks what it extends, the writer's state is
+	// merged instead (the apply path's fetch)
+	ext    []byte
+	origin int
 }
 
 type sim struct {
@@ -28,11 +34,14 @@ type sim struct {
 	log   []sent // every delta ever made, in creation order
 	inbox [][]int
 	now   int64
-	ops   int // how many kinds of operation op draws from (15: all)
+	ops   int // how many kinds of operation op draws from (16: all)
+	// extended deltas delivered: resolved, or replaced by the writer's
+	// state
+	resolved, fetched int
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
-	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), now: 1000, ops: 15}
+	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), now: 1000, ops: 16}
 	for i := 0; i < n; i++ {
 		name := string(rune('A' + i))
 		s.reps = append(s.reps, &replica{name: name, clock: NewClock(name), keys: map[string]*State{}})
@@ -70,6 +79,7 @@ func (s *sim) op(i int) {
 	o := Op{HLC: r.clock.Now(s.now)}
 	typ := st.Type()
 	var d *State
+	var x *Extend
 	member := func() []byte { return []byte(fmt.Sprint("m", s.rng.Intn(4))) }
 	switch s.rng.Intn(s.ops) {
 	case 0, 1:
@@ -122,6 +132,15 @@ func (s *sim) op(i int) {
 		d = ReplaceSetFrom(st, o, ms)
 	case 14: // SET ... EX
 		d = SetStringExpire(st, o, []byte(simVals[s.rng.Intn(len(simVals))]), s.now+int64(s.rng.Intn(10000)))
+	case 15: // APPEND, SETRANGE
+		if typ == TypeNone || typ == TypeString {
+			old, _ := st.StrValue()
+			at := len(old)
+			if s.rng.Intn(2) == 0 {
+				at = s.rng.Intn(len(old) + 3)
+			}
+			d, x = Splice(st, o, old, at, []byte(simVals[s.rng.Intn(len(simVals))]), true)
+		}
 	case 13: // RENAME, COPY of a hash: the key replaced by another's fields
 		src := r.state(simKeys[s.rng.Intn(len(simKeys))])
 		if src.Type() == TypeHash {
@@ -132,7 +151,11 @@ func (s *sim) op(i int) {
 		return
 	}
 	s.apply(r, k, d)
-	s.log = append(s.log, sent{key: k, delta: AppendState(nil, d)})
+	m := sent{key: k, delta: AppendState(nil, d), origin: i}
+	if x != nil {
+		m.ext = AppendBatch(nil, []KeyDelta{{Key: k, Delta: d, Ext: x}})
+	}
+	s.log = append(s.log, m)
 	// what persistence does once a delta is in the log: a state that kept
 	// any of the delta's memory would now diverge (poisoned), or change
 	// under a later SET reusing it (released)
@@ -155,11 +178,44 @@ func (s *sim) apply(r *replica, k string, d *State) {
 
 func (s *sim) deliver(j int, idx int) {
 	m := s.log[idx]
+	if m.ext != nil {
+		s.deliverExtended(j, m)
+		return
+	}
 	d, err := DecodeState(m.delta)
 	if err != nil {
 		s.t.Fatalf("decode: %v", err)
 	}
 	s.apply(s.reps[j], m.key, d)
+}
+
+// deliverExtended delivers an APPEND's or SETRANGE's delta as peers get
+// it: resolved against the receiver's state, sometimes encoded again (as
+// an inbound delta is logged) and resolved once more; when the receiver
+// lacks the assignment it extends, the writer's state is merged instead.
+func (s *sim) deliverExtended(j int, m sent) {
+	kds, err := DecodeBatch(m.ext)
+	if err != nil || len(kds) != 1 || kds[0].Ext == nil {
+		s.t.Fatalf("decode extended: %v %+v", err, kds)
+	}
+	st := s.reps[j].state(m.key)
+	kd := &kds[0]
+	if !ResolveExtend(st, kd) {
+		s.fetched++
+		s.apply(s.reps[j], m.key, s.reps[m.origin].state(m.key).Clone())
+		return
+	}
+	if s.rng.Intn(3) == 0 {
+		if kds, err = DecodeBatch(AppendBatch(nil, kds)); err != nil || kds[0].Ext == nil {
+			s.t.Fatalf("decode extended again: %v %+v", err, kds)
+		}
+		kd = &kds[0]
+		if !ResolveExtend(st, kd) {
+			s.t.Fatalf("a resolved delta, encoded again, no longer resolves")
+		}
+	}
+	s.resolved++
+	s.apply(s.reps[j], m.key, kd.Delta)
 }
 
 // deliverSome delivers a random pending delta to replica j, sometimes
@@ -244,12 +300,20 @@ func dump(s *State) string { return fmt.Sprintf("%+v str=%+v", *s, s.Str) }
 // Convergence: N replicas, random operations, deltas delivered in random
 // order with duplicates and delays, always end in identical states.
 func TestConvergenceRandomDelivery(t *testing.T) {
+	resolved, fetched := 0, 0
 	for seed := int64(1); seed <= 300; seed++ {
 		s := newSim(t, seed, 2+int(seed%3))
 		s.run(200)
 		s.drain()
 		s.checkConverged()
+		resolved += s.resolved
+		fetched += s.fetched
 	}
+	// both ways of delivering an APPEND's delta were taken
+	if resolved < 100 || fetched < 100 {
+		t.Fatalf("extended deltas: %d resolved, %d replaced by the writer's state", resolved, fetched)
+	}
+	t.Logf("extended deltas: %d resolved, %d replaced by the writer's state", resolved, fetched)
 }
 
 // Merge laws over real states reached by random histories.
