@@ -325,9 +325,8 @@ func cmdAppend(c *Ctx) {
 		if int64(len(old)+len(c.Args[2])) > c.maxBulk() {
 			return ErrStringTooBig
 		}
-		v := append(append(make([]byte, 0, len(old)+len(c.Args[2])), old...), c.Args[2]...)
-		setString(tx, k, v, 0, true)
-		c.Conn.Int(int64(len(v)))
+		tx.Splice(k, old, len(old), c.Args[2], true)
+		c.Conn.Int(int64(len(old) + len(c.Args[2])))
 		return nil
 	})
 }
@@ -416,12 +415,8 @@ func cmdSetRange(c *Ctx) {
 		if off+int64(len(val)) > c.maxBulk() {
 			return ErrStringTooBig
 		}
-		n := max(int64(len(old)), off+int64(len(val)))
-		v := make([]byte, n)
-		copy(v, old)
-		copy(v[off:], val)
-		setString(tx, k, v, 0, had)
-		c.Conn.Int(n)
+		tx.Splice(k, old, int(off), val, had)
+		c.Conn.Int(max(int64(len(old)), off+int64(len(val))))
 		return nil
 	})
 }

@@ -814,31 +814,61 @@ const maxExtendAt = 1 << 33
 // when keepTTL. The caller checked the type and the size.
 //
 // When old is s's winning assignment as it was made (no increments added
-// to it), by op's region, the delta comes with its Extend. Only such an
+// to it), by op's region, and at least ExtendMin bytes long, the delta
+// comes with its Extend. Only such an
 // assignment: whoever has this delta has every earlier delta of the
 // region (the log replays them in order, a peer's stream delivers them in
 // order), so the assignment's value is there unless a concurrent write of
 // another region overwrote it — then a peer fetches the key's state from
 // the writer instead (the apply path) — or the delta is already merged.
-func Splice(s *State, op Op, old []byte, at int, v []byte, keepTTL bool) (*State, *Extend) {
-	val := splice(old, at, v)
-	d := setString(s, op, val, keepTTL, true)
-	if len(old) == 0 || s.Str == nil {
-		return d, nil
+//
+// inPlace says that the value of s's only assignment is in a buffer
+// nobody else may write past the end of (the last merge into s added it,
+// and Splice or ResolveExtend built it): then an APPEND writes into its
+// spare capacity instead of copying the value (see extend), and the
+// delta's value shares the buffer, as s's will once merged.
+func Splice(s *State, op Op, old []byte, at int, v []byte, keepTTL, inPlace bool) (*State, *Extend) {
+	return splice(s, op, old, at, v, keepTTL, inPlace, ExtendMin)
+}
+
+// ExtendMin is the shortest value Splice's delta extends (see Extend):
+// a shorter one is shipped whole. Where a key is appended to in several
+// regions at once, a peer whose write overwrote the extended value must
+// fetch the key's state from the writer (a round trip during which its
+// apply path waits); for a short value shipping it whole costs less.
+const ExtendMin = 1 << 10
+
+// splice is Splice, extending values of at least min bytes.
+func splice(s *State, op Op, old []byte, at int, v []byte, keepTTL, inPlace bool, min int) (*State, *Extend) {
+	var w *Base
+	if len(old) > 0 && s.Str != nil {
+		if w = s.Str.Winner(); w != nil && (len(w.Val) != len(old) || &w.Val[0] != &old[0]) {
+			w = nil // (increments added to it: the value read is not w's)
+		}
 	}
-	w := s.Str.Winner()
-	if w == nil || w.Dot.Region != op.region() || len(w.Val) != len(old) || &w.Val[0] != &old[0] {
+	val := extend(old, at, v, inPlace && w != nil && len(s.Str.Base) == 1)
+	d := setString(s, op, val, keepTTL, true)
+	if w == nil || w.Dot.Region != op.region() || len(old) < min {
 		return d, nil
 	}
 	return d, &Extend{Of: w.Dot, At: at, N: len(v)}
 }
 
-// splice returns a new allocation holding base with v written over it
-// from byte at (zero bytes filling any gap).
-func splice(base []byte, at int, v []byte) []byte {
+// extend returns base with v written over it from byte at (zero bytes
+// filling any gap): written into base's spare capacity when inPlace allows
+// it and the write is past base's end (bytes within it may still be read
+// by whoever holds base: an earlier delta, a reply), else a new allocation
+// with room to grow, as Redis's strings have.
+func extend(base []byte, at int, v []byte, inPlace bool) []byte {
+	if n := at + len(v); inPlace && len(base) > deltaVal && at >= len(base) && n <= cap(base) {
+		out := base[:n]
+		clear(out[len(base):at])
+		copy(out[at:], v)
+		return out
+	}
 	n := max(len(base), at+len(v))
-	// (base copied and only the rest cleared; the rounding up of the
-	// capacity is kept)
+	// (base copied, the rest cleared; append's rounding up of the capacity
+	// is the room to grow: a quarter of a big value, double a small one)
 	out := append(base[:len(base):len(base)], make([]byte, n-len(base))...)
 	copy(out[at:], v)
 	return out
@@ -853,28 +883,32 @@ func splice(base []byte, at int, v []byte) []byte {
 // region overwrote it, or it was never received): kd must not be merged
 // then, and the key's full state must come from elsewhere (the writer). A
 // kd without Extend, or made by Splice, is whole already.
-func ResolveExtend(s *State, kd *KeyDelta) bool {
+//
+// inPlace is Splice's: the value may be written into the spare capacity
+// of the assignment's (s's only one); built says a value was built (and
+// the delta, once merged, adds it to s).
+func ResolveExtend(s *State, kd *KeyDelta, inPlace bool) (ok, built bool) {
 	x := kd.Ext
 	if x == nil || !x.partial {
-		return true
+		return true, false
 	}
 	d := kd.Delta
 	if d == nil || d.Str == nil || len(d.Str.Base) != 1 {
-		return false
+		return false, false
 	}
 	b := &d.Str.Base[0]
 	if s != nil && s.Ctx.Contains(b.Dot) {
-		return true
+		return true, false
 	}
 	if s == nil || s.Str == nil {
-		return false
+		return false, false
 	}
 	for i := range s.Str.Base {
 		if s.Str.Base[i].Dot == x.Of {
-			b.Val = splice(s.Str.Base[i].Val, x.At, b.Val)
+			b.Val = extend(s.Str.Base[i].Val, x.At, b.Val, inPlace && len(s.Str.Base) == 1)
 			kd.Ext = &Extend{Of: x.Of, At: x.At, N: x.N}
-			return true
+			return true, true
 		}
 	}
-	return false
+	return false, false
 }

@@ -14,6 +14,9 @@ type replica struct {
 	name  string
 	clock *Clock
 	keys  map[string]*State
+	// owns: the key's last merge added a value Splice or ResolveExtend
+	// built (keyspace's entry.ownsVal): the next may write in place
+	owns map[string]bool
 }
 
 type sent struct {
@@ -38,13 +41,15 @@ type sim struct {
 	// extended deltas delivered: resolved, or replaced by the writer's
 	// state
 	resolved, fetched int
+	// APPENDs written into the spare capacity of the value they extend
+	inPlace int
 }
 
 func newSim(t *testing.T, seed int64, n int) *sim {
 	s := &sim{t: t, rng: rand.New(rand.NewSource(seed)), now: 1000, ops: 16}
 	for i := 0; i < n; i++ {
 		name := string(rune('A' + i))
-		s.reps = append(s.reps, &replica{name: name, clock: NewClock(name), keys: map[string]*State{}})
+		s.reps = append(s.reps, &replica{name: name, clock: NewClock(name), keys: map[string]*State{}, owns: map[string]bool{}})
 	}
 	s.inbox = make([][]int, n)
 	return s
@@ -80,6 +85,7 @@ func (s *sim) op(i int) {
 	typ := st.Type()
 	var d *State
 	var x *Extend
+	spliced := false
 	member := func() []byte { return []byte(fmt.Sprint("m", s.rng.Intn(4))) }
 	switch s.rng.Intn(s.ops) {
 	case 0, 1:
@@ -139,7 +145,15 @@ func (s *sim) op(i int) {
 			if s.rng.Intn(2) == 0 {
 				at = s.rng.Intn(len(old) + 3)
 			}
-			d, x = Splice(st, o, old, at, []byte(simVals[s.rng.Intn(len(simVals))]), true)
+			v := []byte(simVals[s.rng.Intn(len(simVals))])
+			if s.rng.Intn(3) == 0 {
+				v = []byte("0123456789ab")
+			}
+			d, x = splice(st, o, old, at, v, true, r.owns[k], 1) // (short values extended too)
+			spliced = true
+			if len(old) > 0 && &d.Str.Base[0].Val[0] == &old[0] {
+				s.inPlace++
+			}
 		}
 	case 13: // RENAME, COPY of a hash: the key replaced by another's fields
 		src := r.state(simKeys[s.rng.Intn(len(simKeys))])
@@ -151,6 +165,7 @@ func (s *sim) op(i int) {
 		return
 	}
 	s.apply(r, k, d)
+	r.owns[k] = spliced
 	m := sent{key: k, delta: AppendState(nil, d), origin: i}
 	if x != nil {
 		m.ext = AppendBatch(nil, []KeyDelta{{Key: k, Delta: d, Ext: x}})
@@ -174,6 +189,7 @@ func (s *sim) op(i int) {
 func (s *sim) apply(r *replica, k string, d *State) {
 	st := r.state(k)
 	st.Merge(d)
+	r.owns[k] = false
 }
 
 func (s *sim) deliver(j int, idx int) {
@@ -200,7 +216,8 @@ func (s *sim) deliverExtended(j int, m sent) {
 	}
 	st := s.reps[j].state(m.key)
 	kd := &kds[0]
-	if !ResolveExtend(st, kd) {
+	ok, built := ResolveExtend(st, kd, s.reps[j].owns[m.key])
+	if !ok {
 		s.fetched++
 		s.apply(s.reps[j], m.key, s.reps[m.origin].state(m.key).Clone())
 		return
@@ -210,12 +227,13 @@ func (s *sim) deliverExtended(j int, m sent) {
 			s.t.Fatalf("decode extended again: %v %+v", err, kds)
 		}
 		kd = &kds[0]
-		if !ResolveExtend(st, kd) {
+		if ok, _ := ResolveExtend(st, kd, false); !ok {
 			s.t.Fatalf("a resolved delta, encoded again, no longer resolves")
 		}
 	}
 	s.resolved++
 	s.apply(s.reps[j], m.key, kd.Delta)
+	s.reps[j].owns[m.key] = built
 }
 
 // deliverSome delivers a random pending delta to replica j, sometimes
@@ -300,7 +318,7 @@ func dump(s *State) string { return fmt.Sprintf("%+v str=%+v", *s, s.Str) }
 // Convergence: N replicas, random operations, deltas delivered in random
 // order with duplicates and delays, always end in identical states.
 func TestConvergenceRandomDelivery(t *testing.T) {
-	resolved, fetched := 0, 0
+	resolved, fetched, inPlace := 0, 0, 0
 	for seed := int64(1); seed <= 300; seed++ {
 		s := newSim(t, seed, 2+int(seed%3))
 		s.run(200)
@@ -308,12 +326,13 @@ func TestConvergenceRandomDelivery(t *testing.T) {
 		s.checkConverged()
 		resolved += s.resolved
 		fetched += s.fetched
+		inPlace += s.inPlace
 	}
 	// both ways of delivering an APPEND's delta were taken
-	if resolved < 100 || fetched < 100 {
-		t.Fatalf("extended deltas: %d resolved, %d replaced by the writer's state", resolved, fetched)
+	if resolved < 100 || fetched < 100 || inPlace < 20 {
+		t.Fatalf("extended deltas: %d resolved, %d replaced by the writer's state; %d APPENDs in place", resolved, fetched, inPlace)
 	}
-	t.Logf("extended deltas: %d resolved, %d replaced by the writer's state", resolved, fetched)
+	t.Logf("extended deltas: %d resolved, %d replaced by the writer's state; %d APPENDs in place", resolved, fetched, inPlace)
 }
 
 // Merge laws over real states reached by random histories.

@@ -23,6 +23,10 @@ func TestKill9Recovery(t *testing.T) {
 			const writers = 8
 			var acked sync.Map // key -> value acknowledged
 			var counter atomic.Int64
+			// each writer's APPENDs to log:<w>, acknowledged ones in order
+			// (an APPEND's delta carries only its suffix; replay rebuilds
+			// the value from the one before)
+			var appended [writers]strings.Builder
 			var wg sync.WaitGroup
 			stop := make(chan struct{})
 			for w := 0; w < writers; w++ {
@@ -31,6 +35,13 @@ func TestKill9Recovery(t *testing.T) {
 					defer wg.Done()
 					c := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1})
 					defer c.Close()
+					// (long enough for its APPENDs' deltas to carry only
+					// their suffix: crdt.ExtendMin)
+					head := strings.Repeat("-", 1500)
+					if c.Set(ctx, fmt.Sprintf("log:%d", w), head, 0).Err() != nil {
+						return
+					}
+					appended[w].WriteString(head)
 					for i := 0; ; i++ {
 						select {
 						case <-stop:
@@ -39,7 +50,7 @@ func TestKill9Recovery(t *testing.T) {
 						}
 						k := fmt.Sprintf("k:%d:%d", w, i)
 						var err error
-						switch i % 4 {
+						switch i % 5 {
 						case 0:
 							err = c.Set(ctx, k, k, 0).Err()
 							if err == nil {
@@ -59,6 +70,12 @@ func TestKill9Recovery(t *testing.T) {
 							err = c.Incr(ctx, "counter").Err()
 							if err == nil {
 								counter.Add(1)
+							}
+						case 4:
+							s := fmt.Sprintf("<%d>", i)
+							err = c.Append(ctx, fmt.Sprintf("log:%d", w), s).Err()
+							if err == nil {
+								appended[w].WriteString(s)
 							}
 						}
 						if err != nil {
@@ -106,6 +123,12 @@ func TestKill9Recovery(t *testing.T) {
 			})
 			if len(missing) > 0 {
 				t.Fatalf("%d of %d acknowledged writes lost, e.g. %v", len(missing), n, missing[:min(5, len(missing))])
+			}
+			for w := range appended {
+				v, _ := c.Get(ctx, fmt.Sprintf("log:%d", w)).Result()
+				if want := appended[w].String(); !strings.HasPrefix(v, want) || len(v) > len(want)+16 {
+					t.Fatalf("log:%d after restart: %d bytes, %d acknowledged (%q...)", w, len(v), len(want), v[:min(len(v), 40)])
+				}
 			}
 			got, _ := c.Get(ctx, "counter").Int64()
 			if got < counter.Load() {

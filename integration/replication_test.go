@@ -177,7 +177,7 @@ func (c *cluster) workload(h *history, stop chan struct{}) *sync.WaitGroup {
 					return
 				default:
 				}
-				switch rng.Intn(10) {
+				switch rng.Intn(11) {
 				case 0, 1:
 					key := fmt.Sprint("cnt", rng.Intn(3))
 					n := int64(rng.Intn(10) + 1)
@@ -226,6 +226,8 @@ func (c *cluster) workload(h *history, stop chan struct{}) *sync.WaitGroup {
 					cl.Del(ctx, fmt.Sprint("str", rng.Intn(4)))
 				case 9:
 					cl.Expire(ctx, fmt.Sprint("hash", rng.Intn(2)), time.Duration(1000+rng.Intn(1000))*time.Second)
+				case 10: // its delta carries only the suffix (crdt.Extend), once 1 KiB long
+					cl.Append(ctx, fmt.Sprint("log", rng.Intn(2)), fmt.Sprint(name, i, ",", strings.Repeat(".", rng.Intn(100))))
 				}
 				time.Sleep(time.Millisecond)
 			}

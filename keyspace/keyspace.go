@@ -384,7 +384,11 @@ type entry struct {
 	hasExp, dirty, digStale bool
 	// inRoom: the entry is an entryWithString's (its state in the room)
 	inRoom bool
-	ver    uint64
+	// ownsVal: the last merge added a string value Splice or Resolve built
+	// (crdt.Splice's inPlace: the next APPEND may write into its spare
+	// capacity); any other merge clears it
+	ownsVal bool
+	ver     uint64
 	// digests (when Config.Digests): XOR of the elements', and the key's
 	elems, dig uint64
 	// deadEpoch is the GC epoch in which this tombstone last changed (0: live)
@@ -575,8 +579,11 @@ var ErrBadDB = errors.New("ERR DB index is out of range")
 // named when it starts (or the whole keyspace is held). Deltas applied in a
 // Tx are persisted in one submission when it ends.
 type Tx struct {
-	ks      *Keyspace
-	all     bool
+	ks  *Keyspace
+	all bool
+	// built: the delta whose value Splice or Resolve just built (merge
+	// marks its key's entry ownsVal)
+	built   *crdt.State
 	locked  []*shard // sorted by address; a tx names few keys
 	now     int64
 	touched []*touch // in first-write order; looked up linearly (few keys),
@@ -1129,6 +1136,39 @@ func (tx *Tx) Apply(k Key, d *crdt.State) {
 	tx.deltas = append(tx.deltas, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 }
 
+// Splice writes v over k's string value old from byte at (SETRANGE;
+// APPEND at its end) and applies it (crdt.Splice): the log and peers get
+// only the part written when it extends the key's own last assignment,
+// and an APPEND to a value the key's last Splice or Resolve built writes
+// into that value's spare capacity instead of copying it. The caller read
+// old from k and checked the type and the size.
+func (tx *Tx) Splice(k Key, old []byte, at int, v []byte, keepTTL bool) {
+	e := tx.lookup(k)
+	d, x := crdt.Splice(tx.State(k), tx.Op(), old, at, v, keepTTL, e != nil && e.ownsVal)
+	tx.built = d
+	tx.Apply(k, d)
+	if x != nil {
+		tx.deltas[len(tx.deltas)-1].Ext = x
+	}
+}
+
+// Resolve makes kd, a delta decoded from the log or a peer's message,
+// mergeable into k (crdt.ResolveExtend); the caller merges it next. False
+// when kd extends an assignment k does not hold: kd must not be merged
+// then, and k's state must come from its writer.
+func (tx *Tx) Resolve(k Key, kd *crdt.KeyDelta) bool {
+	tx.built = nil
+	if kd.Ext == nil {
+		return true
+	}
+	e := tx.lookup(k)
+	ok, built := crdt.ResolveExtend(tx.State(k), kd, e != nil && e.ownsVal)
+	if built {
+		tx.built = kd.Delta
+	}
+	return ok
+}
+
 // ApplyRemote merges a delta from region from (peering's apply path) and
 // records any conflict its merge resolved. The keyspace may keep k.Key
 // (MergeReceived takes keys that point into a message).
@@ -1258,6 +1298,8 @@ func (tx *Tx) merge(k Key, d *crdt.State, remote, borrowed bool, from string) {
 			e.metaEpoch = max(tx.ks.gcEpoch.Load(), 1)
 		}
 	}
+	e.ownsVal = d == tx.built
+	tx.built = nil
 	t := tx.touchOf(k)
 	t.e = e
 	t.borrowed = t.borrowed || borrowed

@@ -65,6 +65,21 @@ const (
 	payloadSlack = 4 << 10
 )
 
+// Unresolved is what an Applier returns when deltas of a batch extend a
+// value the region does not hold (crdt.ResolveExtend: an APPEND's delta
+// whose base a concurrent write of another region overwrote here, or
+// that never arrived): it applied the rest and logged the message but
+// not the watermark. The node then fetches those keys' full states from
+// the origin (as for a reference, large.go) and applies them in the
+// deltas' place; the watermark goes with them.
+type Unresolved struct {
+	Keys []crdt.KeyDelta
+}
+
+func (u *Unresolved) Error() string {
+	return fmt.Sprintf("peering: %d deltas extend values not held here", len(u.Keys))
+}
+
 var errAnswer = errors.New("peering: bad or expired answer in parts")
 
 // heldAnswers keeps the answers being read in parts.
@@ -203,7 +218,7 @@ func reference(entry []byte) ([]byte, error) {
 		return nil, fmt.Errorf("outbox entry of %d bytes: %w", len(entry), err)
 	}
 	for i := range kds {
-		kds[i].Delta = &crdt.State{}
+		kds[i].Delta, kds[i].Ext = &crdt.State{}, nil
 	}
 	return crdt.AppendBatch([]byte{refMessage}, kds), nil
 }
@@ -211,7 +226,12 @@ func reference(entry []byte) ([]byte, error) {
 // referencedStates fetches from origin the full states of the keys a
 // reference names (the message after refMessage).
 func (n *Node) referencedStates(origin string, names []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(n.ctx, time.Minute)
+	return n.statesWithin(origin, names, time.Minute)
+}
+
+// statesWithin is referencedStates given up after d.
+func (n *Node) statesWithin(origin string, names []byte, d time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, d)
 	defer cancel()
 	return n.Fetch(ctx, origin, append([]byte{ReqStates}, names...))
 }

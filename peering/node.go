@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -101,7 +102,14 @@ type Node struct {
 	pubOrder  []uint64
 	lastPub   atomic.Uint64 // last outbox seq published and acked
 	held      heldAnswers   // answers being read in parts (large.go)
+	// fetchedStates counts keys' states fetched from a peer because its
+	// deltas extended values not held here (Unresolved)
+	fetchedStates atomic.Uint64
 }
+
+// FetchedStates returns how many keys' states were fetched from peers in
+// place of deltas that extended values not held here (crdt.Extend).
+func (n *Node) FetchedStates() uint64 { return n.fetchedStates.Load() }
 
 type peer struct {
 	name      string
@@ -111,6 +119,9 @@ type peer struct {
 	lag       lagHist
 	downSince atomic.Int64 // unix ms when the link was first seen down (0: up)
 	wasUp     bool         // watchLinks only
+	// fetchFails counts the failed fetches of states for the entry being
+	// applied (applyFetched; its consumer only)
+	fetchFails int
 	// scratch is the slice the peer's last message decoded into, emptied:
 	// the next one decodes into it (taken by a swap, so that two deliveries
 	// at once would each have their own)
@@ -326,6 +337,9 @@ func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 		}
 	}
 	err = n.apply.ApplyBatch(Batch{Origin: p.name, Seq: seq, Deltas: batch, Raw: data, Newest: newest})
+	if u := (*Unresolved)(nil); errors.As(err, &u) {
+		err = n.applyFetched(p, seq, u.Keys)
+	}
 	if cap(batch) <= maxScratch { // the slice for the next message
 		clear(batch)
 		batch = batch[:0]
@@ -347,6 +361,42 @@ func (n *Node) applyEntry(p *peer, seq uint64, data []byte) error {
 		p.lag.observe(now.Sub(time.UnixMilli(newest.Phys)))
 	}
 	return nil
+}
+
+// fetchWait is how long applyFetched waits for a peer's answer at first.
+const fetchWait = 5 * time.Second
+
+// applyFetched applies, for entry seq of p's stream, the full states of
+// keys whose deltas the applier could not resolve (Unresolved), fetched
+// from p, with the entry's watermark.
+func (n *Node) applyFetched(p *peer, seq uint64, keys []crdt.KeyDelta) error {
+	names := make([]crdt.KeyDelta, len(keys))
+	for i, kd := range keys {
+		names[i] = crdt.KeyDelta{DB: kd.DB, Key: kd.Key, Delta: &crdt.State{}}
+	}
+	// a request sent while the link was down waits for its timeout: a
+	// short one first (the link is back by the time the entry comes
+	// again), longer after each failure (a big state on a slow link)
+	wait := fetchWait << min(p.fetchFails, 5)
+	states, err := n.statesWithin(p.name, crdt.AppendBatch(nil, names), wait)
+	if err != nil {
+		p.fetchFails++
+		n.cfg.Log.Warn().Err(err).Str("peer", p.name).Uint64("seq", seq).Int("keys", len(keys)).Msg("fetching the states of keys whose APPEND could not be resolved failed; will retry")
+		return err
+	}
+	p.fetchFails = 0
+	batch, err := crdt.DecodeMessage(states)
+	if err != nil {
+		return err
+	}
+	var newest crdt.HLC
+	for _, kd := range batch {
+		if h := kd.Delta.MaxHLC(); h.Compare(newest) > 0 {
+			newest = h
+		}
+	}
+	n.fetchedStates.Add(uint64(len(batch)))
+	return n.apply.ApplyBatch(Batch{Origin: p.name, Seq: seq, Deltas: batch, Raw: states, Newest: newest})
 }
 
 // SetApplied restores the watermark of a peer read from disk at start.

@@ -77,6 +77,9 @@ func approxDeltaSize(kd crdt.KeyDelta) int {
 		for _, b := range r.Base {
 			n += 48 + len(b.Val)
 		}
+		if kd.Ext != nil && len(r.Base) == 1 { // only the part written is encoded
+			n += kd.Ext.N - len(r.Base[0].Val)
+		}
 		n += 24 * len(r.Counts)
 	}
 	kd.Delta.EachMember(func(m string, _ []crdt.Dot) { n += 24 + len(m) })

@@ -134,13 +134,16 @@ func Start(cfg Config) (*Instance, error) {
 		// with peers, deleted keys stay as tombstones until GC (a later issue)
 		Stable: func() bool { return !replicated }}, storeAdapter{store})
 	t0 := time.Now()
-	n, bad, corrupt, err := load(store, ks)
+	n, bad, unresolved, corrupt, err := load(store, ks)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("load %s: %w", cfg.Dir, err)
 	}
 	if bad > 0 {
 		log.Error().Int("keys", bad).Msg("stored states failed to decode and were skipped")
+	}
+	if unresolved > 0 {
+		log.Warn().Int("deltas", unresolved).Msg("log entries of APPEND or SETRANGE extend values their keys no longer hold (keys rebuilt from the log): skipped")
 	}
 	for _, k := range corrupt {
 		ks.Stats.CorruptRecords.Add(1)
@@ -366,7 +369,10 @@ func Start(cfg Config) (*Instance, error) {
 
 // load reads every stored key (header and elements) into ks and re-merges
 // the outbox.
-func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt []keyspace.Key, err error) {
+// Unresolved counts deltas of APPEND or SETRANGE the log replayed that
+// extend a value their key no longer held (crdt.ResolveExtend; a key
+// rebuilt from the log alone): skipped.
+func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad, unresolved int, corrupt []keyspace.Key, err error) {
 	states := map[keyspace.Key]*crdt.State{}
 	damaged := map[keyspace.Key]bool{}
 	fans := map[keyspace.Key]int{} // element pages' layouts
@@ -385,7 +391,13 @@ func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt 
 				delete(states, k)
 			}
 			ks.Run([]keyspace.Key{k}, func(tx *keyspace.Tx) error {
-				tx.Restore(k, kd.Delta)
+				if tx.Resolve(k, &kd) {
+					tx.Restore(k, kd.Delta)
+				} else {
+					// an APPEND's or SETRANGE's delta whose base is gone:
+					// only a key rebuilt from the log alone (damaged)
+					unresolved++
+				}
 				return nil
 			})
 		}
@@ -434,7 +446,7 @@ func load(store *persistence.Store, ks *keyspace.Keyspace) (n, bad int, corrupt 
 	for k, fan := range fans {
 		ks.SetElemPages(k, fan)
 	}
-	return n, bad, corrupt, err
+	return n, bad, unresolved, corrupt, err
 }
 
 func (in *Instance) expireLoop(ctx context.Context, conf *commands.Config) {
@@ -720,6 +732,10 @@ func (a applier) ApplyBatch(b peering.Batch) error {
 	var tickets []keyspace.Ticket
 	keys := make([]keyspace.Key, 0, min(applyChunk, len(batch))) // each chunk's in turn
 	merged := false
+	// deltas that extend a value this region no longer holds (see
+	// crdt.Extend): not merged; the watermark waits for their keys' states
+	// (peering.Unresolved)
+	var unresolved []crdt.KeyDelta
 	for start := 0; start == 0 || start < len(batch); start += applyChunk {
 		chunk := batch[start:min(start+applyChunk, len(batch))]
 		keys = keys[:0]
@@ -737,14 +753,18 @@ func (a applier) ApplyBatch(b peering.Batch) error {
 			// each 16 keys looked up together first, so that their cache
 			// misses overlap (keyspace.Prefetch)
 			k := 0
-			for _, kd := range chunk {
+			for i := range chunk {
+				kd := &chunk[i]
 				if kd.DB < a.ks.DBs() {
 					if k%keyspace.MaxPrefetch == 0 {
 						tx.Prefetch(keys[k:])
 					}
-					if b.Raw != nil {
+					switch {
+					case !tx.Resolve(keys[k], kd):
+						unresolved = append(unresolved, *kd)
+					case b.Raw != nil:
 						tx.MergeReceived(keys[k], kd.Delta, origin)
-					} else {
+					default:
 						tx.ApplyRemote(keys[k], kd.Delta, origin)
 					}
 					k++
@@ -754,7 +774,9 @@ func (a applier) ApplyBatch(b peering.Batch) error {
 				if b.Raw != nil && merged {
 					tx.LogReceived(b.Raw)
 				}
-				tx.SetMeta("applied:"+origin, wm[:])
+				if len(unresolved) == 0 {
+					tx.SetMeta("applied:"+origin, wm[:])
+				}
 			}
 			return nil
 		})
@@ -772,6 +794,9 @@ func (a applier) ApplyBatch(b peering.Batch) error {
 		if err := t.Wait(); err != nil {
 			return err
 		}
+	}
+	if len(unresolved) > 0 {
+		return &peering.Unresolved{Keys: unresolved}
 	}
 	return nil
 }
