@@ -107,7 +107,7 @@ func TestAppendConflictFetchesState(t *testing.T) {
 	if want := fmt.Sprintf("k=%q\n", base+"+1+2+3+4+5+6"); state != want {
 		t.Fatalf("converged to %q, want %q", state, want)
 	}
-	if n := c.regions["B"].Node.FetchedStates(); n == 0 {
+	if n := infoInt(t, b, "replication", "extend_fetches"); n == 0 {
 		t.Fatal("B resolved APPENDs whose base it had overwritten: no state fetched")
 	}
 	// and appends keep replicating (B holds A's value again)

@@ -45,6 +45,7 @@ var (
 	mCorrupt     = prometheus.NewDesc("concord_corrupt_records_total", "Stored records that failed their checksum at load.", nil, nil)
 	mRepaired    = prometheus.NewDesc("concord_keys_repaired_total", "Damaged keys restored from a peer.", nil, nil)
 	mAERepaired  = prometheus.NewDesc("concord_antientropy_repairs_total", "Keys changed by anti-entropy repairs.", nil, nil)
+	mExtFetches  = prometheus.NewDesc("concord_extend_fetches_total", "Keys' states fetched from a peer because its APPEND or SETRANGE extended a value not held here.", nil, nil)
 	mAERounds    = prometheus.NewDesc("concord_antientropy_rounds_total", "Anti-entropy comparison rounds.", nil, nil)
 	mCkpts       = prometheus.NewDesc("concord_checkpoints_total", "Checkpoints that stored the states of changed keys.", nil, nil)
 	mCkptKeys    = prometheus.NewDesc("concord_checkpoint_keys_total", "Key states stored by checkpoints.", nil, nil)
@@ -74,6 +75,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mCorrupt, ks.Stats.CorruptRecords.Load())
 	counter(mAERepaired, in.ae.repaired.Load())
 	counter(mAERounds, in.ae.rounds.Load())
+	if in.Node != nil {
+		counter(mExtFetches, in.Node.FetchedStates())
+	}
 	counter(mRepaired, ks.Stats.KeysRepaired.Load())
 	ch <- prometheus.MustNewConstMetric(mTombstones, prometheus.GaugeValue, float64(ks.Stats.Tombstones.Load()))
 	ch <- prometheus.MustNewConstMetric(mColdKeys, prometheus.GaugeValue, float64(ks.Stats.ColdKeys.Load()))

@@ -851,7 +851,7 @@ func (i *info) Replication() []string {
 		return []string{"peers:0"}
 	}
 	sts := i.node.Status()
-	lines := []string{fmt.Sprintf("peers:%d", len(sts))}
+	lines := []string{fmt.Sprintf("peers:%d", len(sts)), fmt.Sprintf("extend_fetches:%d", i.node.FetchedStates())}
 	if i.in != nil {
 		lines = append(lines, fmt.Sprintf("antientropy_rounds:%d", i.in.ae.rounds.Load()),
 			fmt.Sprintf("antientropy_keys_repaired:%d", i.in.ae.repaired.Load()),
