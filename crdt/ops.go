@@ -858,7 +858,7 @@ func splice(s *State, op Op, old []byte, at int, v []byte, keepTTL, inPlace bool
 // filling any gap): written into base's spare capacity when inPlace allows
 // it and the write is past base's end (bytes within it may still be read
 // by whoever holds base: an earlier delta, a reply), else a new allocation
-// with room to grow, as Redis's strings have.
+// with room to grow when the value grows, as Redis's strings have.
 func extend(base []byte, at int, v []byte, inPlace bool) []byte {
 	if n := at + len(v); inPlace && len(base) > deltaVal && at >= len(base) && n <= cap(base) {
 		out := base[:n]
@@ -867,9 +867,18 @@ func extend(base []byte, at int, v []byte, inPlace bool) []byte {
 		return out
 	}
 	n := max(len(base), at+len(v))
-	// (base copied, the rest cleared; append's rounding up of the capacity
-	// is the room to grow: a quarter of a big value, double a small one)
-	out := append(base[:len(base):len(base)], make([]byte, n-len(base))...)
+	var out []byte
+	if n == len(base) { // (SETRANGE within the value: base is never written)
+		out = append([]byte(nil), base...)
+	} else {
+		// room to grow as Redis's sdsMakeRoomFor: double up to 1 MB, 1 MB
+		// more past it (base copied, the rest cleared)
+		c := 2 * n
+		if n >= 1<<20 {
+			c = n + 1<<20
+		}
+		out = append(base[:len(base):len(base)], make([]byte, c-len(base))...)[:n]
+	}
 	copy(out[at:], v)
 	return out
 }

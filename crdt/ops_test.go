@@ -213,3 +213,82 @@ func TestSetStringExpireIsSetThenExpire(t *testing.T) {
 		}
 	}
 }
+
+// A run of APPENDs (and SETRANGEs past the end) to a value of the key's
+// own writes its values in place once one has room, and everything that
+// held an earlier value keeps reading it: the values read, and the deltas
+// encoded only after the whole run (as a group commit encodes them after
+// later commands ran), which a peer resolving them in order turns into
+// the same values. A SETRANGE within the value copies it.
+func TestSpliceInPlaceKeepsWhatWasRead(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 9))
+	c := NewClock("A")
+	s, peer := &State{}, &State{}
+	d0 := SetString(s, Op{HLC: c.Now(1)}, []byte("0123456789abcdefghij"), false)
+	p0, err := DecodeState(AppendState(nil, d0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Merge(d0)
+	peer.Merge(p0)
+	var reads, wants []string // the values read before each write, copies
+	var held [][]byte         // and the values themselves, as a reply would hold them
+	var kds []KeyDelta
+	inPlace, owns := 0, false
+	for i := 0; i < 2000; i++ {
+		old, _ := s.StrValue()
+		reads, held = append(reads, string(old)), append(held, old)
+		at, v := len(old), []byte{byte('a' + r.IntN(26)), byte('a' + r.IntN(26))}
+		switch r.IntN(10) {
+		case 0: // SETRANGE within the value
+			at = r.IntN(len(old))
+		case 1: // SETRANGE past the end
+			at = len(old) + r.IntN(3)
+		}
+		d, x := splice(s, Op{HLC: c.Now(int64(2 + i))}, old, at, v, true, owns, 1)
+		if x == nil {
+			t.Fatalf("write %d: no Extend for the key's own value", i)
+		}
+		if &d.Str.Base[0].Val[0] == &old[0] {
+			inPlace++
+		}
+		s.Merge(d)
+		owns = true
+		kds = append(kds, KeyDelta{Key: "k", Delta: d, Ext: x})
+		want := []byte(reads[i])
+		for len(want) < at+len(v) {
+			want = append(want, 0)
+		}
+		copy(want[at:], v)
+		wants = append(wants, string(want))
+	}
+	for i, h := range held {
+		if string(h) != reads[i] {
+			t.Fatalf("the value read before write %d changed", i)
+		}
+	}
+	if inPlace < 1000 {
+		t.Fatalf("%d of 2000 writes in place", inPlace)
+	}
+	// a peer that holds the first value resolves the deltas, encoded now,
+	// in order, in place too
+	owns = false
+	for i := range kds {
+		got, err := DecodeBatch(AppendBatch(nil, kds[i:i+1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, built := ResolveExtend(peer, &got[0], owns)
+		if !ok || !built {
+			t.Fatalf("delta %d did not resolve at the peer (%v %v)", i, ok, built)
+		}
+		if v := got[0].Delta.Str.Base[0].Val; string(v) != wants[i] {
+			t.Fatalf("delta %d, encoded after the run, resolves to %d bytes, want %d", i, len(v), len(wants[i]))
+		}
+		peer.Merge(got[0].Delta)
+		owns = true
+	}
+	if a, b := view(s), view(peer); a != b {
+		t.Fatalf("writer and peer differ: %s vs %s", a, b)
+	}
+}
