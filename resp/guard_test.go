@@ -464,3 +464,70 @@ func TestGuardDropsBigBufferWhenIdle(t *testing.T) {
 		}
 	}
 }
+
+// countingReader counts its Reads and returns a random 1..max bytes each.
+type countingReader struct {
+	b     []byte
+	r     *rand.Rand
+	max   int
+	reads int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.reads++
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), 1+c.r.IntN(c.max), len(c.b))
+	copy(p, c.b[:k])
+	c.b = c.b[k:]
+	return k, nil
+}
+
+// Big bulk bodies are read straight into the guard's output (fillBody):
+// the commands are the same as from the whole input, whatever sizes the
+// reads return, a body that does not end in CRLF is refused there too,
+// and a 100 KB argument takes a few reads, not one per 16 KiB.
+func TestGuardBigBodyReadsDirectly(t *testing.T) {
+	lim := Limits{}
+	lim.Validate()
+	r := rand.New(rand.NewPCG(5, 6))
+	for round := 0; round < 200; round++ {
+		var in []byte
+		for i := 0; i < 1+r.IntN(5); i++ {
+			val := bytes.Repeat([]byte{byte('a' + i)}, []int{3, 40 << 10, 100 << 10, 300 << 10}[r.IntN(4)])
+			in = append(in, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$"+itoa(len(val))+"\r\n"...)
+			in = append(append(in, val...), "\r\n"...)
+			in = append(in, "PING\r\n"...)
+		}
+		bad := r.IntN(4) == 0
+		if bad { // a body one byte longer than announced
+			i := bytes.LastIndex(in, []byte("\r\nPING"))
+			in = append(in[:i:i], append([]byte("x"), in[i:]...)...)
+		}
+		whole, werr := readAllCommands(newGuard(bytes.NewReader(in), &lim, func() bool { return true }))
+		split, serr := readAllCommands(newGuard(&countingReader{b: in, r: r, max: []int{7, 5000, 1 << 20}[r.IntN(3)]}, &lim, func() bool { return true }))
+		if strings.Join(whole, "|") != strings.Join(split, "|") || (werr == nil) != (serr == nil) {
+			t.Fatalf("round %d: whole %d commands (%v), split %d (%v)", round, len(whole), werr, len(split), serr)
+		}
+		if bad != (werr != nil) {
+			t.Fatalf("round %d: a body longer than announced: error %v", round, werr)
+		}
+	}
+	val := bytes.Repeat([]byte("v"), 100<<10)
+	in := append([]byte("*2\r\n$3\r\nSET\r\n$"+itoa(len(val))+"\r\n"), val...)
+	cr := &countingReader{b: append(in, "\r\n"...), r: r, max: 1 << 30}
+	g := newGuard(cr, &lim, func() bool { return true })
+	if args, err := g.next(true); err != nil || len(args) != 2 || !bytes.Equal(args[1], val) {
+		t.Fatalf("%d args, %v", len(args), err)
+	}
+	if cr.reads > 4 {
+		t.Fatalf("a 100 KB argument took %d reads", cr.reads)
+	}
+	// a big body read in one piece that does not end in CRLF
+	cr = &countingReader{b: append(in, "xy\r\n"...), r: r, max: 1 << 30}
+	var pe *ProtocolError
+	if args, err := newGuard(cr, &lim, func() bool { return true }).next(true); !errors.As(err, &pe) || err == errFraming || pe.Msg != "invalid bulk length" {
+		t.Fatalf("a body without its CRLF: %d args, %v", len(args), err)
+	}
+}
