@@ -161,6 +161,9 @@ func (ks *Keyspace) Prefetch(db int, keys, elems [][]byte, vals uint32) {
 // (a peer's batch: the applier prefetches each next MaxPrefetch keys
 // before merging them). Keys in a database out of range are skipped.
 func (tx *Tx) Prefetch(keys []Key) {
+	if tx.prefetched {
+		return
+	}
 	keys = keys[:min(len(keys), MaxPrefetch)]
 	// the index's slots' lines first, then the slots, then what they point
 	// to (see Keyspace.Prefetch)
