@@ -282,6 +282,13 @@ func (s *State) Merge(d *State) (conflicts int) {
 			s.adoptMembers(d.Set)
 		case d.Set.Len() == 0 && s.Set.Len() > 0 && s.allMembersSeen(dctx):
 			s.Set = nil // (a DEL, a replace by another type: one pass, no lookups)
+		case d.Set.Len() > 0 && s.allMembersSeen(dctx) && noneSeen(d.Set, &s.Ctx, memberDots):
+			// a replace of the whole set (SINTERSTORE into a set, RENAME
+			// over one): it saw every member s has, and s saw none of its
+			// members' dots, so the result is its members, adopted without
+			// a lookup each
+			s.Set = nil
+			s.adoptMembers(d.Set)
 		default:
 			for m, sd := range s.Set.All() {
 				if !d.Set.Has(m) {
@@ -297,6 +304,9 @@ func (s *State) Merge(d *State) (conflicts int) {
 			conflicts |= s.adoptFields(d.Hash, dctx)
 		case d.Hash.Len() == 0 && s.Hash.Len() > 0 && s.allFieldsSeen(dctx):
 			s.Hash, s.live = nil, nil // (as for members)
+		case d.Hash.Len() > 0 && s.allFieldsSeen(dctx) && noneSeen(d.Hash, &s.Ctx, fieldDots):
+			s.Hash, s.live = nil, nil // (as for members)
+			conflicts |= s.adoptFields(d.Hash, dctx)
 		default:
 			for f := range s.Hash.All() {
 				if !d.Hash.Has(f) {
@@ -346,6 +356,40 @@ func (s *State) allMembersSeen(ctx *Context) bool {
 			if !ctx.Contains(x) {
 				return false
 			}
+		}
+	}
+	return true
+}
+
+// noneSeen reports whether ctx has seen none of the dots of t's elements
+// (dots gives an element's: its members', its assignments').
+func noneSeen[V any](t *Table[V], ctx *Context, dots func(V, func(Dot) bool) bool) bool {
+	for _, v := range t.All() {
+		if !dots(v, func(x Dot) bool { return !ctx.Contains(x) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// memberDots calls ok with each of a member's dots while it returns true.
+func memberDots(ds []Dot, ok func(Dot) bool) bool {
+	for _, x := range ds {
+		if !ok(x) {
+			return false
+		}
+	}
+	return true
+}
+
+// fieldDots is memberDots for a field's assignments.
+func fieldDots(r *Reg, ok func(Dot) bool) bool {
+	if r == nil {
+		return true
+	}
+	for _, b := range r.Base {
+		if !ok(b.Dot) {
+			return false
 		}
 	}
 	return true
