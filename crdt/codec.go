@@ -734,28 +734,9 @@ func decodeBatchInto(out []KeyDelta, b []byte, reuse bool) ([]KeyDelta, error) {
 		if db > math.MaxInt32 {
 			d.fail()
 		}
-		var x *Extend
-		if db >= extendedDB {
+		ext := db >= extendedDB
+		if ext {
 			db -= extendedDB
-			k := d.raw()
-			x = &Extend{Of: d.dot(), At: int(min(d.uv(), maxExtendAt+1)), partial: true}
-			st := d.state()
-			if d.err != nil {
-				break
-			}
-			if x.At > maxExtendAt || st.Str == nil || len(st.Str.Base) != 1 {
-				d.fail()
-				break
-			}
-			x.N = len(st.Str.Base[0].Val)
-			var key string
-			if reuse && len(k) > 0 {
-				key = unsafe.String(&k[0], len(k))
-			} else {
-				key = string(k)
-			}
-			out = append(out, KeyDelta{DB: int(db), Key: key, Delta: st, Ext: x})
-			continue
 		}
 		var k string
 		if reuse { // (DecodeMessageReleasable: the key points into b)
@@ -765,7 +746,19 @@ func decodeBatchInto(out []KeyDelta, b []byte, reuse bool) ([]KeyDelta, error) {
 		} else {
 			k = d.str()
 		}
-		out = append(out, KeyDelta{DB: int(db), Key: k, Delta: d.state()})
+		var x *Extend
+		if ext {
+			x = &Extend{Of: d.dot(), At: int(min(d.uv(), maxExtendAt+1)), partial: true}
+		}
+		st := d.state()
+		if x != nil && d.err == nil {
+			if x.At > maxExtendAt || st.Str == nil || len(st.Str.Base) != 1 {
+				d.fail()
+				break
+			}
+			x.N = len(st.Str.Base[0].Val)
+		}
+		out = append(out, KeyDelta{DB: int(db), Key: k, Delta: st, Ext: x})
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()

@@ -257,6 +257,14 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add(appendBatchV1(nil, []KeyDelta{{DB: 1, Key: "k", Delta: SAdd(&State{}, Op{HLC: HLC{Phys: 1, Region: "A"}}, [][]byte{[]byte("m")})}}))
 	f.Add([]byte{1, 0, 0})
 	f.Add([]byte{3, 0, 0})
+	{ // an APPEND's delta with its Extend
+		c := NewClock("A")
+		s := &State{}
+		s.Merge(SetString(s, Op{HLC: c.Now(1)}, []byte("0123456789"), false))
+		old, _ := s.StrValue()
+		d, x := splice(s, Op{HLC: c.Now(2)}, old, 12, []byte("ab"), true, false, 1)
+		f.Add(AppendBatch(nil, []KeyDelta{{DB: 2, Key: "k", Delta: d, Ext: x}}))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		kds, err := DecodeBatch(b)
 		if err != nil {
@@ -264,6 +272,18 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 		for _, kd := range kds {
 			_ = fmt.Sprint(view(kd.Delta))
+			if kd.Ext == nil {
+				continue
+			}
+			// resolved against a state without the assignment, and one
+			// with it: no panic, and what resolves encodes again
+			ResolveExtend(&State{}, &kd, false)
+			base := &State{Str: &Reg{Base: []Base{{Dot: kd.Ext.Of, Val: []byte("0123456789")}}}}
+			if ok, _ := ResolveExtend(base, &kd, false); ok {
+				if _, err := DecodeBatch(AppendBatch(nil, []KeyDelta{kd})); err != nil {
+					t.Fatalf("a resolved delta does not decode again: %v", err)
+				}
+			}
 		}
 	})
 }

@@ -120,8 +120,8 @@ type peer struct {
 	downSince atomic.Int64 // unix ms when the link was first seen down (0: up)
 	wasUp     bool         // watchLinks only
 	// fetchFails counts the failed fetches of states for the entry being
-	// applied (applyFetched; its consumer only)
-	fetchFails int
+	// applied (applyFetched)
+	fetchFails atomic.Int32
 	// scratch is the slice the peer's last message decoded into, emptied:
 	// the next one decodes into it (taken by a swap, so that two deliveries
 	// at once would each have their own)
@@ -377,14 +377,14 @@ func (n *Node) applyFetched(p *peer, seq uint64, keys []crdt.KeyDelta) error {
 	// a request sent while the link was down waits for its timeout: a
 	// short one first (the link is back by the time the entry comes
 	// again), longer after each failure (a big state on a slow link)
-	wait := fetchWait << min(p.fetchFails, 5)
+	wait := fetchWait << min(p.fetchFails.Load(), 5)
 	states, err := n.statesWithin(p.name, crdt.AppendBatch(nil, names), wait)
 	if err != nil {
-		p.fetchFails++
+		p.fetchFails.Add(1)
 		n.cfg.Log.Warn().Err(err).Str("peer", p.name).Uint64("seq", seq).Int("keys", len(keys)).Msg("fetching the states of keys whose APPEND could not be resolved failed; will retry")
 		return err
 	}
-	p.fetchFails = 0
+	p.fetchFails.Store(0)
 	batch, err := crdt.DecodeMessage(states)
 	if err != nil {
 		return err
