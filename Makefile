@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # a loaded CI machine
 FUZZTIME ?= 100000x
 
-.PHONY: all build run test deps vet unit race integration goroutines fuzz clean demo bench-repl bench bench-mem bench-cmds gobench bench-ae
+.PHONY: all build run test deps vet unit race integration goroutines fuzz clean demo bench-repl bench bench-mem bench-cmds bench-append gobench bench-ae
 
 all: build
 
@@ -78,6 +78,11 @@ bench: build deps
 # redis-server: an O(n) regression shows as an outlying ratio.
 bench-cmds: build deps
 	$(GO) run ./cmd/concord-bench -mode commands -concord ./concord
+
+# APPENDs of 40 bytes to a 10 MB string in region A, replicated to B:
+# A's rate and how long B took to catch up (BENCH_APPENDS=20000).
+bench-append:
+	$(GO) test -run XXX -bench BenchmarkAppendReplication -benchtime 1x ./integration
 
 # RSS per string key and per set member, Concord vs redis-server.
 bench-mem: build deps
