@@ -101,7 +101,7 @@ func TestScanOrderSurvivesWarmAndCold(t *testing.T) {
 	}
 }
 
-// firstByTag puts the n least candidates first, sorted, and never ends a
+// firstByTag puts the n least candidates first, the greatest last, and never ends a
 // page inside a tag (candidates sharing the last one's come too).
 func TestFirstByTag(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
@@ -119,8 +119,13 @@ func TestFirstByTag(t *testing.T) {
 		for k < len(want) && k > 0 && want[k]>>32 == want[k-1]>>32 {
 			k++
 		}
-		if m != k || !slices.Equal(c[:m], want[:k]) {
+		took := slices.Clone(c[:m])
+		slices.Sort(took)
+		if m != k || !slices.Equal(took, want[:k]) {
 			t.Fatalf("n %d of %d: took %d, want %d", n, len(c), m, k)
+		}
+		if m > 0 && m < len(c) && c[m-1]>>32 != want[k-1]>>32 {
+			t.Fatalf("n %d of %d: the last taken has tag %d, the greatest is %d", n, len(c), c[m-1]>>32, want[k-1]>>32)
 		}
 		rest := slices.Clone(c[m:])
 		slices.Sort(rest)
