@@ -248,7 +248,9 @@ func cmdFlush(c *Ctx, all bool) {
 			}
 		}
 		for _, db := range dbs {
-			for _, key := range tx.Keys(db) {
+			keys := tx.Keys(db)
+			tx.Reserve(len(keys))
+			for _, key := range keys {
 				k := keyspace.Key{DB: db, Key: key}
 				tx.Apply(k, crdt.Delete(tx.State(k)))
 			}

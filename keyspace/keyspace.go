@@ -1152,6 +1152,20 @@ func (tx *Tx) Apply(k Key, d *crdt.State) {
 	tx.deltas = append(tx.deltas, crdt.KeyDelta{DB: k.DB, Key: k.Key, Delta: d})
 }
 
+// Reserve sizes the transaction for n more keys it is about to write
+// (FLUSHALL's): their touches and deltas are allocated once instead of
+// grown key by key (a quarter of a 632k-key FLUSHALL's allocations).
+func (tx *Tx) Reserve(n int) {
+	tx.nkeys += n
+	// a new slab: touches already taken point into the old one
+	tx.tslab = make([]touch, 0, n)
+	tx.touched = slices.Grow(tx.touched, n)
+	if tx.deltas == nil {
+		tx.deltas = tx.dbuf[:0]
+	}
+	tx.deltas = slices.Grow(tx.deltas, n)
+}
+
 // Splice writes v over k's string value old from byte at (SETRANGE;
 // APPEND at its end) and applies it (crdt.Splice): the log and peers get
 // only the part written when it extends the key's own last assignment,
