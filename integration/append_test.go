@@ -3,32 +3,12 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"concord/cmd/concord/server"
-
-	"github.com/redis/go-redis/v9"
 )
-
-// infoInt reads a numeric field of an INFO section.
-func infoInt(t testing.TB, c *redis.Client, section, field string) int64 {
-	t.Helper()
-	s, err := c.Info(ctx, section).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	t.Fatalf("INFO %s has no %s:\n%s", section, field, s)
-	return 0
-}
 
 // APPEND and SETRANGE on a big string log what they wrote, not the whole
 // value (a 1 MB string appended to 300 times logged 300 MB), and the value

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -19,10 +18,7 @@ import (
 // pull everything from a peer, and the time and bytes to compare two
 // identical regions (one root exchange per database).
 func BenchmarkAntiEntropy(b *testing.B) {
-	n := 100000
-	if s, err := strconv.Atoi(os.Getenv("BENCH_AE_KEYS")); err == nil && s > 0 {
-		n = s
-	}
+	n := envInt("BENCH_AE_KEYS", 100000)
 	bus := peering.NewBus()
 	start := func(name, peer string) *server.Instance {
 		in, err := server.Start(server.Config{Addr: "127.0.0.1:0", Region: name, Dir: b.TempDir(), LogLevel: "error",

@@ -3,8 +3,6 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -19,10 +17,7 @@ import (
 // where a delta of the whole value cost 10 MB per APPEND per peer.
 // BENCH_APPENDS sets how many (20,000 by default).
 func BenchmarkAppendReplication(b *testing.B) {
-	n := 20000
-	if s, err := strconv.Atoi(os.Getenv("BENCH_APPENDS")); err == nil && s > 0 {
-		n = s
-	}
+	n := envInt("BENCH_APPENDS", 20000)
 	c := startCluster(b, 2, func(cfg *server.Config) { cfg.ColdAfter = coldAfter })
 	a, peer := c.clients["A"], c.clients["B"]
 	big := bytes.Repeat([]byte("x"), 10<<20)

@@ -181,17 +181,7 @@ func raw2(t *testing.T, addr string, args ...string) (string, error) {
 func TestSaveCommands(t *testing.T) {
 	in := startConcord(t, func(c *server.Config) { c.CheckpointInterval = time.Hour })
 	c := client(t, in.Addr())
-	info := func(field string) int64 {
-		s, _ := c.Info(ctx, "persistence").Result()
-		for _, l := range strings.Split(s, "\r\n") {
-			if v, ok := strings.CutPrefix(l, field+":"); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				return n
-			}
-		}
-		t.Fatalf("INFO persistence has no %s:\n%s", field, s)
-		return 0
-	}
+	info := func(field string) int64 { return infoInt(t, c, "persistence", field) }
 	start, _ := c.LastSave(ctx).Result()
 	if now := time.Now().Unix(); start > now || start < now-60 {
 		t.Fatalf("LASTSAVE before any save %d (now %d)", start, now)
