@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,8 +180,23 @@ func (c *Conn) Err(msg string) {
 // Int writes an integer.
 func (c *Conn) Int(n int64) { c.w.WriteInt64(n) }
 
-// Bulk writes a bulk string.
-func (c *Conn) Bulk(b []byte) { c.w.WriteBulk(b) }
+// Bulk writes a bulk string. One of bigReply bytes or more goes straight
+// into the output, once what was written before it is there: through
+// redcon's buffer it was copied twice (a GET of a 1 MB value).
+func (c *Conn) Bulk(b []byte) {
+	if len(b) < bigReply {
+		c.w.WriteBulk(b)
+		return
+	}
+	c.w.Flush()
+	o := slices.Grow(c.out.b, len(b)+24)
+	o = strconv.AppendInt(append(o, '$'), int64(len(b)), 10)
+	o = append(append(o, '\r', '\n'), b...)
+	c.out.b = append(o, '\r', '\n')
+}
+
+// bigReply is the shortest value Bulk writes into the output itself.
+const bigReply = 16 << 10
 
 // BulkString writes a bulk string.
 func (c *Conn) BulkString(s string) { c.w.WriteBulkString(s) }

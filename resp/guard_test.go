@@ -531,3 +531,52 @@ func TestGuardBigBodyReadsDirectly(t *testing.T) {
 		t.Fatalf("a body without its CRLF: %d args, %v", len(args), err)
 	}
 }
+
+// arrayEcho replies with its arguments as an array of bulks.
+type arrayEcho struct{}
+
+func (arrayEcho) Serve(c *Conn, args [][]byte) {
+	c.Array(len(args))
+	for _, a := range args {
+		c.Bulk(a)
+	}
+}
+func (arrayEcho) Closed(c *Conn) {}
+
+// A big reply written straight into the output (Conn.Bulk) keeps its
+// place among the small replies around it, in one pipeline and within
+// one reply (an array's header and small elements before it).
+func TestBigReplyKeepsOrder(t *testing.T) {
+	_, addr := startServer(t, Limits{}, false)
+	_, arrAddr := serve(t, Config{}, arrayEcho{})
+	{
+		val := strings.Repeat("w", 50<<10)
+		c, err := net.Dial("tcp", arrAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go c.Write([]byte("*3\r\n$1\r\na\r\n$" + itoa(len(val)) + "\r\n" + val + "\r\n$1\r\nb\r\n"))
+		want := "*3\r\n$1\r\na\r\n$" + itoa(len(val)) + "\r\n" + val + "\r\n$1\r\nb\r\n"
+		got := make([]byte, len(want))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+			t.Fatalf("array reply differs (%v): %q...", err, got[:min(len(got), 40)])
+		}
+	}
+	val := strings.Repeat("v", 100<<10)
+	in := "PING\r\n*2\r\n$4\r\nECHO\r\n$" + itoa(len(val)) + "\r\n" + val + "\r\nPING\r\n" +
+		"*2\r\n$4\r\nECHO\r\n$3\r\nabc\r\n*2\r\n$4\r\nECHO\r\n$" + itoa(len(val)) + "\r\n" + val + "\r\n"
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go c.Write([]byte(in))
+	want := "$4\r\nPING\r\n$" + itoa(len(val)+5) + "\r\nECHO " + val + "\r\n$4\r\nPING\r\n$8\r\nECHO abc\r\n$" + itoa(len(val)+5) + "\r\nECHO " + val + "\r\n"
+	got := make([]byte, len(want))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("replies differ (%v): %q...", err, got[:min(len(got), 40)])
+	}
+}
