@@ -40,8 +40,10 @@ type Conn struct {
 	out     outBuf
 	Created time.Time
 
-	// peeked holds the commands one read brought in, for Prefetcher
+	// peeked holds the commands one read brought in, for Prefetcher;
+	// ahead counts those after the one being served not yet served
 	peeked [maxPeek]Peeked
+	ahead  int
 
 	Proto   int // 2 or 3
 	DB      int

@@ -330,9 +330,9 @@ func (l *evLoop) serve(c *Conn) {
 		args, err := c.g.next(true)
 		if c.rd.reads != reads {
 			c.CallClock = 0 // the command did not follow the last at once
-			if err == nil && l.s.pre != nil {
-				l.s.prefetch(c, c.g, args)
-			}
+		}
+		if err == nil {
+			l.s.prefetchAhead(c, c.g, args, c.rd.reads != reads)
 		}
 		if err == errWouldBlock {
 			c.g.err = nil

@@ -324,10 +324,9 @@ func (s *Server) serveConn(nc net.Conn) {
 		// together (a protocol error behind them is reported on the next
 		// round, after these replies)
 		c.CallClock = 0
-		if s.pre != nil {
-			s.prefetch(c, g, args)
-		}
-		for ; args != nil; args, _ = g.next(false) { // (never reading: the commands follow one another)
+		for read := true; args != nil; args, _ = g.next(false) { // (never reading: the commands follow one another)
+			s.prefetchAhead(c, g, args, read)
+			read = false
 			if s.serveOne(c, args) {
 				break
 			}
@@ -450,6 +449,20 @@ const maxPeek = 16
 
 // prefetch passes the command just read (args) and those buffered behind
 // it to the handler's Prefetch, when a pipeline brought two or more.
+// prefetchAhead prefetches before args is served: after a read, and again
+// once the commands a prefetch covered were served (a 16 KiB read brings
+// hundreds of a deep pipeline's commands, a prefetch covers maxPeek: at
+// -P 1000 the key lookups' cache misses were 30% of SET's profile).
+func (s *Server) prefetchAhead(c *Conn, g *guard, args [][]byte, read bool) {
+	switch {
+	case s.pre == nil:
+	case read || c.ahead <= 0:
+		s.prefetch(c, g, args)
+	default:
+		c.ahead--
+	}
+}
+
 func (s *Server) prefetch(c *Conn, g *guard, args [][]byte) {
 	p := Peeked{Name: args[0]}
 	if len(args) > 1 {
@@ -462,5 +475,6 @@ func (s *Server) prefetch(c *Conn, g *guard, args [][]byte) {
 	if cmds = g.peek(cmds); len(cmds) > 1 {
 		s.pre.Prefetch(c, cmds)
 	}
+	c.ahead = len(cmds) - 1
 	clear(cmds) // (no references into the buffer kept)
 }
