@@ -68,6 +68,22 @@ func TestPipelinePrefetch(t *testing.T) {
 		if got := prefetched() - base; got != want {
 			t.Fatalf("prefetch off=%v: %d keys prefetched for a pipeline of 8 GETs, want %d", off, got, want)
 		}
+		// a deep pipeline (one read brings hundreds): prefetched as it is
+		// served, 16 commands at a time, not only its first 16
+		pipe(func(p redis.Pipeliner) {
+			for i := range 300 {
+				p.Set(ctx, fmt.Sprint("d", i), i, 0)
+			}
+		})
+		base = prefetched()
+		pipe(func(p redis.Pipeliner) {
+			for i := range 300 {
+				p.Get(ctx, fmt.Sprint("d", i))
+			}
+		})
+		if got := prefetched() - base; off && got != 0 || !off && got < 250 {
+			t.Fatalf("prefetch off=%v: %d keys prefetched for a pipeline of 300 GETs", off, got)
+		}
 		base = prefetched()
 		c.Get(ctx, "k1")
 		pipe(func(p redis.Pipeliner) {
