@@ -31,8 +31,8 @@ const scanAll = 1 << 32
 // added or removed meanwhile may or may not be); the cursor is the shard
 // and the scanTag to go on from. st returns the key's state to match: a
 // cold key is unpacked only if match asks. match must not keep k (a cold
-// key's name points into its record until it is returned). in is the RunAll tx the caller
-// runs in, or nil.
+// key's name points into its record until it is returned). in is the
+// RunAll tx the caller runs in, or nil.
 func (ks *Keyspace) ScanPage(in *Tx, dbi int, cursor uint64, count int, match func(k string, st func() *crdt.State) bool) ([]string, uint64) {
 	d := ks.dbs[dbi]
 	var cur *crdt.State
