@@ -282,11 +282,12 @@ func (s *State) Merge(d *State) (conflicts int) {
 			s.adoptMembers(d.Set)
 		case d.Set.Len() == 0 && s.Set.Len() > 0 && s.allMembersSeen(dctx):
 			s.Set = nil // (a DEL, a replace by another type: one pass, no lookups)
-		case d.Set.Len() > 0 && s.allMembersSeen(dctx) && noneSeen(d.Set, &s.Ctx, memberDots):
+		case d.Set.Len() > 0 && noneSeenMembers(d.Set, &s.Ctx) && s.allMembersSeen(dctx):
 			// a replace of the whole set (SINTERSTORE into a set, RENAME
-			// over one): it saw every member s has, and s saw none of its
-			// members' dots, so the result is its members, adopted without
-			// a lookup each
+			// over one): s saw none of its members' dots (tested first: a
+			// state merged from a peer fails at its first member) and it
+			// saw every member s has, so the result is its members,
+			// adopted without a lookup each
 			s.Set = nil
 			s.adoptMembers(d.Set)
 		default:
@@ -304,7 +305,7 @@ func (s *State) Merge(d *State) (conflicts int) {
 			conflicts |= s.adoptFields(d.Hash, dctx)
 		case d.Hash.Len() == 0 && s.Hash.Len() > 0 && s.allFieldsSeen(dctx):
 			s.Hash, s.live = nil, nil // (as for members)
-		case d.Hash.Len() > 0 && s.allFieldsSeen(dctx) && noneSeen(d.Hash, &s.Ctx, fieldDots):
+		case d.Hash.Len() > 0 && noneSeenFields(d.Hash, &s.Ctx) && s.allFieldsSeen(dctx):
 			s.Hash, s.live = nil, nil // (as for members)
 			conflicts |= s.adoptFields(d.Hash, dctx)
 		default:
@@ -361,35 +362,30 @@ func (s *State) allMembersSeen(ctx *Context) bool {
 	return true
 }
 
-// noneSeen reports whether ctx has seen none of the dots of t's elements
-// (dots gives an element's: its members', its assignments').
-func noneSeen[V any](t *Table[V], ctx *Context, dots func(V, func(Dot) bool) bool) bool {
-	for _, v := range t.All() {
-		if !dots(v, func(x Dot) bool { return !ctx.Contains(x) }) {
-			return false
+// noneSeenMembers reports whether ctx has seen none of the dots of set's
+// members.
+func noneSeenMembers(set *Table[[]Dot], ctx *Context) bool {
+	for _, ds := range set.All() {
+		for _, x := range ds {
+			if ctx.Contains(x) {
+				return false
+			}
 		}
 	}
 	return true
 }
 
-// memberDots calls ok with each of a member's dots while it returns true.
-func memberDots(ds []Dot, ok func(Dot) bool) bool {
-	for _, x := range ds {
-		if !ok(x) {
-			return false
+// noneSeenFields reports whether ctx has seen none of the assignments of
+// h's fields.
+func noneSeenFields(h *Table[*Reg], ctx *Context) bool {
+	for _, r := range h.All() {
+		if r == nil {
+			continue
 		}
-	}
-	return true
-}
-
-// fieldDots is memberDots for a field's assignments.
-func fieldDots(r *Reg, ok func(Dot) bool) bool {
-	if r == nil {
-		return true
-	}
-	for _, b := range r.Base {
-		if !ok(b.Dot) {
-			return false
+		for _, b := range r.Base {
+			if ctx.Contains(b.Dot) {
+				return false
+			}
 		}
 	}
 	return true

@@ -23,7 +23,7 @@ func TestAppendLogsWhatItWrites(t *testing.T) {
 	if err := c.Set(ctx, "big", want, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	before := infoInt(t, c, "persistence", "log_bytes_since_checkpoint")
+	before := int64(infoNumber(t, c, "persistence", "log_bytes_since_checkpoint"))
 	for i := 0; i < 300; i++ {
 		s := fmt.Sprintf("<%d>", i)
 		switch {
@@ -48,7 +48,7 @@ func TestAppendLogsWhatItWrites(t *testing.T) {
 			}
 		}
 	}
-	logged := infoInt(t, c, "persistence", "log_bytes_since_checkpoint") - before
+	logged := int64(infoNumber(t, c, "persistence", "log_bytes_since_checkpoint")) - before
 	if logged > 100<<10 {
 		t.Fatalf("300 APPENDs and SETRANGEs of a few bytes to a 1 MiB string logged %d bytes", logged)
 	}
@@ -87,7 +87,7 @@ func TestAppendConflictFetchesState(t *testing.T) {
 	if want := fmt.Sprintf("k=%q\n", base+"+1+2+3+4+5+6"); state != want {
 		t.Fatalf("converged to %q, want %q", state, want)
 	}
-	if n := infoInt(t, b, "replication", "extend_fetches"); n == 0 {
+	if n := int64(infoNumber(t, b, "replication", "extend_fetches")); n == 0 {
 		t.Fatal("B resolved APPENDs whose base it had overwritten: no state fetched")
 	}
 	// and appends keep replicating (B holds A's value again)

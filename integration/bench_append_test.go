@@ -57,7 +57,7 @@ func BenchmarkAppendReplication(b *testing.B) {
 	if !bytes.Equal(va, vb) {
 		b.Fatal("A and B hold different values")
 	}
-	fetches := infoInt(b, peer, "replication", "extend_fetches")
+	fetches := int64(infoNumber(b, peer, "replication", "extend_fetches"))
 	fmt.Printf("\nAPPEND 40 B to a 10 MB string in A, replicated to B: %d APPENDs in %v (%.0f/s), B caught up %v after the last ack; B fetched %d states\n",
 		n, acked.Round(time.Millisecond), float64(n)/acked.Seconds(), behind.Round(time.Millisecond), fetches)
 }

@@ -50,23 +50,6 @@ func startConcord(t testing.TB, mod func(*server.Config)) *server.Instance {
 	return in
 }
 
-// infoInt reads a numeric field of an INFO section.
-func infoInt(t testing.TB, c *redis.Client, section, field string) int64 {
-	t.Helper()
-	s, err := c.Info(ctx, section).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(s, "\r\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	t.Fatalf("INFO %s has no %s:\n%s", section, field, s)
-	return 0
-}
-
 // envInt returns the environment variable name as a positive number, or
 // def (a benchmark's knob).
 func envInt(name string, def int) int {

@@ -181,7 +181,7 @@ func raw2(t *testing.T, addr string, args ...string) (string, error) {
 func TestSaveCommands(t *testing.T) {
 	in := startConcord(t, func(c *server.Config) { c.CheckpointInterval = time.Hour })
 	c := client(t, in.Addr())
-	info := func(field string) int64 { return infoInt(t, c, "persistence", field) }
+	info := func(field string) int64 { return int64(infoNumber(t, c, "persistence", field)) }
 	start, _ := c.LastSave(ctx).Result()
 	if now := time.Now().Unix(); start > now || start < now-60 {
 		t.Fatalf("LASTSAVE before any save %d (now %d)", start, now)

@@ -1173,13 +1173,22 @@ func (tx *Tx) Reserve(n int) {
 // into that value's spare capacity instead of copying it. The caller read
 // old from k and checked the type and the size.
 func (tx *Tx) Splice(k Key, old []byte, at int, v []byte, keepTTL bool) {
-	e := tx.lookup(k)
-	d, x := crdt.Splice(tx.State(k), tx.Op(), old, at, v, keepTTL, e != nil && e.ownsVal)
+	st, own := tx.stateOwned(k)
+	d, x := crdt.Splice(st, tx.Op(), old, at, v, keepTTL, own)
 	tx.built = d
 	tx.Apply(k, d)
 	if x != nil {
 		tx.deltas[len(tx.deltas)-1].Ext = x
 	}
+}
+
+// stateOwned is State, and whether k's entry owns its value (ownsVal),
+// with one lookup.
+func (tx *Tx) stateOwned(k Key) (*crdt.State, bool) {
+	if e := tx.lookup(k); e != nil {
+		return e.st, e.ownsVal
+	}
+	return &crdt.State{}, false
 }
 
 // Resolve makes kd, a delta decoded from the log or a peer's message,
@@ -1191,8 +1200,8 @@ func (tx *Tx) Resolve(k Key, kd *crdt.KeyDelta) bool {
 	if kd.Ext == nil {
 		return true
 	}
-	e := tx.lookup(k)
-	ok, built := crdt.ResolveExtend(tx.State(k), kd, e != nil && e.ownsVal)
+	st, own := tx.stateOwned(k)
+	ok, built := crdt.ResolveExtend(st, kd, own)
 	if built {
 		tx.built = kd.Delta
 	}
